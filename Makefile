@@ -1,0 +1,51 @@
+# Capacity Forecaster — the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA ?= $(or $(CAPFC_DATA),./data)
+SERVERS ?= 1000
+PORT ?= 8080
+export CAPFC_DATA := $(DATA)
+
+.PHONY: install run demo-data test test-fast lint format bench serve clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install runtime + test dependencies
+
+demo-data: install  ## generate a demo fleet when the store is empty, then a plan when none exists
+	@$(PY) -m forecasting has-data || $(PY) -m forecasting generate --servers $(SERVERS)
+	@$(PY) -m forecasting has-plan || $(PY) -m forecasting run
+
+run: demo-data  ## serve the app on http://127.0.0.1:8050
+	$(PY) -m app
+
+serve: install  ## the container's exact command: gunicorn on $$PORT (default 8080)
+	PORT=$(PORT) $(VENV)/bin/gunicorn --config gunicorn.conf.py app.wsgi:server
+
+test: install lint  ## every test: unit, integration, browser
+	bash scripts/ensure-browser.sh
+	$(PY) -m pytest -n 2 --headless
+
+test-fast: install  ## unit tests only (no browser, no slow)
+	$(PY) -m pytest -n 2 -m "not browser and not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install  ## benchmarks: figures and ratios against a baseline, side by side
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,145 @@
+"""One typed settings object: defaults in code < optional YAML file < CAPFC_ environment.
+
+This is the only module that reads the environment; everything else receives values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .schema import CRITICALITY_ORDER, METRICS
+
+DEFAULT_THRESHOLDS = {
+    "cpu_p95": 85.0,
+    "mem_p95": 90.0,
+    "disk_p95": 85.0,
+    "net_in_p95": 800.0,
+    "net_out_p95": 800.0,
+}
+# Critical servers warn earlier: points subtracted from the metric threshold per tier.
+DEFAULT_CRITICALITY_OFFSETS = {"critical": -10.0, "high": -5.0, "medium": 0.0, "low": 0.0}
+# Days from ordering to capacity in service, per server type ("default" for the rest).
+DEFAULT_LEAD_TIME_DAYS = {"default": 30, "db": 60, "storage": 60, "batch": 30, "web": 21, "app": 30}
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Capacity Forecaster configuration (see README "Configuration")."""
+
+    model_config = SettingsConfigDict(env_prefix="CAPFC_", extra="forbid", env_nested_delimiter="__")
+
+    data: str = Field(
+        "./data", description="data location: a path, s3://bucket/prefix or athena://workgroup/database"
+    )
+    config: str | None = Field(None, description="optional YAML settings file")
+    freq: Literal["daily", "hourly"] = "daily"
+    horizon: int | None = Field(
+        None, ge=1, le=5000, description="forecast horizon in periods (default 90 days / 168 hours)"
+    )
+    model: Literal["fleet", "prophet", "naive"] = "fleet"
+    backtest_cutoffs: int = Field(3, ge=0, le=20)
+    thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    criticality_offsets: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_CRITICALITY_OFFSETS))
+    lead_time_days: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_LEAD_TIME_DAYS))
+    headroom: float = Field(
+        0.2, ge=0.0, lt=1.0, description="capacity kept free when right-sizing and packing"
+    )
+    idle_cpu_p95: float = Field(
+        10.0, ge=0.0, le=100.0, description="CPU p95 below which a server counts as idle"
+    )
+    workers: int = Field(0, ge=0, le=256, description="processes for per-series models (0 = all cores)")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL / AWS)"
+    )
+    cache_ttl_seconds: int = Field(300, ge=0)
+    host: str = "127.0.0.1"
+    port: int = Field(8050, ge=1, le=65535)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(METRICS)
+        if unknown:
+            raise ValueError(f"unknown metric(s) {sorted(unknown)}; known: {list(METRICS)}")
+        merged = {**DEFAULT_THRESHOLDS, **v}
+        for m, t in merged.items():
+            if METRICS[m].kind == "percent" and not 0 < t <= 100:
+                raise ValueError(f"{m} threshold {t} must be in (0, 100]")
+            if t <= 0:
+                raise ValueError(f"{m} threshold {t} must be positive")
+        return merged
+
+    @field_validator("criticality_offsets")
+    @classmethod
+    def _known_tiers(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(CRITICALITY_ORDER)
+        if unknown:
+            raise ValueError(f"unknown criticality tier(s) {sorted(unknown)}; known: {CRITICALITY_ORDER}")
+        return {**DEFAULT_CRITICALITY_OFFSETS, **v}
+
+    @field_validator("data")
+    @classmethod
+    def _data_uri(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("must not be empty")
+        if "://" in v and not v.startswith(("s3://", "athena://", "file://")):
+            raise ValueError(f"{v!r}: use a local path, s3://bucket/prefix or athena://workgroup/database")
+        return v
+
+    @property
+    def effective_horizon(self) -> int:
+        return self.horizon or (90 if self.freq == "daily" else 168)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Values from the YAML file named by CAPFC_CONFIG (or ./capfc.yaml when present)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("CAPFC_CONFIG") or ("capfc.yaml" if Path("capfc.yaml").exists() else None)
+        if not path:
+            return {}
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise SettingsError(f"settings file {path} (CAPFC_CONFIG) does not exist") from None
+        except yaml.YAMLError as e:
+            raise SettingsError(f"settings file {path} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"settings file {path} must hold a mapping of setting: value")
+        return loaded
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning pydantic's errors into one message naming each bad setting."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        parts = []
+        for err in e.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            parts.append(f"CAPFC_{name.upper()} ({name}): {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(parts)) from None

@@ -1,0 +1,135 @@
+"""The store interface every data source implements (local Parquet, S3, Athena).
+
+Same method names, same frames out, whatever the backend: the batch job and the app are
+written once against :class:`Store` and the data URI picks the implementation.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+
+PLAN_TABLES = ("forecasts", "risk", "recommendations", "consolidation", "backtest")
+RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z(-[0-9a-z]+)?$")
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be read or written; the message says which file and why."""
+
+
+class NoDataError(StoreError):
+    """The store is empty (nothing generated or ingested yet)."""
+
+
+class NoRunError(StoreError):
+    """No complete batch run has been published yet."""
+
+
+@dataclass(frozen=True)
+class MetricsQuery:
+    """Which part of the metrics table to read; None means no restriction."""
+
+    server_ids: tuple[str, ...] | None = None
+    business_units: tuple[str, ...] | None = None
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None  # exclusive
+    columns: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        server_ids: Iterable[str] | None = None,
+        business_units: Iterable[str] | None = None,
+        start=None,
+        end=None,
+        columns: Iterable[str] | None = None,
+    ) -> MetricsQuery:
+        def ts(v):
+            if v is None:
+                return None
+            t = pd.Timestamp(v)
+            return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+        return cls(
+            tuple(server_ids) if server_ids is not None else None,
+            tuple(business_units) if business_units is not None else None,
+            ts(start),
+            ts(end),
+            tuple(columns) if columns is not None else None,
+        )
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable, unique run ids: UTC time plus a short random suffix."""
+    import secrets
+
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids become path segments: refuse anything but the generated shape."""
+    if not RUN_ID_RE.match(run_id or ""):
+        raise StoreError(f"invalid run id {run_id!r}")
+    return run_id
+
+
+class Store(abc.ABC):
+    """Inventory, metrics and the plan store under one data location."""
+
+    uri: str
+
+    # ---- metric store
+    @abc.abstractmethod
+    def has_data(self) -> bool:
+        """True when an inventory has been written."""
+
+    @abc.abstractmethod
+    def read_inventory(self) -> pd.DataFrame: ...
+
+    @abc.abstractmethod
+    def write_inventory(self, inventory: pd.DataFrame) -> None: ...
+
+    @abc.abstractmethod
+    def read_metrics(self, query: MetricsQuery | None = None) -> pd.DataFrame:
+        """Contract columns, sorted by server_id then timestamp; reads only matching partitions."""
+
+    @abc.abstractmethod
+    def write_metrics(
+        self, metrics: pd.DataFrame, inventory: pd.DataFrame, *, freq: str, mode: str = "overwrite"
+    ) -> None:
+        """Write validated metrics. mode 'merge' keeps existing rows not superseded by new ones."""
+
+    @abc.abstractmethod
+    def read_store_info(self) -> dict:
+        """Small facts about the metrics (frequency, span) written with them."""
+
+    # ---- plan store
+    @abc.abstractmethod
+    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> None:
+        """Write a run's tables and manifest, then point LATEST at it (last, so readers never see half)."""
+
+    @abc.abstractmethod
+    def latest_run_id(self) -> str | None: ...
+
+    @abc.abstractmethod
+    def list_runs(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def read_manifest(self, run_id: str) -> dict: ...
+
+    @abc.abstractmethod
+    def read_run_table(
+        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
+    ) -> pd.DataFrame | None:
+        """A plan table of a run, or None when that run has no such table."""
+
+
+def manifest_json(manifest: dict) -> bytes:
+    return json.dumps(manifest, indent=2, default=str, sort_keys=True).encode()

@@ -1,0 +1,323 @@
+"""Parquet store over any pyarrow filesystem (local disk, S3): the embedded default.
+
+Layout under the root::
+
+    store.json                                  frequency and span of the metrics
+    inventory/servers.parquet
+    metrics/business_unit=<bu>/year=<yyyy>/part-<n>.parquet   sorted by server, time
+    runs/<run_id>/{forecasts,risk,recommendations,backtest}.parquet, manifest.json
+    runs/LATEST                                 the newest complete run, written last
+
+Partitioning by business unit and year means a filter on either reads only those
+directories; files are sorted by server_id with modest row groups so a server filter
+skips most of each file through Parquet statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote, unquote
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..schema import INVENTORY_COLUMNS, METRIC_COLUMNS
+from .base import (
+    PLAN_TABLES,
+    MetricsQuery,
+    NoDataError,
+    Store,
+    StoreError,
+    check_run_id,
+    manifest_json,
+)
+
+ROW_GROUP_SIZE = 64_000
+
+
+class ParquetStore(Store):
+    """Store backed by Parquet files on a pyarrow filesystem."""
+
+    def __init__(self, filesystem: pafs.FileSystem, root: str, uri: str | None = None):
+        self.fs = filesystem
+        self.root = root.rstrip("/")
+        self.uri = uri or root
+        # Local disks rename atomically; object stores publish each object whole on PUT.
+        self.atomic_rename = isinstance(filesystem, pafs.LocalFileSystem)
+
+    # ------------------------------------------------------------------ low-level
+    def _p(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def _exists(self, path: str) -> bool:
+        return self._info(path).type != pafs.FileType.NotFound
+
+    def _info(self, path: str) -> pafs.FileInfo:
+        try:
+            return self.fs.get_file_info(path)
+        except OSError as e:
+            raise StoreError(f"cannot reach {self.uri}: {e}") from e
+
+    def _write_bytes(self, path: str, data: bytes) -> None:
+        self._atomic(path, lambda p: self._put(p, data))
+
+    def _put(self, path: str, data: bytes) -> None:
+        with self.fs.open_output_stream(path) as f:
+            f.write(data)
+
+    def _read_bytes(self, path: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise StoreError(f"cannot read {self._display(path)}: {e}") from e
+
+    def _display(self, path: str) -> str:
+        rel = path[len(self.root) :].lstrip("/")
+        return f"{self.uri.rstrip('/')}/{rel}"
+
+    def _atomic(self, path: str, write) -> None:
+        """Write to a temporary name and rename, so a crash never leaves half a file."""
+        parent = path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        if not self.atomic_rename:
+            write(path)
+            return
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+        try:
+            write(tmp)
+            self.fs.move(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)
+            raise
+
+    def _write_table(self, path: str, table: pa.Table) -> None:
+        self._atomic(
+            path,
+            lambda p: pq.write_table(
+                table, p, filesystem=self.fs, row_group_size=ROW_GROUP_SIZE, compression="zstd"
+            ),
+        )
+
+    def _read_table(self, path: str, what: str, **kw) -> pa.Table:
+        try:
+            return pq.read_table(path, filesystem=self.fs, **kw)
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowInvalid) as e:
+            raise StoreError(f"{what} {self._display(path)} is not a readable Parquet file: {e}") from e
+
+    # ------------------------------------------------------------------ inventory
+    def has_data(self) -> bool:
+        return self._exists(self._p("inventory", "servers.parquet"))
+
+    def read_inventory(self) -> pd.DataFrame:
+        path = self._p("inventory", "servers.parquet")
+        try:
+            df = self._read_table(path, "inventory").to_pandas()
+        except FileNotFoundError:
+            raise NoDataError(
+                f"no inventory at {self._display(path)}: generate a demo fleet "
+                "(python -m forecasting generate) or ingest data first"
+            ) from None
+        missing = [c for c in INVENTORY_COLUMNS if c not in df.columns]
+        if missing:
+            raise StoreError(f"inventory {self._display(path)} is missing column(s): {', '.join(missing)}")
+        return df
+
+    def write_inventory(self, inventory: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(inventory[list(INVENTORY_COLUMNS)], preserve_index=False)
+        self._write_table(self._p("inventory", "servers.parquet"), table)
+
+    # ------------------------------------------------------------------ metrics
+    def read_store_info(self) -> dict:
+        try:
+            return json.loads(self._read_bytes(self._p("store.json")))
+        except FileNotFoundError:
+            return {}
+
+    def _metrics_dataset(self) -> ds.Dataset:
+        root = self._p("metrics")
+        if self._info(root).type == pafs.FileType.NotFound:
+            raise NoDataError(f"no metrics under {self._display(root)}: generate or ingest data first")
+        try:
+            return ds.dataset(
+                root,
+                filesystem=self.fs,
+                format="parquet",
+                partitioning=ds.partitioning(
+                    pa.schema([("business_unit", pa.string()), ("year", pa.int32())]), flavor="hive"
+                ),
+            )
+        except (OSError, pa.ArrowInvalid) as e:
+            raise StoreError(f"metrics under {self._display(root)} are not readable: {e}") from e
+
+    def read_metrics(self, query: MetricsQuery | None = None) -> pd.DataFrame:
+        q = query or MetricsQuery()
+        dataset = self._metrics_dataset()
+        names = set(dataset.schema.names)
+        metric_cols = [c for c in METRIC_COLUMNS if c in names and (q.columns is None or c in q.columns)]
+        expr = None
+
+        def both(e):
+            return e if expr is None else expr & e
+
+        if q.business_units is not None:
+            expr = both(pc.field("business_unit").isin(list(q.business_units)))
+        if q.server_ids is not None:
+            expr = both(pc.field("server_id").isin(list(q.server_ids)))
+        if q.start is not None:
+            expr = both(pc.field("year") >= q.start.year)
+            expr = both(
+                pc.field("timestamp") >= pa.scalar(q.start.to_pydatetime(), pa.timestamp("us", "UTC"))
+            )
+        if q.end is not None:
+            expr = both(pc.field("year") <= q.end.year)
+            expr = both(pc.field("timestamp") < pa.scalar(q.end.to_pydatetime(), pa.timestamp("us", "UTC")))
+        try:
+            table = dataset.to_table(columns=["server_id", "timestamp", *metric_cols], filter=expr)
+        except (OSError, pa.ArrowInvalid) as e:
+            raise StoreError(
+                f"metrics under {self._display(self._p('metrics'))} are not readable: {e}"
+            ) from e
+        df = table.to_pandas()
+        df["server_id"] = df["server_id"].astype(str)
+        return df.sort_values(["server_id", "timestamp"], kind="stable", ignore_index=True)
+
+    def write_metrics(
+        self, metrics: pd.DataFrame, inventory: pd.DataFrame, *, freq: str, mode: str = "overwrite"
+    ) -> None:
+        if mode not in ("overwrite", "merge"):
+            raise ValueError(f"unknown write mode {mode!r}")
+        bu_of = inventory.set_index("server_id")["business_unit"]
+        df = metrics.copy()
+        df["business_unit"] = df["server_id"].map(bu_of).fillna("unknown").astype(str)
+        root = self._p("metrics")
+        if mode == "overwrite":
+            existing_bus = self._partitions(root)
+            for bu in set(existing_bus) - set(df["business_unit"].unique()):
+                self._delete_dir(f"{root}/{existing_bus[bu]}")
+        elif self._exists(root):
+            old = self.read_metrics(MetricsQuery.of(business_units=df["business_unit"].unique()))
+            old["business_unit"] = old["server_id"].map(bu_of).fillna("unknown").astype(str)
+            df = pd.concat([old, df], ignore_index=True)
+            df = df.drop_duplicates(["server_id", "timestamp"], keep="last")
+        cols = ["server_id", "timestamp", *[c for c in METRIC_COLUMNS if c in df.columns]]
+        for bu, part in df.groupby("business_unit", sort=True):
+            part = part.sort_values(["server_id", "timestamp"], kind="stable")
+            years = part["timestamp"].dt.year.to_numpy()
+            self._replace_partition(root, str(bu), part[cols], years)
+        span = (metrics["timestamp"].min(), metrics["timestamp"].max()) if len(metrics) else (None, None)
+        info = self.read_store_info() if mode == "merge" else {}
+        info.update(freq=freq, metric_columns=cols[2:])
+        if span[0] is not None:
+            info["start"] = min(str(span[0]), info.get("start") or str(span[0]))
+            info["end"] = max(str(span[1]), info.get("end") or str(span[1]))
+        self._write_bytes(self._p("store.json"), json.dumps(info, indent=2).encode())
+
+    def _partitions(self, root: str) -> dict[str, str]:
+        """business unit -> its directory name, for the partitions present."""
+        if not self._exists(root):
+            return {}
+        sel = pafs.FileSelector(root, recursive=False)
+        out = {}
+        for info in self.fs.get_file_info(sel):
+            name = info.base_name
+            if info.type == pafs.FileType.Directory and name.startswith("business_unit="):
+                out[unquote(name.split("=", 1)[1])] = name
+        return out
+
+    def _replace_partition(self, root: str, bu: str, part: pd.DataFrame, years: np.ndarray) -> None:
+        """Write one business unit's files beside the old ones, then swap them in."""
+        name = f"business_unit={quote(bu, safe='')}"
+        staging = f"{root}/.staging-{uuid.uuid4().hex}" if self.atomic_rename else f"{root}/{name}"
+        if not self.atomic_rename:
+            self._delete_dir(staging)
+        for year in np.unique(years):
+            rows = part[years == year]
+            table = pa.Table.from_pandas(rows, preserve_index=False)
+            d = f"{staging}/year={int(year)}"
+            self.fs.create_dir(d, recursive=True)
+            pq.write_table(
+                table,
+                f"{d}/part-0.parquet",
+                filesystem=self.fs,
+                row_group_size=ROW_GROUP_SIZE,
+                compression="zstd",
+            )
+        if self.atomic_rename:
+            final = f"{root}/{name}"
+            old = f"{root}/.old-{uuid.uuid4().hex}"
+            had_old = self._exists(final)
+            if had_old:
+                self.fs.move(final, old)
+            self.fs.move(staging, final)
+            if had_old:
+                self._delete_dir(old)
+
+    def _delete_dir(self, path: str) -> None:
+        if self._exists(path):
+            self.fs.delete_dir(path)
+
+    # ------------------------------------------------------------------ plan store
+    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> None:
+        check_run_id(run_id)
+        unknown = set(tables) - set(PLAN_TABLES)
+        if unknown:
+            raise ValueError(f"unknown plan table(s): {sorted(unknown)}")
+        base = self._p("runs", run_id)
+        for name, frame in tables.items():
+            self._write_table(f"{base}/{name}.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+        self._write_bytes(f"{base}/manifest.json", manifest_json(manifest))
+        self._write_bytes(self._p("runs", "LATEST"), run_id.encode())
+
+    def latest_run_id(self) -> str | None:
+        try:
+            run_id = self._read_bytes(self._p("runs", "LATEST")).decode().strip()
+        except FileNotFoundError:
+            return None
+        return check_run_id(run_id)
+
+    def list_runs(self) -> list[str]:
+        root = self._p("runs")
+        if not self._exists(root):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(root, recursive=False))
+        runs = [
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.Directory and self._exists(f"{i.path}/manifest.json")
+        ]
+        return sorted(runs)
+
+    def read_manifest(self, run_id: str) -> dict:
+        path = self._p("runs", check_run_id(run_id), "manifest.json")
+        try:
+            return json.loads(self._read_bytes(path))
+        except FileNotFoundError:
+            raise StoreError(f"run {run_id} has no manifest at {self._display(path)}") from None
+        except json.JSONDecodeError as e:
+            raise StoreError(f"manifest {self._display(path)} is not valid JSON: {e}") from e
+
+    def read_run_table(
+        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
+    ) -> pd.DataFrame | None:
+        if name not in PLAN_TABLES:
+            raise ValueError(f"unknown plan table {name!r}")
+        path = self._p("runs", check_run_id(run_id), f"{name}.parquet")
+        filters = [("server_id", "in", list(server_ids))] if server_ids is not None else None
+        try:
+            return self._read_table(path, f"plan table {name}", filters=filters).to_pandas()
+        except FileNotFoundError:
+            return None
