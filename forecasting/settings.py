@@ -109,17 +109,26 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls))
+        config = init_settings.init_kwargs.get("config")  # type: ignore[attr-defined]
+        return (init_settings, env_settings, _YamlSource(settings_cls, config))
 
 
 class _YamlSource(PydanticBaseSettingsSource):
-    """Values from the YAML file named by CAPFC_CONFIG (or ./capfc.yaml when present)."""
+    """Values from the YAML file given as --config / CAPFC_CONFIG (or ./capfc.yaml when present)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None):
+        super().__init__(settings_cls)
+        self.path = path
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("CAPFC_CONFIG") or ("capfc.yaml" if Path("capfc.yaml").exists() else None)
+        path = (
+            self.path
+            or os.environ.get("CAPFC_CONFIG")
+            or ("capfc.yaml" if Path("capfc.yaml").exists() else None)
+        )
         if not path:
             return {}
         try:

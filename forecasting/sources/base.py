@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -102,9 +102,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def write_metrics(
-        self, metrics: pd.DataFrame, inventory: pd.DataFrame, *, freq: str, mode: str = "overwrite"
+        self,
+        metrics: pd.DataFrame,
+        inventory: pd.DataFrame,
+        *,
+        freq: str,
+        mode: str = "overwrite",
+        on_partition: Callable[[str], None] | None = None,
     ) -> None:
-        """Write validated metrics. mode 'merge' keeps existing rows not superseded by new ones."""
+        """Write validated metrics. mode 'merge' keeps existing rows not superseded by new ones.
+
+        on_partition is called after each business unit's partition is written (progress bars).
+        """
 
     @abc.abstractmethod
     def read_store_info(self) -> dict:

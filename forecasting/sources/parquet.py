@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -41,6 +41,15 @@ from .base import (
 )
 
 ROW_GROUP_SIZE = 64_000
+PARTITIONING = pa.schema([("business_unit", pa.string()), ("year", pa.int32())])
+
+
+def metrics_schema(metric_columns: Iterable[str]) -> pa.Schema:
+    """On-disk schema of metric files: float32 is ample for p95 percentages and Mbps."""
+    return pa.schema(
+        [("server_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC"))]
+        + [(c, pa.float32()) for c in metric_columns]
+    )
 
 
 class ParquetStore(Store):
@@ -151,14 +160,16 @@ class ParquetStore(Store):
         root = self._p("metrics")
         if self._info(root).type == pafs.FileType.NotFound:
             raise NoDataError(f"no metrics under {self._display(root)}: generate or ingest data first")
+        columns = self.read_store_info().get("metric_columns")
+        # A known schema means no file is opened until a scan needs it (partition pruning).
+        schema = pa.unify_schemas([metrics_schema(columns), PARTITIONING]) if columns else None
         try:
             return ds.dataset(
                 root,
+                schema=schema,
                 filesystem=self.fs,
                 format="parquet",
-                partitioning=ds.partitioning(
-                    pa.schema([("business_unit", pa.string()), ("year", pa.int32())]), flavor="hive"
-                ),
+                partitioning=ds.partitioning(PARTITIONING, flavor="hive"),
             )
         except (OSError, pa.ArrowInvalid) as e:
             raise StoreError(f"metrics under {self._display(root)} are not readable: {e}") from e
@@ -196,7 +207,13 @@ class ParquetStore(Store):
         return df.sort_values(["server_id", "timestamp"], kind="stable", ignore_index=True)
 
     def write_metrics(
-        self, metrics: pd.DataFrame, inventory: pd.DataFrame, *, freq: str, mode: str = "overwrite"
+        self,
+        metrics: pd.DataFrame,
+        inventory: pd.DataFrame,
+        *,
+        freq: str,
+        mode: str = "overwrite",
+        on_partition: Callable[[str], None] | None = None,
     ) -> None:
         if mode not in ("overwrite", "merge"):
             raise ValueError(f"unknown write mode {mode!r}")
@@ -214,10 +231,13 @@ class ParquetStore(Store):
             df = pd.concat([old, df], ignore_index=True)
             df = df.drop_duplicates(["server_id", "timestamp"], keep="last")
         cols = ["server_id", "timestamp", *[c for c in METRIC_COLUMNS if c in df.columns]]
+        schema = metrics_schema(cols[2:])
         for bu, part in df.groupby("business_unit", sort=True):
             part = part.sort_values(["server_id", "timestamp"], kind="stable")
             years = part["timestamp"].dt.year.to_numpy()
-            self._replace_partition(root, str(bu), part[cols], years)
+            self._replace_partition(root, str(bu), part[cols], years, schema)
+            if on_partition is not None:
+                on_partition(str(bu))
         span = (metrics["timestamp"].min(), metrics["timestamp"].max()) if len(metrics) else (None, None)
         info = self.read_store_info() if mode == "merge" else {}
         info.update(freq=freq, metric_columns=cols[2:])
@@ -238,7 +258,9 @@ class ParquetStore(Store):
                 out[unquote(name.split("=", 1)[1])] = name
         return out
 
-    def _replace_partition(self, root: str, bu: str, part: pd.DataFrame, years: np.ndarray) -> None:
+    def _replace_partition(
+        self, root: str, bu: str, part: pd.DataFrame, years: np.ndarray, schema: pa.Schema
+    ) -> None:
         """Write one business unit's files beside the old ones, then swap them in."""
         name = f"business_unit={quote(bu, safe='')}"
         staging = f"{root}/.staging-{uuid.uuid4().hex}" if self.atomic_rename else f"{root}/{name}"
@@ -246,7 +268,7 @@ class ParquetStore(Store):
             self._delete_dir(staging)
         for year in np.unique(years):
             rows = part[years == year]
-            table = pa.Table.from_pandas(rows, preserve_index=False)
+            table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
             d = f"{staging}/year={int(year)}"
             self.fs.create_dir(d, recursive=True)
             pq.write_table(

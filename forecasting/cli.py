@@ -1,0 +1,289 @@
+"""Command line: ``python -m forecasting [--data URI] COMMAND``.
+
+Exit codes: 0 success; 2 bad input or usage (nothing written); 3 done, but some rows were
+rejected (see the report); 4 the data store could not be read or written; 1 anything else.
+User errors print one line starting with "error:", never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from .schema import FREQUENCIES, METRIC_COLUMNS, SchemaError, ValidationReport, validate
+from .settings import Settings, SettingsError, load_settings
+from .sources import NoDataError, Store, StoreError, open_store
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_STORE = 0, 1, 2, 3, 4
+
+
+class UsageError(ValueError):
+    """A command line that cannot be carried out as given."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _out(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def _bar(total: int, desc: str, unit: str = "it") -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+@contextmanager
+def _step(desc: str):
+    """One line per stage on stderr, with its time: the progress of a long command."""
+    t0 = time.perf_counter()
+    print(f"  {desc} …", end="", file=sys.stderr, flush=True)
+    yield
+    print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def _print_report(report: ValidationReport, limit: int = 30) -> None:
+    lines = report.lines()
+    for line in lines[:limit]:
+        _out(f"  {line}")
+    if len(lines) > limit:
+        _out(f"  … {len(lines) - limit} more findings")
+
+
+def _has_rejections(report: ValidationReport) -> bool:
+    return any(f.action in ("dropped", "rejected") for f in report.findings)
+
+
+def _write_validated(
+    store: Store, inventory: pd.DataFrame, metrics: pd.DataFrame, freq: str, mode: str
+) -> None:
+    store.write_inventory(inventory)
+    n_bu = metrics["server_id"].map(inventory.set_index("server_id")["business_unit"]).nunique()
+    with _bar(max(n_bu, 1), "writing metrics", "partition") as bar:
+        store.write_metrics(metrics, inventory, freq=freq, mode=mode, on_partition=lambda _bu: bar.update())
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from .synthetic import generate_fleet
+
+    if store.has_data() and not args.force:
+        raise UsageError(f"{store.uri} already holds data; pass --force to replace it with a generated fleet")
+    if args.servers < 1:
+        raise UsageError("--servers must be at least 1")
+    t0 = time.perf_counter()
+    _out(f"Generating {args.servers:,} servers × {args.days:,} days ({args.freq}) into {store.uri}")
+    with _step("generate"):
+        fleet = generate_fleet(args.servers, days=args.days, start=args.start, freq=args.freq, seed=args.seed)
+    with _step("validate"):
+        v = validate(fleet.inventory, fleet.metrics, args.freq, source="generated fleet")
+    _write_validated(store, v.inventory, v.metrics, args.freq, "overwrite")
+    span = f"{v.metrics['timestamp'].min():%Y-%m-%d} → {v.metrics['timestamp'].max():%Y-%m-%d}"
+    _out(
+        f"Done in {time.perf_counter() - t0:.1f} s: {len(v.inventory):,} servers, "
+        f"{len(v.metrics):,} {args.freq} rows, {span}."
+    )
+    return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from .files import read_frame
+    from .ingest import ingest
+
+    paths = [Path(p) for p in args.files]
+    info = store.read_store_info() if store.has_data() else {}
+    if info.get("freq") and info["freq"] != args.freq:
+        raise UsageError(f"{store.uri} holds {info['freq']} metrics; ingest with --freq {info['freq']}")
+    inventory = None
+    if args.inventory:
+        from .schema import validate_inventory
+
+        inventory, inv_report = validate_inventory(
+            read_frame(args.inventory, table="inventory"), str(args.inventory)
+        )
+        if inv_report.findings:
+            _print_report(inv_report)
+    existing = store.read_inventory() if store.has_data() else None
+    if inventory is None and existing is not None:
+        inventory = existing
+    elif inventory is not None and existing is not None:
+        inventory = pd.concat([existing, inventory]).drop_duplicates("server_id", keep="last")
+    t0 = time.perf_counter()
+    with _step(f"read and roll up {len(paths)} file(s) to {args.freq} p95"):
+        result = ingest(
+            paths,
+            server_id=args.server_id,
+            metric=args.metric,
+            freq=args.freq,
+            inventory=inventory,
+            add_unknown=not args.inventory,
+        )
+    if result.metrics.empty:
+        _print_report(result.report)
+        raise UsageError("nothing to ingest: no valid rows in the given file(s)")
+    _write_validated(store, result.inventory, result.metrics, args.freq, "merge")
+    _print_report(result.report)
+    _out(
+        f"Ingested {len(result.metrics):,} {args.freq} rows for "
+        f"{result.metrics['server_id'].nunique():,} server(s) into {store.uri} in {time.perf_counter() - t0:.1f} s."
+    )
+    if _has_rejections(result.report):
+        _out("Some rows were rejected (see above); the valid rows were written.")
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from .files import read_frame
+
+    if args.inventory or args.metrics:
+        if not (args.inventory and args.metrics):
+            raise UsageError(
+                "give both --inventory and --metrics to validate files (or neither for the store)"
+            )
+        inventory = read_frame(args.inventory, table="inventory")
+        metrics = read_frame(args.metrics, table="metrics")
+        source, freq = f"{args.inventory} + {args.metrics}", args.freq or settings.freq
+    else:
+        with _step(f"read {store.uri}"):
+            inventory = store.read_inventory()
+            metrics = store.read_metrics()
+        source, freq = store.uri, args.freq or store.read_store_info().get("freq", settings.freq)
+    with _step("validate"):
+        v = validate(inventory, metrics, freq, source=source)
+    _out(f"Validation of {source} ({freq}):")
+    _print_report(v.report, limit=args.limit)
+    if _has_rejections(v.report):
+        _out("Result: problems found — the rows above would be dropped or rejected.")
+        return EXIT_REJECTED
+    _out(f"Result: OK — {len(v.inventory):,} servers, {len(v.metrics):,} rows pass the contract.")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from .batch import run_batch
+
+    manifest = run_batch(
+        store, settings, model=args.model, horizon=args.horizon, backtest=not args.no_backtest, echo=_out
+    )
+    return EXIT_OK if manifest else EXIT_INTERNAL
+
+
+def cmd_report(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from .report import render_report
+
+    _out(render_report(store, run_id=args.run, top=args.top))
+    return EXIT_OK
+
+
+def cmd_has_data(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    return EXIT_OK if store.has_data() else EXIT_INTERNAL
+
+
+def cmd_has_plan(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    return EXIT_OK if store.latest_run_id() else EXIT_INTERNAL
+
+
+def cmd_athena_ddl(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from .sources.athena import athena_ddl
+
+    _out(athena_ddl(settings.data))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m forecasting",
+        description="Capacity Forecaster: generate or ingest fleet telemetry, validate it, forecast it.",
+        epilog="Exit codes: 0 ok, 2 bad input, 3 done with rejected rows, 4 store unreachable, 1 other.",
+    )
+    p.add_argument(
+        "--data",
+        help="data location: path, s3://bucket/prefix or athena://… (env CAPFC_DATA; default ./data)",
+    )
+    p.add_argument("--config", help="YAML settings file (env CAPFC_CONFIG)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    g = sub.add_parser("generate", help="generate a realistic synthetic fleet into the store")
+    g.add_argument("--servers", type=int, default=1000, help="number of servers (default 1000)")
+    g.add_argument("--days", type=int, default=1461, help="days of history (default 1461 = 4 years)")
+    g.add_argument("--freq", choices=list(FREQUENCIES), default="daily")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--start", help="first day, YYYY-MM-DD (default: so that the data ends yesterday)")
+    g.add_argument("--force", action="store_true", help="replace data already in the store")
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser(
+        "ingest",
+        help="ingest raw samples (long CSV/Parquet, or one timestamp,value file per series) as p95 per period",
+        description="Long files carry server_id, timestamp, metric, value columns. One-series files (timestamp,value) take "
+        "the server and metric from --server-id/--metric or from a CloudWatch-style name such as "
+        "ec2_cpu_utilization_24ae8d.csv. Servers not in the inventory are added with unknown attributes unless "
+        "--inventory is given. Metric names: " + ", ".join(METRIC_COLUMNS),
+    )
+    i.add_argument("files", nargs="+", metavar="FILE")
+    i.add_argument("--server-id", help="server of a one-series file")
+    i.add_argument("--metric", help="metric of a one-series file (e.g. cpu_p95 or cpu_utilization)")
+    i.add_argument("--freq", choices=list(FREQUENCIES), default="daily")
+    i.add_argument("--inventory", help="inventory file (CSV/Parquet); unknown servers are then rejected")
+    i.set_defaults(func=cmd_ingest)
+
+    v = sub.add_parser(
+        "validate", help="check the store (or given files) against the data contract and print the report"
+    )
+    v.add_argument("--inventory", help="validate this inventory file instead of the store")
+    v.add_argument("--metrics", help="validate this metrics file instead of the store")
+    v.add_argument("--freq", choices=list(FREQUENCIES))
+    v.add_argument("--limit", type=int, default=40, help="findings to print (default 40)")
+    v.set_defaults(func=cmd_validate)
+
+    r = sub.add_parser(
+        "run", help="batch job: forecast every server × metric, backtest, risk, recommendations, publish"
+    )
+    r.add_argument("--horizon", type=int, help="periods ahead (default 90 days / 168 hours)")
+    r.add_argument("--model", choices=["fleet", "prophet", "naive"], help="forecast model (default fleet)")
+    r.add_argument("--no-backtest", action="store_true", help="skip the rolling-origin backtest")
+    r.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="print the top risks and the consolidation summary of a run")
+    rep.add_argument("--top", type=int, default=15)
+    rep.add_argument("--run", help="run id (default: the latest)")
+    rep.set_defaults(func=cmd_report)
+
+    a = sub.add_parser("athena-ddl", help="print the Athena/Glue table definitions for an athena:// data URI")
+    a.set_defaults(func=cmd_athena_ddl)
+
+    for name, func, text in (
+        ("has-data", cmd_has_data, "exit 0 when the store holds data (for scripts)"),
+        ("has-plan", cmd_has_plan, "exit 0 when a published run exists (for scripts)"),
+    ):
+        sub.add_parser(name, help=text).set_defaults(func=func)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(data=args.data, config=args.config)
+        store = open_store(settings.data, endpoint_url=settings.s3_endpoint_url)
+        return args.func(args, settings, store)
+    except (SchemaError, SettingsError, UsageError, NoDataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_STORE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,94 @@
+"""Settings: defaults < YAML file < CAPFC_ environment; bad values name the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from forecasting.settings import DEFAULT_THRESHOLDS, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    for var in (
+        "CAPFC_DATA",
+        "CAPFC_CONFIG",
+        "CAPFC_HORIZON",
+        "CAPFC_FREQ",
+        "CAPFC_MODEL",
+        "CAPFC_THRESHOLDS",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults():
+    s = load_settings()
+    assert s.data == "./data"
+    assert s.freq == "daily" and s.effective_horizon == 90
+    assert s.thresholds == DEFAULT_THRESHOLDS
+    assert s.criticality_offsets["critical"] < 0
+
+
+def test_hourly_default_horizon_is_a_week():
+    assert load_settings(freq="hourly").effective_horizon == 168
+
+
+def test_yaml_then_env_override(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("horizon: 30\nmodel: naive\nthresholds:\n  cpu_p95: 70\n")
+    monkeypatch.setenv("CAPFC_CONFIG", str(cfg))
+    s = load_settings()
+    assert (s.horizon, s.model, s.thresholds["cpu_p95"], s.thresholds["mem_p95"]) == (30, "naive", 70.0, 90.0)
+    monkeypatch.setenv("CAPFC_HORIZON", "45")
+    assert load_settings().horizon == 45
+
+
+def test_config_argument_and_capfc_yaml_in_cwd(tmp_path):
+    (tmp_path / "capfc.yaml").write_text("headroom: 0.3\n")
+    assert load_settings().headroom == 0.3
+    other = tmp_path / "other.yaml"
+    other.write_text("headroom: 0.1\n")
+    assert load_settings(config=str(other)).headroom == 0.1
+
+
+def test_env_data_uri(monkeypatch):
+    monkeypatch.setenv("CAPFC_DATA", "s3://bucket/prefix")
+    assert load_settings().data == "s3://bucket/prefix"
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("CAPFC_HORIZON", "abc", "CAPFC_HORIZON"),
+        ("CAPFC_HORIZON", "0", "CAPFC_HORIZON"),
+        ("CAPFC_FREQ", "weekly", "CAPFC_FREQ"),
+        ("CAPFC_MODEL", "magic", "CAPFC_MODEL"),
+        ("CAPFC_DATA", "ftp://x/y", "CAPFC_DATA"),
+        ("CAPFC_THRESHOLDS", '{"cpu_p95": 150}', "CAPFC_THRESHOLDS"),
+        ("CAPFC_THRESHOLDS", '{"gpu": 50}', "CAPFC_THRESHOLDS"),
+    ],
+)
+def test_invalid_settings_name_the_setting(monkeypatch, env, value, named):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError, match=named):
+        load_settings()
+
+
+def test_unknown_yaml_key_is_an_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("horizn: 30\n")
+    with pytest.raises(SettingsError, match="horizn"):
+        load_settings(config=str(cfg))
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "key: [unclosed\n"])
+def test_malformed_yaml_is_clear(tmp_path, text):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SettingsError, match=r"c\.yaml"):
+        load_settings(config=str(cfg))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(config=str(tmp_path / "nope.yaml"))

@@ -1,0 +1,234 @@
+"""Local Parquet store: round trips, partition pruning, atomic writes, the plan store."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from forecasting.sources import MetricsQuery, NoDataError, StoreError, new_run_id, open_store
+from forecasting.sources.parquet import ParquetStore
+from tests.test_schema import inventory
+
+
+def fleet(n: int = 6, days: int = 400):
+    inv = inventory(n)
+    inv["business_unit"] = ["Retail", "Markets", "Risk & Finance"] * (n // 3)
+    ts = pd.date_range("2024-06-01", periods=days, freq="D", tz="UTC")
+    rng = np.random.default_rng(1)
+    met = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "server_id": s,
+                    "timestamp": ts,
+                    "cpu_p95": rng.uniform(0, 100, days),
+                    "net_in_p95": rng.uniform(0, 900, days),
+                }
+            )
+            for s in inv["server_id"]
+        ],
+        ignore_index=True,
+    )
+    return inv, met
+
+
+@pytest.fixture
+def store(tmp_path) -> ParquetStore:
+    s = open_store(str(tmp_path / "data"))
+    inv, met = fleet()
+    s.write_inventory(inv)
+    s.write_metrics(met, inv, freq="daily")
+    return s
+
+
+def test_round_trip(store):
+    inv, met = fleet()
+    got_inv = store.read_inventory()
+    pd.testing.assert_frame_equal(got_inv.astype(inv.dtypes.to_dict()), inv, check_dtype=False)
+    got = store.read_metrics()
+    assert list(got.columns) == ["server_id", "timestamp", "cpu_p95", "net_in_p95"]
+    expected = met.sort_values(["server_id", "timestamp"], ignore_index=True)
+    np.testing.assert_allclose(got["cpu_p95"], expected["cpu_p95"])
+    assert (got["timestamp"] == expected["timestamp"]).all()
+    assert store.read_store_info()["freq"] == "daily"
+
+
+def test_partitioned_by_business_unit_and_year(store):
+    root = store.root + "/metrics"
+    dirs = sorted(os.listdir(root))
+    assert dirs == ["business_unit=Markets", "business_unit=Retail", "business_unit=Risk%20%26%20Finance"]
+    assert sorted(os.listdir(f"{root}/business_unit=Retail")) == ["year=2024", "year=2025"]
+
+
+def test_filters_read_only_needed_partitions(store):
+    # Corrupt every partition but Retail 2025: a filtered read must never open them.
+    root = store.root + "/metrics"
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if not ("Retail" in dirpath and "2025" in dirpath):
+                with open(os.path.join(dirpath, f), "wb") as fh:
+                    fh.write(b"garbage")
+    got = store.read_metrics(MetricsQuery.of(business_units=["Retail"], start="2025-01-01"))
+    assert set(got["server_id"]) == {"srv-000", "srv-003"}
+    assert got["timestamp"].min() == pd.Timestamp("2025-01-01", tz="UTC")
+    with pytest.raises(StoreError, match="not readable"):
+        store.read_metrics()
+
+
+def test_server_and_time_range_filter(store):
+    got = store.read_metrics(MetricsQuery.of(server_ids=["srv-004"], start="2024-07-01", end="2024-07-11"))
+    assert set(got["server_id"]) == {"srv-004"}
+    assert len(got) == 10
+
+
+def test_column_selection(store):
+    got = store.read_metrics(MetricsQuery.of(columns=["cpu_p95"]))
+    assert list(got.columns) == ["server_id", "timestamp", "cpu_p95"]
+
+
+def test_merge_keeps_old_rows_and_replaces_overlap(store):
+    inv, met = fleet()
+    new = met[met["server_id"] == "srv-000"].tail(3).assign(cpu_p95=1.5)
+    extra = new.assign(timestamp=new["timestamp"] + pd.Timedelta(days=3))
+    store.write_metrics(pd.concat([new, extra]), inv, freq="daily", mode="merge")
+    got = store.read_metrics(MetricsQuery.of(server_ids=["srv-000"]))
+    assert len(got) == 403
+    assert (got.tail(6)["cpu_p95"] == 1.5).all()
+    assert len(store.read_metrics()) == 6 * 400 + 3
+    assert store.read_store_info()["end"].startswith("2025-07-08")
+
+
+def test_overwrite_removes_stale_partitions(store):
+    inv, met = fleet()
+    store.write_metrics(met[met["server_id"] == "srv-000"], inv, freq="daily")
+    assert sorted(os.listdir(store.root + "/metrics")) == ["business_unit=Retail"]
+
+
+def test_crash_mid_write_leaves_old_file_and_no_half_file(store, monkeypatch):
+    inv = store.read_inventory()
+
+    def crash(table, where, **kw):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(OSError, match="disk full"):
+        store.write_inventory(inv.assign(hostname="new"))
+    monkeypatch.undo()
+    assert (store.read_inventory()["hostname"] != "new").all()
+    leftovers = [f for f in os.listdir(store.root + "/inventory") if f != "servers.parquet"]
+    assert leftovers == []
+
+
+def test_crash_mid_partition_write_keeps_old_partition(store, monkeypatch):
+    inv, met = fleet()
+    real = pq.write_table
+    calls = {"n": 0}
+
+    def crash_second(table, where, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("killed")
+        return real(table, where, **kw)
+
+    monkeypatch.setattr(pq, "write_table", crash_second)
+    with pytest.raises(OSError, match="killed"):
+        store.write_metrics(met.assign(cpu_p95=0.0), inv, freq="daily")
+    monkeypatch.undo()
+    got = store.read_metrics(MetricsQuery.of(business_units=["Markets"]))
+    assert got["cpu_p95"].max() > 0  # Markets partition untouched, still the old data
+    assert len(store.read_metrics()) == 2400
+
+
+def test_truncated_parquet_is_a_clear_error(store):
+    path = store.root + "/inventory/servers.parquet"
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(StoreError, match=r"inventory .*servers\.parquet is not a readable Parquet file"):
+        store.read_inventory()
+
+
+def test_empty_store_says_what_to_do(tmp_path):
+    s = open_store(str(tmp_path / "empty"))
+    assert not s.has_data()
+    with pytest.raises(NoDataError, match="generate"):
+        s.read_inventory()
+    with pytest.raises(NoDataError, match="no metrics"):
+        s.read_metrics()
+    assert s.latest_run_id() is None and s.list_runs() == []
+
+
+def test_data_location_that_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        open_store(str(f))
+
+
+def test_publish_run_and_latest(store):
+    assert store.latest_run_id() is None
+    first = new_run_id()
+    risk = pd.DataFrame(
+        {"server_id": ["srv-000", "srv-001"], "metric": ["cpu_p95"] * 2, "score": [80.0, 10.0]}
+    )
+    store.publish_run(first, {"risk": risk}, {"run_id": first, "rows": {"risk": 2}})
+    assert store.latest_run_id() == first
+    assert store.read_manifest(first)["rows"] == {"risk": 2}
+    assert store.read_run_table(first, "forecasts") is None
+    got = store.read_run_table(first, "risk", server_ids=["srv-001"])
+    assert got["score"].tolist() == [10.0]
+    second = new_run_id()
+    store.publish_run(second, {"risk": risk}, {"run_id": second})
+    assert store.latest_run_id() == second
+    assert store.list_runs() == sorted([first, second])
+
+
+def test_crash_during_publish_keeps_previous_latest(store, monkeypatch):
+    first = new_run_id()
+    frame = pd.DataFrame({"server_id": ["a"], "metric": ["cpu_p95"]})
+    store.publish_run(first, {"risk": frame}, {"run_id": first})
+    real = pq.write_table
+
+    def crash_on_backtest(table, where, **kw):
+        if "backtest" in str(where):
+            raise OSError("killed")
+        return real(table, where, **kw)
+
+    monkeypatch.setattr(pq, "write_table", crash_on_backtest)
+    with pytest.raises(OSError):
+        store.publish_run(new_run_id(), {"risk": frame, "backtest": frame}, {})
+    assert store.latest_run_id() == first
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "LATEST", "", "20250101T000000Z/../x"])
+def test_run_ids_are_checked(store, bad):
+    with pytest.raises(StoreError, match="invalid run id"):
+        store.read_manifest(bad)
+
+
+def test_corrupt_manifest_and_latest(store):
+    run = new_run_id()
+    store.publish_run(run, {}, {"run_id": run})
+    with open(f"{store.root}/runs/{run}/manifest.json", "w") as f:
+        f.write("{not json")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.read_manifest(run)
+    with open(f"{store.root}/runs/LATEST", "w") as f:
+        f.write("../../../etc/passwd")
+    with pytest.raises(StoreError, match="invalid run id"):
+        store.latest_run_id()
+
+
+def test_manifest_is_json(store):
+    run = new_run_id()
+    store.publish_run(run, {}, {"run_id": run, "when": pd.Timestamp("2025-01-01")})
+    with open(f"{store.root}/runs/{run}/manifest.json") as f:
+        assert json.load(f)["when"].startswith("2025-01-01")
