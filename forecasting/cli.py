@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from .files import FileFormatError
 from .schema import FREQUENCIES, METRIC_COLUMNS, SchemaError, ValidationReport, validate
 from .settings import Settings, SettingsError, load_settings
 from .sources import NoDataError, Store, StoreError, open_store
@@ -44,7 +45,11 @@ def _step(desc: str):
     """One line per stage on stderr, with its time: the progress of a long command."""
     t0 = time.perf_counter()
     print(f"  {desc} …", end="", file=sys.stderr, flush=True)
-    yield
+    try:
+        yield
+    except BaseException:
+        print(" failed", file=sys.stderr, flush=True)
+        raise
     print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
@@ -124,7 +129,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, store: Store) -> in
             metric=args.metric,
             freq=args.freq,
             inventory=inventory,
-            add_unknown=not args.inventory,
+            add_missing=not args.inventory,
         )
     if result.metrics.empty:
         _print_report(result.report)
@@ -192,10 +197,12 @@ def cmd_has_plan(args: argparse.Namespace, settings: Settings, store: Store) -> 
     return EXIT_OK if store.latest_run_id() else EXIT_INTERNAL
 
 
-def cmd_athena_ddl(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+def cmd_athena_ddl(args: argparse.Namespace, settings: Settings, store: Store | None) -> int:
     from .sources.athena import athena_ddl
 
-    _out(athena_ddl(settings.data))
+    if not settings.data.startswith("athena://"):
+        raise UsageError("athena-ddl needs an athena://workgroup/database?location=s3://… data URI (--data)")
+    _out(athena_ddl(settings.data, endpoint_url=settings.s3_endpoint_url, inspect=args.inspect))
     return EXIT_OK
 
 
@@ -262,7 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     a = sub.add_parser("athena-ddl", help="print the Athena/Glue table definitions for an athena:// data URI")
-    a.set_defaults(func=cmd_athena_ddl)
+    a.add_argument(
+        "--inspect", action="store_true", help="read column types from the Parquet files already in the location"
+    )
+    a.set_defaults(func=cmd_athena_ddl, needs_store=False)
 
     for name, func, text in (
         ("has-data", cmd_has_data, "exit 0 when the store holds data (for scripts)"),
@@ -276,9 +286,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(data=args.data, config=args.config)
-        store = open_store(settings.data, endpoint_url=settings.s3_endpoint_url)
+        store = (
+            open_store(settings.data, endpoint_url=settings.s3_endpoint_url)
+            if getattr(args, "needs_store", True)
+            else None
+        )
         return args.func(args, settings, store)
-    except (SchemaError, SettingsError, UsageError, NoDataError) as e:
+    except (SchemaError, SettingsError, UsageError, NoDataError, FileFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except StoreError as e:
