@@ -69,7 +69,7 @@ def _write_validated(
     store: Store, inventory: pd.DataFrame, metrics: pd.DataFrame, freq: str, mode: str
 ) -> None:
     store.write_inventory(inventory)
-    n_bu = metrics["server_id"].map(inventory.set_index("server_id")["business_unit"]).nunique()
+    n_bu = inventory["business_unit"].nunique()
     with _bar(max(n_bu, 1), "writing metrics", "partition") as bar:
         store.write_metrics(metrics, inventory, freq=freq, mode=mode, on_partition=lambda _bu: bar.update())
 
@@ -87,7 +87,12 @@ def cmd_generate(args: argparse.Namespace, settings: Settings, store: Store) -> 
     t0 = time.perf_counter()
     _out(f"Generating {args.servers:,} servers × {args.days:,} days ({args.freq}) into {store.uri}")
     with _step("generate"):
-        fleet = generate_fleet(args.servers, days=args.days, start=args.start, freq=args.freq, seed=args.seed)
+        try:
+            fleet = generate_fleet(
+                args.servers, days=args.days, start=args.start, freq=args.freq, seed=args.seed
+            )
+        except ValueError as e:  # the generator's own argument checks
+            raise UsageError(str(e)) from None
     with _step("validate"):
         v = validate(fleet.inventory, fleet.metrics, args.freq, source="generated fleet")
     _write_validated(store, v.inventory, v.metrics, args.freq, "overwrite")
@@ -270,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("athena-ddl", help="print the Athena/Glue table definitions for an athena:// data URI")
     a.add_argument(
-        "--inspect", action="store_true", help="read column types from the Parquet files already in the location"
+        "--inspect",
+        action="store_true",
+        help="read column types from the Parquet files already in the location",
     )
     a.set_defaults(func=cmd_athena_ddl, needs_store=False)
 

@@ -183,7 +183,9 @@ def _to_utc(values: pd.Series) -> pd.Series:
 
 def _coerce_numeric(df: pd.DataFrame, col: str, table: str, report: ValidationReport, key: pd.Series) -> None:
     raw = df[col]
-    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+    if raw.dtype in (np.float32, np.float64):
+        num = raw  # already floats: no copy
+    elif pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
         num = raw.astype("float64")
     else:
         num = pd.to_numeric(raw, errors="coerce").astype("float64")
@@ -296,7 +298,7 @@ def validate_metrics(
             f"{', '.join(METRIC_COLUMNS)} (found: {', '.join(map(str, raw.columns))})"
         )
     report.rows_in["metrics"] = len(raw)
-    df = raw[["server_id", "timestamp", *metric_cols]].copy()
+    df = raw[["server_id", "timestamp", *metric_cols]]  # copy-on-write: no copy until changed
 
     sid = df["server_id"]
     if not (
@@ -319,13 +321,20 @@ def validate_metrics(
         df.loc[bad_ts, "timestamp"].head(3).map(repr),
     )
     keep = ~(missing | bad_ts)
-    df = df[keep]
-    df["timestamp"] = ts[keep].dt.floor(alias)
-    df["server_id"] = df["server_id"].astype(str)
+    if not keep.all():
+        df, ts = df[keep], ts[keep]
+    step = np.timedelta64(pd.Timedelta(1, alias)).astype(f"timedelta64[{ts.dt.unit}]").astype(np.int64)
+    if (ts.array.asi8 % step).any():  # floor only when some timestamp is not a period start
+        ts = ts.dt.floor(alias)
+    df["timestamp"] = ts
+    if not pd.api.types.is_string_dtype(df["server_id"].dtype):
+        df["server_id"] = df["server_id"].astype(str)
 
+    codes, uniques = pd.factorize(df["server_id"])  # codes in order of first appearance
     if inventory is not None:
-        known = df["server_id"].isin(inventory["server_id"])
-        unknown_ids = df.loc[~known, "server_id"].unique()
+        known_code = pd.Index(uniques).isin(inventory["server_id"])
+        known = known_code[codes]
+        unknown_ids = uniques[~known_code]
         report.add(
             "metrics",
             "unknown_server",
@@ -334,20 +343,24 @@ def validate_metrics(
             f"rows for {len(unknown_ids)} server(s) not in the inventory",
             unknown_ids[:3],
         )
-        df = df[known]
+        if not known.all():
+            df, codes = df[known], codes[known]
 
     key = df["server_id"]
     for col in metric_cols:
         _coerce_numeric(df, col, "metrics", report, key)
-        v = df[col].to_numpy(dtype="float64", copy=True)
+        v = df[col].to_numpy()
         with np.errstate(invalid="ignore"):
             neg = v < 0
             report.add(
                 "metrics", "out_of_range", "rejected", neg.sum(), f"{col} negative, value set to missing"
             )
+            over = v > 100.0 if METRICS[col].kind == "percent" else np.zeros(0, bool)
+            if not (neg.any() or over.any()):
+                continue  # nothing to change: keep the column as it is, no copy
+            v = v.copy()
             v[neg] = np.nan
-            if METRICS[col].kind == "percent":
-                over = v > 100.0
+            if over.size:
                 clip = over & (v <= 100.0 + PERCENT_CLIP_TOLERANCE)
                 reject = over & ~clip
                 report.add(
@@ -369,29 +382,41 @@ def validate_metrics(
                 v[reject] = np.nan
         df[col] = v
 
-    exact = df.duplicated(keep="first")
-    report.add("metrics", "duplicate_row", "dropped", exact.sum(), "exact duplicate rows")
-    df = df[~exact]
-    clash = df.duplicated(["server_id", "timestamp"], keep="last")
-    report.add(
-        "metrics",
-        "duplicate_period",
-        "dropped",
-        clash.sum(),
-        f"several rows for one server and {freq} period; the last delivered kept",
-        (
-            f"{s}@{t:%Y-%m-%d %H:%M}"
-            for s, t in df.loc[clash, ["server_id", "timestamp"]].head(3).itertuples(index=False)
-        ),
-    )
-    df = df[~clash]
+    # Sort once by (server, time); duplicates are then neighbours, so only they are inspected.
+    df, codes, t = _sorted_by_server_time(df, codes)
+    same = np.zeros(len(df), dtype=bool)
+    same[1:] = (codes[1:] == codes[:-1]) & (t[1:] == t[:-1])
+    if same.any():
+        involved = same | np.r_[same[1:], False]
+        sub = df[involved]
+        exact = sub.duplicated(keep="first")
+        report.add("metrics", "duplicate_row", "dropped", exact.sum(), "exact duplicate rows")
+        rest = sub[~exact]
+        clash = rest.duplicated(["server_id", "timestamp"], keep="last")
+        report.add(
+            "metrics",
+            "duplicate_period",
+            "dropped",
+            clash.sum(),
+            f"several rows for one server and {freq} period; the last delivered kept",
+            (
+                f"{s}@{t:%Y-%m-%d %H:%M}"
+                for s, t in rest.loc[clash, ["server_id", "timestamp"]].head(3).itertuples(index=False)
+            ),
+        )
+        drop = np.zeros(len(df), dtype=bool)
+        drop[np.flatnonzero(involved)[exact.to_numpy()]] = True
+        drop[np.flatnonzero(involved)[~exact.to_numpy()][clash.to_numpy()]] = True
+        df, codes, t = df[~drop], codes[~drop], t[~drop]
 
-    empty = df[metric_cols].isna().all(axis=1)
+    empty = df[metric_cols].isna().all(axis=1).to_numpy()
     report.add("metrics", "no_values", "dropped", empty.sum(), "rows with no usable metric value left")
-    df = df[~empty].sort_values(["server_id", "timestamp"], kind="stable").reset_index(drop=True)
+    if empty.any():
+        df, codes, t = df[~empty], codes[~empty], t[~empty]
+    df = df.reset_index(drop=True)
 
     if find_gaps and len(df):
-        report.gaps, report.short_series = _gaps_and_short(df, freq)
+        report.gaps, report.short_series = _gaps_and_short(df, codes, t, freq)
         long_gaps = report.gaps[~report.gaps["interpolable"]] if len(report.gaps) else report.gaps
         short_gaps = report.gaps[report.gaps["interpolable"]] if len(report.gaps) else report.gaps
         report.add(
@@ -425,25 +450,44 @@ def validate_metrics(
     return df, report
 
 
-def _gaps_and_short(df: pd.DataFrame, freq: str) -> tuple[pd.DataFrame, list[str]]:
+def _sorted_by_server_time(
+    df: pd.DataFrame, codes: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """df grouped by server (in order of first appearance) and in time order within each, stable.
+
+    Already-grouped input (what stores return) is left as it is: no copy.
+    """
+    t = df["timestamp"].array.asi8
+    dc, dt = np.diff(codes), np.diff(t)
+    if not ((dc >= 0) & ((dc > 0) | (dt >= 0))).all():
+        order = np.lexsort((t, codes))  # stable: equal keys keep their delivery order
+        df, codes, t = df.iloc[order], codes[order], t[order]
+    return df, codes, t
+
+
+def _gaps_and_short(
+    df: pd.DataFrame, codes: np.ndarray, t: np.ndarray, freq: str
+) -> tuple[pd.DataFrame, list[str]]:
     """Runs of missing periods inside each server's span (vectorised over the sorted frame)."""
-    step = pd.Timedelta(1, freq_alias(freq)).value
-    sid = df["server_id"].to_numpy()
-    t = df["timestamp"].dt.tz_localize(None).astype("datetime64[ns]").to_numpy().view(np.int64)
-    same = sid[1:] == sid[:-1]
+    unit = df["timestamp"].dt.unit
+    step = int(
+        np.timedelta64(pd.Timedelta(1, freq_alias(freq))).astype(f"timedelta64[{unit}]").astype(np.int64)
+    )
+    same = codes[1:] == codes[:-1]
     missing_periods = (np.diff(t) // step) - 1
     at = np.flatnonzero(same & (missing_periods > 0))
     gaps = pd.DataFrame(
         {
-            "server_id": sid[at],
-            "start": pd.to_datetime(t[at] + step, utc=True),
+            "server_id": df["server_id"].iloc[at].to_numpy(),
+            "start": pd.to_datetime(t[at] + step, unit=unit, utc=True),
             "periods": missing_periods[at].astype(int),
         }
     )
     gaps["interpolable"] = gaps["periods"] <= MAX_INTERPOLATE_GAP[freq]
-    counts = df.groupby("server_id", sort=False).size()
-    short = counts[counts < MIN_HISTORY[freq]].index.tolist()
-    return gaps, short
+    counts = np.bincount(codes)
+    first = np.searchsorted(codes, np.arange(len(counts)))
+    short_codes = np.flatnonzero((counts > 0) & (counts < MIN_HISTORY[freq]))
+    return gaps, [str(x) for x in df["server_id"].iloc[first[short_codes]]]
 
 
 def validate(

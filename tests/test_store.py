@@ -50,7 +50,7 @@ def test_round_trip(store):
     inv, met = fleet()
     got_inv = store.read_inventory()
     pd.testing.assert_frame_equal(got_inv.astype(inv.dtypes.to_dict()), inv, check_dtype=False)
-    got = store.read_metrics()
+    got = store.read_metrics().sort_values(["server_id", "timestamp"], ignore_index=True)
     assert list(got.columns) == ["server_id", "timestamp", "cpu_p95", "net_in_p95"]
     expected = met.sort_values(["server_id", "timestamp"], ignore_index=True)
     np.testing.assert_allclose(got["cpu_p95"], expected["cpu_p95"])
@@ -232,3 +232,15 @@ def test_manifest_is_json(store):
     store.publish_run(run, {}, {"run_id": run, "when": pd.Timestamp("2025-01-01")})
     with open(f"{store.root}/runs/{run}/manifest.json") as f:
         assert json.load(f)["when"].startswith("2025-01-01")
+
+
+def test_merge_moves_a_server_that_changed_business_unit(store):
+    inv, met = fleet()
+    inv.loc[inv["server_id"] == "srv-000", "business_unit"] = "Payments"  # was Retail
+    new = met[met["server_id"] == "srv-000"].tail(2)
+    store.write_metrics(new, inv, freq="daily", mode="merge")
+    retail = store.read_metrics(MetricsQuery.of(business_units=["Retail"]))
+    payments = store.read_metrics(MetricsQuery.of(business_units=["Payments"]))
+    assert "srv-000" not in set(retail["server_id"])
+    assert len(payments) == 400  # its whole history moved, nothing duplicated or lost
+    assert len(store.read_metrics()) == 6 * 400

@@ -98,7 +98,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def read_metrics(self, query: MetricsQuery | None = None) -> pd.DataFrame:
-        """Contract columns, sorted by server_id then timestamp; reads only matching partitions."""
+        """Contract columns, grouped by server and in time order; reads only matching partitions."""
 
     @abc.abstractmethod
     def write_metrics(

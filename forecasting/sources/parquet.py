@@ -202,9 +202,7 @@ class ParquetStore(Store):
             raise StoreError(
                 f"metrics under {self._display(self._p('metrics'))} are not readable: {e}"
             ) from e
-        df = table.to_pandas()
-        df["server_id"] = df["server_id"].astype(str)
-        return df.sort_values(["server_id", "timestamp"], kind="stable", ignore_index=True)
+        return table.to_pandas()
 
     def write_metrics(
         self,
@@ -217,33 +215,53 @@ class ParquetStore(Store):
     ) -> None:
         if mode not in ("overwrite", "merge"):
             raise ValueError(f"unknown write mode {mode!r}")
-        bu_of = inventory.set_index("server_id")["business_unit"]
-        df = metrics.copy()
-        df["business_unit"] = df["server_id"].map(bu_of).fillna("unknown").astype(str)
         root = self._p("metrics")
-        if mode == "overwrite":
-            existing_bus = self._partitions(root)
-            for bu in set(existing_bus) - set(df["business_unit"].unique()):
-                self._delete_dir(f"{root}/{existing_bus[bu]}")
-        elif self._exists(root):
-            old = self.read_metrics(MetricsQuery.of(business_units=df["business_unit"].unique()))
-            old["business_unit"] = old["server_id"].map(bu_of).fillna("unknown").astype(str)
+        df = metrics
+        rewrite: set[str] | None = None  # partitions to replace; None = all (overwrite)
+        if mode == "merge" and self._exists(root):
+            # Rewrite the partitions the new rows go to and those where these servers lived before
+            # (a server can move business unit), each with its old rows plus the new ones.
+            ids = df["server_id"].unique().tolist()
+            was = self._metrics_dataset().to_table(
+                columns=["business_unit"], filter=pc.field("server_id").isin(ids)
+            )
+            rewrite = set(np.unique(_business_units(df, inventory))) | set(
+                pc.unique(was["business_unit"]).to_pylist()
+            )
+            old = self.read_metrics(MetricsQuery.of(business_units=sorted(rewrite)))
             df = pd.concat([old, df], ignore_index=True)
             df = df.drop_duplicates(["server_id", "timestamp"], keep="last")
+        bus = _business_units(df, inventory)
         cols = ["server_id", "timestamp", *[c for c in METRIC_COLUMNS if c in df.columns]]
         schema = metrics_schema(cols[2:])
-        for bu, part in df.groupby("business_unit", sort=True):
-            part = part.sort_values(["server_id", "timestamp"], kind="stable")
-            years = part["timestamp"].dt.year.to_numpy()
-            self._replace_partition(root, str(bu), part[cols], years, schema)
+        table = pa.Table.from_pandas(df[cols], schema=schema, preserve_index=False)  # converted once
+        codes, _ = pd.factorize(df["server_id"], sort=True)
+        t = df["timestamp"].array.asi8
+        dc, dt = np.diff(codes), np.diff(t)
+        order = np.arange(len(df)) if ((dc >= 0) & ((dc > 0) | (dt >= 0))).all() else np.lexsort((t, codes))
+        bu_codes, bu_names = pd.factorize(bus[order], sort=True)
+        order = order[np.argsort(bu_codes, kind="stable")]  # by BU, then server, then time
+        bounds = np.searchsorted(np.sort(bu_codes), np.arange(len(bu_names) + 1))
+        years = df["timestamp"].dt.year.to_numpy()
+        existing = self._partitions(root)
+        for bu in (set(existing) if rewrite is None else rewrite & set(existing)) - set(bu_names):
+            self._delete_dir(f"{root}/{existing[bu]}")  # partitions left with no rows
+        for i, bu in enumerate(bu_names):
+            rows = order[bounds[i] : bounds[i + 1]]
+            self._replace_partition(root, str(bu), table, rows, years[rows])
             if on_partition is not None:
                 on_partition(str(bu))
-        span = (metrics["timestamp"].min(), metrics["timestamp"].max()) if len(metrics) else (None, None)
         info = self.read_store_info() if mode == "merge" else {}
-        info.update(freq=freq, metric_columns=cols[2:])
-        if span[0] is not None:
-            info["start"] = min(str(span[0]), info.get("start") or str(span[0]))
-            info["end"] = max(str(span[1]), info.get("end") or str(span[1]))
+        info.update(
+            freq=freq,
+            metric_columns=sorted(
+                set(cols[2:]) | set(info.get("metric_columns", [])), key=METRIC_COLUMNS.index
+            ),
+        )
+        if len(metrics):
+            lo, hi = str(metrics["timestamp"].min()), str(metrics["timestamp"].max())
+            info["start"] = min(lo, info.get("start") or lo)
+            info["end"] = max(hi, info.get("end") or hi)
         self._write_bytes(self._p("store.json"), json.dumps(info, indent=2).encode())
 
     def _partitions(self, root: str) -> dict[str, str]:
@@ -259,7 +277,7 @@ class ParquetStore(Store):
         return out
 
     def _replace_partition(
-        self, root: str, bu: str, part: pd.DataFrame, years: np.ndarray, schema: pa.Schema
+        self, root: str, bu: str, table: pa.Table, rows: np.ndarray, years: np.ndarray
     ) -> None:
         """Write one business unit's files beside the old ones, then swap them in."""
         name = f"business_unit={quote(bu, safe='')}"
@@ -267,12 +285,10 @@ class ParquetStore(Store):
         if not self.atomic_rename:
             self._delete_dir(staging)
         for year in np.unique(years):
-            rows = part[years == year]
-            table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
             d = f"{staging}/year={int(year)}"
             self.fs.create_dir(d, recursive=True)
             pq.write_table(
-                table,
+                table.take(rows[years == year]),
                 f"{d}/part-0.parquet",
                 filesystem=self.fs,
                 row_group_size=ROW_GROUP_SIZE,
@@ -343,3 +359,11 @@ class ParquetStore(Store):
             return self._read_table(path, f"plan table {name}", filters=filters).to_pandas()
         except FileNotFoundError:
             return None
+
+
+def _business_units(metrics: pd.DataFrame, inventory: pd.DataFrame) -> np.ndarray:
+    """Partition key per row, looked up once per server rather than once per row."""
+    codes, servers = pd.factorize(metrics["server_id"])
+    bu_of = inventory.drop_duplicates("server_id").set_index("server_id")["business_unit"]
+    per_server = pd.Series(servers).map(bu_of).fillna("unknown").astype(str).to_numpy(dtype=object)
+    return per_server[codes]
