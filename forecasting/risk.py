@@ -1,0 +1,947 @@
+"""Breach risk per server × metric, from quantile forecasts (issue: capacity analytics §1).
+
+Planners act on ranges and reasons, not on one "days remaining" number, so every row says when
+the optimistic (q10), expected (q50) and pessimistic (q90) paths cross the threshold, how likely a
+crossing is within the horizon, when to order, and why — in plain language with dates.
+
+The long forecast frame is turned into one array ``(servers, metrics, steps, quantiles)`` once
+(:func:`prepare`); everything after that is vectorised array work, so a what-if re-derivation
+(:mod:`forecasting.whatif`) costs milliseconds, not a re-fit.
+
+Probability of breach. At each step the quantile forecasts define a predictive CDF: linear
+between the quantile knots, with exponential tails beyond the outermost ones fitted to the two
+outermost knots. Assuming the quantile paths are *comonotone* (one latent draw U drives every
+step, y_t = F_t⁻¹(U): exactly the assumption under which "the q90 path" is a path), the series
+crosses the threshold within the horizon iff U ≥ min_t F_t(thr), so
+``P(breach within horizon) = max_t P(y_t ≥ thr)``. It is consistent with the breach dates: the
+q50 path crosses ⇔ P ≥ 0.5, the q90 path crosses ⇒ P ≥ 0.1, the q10 path crosses ⇒ P ≥ 0.9.
+
+Seasonal peaks. Month-end and quarter-end (forecasting.calendar) uplifts are measured in the last
+year of history. When a forecast under-represents an uplift seen in history (e.g. a model without
+calendar regressors), the missing part is added to the quantiles on those days — the plan must
+survive real peaks — and the reason says so. Rows whose pessimistic path crosses only on
+month/quarter-end days get status ``seasonal_peak``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+from numpy.dtypes import StringDType
+
+from .calendar import MONTH_END_DAYS
+from .plan import QUANTILE_COLUMNS, QUANTILES, RISK_COLUMNS
+from .schema import (
+    CRITICALITY_ORDER,
+    FREQUENCIES,
+    INVENTORY_COLUMNS,
+    METRICS,
+    PERIODS_PER_WEEK,
+    freq_alias,
+    require_columns,
+)
+from .settings import DEFAULT_CRITICALITY_OFFSETS, DEFAULT_LEAD_TIME_DAYS, DEFAULT_THRESHOLDS
+
+LEVELS = np.asarray(QUANTILES, dtype=float)
+I10, I50, I90 = QUANTILES.index(0.1), QUANTILES.index(0.5), QUANTILES.index(0.9)
+
+# Weight of each criticality tier in the 0–100 score (unknown tiers count as medium).
+CRITICALITY_WEIGHTS = {"critical": 1.0, "high": 0.9, "medium": 0.8, "low": 0.65}
+# Days over which urgency decays once the breach is further away than the lead time.
+URGENCY_DAYS = 90.0
+# Score bands for severity (status "ok" is always severity "none").
+SEVERITY_BANDS = (("critical", 70.0), ("high", 45.0), ("medium", 20.0))
+# Window of history that defines "current" p95 and the seasonal uplifts.
+CURRENT_DAYS = 7
+UPLIFT_DAYS = 366
+# History kept by prepare(): a year of seasonal peaks and packing history, plus margin.
+HISTORY_DAYS = {"daily": 400, "hourly": 120}
+# Days either side of a month-end window that form its baseline.
+BASELINE_DAYS = 4
+# An uplift the forecast lacks is added only when at least this large (percent points, or this
+# fraction of the series' mean for Mbps metrics): smaller differences are noise.
+UPLIFT_MIN_POINTS = 2.0
+UPLIFT_MIN_FRACTION = 0.05
+# Peak kinds on the time axis.
+OFF_PEAK, MONTH_END, QUARTER_END = 0, 1, 2
+PEAK_NAMES = {MONTH_END: "month-end", QUARTER_END: "quarter-end"}
+
+
+class AnalyticsError(ValueError):
+    """Input the analytics cannot use; the message names what and where."""
+
+
+# --------------------------------------------------------------------------- prepared inputs
+
+
+@dataclass(frozen=True)
+class AnalyticsInputs:
+    """Forecasts, history and inventory aligned on one server axis, ready for array work.
+
+    Row ``i`` of every array is ``inventory.iloc[i]``. Build with :func:`prepare`; what-if
+    scenarios derive new instances (growth, added servers) without re-fitting anything.
+    """
+
+    inventory: pd.DataFrame  # contract columns, RangeIndex, axis 0 of every array
+    metrics: tuple[str, ...]  # forecast metrics: axis 1 of ``quantiles``
+    index: pd.DatetimeIndex  # forecast steps (H)
+    quantiles: np.ndarray  # (S, M, Q, H) float64, sorted along Q, NaN where not forecast
+    present: np.ndarray  # (S, M) bool: the series has a forecast
+    models: np.ndarray  # (S, M) object: model name ('' when absent)
+    history_index: pd.DatetimeIndex  # observed periods (T)
+    history: Mapping[str, np.ndarray]  # metric -> (S, T) float64, NaN = missing
+    origin: pd.Timestamp  # forecast origin: the last observed period of the fleet
+    freq: str  # 'daily' | 'hourly'
+    peak_kind: np.ndarray  # (H,) int8: OFF_PEAK | MONTH_END | QUARTER_END
+    current_p95: np.ndarray  # (S, M) p95 of each series' last 7 days of history
+    hist_uplift: np.ndarray  # (S, M, 2) [month-end, quarter-end] uplift seen in history (NaN = unknown)
+    missing_uplift: np.ndarray  # (S, M, 2) part of that uplift the forecast lacks (≥ 0)
+    growth: np.ndarray | None = None  # (S, M, H) factor applied by a what-if (None = none)
+
+    @property
+    def server_ids(self) -> np.ndarray:
+        return self.inventory["server_id"].to_numpy(dtype=object)
+
+    @property
+    def n_servers(self) -> int:
+        return len(self.inventory)
+
+    @property
+    def periods_per_day(self) -> int:
+        return 24 if self.freq == "hourly" else 1
+
+    def metric_pos(self, metric: str) -> int | None:
+        """Position of a metric on axis 1 of ``quantiles`` (None if it is not forecast)."""
+        return self.metrics.index(metric) if metric in self.metrics else None
+
+    def peak_adjustment(self) -> np.ndarray:
+        """(S, M, H) points added on month/quarter-end days for uplift the forecast lacks."""
+        me = (self.peak_kind == MONTH_END).astype(float)
+        qe = (self.peak_kind == QUARTER_END).astype(float)
+        return self.missing_uplift[..., 0:1] * me + self.missing_uplift[..., 1:2] * qe
+
+    def series_quantiles(self, s_idx: np.ndarray, m_idx: np.ndarray, adjusted: bool = True) -> np.ndarray:
+        """(N, Q, H) quantiles of the given series under the scenario (growth applied) and, when
+        ``adjusted``, with the seasonal uplift the forecast lacks added: what risk is judged on."""
+        out = self.quantiles[s_idx, m_idx]  # fancy indexing: a copy we may modify
+        if self.growth is not None:
+            out *= self.growth[s_idx, m_idx][:, None, :]
+        if adjusted and np.any(self.missing_uplift):
+            out += self.peak_adjustment()[s_idx, m_idx][:, None, :]
+        return out
+
+    def path(self, metric: str, quantile: int, adjusted: bool = True) -> np.ndarray:
+        """(S, H) one quantile path of one metric for every server (NaN rows if not forecast)."""
+        j = self.metric_pos(metric)
+        if j is None:
+            return np.full((self.n_servers, len(self.index)), np.nan)
+        out = self.quantiles[:, j, quantile, :].copy()
+        if self.growth is not None:
+            out *= self.growth[:, j, :]
+        if adjusted and np.any(self.missing_uplift[:, j]):
+            out += self.peak_adjustment()[:, j, :]
+        return out
+
+    def with_changes(self, **changes) -> AnalyticsInputs:
+        return replace(self, **changes)
+
+
+def _timestamps_us(values: pd.Series | pd.Index, what: str) -> np.ndarray:
+    """UTC epoch microseconds of a timestamp column (naive values are taken as UTC)."""
+    try:
+        idx = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+    except (ValueError, TypeError) as e:
+        raise AnalyticsError(f"{what}: timestamps cannot be parsed ({e})") from None
+    if idx.hasnans:
+        raise AnalyticsError(f"{what}: {int(idx.isna().sum())} missing timestamp(s)")
+    return idx.as_unit("us").asi8
+
+
+def _infer_freq(stamps_us: np.ndarray, what: str) -> str:
+    u = np.unique(stamps_us[: min(len(stamps_us), 200_000)])
+    if len(u) < 2:
+        return "daily"
+    step = int(np.min(np.diff(u)))
+    return "hourly" if step < 86_400_000_000 else "daily"
+
+
+def _server_positions(ids: pd.Series, inventory_ids: pd.Index, what: str) -> np.ndarray:
+    codes, uniques = pd.factorize(ids, sort=False)
+    pos = inventory_ids.get_indexer(pd.Index(uniques).astype(str))
+    unknown = np.asarray(uniques, dtype=object)[pos < 0]
+    if len(unknown):
+        raise AnalyticsError(
+            f"{what} has {len(unknown)} server_id(s) not in the inventory (e.g. {', '.join(map(str, unknown[:3]))})"
+        )
+    if (codes < 0).any():
+        raise AnalyticsError(f"{what} has rows without a server_id")
+    return pos[codes]
+
+
+def _check_inventory(inventory: pd.DataFrame) -> pd.DataFrame:
+    require_columns(inventory, list(INVENTORY_COLUMNS), "inventory", "analytics input")
+    inv = inventory[list(INVENTORY_COLUMNS)].reset_index(drop=True).copy()
+    inv["server_id"] = inv["server_id"].astype(str)
+    dup = inv["server_id"].duplicated()
+    if dup.any():
+        raise AnalyticsError(
+            f"inventory lists server_id more than once: {', '.join(inv.loc[dup, 'server_id'].head(3))}"
+        )
+    return inv
+
+
+def _forecast_cube(
+    forecasts: pd.DataFrame, inventory_ids: pd.Index, freq: str
+) -> tuple[tuple[str, ...], pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray]:
+    """Long forecast frame -> (metrics, index, quantiles (S,M,Q,H), present (S,M), models (S,M))."""
+    require_columns(forecasts, ["server_id", "metric", "timestamp", *QUANTILE_COLUMNS], "forecasts", "")
+    if forecasts.empty:
+        raise AnalyticsError("forecasts is empty: nothing to assess")
+    metric_codes, metric_names = pd.factorize(forecasts["metric"].astype(str), sort=False)
+    unknown = [m for m in metric_names if m not in METRICS]
+    if unknown:
+        raise AnalyticsError(f"forecasts has unknown metric(s) {unknown}; known: {list(METRICS)}")
+    order = [m for m in METRICS if m in set(metric_names)]  # contract order, stable across runs
+    remap = np.array([order.index(m) for m in metric_names])
+    m_idx = remap[metric_codes]
+    s_idx = _server_positions(forecasts["server_id"], inventory_ids, "forecasts")
+    ts = _timestamps_us(forecasts["timestamp"], "forecasts")
+    step = int(pd.Timedelta(1, freq_alias(freq)).value // 1000)
+    t0 = int(ts.min())
+    off = ts - t0
+    if np.any(off % step):
+        raise AnalyticsError(f"forecasts: timestamps are not on a regular {freq} grid")
+    t_idx = off // step
+    H = int(t_idx.max()) + 1
+    S, M, Q = len(inventory_ids), len(order), len(QUANTILES)
+    flat = (s_idx * M + m_idx) * H + t_idx
+    counts = np.bincount(flat, minlength=S * M * H)
+    if counts.max() > 1:
+        dup = np.flatnonzero(counts > 1)[0]
+        s, rest = divmod(int(dup), M * H)
+        raise AnalyticsError(
+            f"forecasts has several rows for one server, metric and timestamp "
+            f"(e.g. {inventory_ids[s]} {order[rest // H]})"
+        )
+    q = forecasts[QUANTILE_COLUMNS].to_numpy(dtype="float64")
+    if np.isinf(q).any():
+        raise AnalyticsError("forecasts has infinite quantile values")
+    values = np.full((S, M, Q, H), np.nan)
+    values[s_idx, m_idx, :, t_idx] = np.sort(q, axis=1)  # rearrangement: crossing quantiles become monotone
+    present = np.zeros(S * M, dtype=bool)
+    present[s_idx * M + m_idx] = True
+    models = np.full(S * M, "", dtype=object)
+    if "model" in forecasts.columns:
+        codes, names = pd.factorize(forecasts["model"], sort=False)
+        names = np.asarray([str(x) for x in names] + [""], dtype=object)
+        models[s_idx * M + m_idx] = names[codes]  # code −1 (missing) picks ""
+    index = pd.date_range(pd.Timestamp(t0, unit="us", tz="UTC"), periods=H, freq=freq_alias(freq))
+    return tuple(order), index, values, present.reshape(S, M), models.reshape(S, M)
+
+
+def _history_arrays(
+    history: pd.DataFrame, inventory_ids: pd.Index, freq: str, days: int
+) -> tuple[pd.DatetimeIndex, dict[str, np.ndarray]]:
+    """metric -> (S, T) arrays of the last ``days`` days of history (older rows are skipped;
+    the frame itself is never filtered, which would copy its string columns)."""
+    require_columns(history, ["server_id", "timestamp"], "history", "")
+    cols = [c for c in METRICS if c in history.columns]
+    if not cols:
+        raise AnalyticsError(f"history has none of the metric columns {list(METRICS)}")
+    if history.empty:
+        raise AnalyticsError("history is empty: risk needs the recent observations")
+    ts = _timestamps_us(history["timestamp"], "history")
+    keep = ts > ts.max() - days * 86_400_000_000
+    s_idx = _server_positions(history["server_id"], inventory_ids, "history")
+    everything = bool(keep.all())
+    if not everything:
+        ts, s_idx = ts[keep], s_idx[keep]
+    step = int(pd.Timedelta(1, freq_alias(freq)).value // 1000)
+    t0 = int(ts.min())
+    t_idx = (ts - t0) // step
+    T = int(t_idx.max()) + 1
+    S = len(inventory_ids)
+    flat = s_idx * T + t_idx
+    out = {}
+    for c in cols:
+        arr = np.full(S * T, np.nan)
+        v = pd.to_numeric(history[c], errors="coerce").to_numpy(dtype="float64")
+        if not everything:
+            v = v[keep]
+        ok = np.isfinite(v)
+        if ok.all():
+            arr[flat] = v
+        else:
+            arr[flat[ok]] = v[ok]
+        out[c] = arr.reshape(S, T)
+    index = pd.date_range(pd.Timestamp(t0, unit="us", tz="UTC"), periods=T, freq=freq_alias(freq))
+    return index, out
+
+
+def _peak_kind(index: pd.DatetimeIndex) -> np.ndarray:
+    """Month-end / quarter-end flags per period, as forecasting.calendar defines them."""
+    naive = index.tz_convert(None) if index.tz is not None else index
+    month_end = np.asarray(naive.days_in_month - naive.day) < MONTH_END_DAYS
+    quarter_end = month_end & np.isin(np.asarray(naive.month), (3, 6, 9, 12))
+    kind = np.where(quarter_end, QUARTER_END, np.where(month_end, MONTH_END, OFF_PEAK))
+    return kind.astype(np.int8)
+
+
+@dataclass(frozen=True)
+class _MonthEnds:
+    """Calendar design of month-end windows on one time index (built once, used for all series).
+
+    ``design`` stacks, as columns, the day-of-week indicators of off-peak periods, each month's
+    month-end window, each window's baseline, and the off-peak indicator, so every per-series
+    mean the uplift needs comes out of two matrix products.
+    """
+
+    design: np.ndarray  # (T, slots + 2·months + 1) float32
+    slot_mix: np.ndarray  # (slots, months) share of each weekday in window minus in baseline
+    is_qe: np.ndarray  # (months,) the month closes a quarter
+    n_slots: int
+    n_months: int
+
+
+def _month_ends(index: pd.DatetimeIndex) -> _MonthEnds:
+    naive = index.tz_convert(None) if index.tz is not None else index
+    T = len(index)
+    day = np.asarray(naive.day)
+    days_left = np.asarray(naive.days_in_month) - day
+    month = np.asarray(naive.year) * 12 + np.asarray(naive.month) - 1
+    first = int(month.min()) if T else 0
+    n_months = int(month.max()) - first + 1 if T else 0
+    code = month - first
+    peak = days_left < MONTH_END_DAYS
+    pre = (days_left >= MONTH_END_DAYS) & (days_left < MONTH_END_DAYS + BASELINE_DAYS)
+    post = day <= BASELINE_DAYS  # belongs to the previous month's window
+    base_code = np.where(post, code - 1, code)
+    base = (pre | post) & (base_code >= 0)
+    hourly = T > 1 and (index[1] - index[0]) < pd.Timedelta(days=1)
+    n_slots = 168 if hourly else 7
+    slot = np.asarray(naive.day_of_week) * (24 if hourly else 1) + (np.asarray(naive.hour) if hourly else 0)
+    A_slot = np.zeros((T, n_slots))
+    A_slot[np.flatnonzero(~peak), slot[~peak]] = 1.0
+    A_peak = np.zeros((T, n_months))
+    A_peak[np.flatnonzero(peak), code[peak]] = 1.0
+    A_base = np.zeros((T, n_months))
+    A_base[np.flatnonzero(base), base_code[base]] = 1.0
+    slot_of = np.zeros((T, n_slots))
+    slot_of[np.arange(T), slot] = 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mix = slot_of.T @ A_peak / A_peak.sum(axis=0) - slot_of.T @ A_base / A_base.sum(axis=0)
+    design = np.concatenate([A_slot, A_peak, A_base, (~peak)[:, None].astype(float)], axis=1)
+    is_qe = ((np.arange(n_months) + first) % 12 + 1) % 3 == 0
+    return _MonthEnds(design.astype(np.float32), np.nan_to_num(mix), is_qe, n_slots, n_months)
+
+
+def _uplift(values: np.ndarray, design: _MonthEnds, min_months: int) -> np.ndarray:
+    """(N, 2) median over months of (mean on month-end days − mean on the days around them).
+
+    The weekly pattern is taken out first (a month-end that falls on a weekend is not a dip):
+    each row's mean per day of week, estimated off the month-end windows, enters through the
+    weekday mix of window and baseline. The baseline is the 4 days before the window and the first
+    4 days of the next month, placed symmetrically around it, so a linear trend cancels; the
+    median over months keeps one odd month from deciding. Column 0: ordinary month-ends, 1:
+    quarter-ends. NaN where fewer than ``min_months`` months of that kind have both peak and
+    baseline data.
+    """
+    N = values.shape[0]
+    out = np.full((N, 2), np.nan)
+    if N == 0 or values.shape[1] == 0 or design.n_months == 0:
+        return out
+    seen = ~np.isnan(values)
+    sums = np.where(seen, values, 0.0).astype(np.float32) @ design.design  # one pass for all means
+    counts = seen.astype(np.float32) @ design.design
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums.astype(float) / counts
+    k, m = design.n_slots, design.n_months
+    weekly = np.nan_to_num(means[:, :k] - means[:, -1:])  # (N, slots) effect of the day of week
+    diff = means[:, k : k + m] - means[:, k + m : k + 2 * m] - weekly @ design.slot_mix
+    for col, sel in ((0, ~design.is_qe), (1, design.is_qe)):
+        d = diff[:, sel]
+        enough = (~np.isnan(d)).sum(axis=1) >= min_months
+        if enough.any():
+            out[enough, col] = row_quantile(d[enough], 0.5)
+    return out
+
+
+def row_quantile(a: np.ndarray, q: float) -> np.ndarray:
+    """Per-row quantile ignoring NaN (numpy's 'linear' method) in one sort; all-NaN rows → NaN."""
+    s = np.sort(a, axis=1)  # NaN sort last
+    n = (~np.isnan(a)).sum(axis=1)
+    pos = np.maximum(n - 1, 0) * q
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    rows = np.arange(a.shape[0])
+    v_lo, v_hi = s[rows, lo], s[rows, hi]
+    out = v_lo + (v_hi - v_lo) * (pos - lo)
+    return np.where(n > 0, out, np.nan)
+
+
+def _last_window_p95(values: np.ndarray, window: int) -> np.ndarray:
+    """p95 of each row's last ``window`` periods ending at its own last observation."""
+    S, T = values.shape
+    if T == 0:
+        return np.full(S, np.nan)
+    ok = ~np.isnan(values)
+    last = T - 1 - np.argmax(ok[:, ::-1], axis=1)
+    cols = last[:, None] - np.arange(window)[::-1][None, :]
+    win = values[np.arange(S)[:, None], np.clip(cols, 0, T - 1)]
+    win = np.where(cols >= 0, win, np.nan)
+    return row_quantile(win, 0.95)
+
+
+def prepare(
+    forecasts: pd.DataFrame,
+    history: pd.DataFrame,
+    inventory: pd.DataFrame,
+    *,
+    origin: pd.Timestamp | str | None = None,
+    freq: str | None = None,
+    history_days: int | None = None,
+) -> AnalyticsInputs:
+    """Align forecasts (plan.FORECAST_COLUMNS), validated history (wide contract) and inventory.
+
+    Done once per batch run (or once per plan in the app); risk, right-sizing, consolidation and
+    every what-if then work on the arrays. ``origin`` (for "days to breach") defaults to the last
+    observed period of the fleet; ``freq`` is inferred from the forecast timestamps. Only the last
+    ``history_days`` of history are kept (default 400 daily / 120 hourly: the year of seasonal
+    peaks and packing history the analytics look at, and what plans are replayed on), which keeps
+    the prepared object small enough to cache.
+    """
+    inv = _check_inventory(inventory)
+    ids = pd.Index(inv["server_id"])
+    if freq is None:
+        require_columns(forecasts, ["timestamp"], "forecasts", "")
+        freq = _infer_freq(_timestamps_us(forecasts["timestamp"], "forecasts"), "forecasts")
+    if freq not in FREQUENCIES:
+        raise AnalyticsError(f"unknown frequency {freq!r}: use one of {', '.join(FREQUENCIES)}")
+    metrics, index, quantiles, present, models = _forecast_cube(forecasts, ids, freq)
+    days = HISTORY_DAYS[freq] if history_days is None else int(history_days)
+    if days < 1:
+        raise AnalyticsError(f"history_days {history_days} must be ≥ 1")
+    h_index, hist = _history_arrays(history, ids, freq, days)
+    if origin is None:
+        origin_ts = h_index[-1]
+    else:
+        origin_ts = pd.Timestamp(origin)
+        origin_ts = origin_ts.tz_localize("UTC") if origin_ts.tzinfo is None else origin_ts.tz_convert("UTC")
+    kind = _peak_kind(index)
+    S, M = present.shape
+    per_day = 24 if freq == "hourly" else 1
+    current = np.full((S, M), np.nan)
+    hist_up = np.full((S, M, 2), np.nan)
+    missing = np.zeros((S, M, 2))
+    recent = h_index >= h_index[-1] - pd.Timedelta(days=UPLIFT_DAYS)
+    h_design, f_design = _month_ends(h_index[recent]), _month_ends(index)
+    js = [j for j, m in enumerate(metrics) if m in hist]
+    if js:
+        # every metric at once: (metrics × servers, T) stacks through one set of matmuls
+        h_stack = np.concatenate([hist[metrics[j]][:, recent] for j in js], axis=0)
+        f_stack = np.concatenate([quantiles[:, j, I50, :] for j in js], axis=0)
+        hu_all = _uplift(h_stack, h_design, min_months=2).reshape(len(js), S, 2)
+        fu_all = _uplift(f_stack, f_design, min_months=1).reshape(len(js), S, 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            seen = ~np.isnan(h_stack)
+            means = (np.where(seen, h_stack, 0.0).sum(axis=1) / seen.sum(axis=1)).reshape(len(js), S)
+    for pos, j in enumerate(js):
+        m = metrics[j]
+        current[:, j] = _last_window_p95(hist[m], CURRENT_DAYS * per_day)
+        hu, fu = hu_all[pos], fu_all[pos]
+        hist_up[:, j] = hu
+        if METRICS[m].kind == "percent":
+            floor = np.full(S, UPLIFT_MIN_POINTS)
+        else:
+            floor = np.nan_to_num(means[pos] * UPLIFT_MIN_FRACTION, nan=np.inf)
+        # what the forecast lacks, never more than the uplift itself (a forecast whose own
+        # "uplift" is negative, e.g. a repeated spike off the month-end, gets at most hu added)
+        gap = np.nan_to_num(np.minimum(hu - np.maximum(fu, 0.0), hu), nan=0.0)
+        missing[:, j] = np.where(gap >= floor[:, None], gap, 0.0)
+    missing[~present] = 0.0
+    return AnalyticsInputs(
+        inventory=inv,
+        metrics=metrics,
+        index=index,
+        quantiles=quantiles,
+        present=present,
+        models=models,
+        history_index=h_index,
+        history=hist,
+        origin=origin_ts,
+        freq=freq,
+        peak_kind=kind,
+        current_p95=current,
+        hist_uplift=hist_up,
+        missing_uplift=missing,
+    )
+
+
+# --------------------------------------------------------------------------- probability
+
+
+def exceedance_probability(values: np.ndarray, threshold: np.ndarray | float, axis: int = -1) -> np.ndarray:
+    """P(Y ≥ threshold) from quantile values (sorted along ``axis``, levels plan.QUANTILES).
+
+    The CDF is linear between knots; beyond the outermost knots it has exponential tails whose
+    scale matches the two outermost knots (e.g. above q975: P = 0.025·exp(−(x − q975)/s) with
+    s = (q975 − q95)/ln 2). Degenerate tails (equal knots) become a step. NaN values give NaN.
+    ``threshold`` broadcasts against the shape of ``values`` without ``axis``.
+
+    Fast path for fleets: most (series, step) cells sit far below their threshold, in the upper
+    tail, which needs only the two top knots; the piecewise-linear part (each segment's
+    probability times the fraction of it below x) runs on the remaining cells only.
+    """
+    knots = np.moveaxis(np.asarray(values, dtype=float), axis, 0)  # (Q, …) view
+    if knots.ndim == 1:  # one quantile vector: answer a scalar (0-d) like numpy would
+        return exceedance_probability(knots[:, None], np.atleast_1d(threshold), axis=0).reshape(
+            np.shape(threshold)
+        )
+    p = LEVELS
+    Q = knots.shape[0]
+    shape = np.broadcast_shapes(knots.shape[1:], np.shape(threshold))
+    x = np.broadcast_to(np.asarray(threshold, dtype=float), shape)
+    top, below_top = np.broadcast_to(knots[-1], shape), np.broadcast_to(knots[-2], shape)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # upper tail everywhere: P = (1 − pQ) · exp(−(x − vQ)/s), s = (vQ − vQ−1)/ln((1 − pQ−1)/(1 − pQ))
+        d_hi = x - top
+        scale_hi = (top - below_top) / math.log((1 - p[-2]) / (1 - p[-1]))
+        out = (1 - p[-1]) * np.exp(-(d_hi / scale_hi))  # d/0 = inf -> 0: a step
+        inner = np.nonzero(~(d_hi > 0))  # x ≤ vQ (and NaN cells, masked at the end)
+        if len(inner[0]):
+            xs = x[inner]
+            ks = [np.broadcast_to(knots[j], shape)[inner] for j in range(Q)]
+            cdf = np.full(len(xs), p[0])
+            for j in range(1, Q):
+                # fraction of segment j below x; a zero-width segment gives ±inf (or 0/0 = NaN
+                # at its knot), which fmax/fmin map to 1 when x is above it and 0 otherwise
+                frac = np.fmin(np.fmax((xs - ks[j - 1]) / (ks[j] - ks[j - 1]), 0.0), 1.0)
+                cdf += (p[j] - p[j - 1]) * frac
+            # lower tail: F = p1 · exp(−(v1 − x)/s), s = (v2 − v1)/ln(p2/p1)
+            d_lo = ks[0] - xs
+            scale_lo = (ks[1] - ks[0]) / math.log(p[1] / p[0])
+            z = np.where(
+                scale_lo > 0, d_lo / np.where(scale_lo > 0, scale_lo, 1.0), np.where(d_lo > 0, np.inf, 0.0)
+            )
+            cdf = np.where(d_lo >= 0, p[0] * np.exp(-z), cdf)
+            out[inner] = 1.0 - cdf
+    missing = np.isnan(knots[0]) | np.isnan(knots[-1]) | np.isnan(knots[Q // 2])
+    if missing.any():
+        out[np.broadcast_to(missing, shape)] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def _merged_thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
+    merged = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    unknown = set(merged) - set(METRICS)
+    if unknown:
+        raise AnalyticsError(f"thresholds: unknown metric(s) {sorted(unknown)}; known: {list(METRICS)}")
+    for m, t in merged.items():
+        if not (isinstance(t, int | float) and math.isfinite(t) and t > 0):
+            raise AnalyticsError(f"thresholds: {m} threshold {t!r} must be a positive number")
+        if METRICS[m].kind == "percent" and t > 100:
+            raise AnalyticsError(f"thresholds: {m} threshold {t} must be at most 100 (percent)")
+    return {m: float(t) for m, t in merged.items()}
+
+
+def _merged_offsets(offsets: Mapping[str, float] | None) -> dict[str, float]:
+    merged = {**DEFAULT_CRITICALITY_OFFSETS, **(offsets or {})}
+    unknown = set(merged) - set(CRITICALITY_ORDER)
+    if unknown:
+        raise AnalyticsError(
+            f"criticality_offsets: unknown tier(s) {sorted(unknown)}; known: {CRITICALITY_ORDER}"
+        )
+    for tier, off in merged.items():
+        if not (isinstance(off, int | float) and math.isfinite(off) and -100 < off < 100):
+            raise AnalyticsError(
+                f"criticality_offsets: {tier} offset {off!r} must be a number in (−100, 100)"
+            )
+    return {k: float(v) for k, v in merged.items()}
+
+
+def threshold_matrix(
+    inputs: AnalyticsInputs,
+    thresholds: Mapping[str, float] | None,
+    criticality_offsets: Mapping[str, float] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S, M) effective thresholds and the (S, M) tier offsets behind them.
+
+    Percent metrics: threshold + offset points (critical −10 → 85 % becomes 75 %). Mbps metrics:
+    the same offset read as a percentage of the threshold (−10 → 800 Mbps becomes 720 Mbps).
+    Unknown tiers get no offset. Thresholds never drop below 1 % of the base value.
+    """
+    thr = _merged_thresholds(thresholds)
+    off = _merged_offsets(criticality_offsets)
+    tier_off = inputs.inventory["criticality"].map(off).fillna(0.0).to_numpy(dtype=float)
+    base = np.array([thr[m] for m in inputs.metrics])
+    is_pct = np.array([METRICS[m].kind == "percent" for m in inputs.metrics])
+    eff = np.where(is_pct, base + tier_off[:, None], base * (1 + tier_off[:, None] / 100.0))
+    eff = np.maximum(eff, base * 0.01)
+    return eff, np.broadcast_to(tier_off[:, None], eff.shape)
+
+
+def lead_times(inputs: AnalyticsInputs, lead_time_days: Mapping[str, int] | None) -> np.ndarray:
+    """(S,) procurement lead time per server from its server_type ('default' for the rest)."""
+    lt = {**DEFAULT_LEAD_TIME_DAYS, **(lead_time_days or {})}
+    for k, v in lt.items():
+        if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+            raise AnalyticsError(f"lead_time_days: {k} = {v!r} must be a number of days ≥ 0")
+    default = float(lt.get("default", DEFAULT_LEAD_TIME_DAYS["default"]))
+    return inputs.inventory["server_type"].map(lt).fillna(default).to_numpy(dtype=float)
+
+
+# --------------------------------------------------------------------------- risk
+
+
+def _first_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the first True along axis 1, −1 where none."""
+    has = mask.any(axis=1)
+    return np.where(has, mask.argmax(axis=1), -1)
+
+
+def _slope(y: np.ndarray) -> np.ndarray:
+    """Least-squares slope per row along axis 1 (per step), ignoring NaN."""
+    w = ~np.isnan(y)
+    t = np.arange(y.shape[1], dtype=float)[None, :]
+    n = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tm = (t * w).sum(axis=1) / n
+        ym = np.nansum(y, axis=1) / n
+        dt = np.where(w, t - tm[:, None], 0.0)
+        num = (dt * np.where(w, y - ym[:, None], 0.0)).sum(axis=1)
+        den = (dt * dt).sum(axis=1)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def risk_table(
+    inputs: AnalyticsInputs,
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    criticality_offsets: Mapping[str, float] | None = None,
+    lead_time_days: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
+    """Risk frame (exactly plan.RISK_COLUMNS), one row per server × forecast metric.
+
+    Severity and the 0–100 score weigh probability, nearness and criticality:
+    ``score = 100 · w_tier · P · (0.4 + 0.6 · urgency)`` with urgency 1 when the pessimistic
+    breach is within the lead time, decaying as exp(−days beyond it / 90) and 0 without a
+    breach; servers already over threshold score 100 · w_tier. Severity bands: ≥ 70 critical,
+    ≥ 45 high, ≥ 20 medium, else low; rows with status "ok" have severity "none".
+    """
+    thr_sm, off_sm = threshold_matrix(inputs, thresholds, criticality_offsets)
+    lead_s = lead_times(inputs, lead_time_days)
+    s_idx, m_idx = np.nonzero(inputs.present)
+    N = len(s_idx)
+    if N == 0:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in RISK_COLUMNS})
+    Vadj = inputs.series_quantiles(s_idx, m_idx, adjusted=False)  # (N, Q, H)
+    raw50 = Vadj[:, I50].copy()  # the trend is read off the path without the peak adjustment
+    if np.any(inputs.missing_uplift):
+        Vadj += inputs.peak_adjustment()[s_idx, m_idx][:, None, :]
+    thr = thr_sm[s_idx, m_idx]
+    lead = lead_s[s_idx]
+    H = Vadj.shape[2]
+    q10, q50, q90 = Vadj[:, I10], Vadj[:, I50], Vadj[:, I90]
+    with np.errstate(invalid="ignore"):
+        c10, c50, c90 = q10 >= thr[:, None], q50 >= thr[:, None], q90 >= thr[:, None]
+    f10, f50, f90 = _first_true(c10), _first_true(c50), _first_true(c90)
+    prob_t = exceedance_probability(Vadj, thr[:, None], axis=1)
+    with np.errstate(invalid="ignore"):
+        prob = np.nanmax(np.where(np.isnan(prob_t), -np.inf, prob_t), axis=1)
+    prob = np.where(np.isfinite(prob), np.clip(prob, 0.0, 1.0), np.nan)
+
+    idx_ns = inputs.index.as_unit("us").asi8
+    origin_us = inputs.origin.value // 1000  # Timestamp.value is ns
+    step_days = (idx_ns - origin_us) / 86_400e6  # days from origin to each step
+
+    def dates(first: np.ndarray) -> pd.DatetimeIndex:
+        vals = np.where(first >= 0, idx_ns[np.clip(first, 0, H - 1)], np.iinfo(np.int64).min)
+        return pd.DatetimeIndex(pd.to_datetime(vals, unit="us", utc=True)).where(first >= 0)
+
+    d10, d50, d90 = dates(f10), dates(f50), dates(f90)
+    days50 = np.where(f50 >= 0, step_days[np.clip(f50, 0, H - 1)], np.nan)
+    days90 = np.where(f90 >= 0, step_days[np.clip(f90, 0, H - 1)], np.nan)
+
+    current = inputs.current_p95[s_idx, m_idx]
+    with np.errstate(invalid="ignore"):
+        over = current >= thr
+    off_peak = inputs.peak_kind == OFF_PEAK
+    seasonal = (f90 >= 0) & ~(c90 & off_peak[None, :]).any(axis=1)
+    status = np.where(
+        over, "already_over", np.where(f90 >= 0, np.where(seasonal, "seasonal_peak", "at_risk"), "ok")
+    )
+
+    # act-by: expected breach (pessimistic if none) − lead time; now when already over
+    basis = np.where(f50 >= 0, f50, f90)
+    basis_us = np.where(basis >= 0, idx_ns[np.clip(basis, 0, H - 1)], 0)
+    act_us = basis_us - (lead * 86_400e6).astype(np.int64)
+    act_us = np.where(over, origin_us, act_us)
+    has_act = over | (basis >= 0)
+    act_by = pd.DatetimeIndex(pd.to_datetime(np.where(has_act, act_us, 0), unit="us", utc=True)).where(
+        has_act
+    )
+
+    # score
+    p_eff = np.where(over, 1.0, np.nan_to_num(prob))
+    d_eff = np.where(over, 0.0, days90)
+    urgency = np.where(
+        np.isnan(d_eff), 0.0, np.exp(-np.maximum(np.nan_to_num(d_eff) - lead, 0.0) / URGENCY_DAYS)
+    )
+    w = (
+        inputs.inventory["criticality"]
+        .map(CRITICALITY_WEIGHTS)
+        .fillna(CRITICALITY_WEIGHTS["medium"])
+        .to_numpy(dtype=float)[s_idx]
+    )
+    score = np.round(100.0 * w * p_eff * (0.4 + 0.6 * urgency), 1)
+    severity = np.full(N, "low", dtype=object)
+    for name, floor in reversed(SEVERITY_BANDS):
+        severity = np.where(score >= floor, name, severity)
+    severity = np.where(status == "ok", "none", severity)
+
+    per_week = PERIODS_PER_WEEK[inputs.freq]
+    trend = _slope(raw50) * per_week
+    with np.errstate(invalid="ignore"):
+        peak50 = np.nanmax(np.where(np.isnan(q50), -np.inf, q50), axis=1)
+        peak90 = np.nanmax(np.where(np.isnan(q90), -np.inf, q90), axis=1)
+        offpeak50 = np.max(np.where(off_peak[None, :] & ~np.isnan(q50), q50, -np.inf), axis=1)
+    peak50 = np.where(np.isfinite(peak50), peak50, np.nan)
+    peak90 = np.where(np.isfinite(peak90), peak90, np.nan)
+    at50 = np.argmax(np.where(np.isnan(q50), -np.inf, q50), axis=1)
+
+    metric_names = np.asarray(inputs.metrics, dtype=object)[m_idx]
+    frame = pd.DataFrame(
+        {
+            "server_id": inputs.server_ids[s_idx],
+            "metric": metric_names,
+            "threshold": thr,
+            "current_p95": current,
+            "forecast_peak": peak50,
+            "forecast_peak_upper": peak90,
+            "breach_optimistic": d10,
+            "breach_expected": d50,
+            "breach_pessimistic": d90,
+            "days_to_breach": days50,
+            "days_to_breach_pessimistic": days90,
+            "breach_probability": prob,
+            "act_by": act_by,
+            "status": status,
+            "severity": severity,
+            "score": score,
+            "trend_per_week": trend,
+        }
+    )
+    crossing_kind = np.where(
+        (c90 & (inputs.peak_kind == MONTH_END)[None, :]).any(axis=1), MONTH_END, QUARTER_END
+    )
+    frame["reason"] = _reasons(
+        inputs,
+        s_idx=s_idx,
+        m_idx=m_idx,
+        thr=thr,
+        off=off_sm[s_idx, m_idx],
+        lead=lead,
+        f10=f10,
+        f50=f50,
+        f90=f90,
+        prob=prob,
+        status=status,
+        current=current,
+        peak50=peak50,
+        peak90=peak90,
+        at50=at50,
+        offpeak50=offpeak50,
+        trend=trend,
+        act_by=act_by,
+        crossing_kind=crossing_kind,
+    )
+    return frame[RISK_COLUMNS]
+
+
+def assess_risk(
+    forecasts: pd.DataFrame,
+    history: pd.DataFrame,
+    inventory: pd.DataFrame,
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    criticality_offsets: Mapping[str, float] | None = None,
+    lead_time_days: Mapping[str, int] | None = None,
+    origin: pd.Timestamp | str | None = None,
+    freq: str | None = None,
+    history_days: int | None = None,
+) -> pd.DataFrame:
+    """Risk frame (plan.RISK_COLUMNS) straight from the frames: :func:`prepare` + :func:`risk_table`."""
+    inputs = prepare(forecasts, history, inventory, origin=origin, freq=freq, history_days=history_days)
+    return risk_table(
+        inputs, thresholds=thresholds, criticality_offsets=criticality_offsets, lead_time_days=lead_time_days
+    )
+
+
+# --------------------------------------------------------------------------- reasons
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_date(ts: pd.Timestamp, origin: pd.Timestamp, hourly: bool = False) -> str:
+    """'14 Mar' (year added when it differs from the origin's; time of day when hourly)."""
+    return date_labels(pd.DatetimeIndex([ts]), origin, hourly)[0]
+
+
+def date_labels(index: pd.DatetimeIndex, origin: pd.Timestamp, hourly: bool = False) -> list[str]:
+    """:func:`format_date` for a whole index at once ('' for NaT)."""
+    idx = pd.DatetimeIndex(index)
+    ok = ~np.asarray(idx.isna())
+    day = np.where(ok, idx.day, 1).astype(int).tolist()
+    month = np.where(ok, idx.month, 1).astype(int).tolist()
+    year = np.where(ok, idx.year, origin.year).astype(int).tolist()
+    hour = np.where(ok, idx.hour, 0).astype(int).tolist() if hourly else None
+    minute = np.where(ok, idx.minute, 0).astype(int).tolist() if hourly else None
+    out = []
+    for i, good in enumerate(ok.tolist()):
+        if not good:
+            out.append("")
+            continue
+        text = f"{day[i]} {_MONTHS[month[i] - 1]}"
+        if year[i] != origin.year:
+            text += f" {year[i]}"
+        if hourly:
+            text += f" {hour[i]:02d}:{minute[i]:02d}"
+        out.append(text)
+    return out
+
+
+def _fmt_values(values: np.ndarray, pct: np.ndarray) -> list[str]:
+    """'85 %' / '1,250 Mbps' / 'n/a' for each value (pct: per-value flag), formatted in numpy."""
+    v = np.asarray(values, dtype=float)
+    ok = np.isfinite(v)
+    whole = np.rint(np.where(ok, v, 0.0)).astype(np.int64)  # round half to even, as "{:.0f}" does
+    text = whole.astype(StringDType())
+    out = np.where(pct, np.strings.add(text, " %"), np.strings.add(text, " Mbps"))
+    out[~ok] = "n/a"
+    for i in np.flatnonzero(ok & ~pct & (np.abs(whole) >= 1000)).tolist():
+        out[i] = f"{v[i]:,.0f} Mbps"  # thousands separators
+    return out.tolist()
+
+
+def _reasons(inputs: AnalyticsInputs, **a) -> list[str]:
+    """One plain-language sentence per row: what, when (with the 80 % range), why, and by when to act.
+
+    Built from per-column string lists (numbers formatted once, threshold texts cached per
+    distinct threshold): thousands of rows take a few milliseconds, which keeps what-if
+    re-derivations interactive.
+    """
+    hourly = inputs.freq == "hourly"
+    labels = date_labels(inputs.index, inputs.origin, hourly)
+    end_label = labels[-1] if labels else ""
+    s_idx, m_idx = a["s_idx"], a["m_idx"]
+    N = len(s_idx)
+    specs = [METRICS[m] for m in inputs.metrics]
+    is_pct = np.array([sp.kind == "percent" for sp in specs])[m_idx]
+    label_l = [specs[j].label for j in m_idx.tolist()]
+    unit_l = np.where(is_pct, "pts", "Mbps").tolist()
+    tiers = inputs.inventory["criticality"].to_numpy(dtype=object)[s_idx].tolist()
+
+    # threshold texts: few distinct (threshold, offset, kind, tier) combinations
+    cache: dict[tuple, str] = {}
+    thr_txt = []
+    for thr, off, pct, tier in zip(a["thr"].tolist(), a["off"].tolist(), is_pct.tolist(), tiers, strict=True):
+        key = (thr, off, pct, tier if off else "")
+        text = cache.get(key)
+        if text is None:
+            unit = " %" if pct else " Mbps"
+            text = f"{thr:,.0f}{unit}" if abs(thr - round(thr)) < 0.05 else f"{thr:,.1f}{unit}"
+            if off:
+                base = thr - off if pct else thr / (1 + off / 100.0)
+                sign = "−" if off < 0 else "+"
+                text += (
+                    f" ({base:,.0f}{unit} {sign} {abs(off):g}{' pts' if pct else ' %'} for {tier} servers)"
+                )
+            cache[key] = text
+        thr_txt.append(text)
+
+    cur_txt = _fmt_values(a["current"], is_pct)
+    p50_txt = _fmt_values(a["peak50"], is_pct)
+    p90_txt = _fmt_values(a["peak90"], is_pct)
+    off50_txt = _fmt_values(np.where(np.isfinite(a["offpeak50"]), a["offpeak50"], np.nan), is_pct)
+    prob = a["prob"]
+    p_txt = [
+        f"P(breach by {end_label}) {v:.0f} %" if v == v else "probability n/a" for v in (100 * prob).tolist()
+    ]
+    trend_txt = [f"; trend {t:+.1f} {u}/week" for t, u in zip(a["trend"].tolist(), unit_l, strict=True)]
+
+    # seasonal uplift clauses, only where history shows one
+    hist_up = inputs.hist_uplift[s_idx, m_idx]
+    missing = inputs.missing_uplift[s_idx, m_idx]
+    min_up = np.where(is_pct, UPLIFT_MIN_POINTS, np.maximum(1.0, 0.05 * a["thr"]))
+    with np.errstate(invalid="ignore"):
+        shown = hist_up >= min_up[:, None]
+    uplift_txt = [""] * N
+    for i in np.flatnonzero(shown.any(axis=1)).tolist():
+        parts = []
+        for k, name in ((1, "quarter-end"), (0, "month-end")):
+            if shown[i, k]:
+                text = f"; {name} peaks add ~{hist_up[i, k]:.0f} {unit_l[i]}"
+                if missing[i, k] > 0:
+                    text += f" (the forecast lacked ~{missing[i, k]:.0f} {unit_l[i]} of it; added)"
+                parts.append(text)
+        uplift_txt[i] = "".join(parts)
+
+    # act-by clauses for rows that breach
+    act_labels = date_labels(a["act_by"], inputs.origin, hourly)
+    origin_us = inputs.origin.value // 1000
+    overdue = (np.asarray(a["act_by"].as_unit("us").asi8) <= origin_us).tolist()
+    lead_l = np.round(a["lead"]).astype(int).tolist()
+
+    status_l = a["status"].tolist()
+    f10_l, f50_l, f90_l = a["f10"].tolist(), a["f50"].tolist(), a["f90"].tolist()
+    at50_l, kind_l = a["at50"].tolist(), a["crossing_kind"].tolist()
+    rows = []
+    for i in range(N):
+        status = status_l[i]
+        label = label_l[i]
+        if status == "ok":
+            rows.append(
+                f"{label} expected to peak at {p50_txt[i]} ({labels[at50_l[i]]}; pessimistic {p90_txt[i]}), "
+                f"below {thr_txt[i]} through {end_label}; {p_txt[i]}{trend_txt[i]}{uplift_txt[i]}."
+            )
+            continue
+        if status == "already_over":
+            text = (
+                f"{label} already at {cur_txt[i]} (p95 of the last {CURRENT_DAYS} days), over the "
+                f"{thr_txt[i]} threshold; act now"
+            )
+            if p50_txt[i] != "n/a":
+                text += f"; expected peak {p50_txt[i]} by {end_label}"
+            rows.append(f"{text}{trend_txt[i]}{uplift_txt[i]}.")
+            continue
+        peaks = f"at {PEAK_NAMES[kind_l[i]]} peaks" if status == "seasonal_peak" else ""
+        f10, f50, f90 = f10_l[i], f50_l[i], f90_l[i]
+        if f50 >= 0:
+            rng_end = labels[f10] if f10 >= 0 else f"after {end_label}"
+            text = (
+                f"{label} expected to cross {thr_txt[i]} {peaks + ' ' if peaks else ''}on {labels[f50]} "
+                f"(80 % range {labels[f90]}–{rng_end}); {p_txt[i]}"
+            )
+        else:
+            text = (
+                f"{label} expected to peak at {p50_txt[i]} ({labels[at50_l[i]]}), below {thr_txt[i]}, but the "
+                f"pessimistic (90 %) path crosses{' ' + peaks if peaks else ''} on {labels[f90]}; {p_txt[i]}"
+            )
+        if peaks and off50_txt[i] != "n/a":
+            text += f"; off-peak the expected path stays at or below {off50_txt[i]}"
+        text += trend_txt[i] + uplift_txt[i]
+        if act_labels[i]:
+            if overdue[i]:
+                text += f"; order now: the {lead_l[i]} d lead time reaches past the breach (act by {act_labels[i]})"
+            else:
+                text += f"; act by {act_labels[i]} ({lead_l[i]} d lead time)"
+        rows.append(text + ".")
+    return rows
