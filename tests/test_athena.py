@@ -121,6 +121,11 @@ def env(aws_env, moto_server, lake) -> None:
     aws_env(MOTO_KEYS, moto_server.url)
 
 
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stores return rows grouped by server in time order; compare in one canonical order."""
+    return frame.sort_values(["server_id", "timestamp"], ignore_index=True)
+
+
 def open_with_env(moto_url: str, uri: str) -> AthenaStore:
     """Open through the standard chain (env credentials, AWS_ENDPOINT_URL), env restored after."""
     with pytest.MonkeyPatch.context() as mp:
@@ -306,7 +311,7 @@ def test_metrics_sql_on_duckdb_matches_the_parquet_store(lake, duck, q):
     query = metrics_query(DB, q, [partition_value(b) for b in q.business_units], columns)
     got = AthenaStore._frame(run_duck(con, query), columns)
     got = got.sort_values(["server_id", "timestamp"], ignore_index=True)
-    expected = lake["store"].read_metrics(q)
+    expected = _sorted(lake["store"].read_metrics(q))
     pd.testing.assert_frame_equal(got, expected)
     if q.server_ids != ("x' OR '1'='1",):
         assert len(expected) > 0
@@ -356,7 +361,7 @@ def test_read_metrics_through_athena_unload(athena, lake, duck, moto_server, q):
         pq.write_table(part, f"{prefix}/20240301_120000_00001_abcde_{i}", filesystem=store.fs)
 
     got = athena.read_metrics(q)
-    pd.testing.assert_frame_equal(got, store.read_metrics(q))
+    pd.testing.assert_frame_equal(_sorted(got), _sorted(store.read_metrics(q)))
     sent = executions(moto_server)[-1]
     assert sent["Query"] == unload_query(select, f"s3://{prefix}").sql
     assert sent["ExecutionParameters"] == select.execution_parameters()
@@ -653,7 +658,7 @@ def test_athena_store_writes_the_same_layout(env, moto_server, lake):
     assert "inventory/servers.parquet" in files
     assert "metrics/business_unit=R%26D%20Labs/year=2024/part-0.parquet" in files
     assert [k["Key"] for k in theirs if not k["Key"].endswith("/")] == ["fleet/inventory/servers.parquet"]
-    pd.testing.assert_frame_equal(store.tables.read_metrics(), lake["store"].read_metrics())
+    pd.testing.assert_frame_equal(_sorted(store.tables.read_metrics()), _sorted(lake["store"].read_metrics()))
 
 
 def test_ddl_matches_the_files(athena, lake):
@@ -757,7 +762,7 @@ def test_long_server_lists_are_filtered_after_the_read(athena, lake, moto_server
     rows = rows.set_column(1, "timestamp", rows["timestamp"].cast(pa.timestamp("us")))
     pq.write_table(rows, "athena-results/staging/capfc-unload/tok-long/part-0", filesystem=store.fs)
     got = athena.read_metrics(q)
-    pd.testing.assert_frame_equal(got, store.read_metrics(q))
+    pd.testing.assert_frame_equal(_sorted(got), _sorted(store.read_metrics(q)))
     assert set(got["server_id"]) == {"srv-o'neil", "srv-0003"} & set(everything["server_id"])
     assert (
         executions(moto_server)[-1]["Query"]

@@ -73,6 +73,11 @@ def store(bucket) -> S3Store:
     return s
 
 
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stores return rows grouped by server in time order; compare in one canonical order."""
+    return frame.sort_values(["server_id", "timestamp"], ignore_index=True)
+
+
 def local_twin(tmp_path: Path) -> ParquetStore:
     root = tmp_path / "local"
     root.mkdir()
@@ -192,8 +197,10 @@ def test_store_round_trip_matches_local_store(store, fleet, tmp_path, seaweed, b
     pd.testing.assert_frame_equal(store.read_inventory(), local.read_inventory())
     pd.testing.assert_frame_equal(store.read_inventory(), inventory)
     full = store.read_metrics()
-    pd.testing.assert_frame_equal(full, local.read_metrics())
-    pd.testing.assert_frame_equal(full, metrics, check_dtype=False, rtol=1e-6)  # float32 on disk
+    pd.testing.assert_frame_equal(_sorted(full), _sorted(local.read_metrics()))
+    pd.testing.assert_frame_equal(
+        _sorted(full), _sorted(metrics), check_dtype=False, rtol=1e-6
+    )  # float32 on disk
     assert store.read_store_info() == local.read_store_info()
     for q in [
         MetricsQuery.of(business_units=["R&D Labs"]),
@@ -203,7 +210,7 @@ def test_store_round_trip_matches_local_store(store, fleet, tmp_path, seaweed, b
     ]:
         got = store.read_metrics(q)
         assert len(got) > 0
-        pd.testing.assert_frame_equal(got, local.read_metrics(q))
+        pd.testing.assert_frame_equal(_sorted(got), _sorted(local.read_metrics(q)))
 
     # Same objects, same names: the S3 layout is the local layout.
     assert s3_keys(seaweed, bucket, store.location.prefix) == local_files(local.root)
@@ -221,7 +228,7 @@ def test_merge_and_overwrite_on_s3_match_local(store, fleet, tmp_path, seaweed, 
         s.write_metrics(first, inventory, freq="daily")
         s.write_metrics(later, inventory, freq="daily", mode="merge")
     merged = store.read_metrics()
-    pd.testing.assert_frame_equal(merged, local.read_metrics())
+    pd.testing.assert_frame_equal(_sorted(merged), _sorted(local.read_metrics()))
     assert len(merged) == len(metrics)
     assert (merged.loc[merged["timestamp"] >= "2024-01-10", "cpu_p95"] == 50.0).all()
     assert store.read_store_info() == local.read_store_info()
@@ -231,7 +238,7 @@ def test_merge_and_overwrite_on_s3_match_local(store, fleet, tmp_path, seaweed, 
     part = metrics[metrics["server_id"].isin(only["server_id"])]
     for s in (store, local):
         s.write_metrics(part, inventory, freq="daily")
-    pd.testing.assert_frame_equal(store.read_metrics(), local.read_metrics())
+    pd.testing.assert_frame_equal(_sorted(store.read_metrics()), _sorted(local.read_metrics()))
     assert s3_keys(seaweed, bucket, store.location.prefix) == local_files(local.root)
 
 

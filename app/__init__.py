@@ -1,0 +1,248 @@
+"""The Dash app factory: settings → store → cached read model → pages, shell and callbacks.
+
+``create_app`` is the composition root: the one place that wires pages (``app/pages``) and
+callbacks (``callbacks.register``) to a read model, so tests build fully working apps on
+their own stores and gunicorn workers each build the same app from the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import pkgutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import dash
+import dash_bootstrap_components as dbc
+import diskcache
+from dash import Dash, DiskcacheManager, dcc, html, set_props
+from flask import current_app, jsonify
+from flask_caching import Cache
+
+from components.filterbar import filter_bar
+from components.layout import banner, navbar
+from forecasting.settings import Settings, load_settings
+from forecasting.sources import Store, StoreError, open_store
+
+from . import ids
+from .filters import LABELS, PLACEHOLDERS
+from .pages import PageSpec
+from .readmodel import ReadModel, ReadModelError
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+APP_TITLE = "Capacity Forecaster"
+# The callbacks package, wired in by name: app code never uses callbacks' internals
+# (DESIGN.md §2: callbacks → app), only this factory hands the app to callbacks.register.
+CALLBACKS_PACKAGE = "callbacks"
+HEALTH_PATH = "/healthz"
+# Bundles Dash loads on demand that every dashboard page needs (paths under _dash-component-suites).
+LAZY_SCRIPTS = (
+    "plotly/package_data/plotly.min.js",
+    "dash/dcc/async-graph.js",
+    "dash/dcc/async-dropdown.js",
+    "dash_ag_grid/async-community.js",
+)
+EXTENSION = "capfc"
+# Errors whose message is written for users (a store that cannot be read, a bad run).
+USER_FACING_ERRORS = (StoreError, ReadModelError, ValueError)
+
+
+@dataclass
+class AppContext:
+    """What callbacks and layouts need, hung on the Flask app (``server.extensions['capfc']``)."""
+
+    settings: Settings
+    readmodel: ReadModel
+    cache_dir: str
+
+
+def get_context(app: Dash | None = None) -> AppContext:
+    """The context of ``app``, or of the app serving the current request."""
+    server = app.server if app is not None else current_app
+    return server.extensions[EXTENSION]
+
+
+def default_cache_dir(settings: Settings) -> str:
+    """One directory per data location and user, the same in every gunicorn worker."""
+    digest = hashlib.sha256(settings.data.encode()).hexdigest()[:12]
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tempfile.gettempdir(), f"capfc-cache-{uid}-{digest}")
+
+
+def create_app(
+    settings: Settings | None = None,
+    store: Store | None = None,
+    *,
+    cache_type: Literal["filesystem", "simple"] = "filesystem",
+    cache_dir: str | None = None,
+) -> Dash:
+    """Build the app. Without ``store`` the store named by ``settings.data`` is opened lazily,
+    so the app starts (and shows a banner) even when the store is briefly unreachable.
+
+    ``cache_type='filesystem'`` shares loaded runs across gunicorn workers (DESIGN.md §6);
+    ``'simple'`` keeps them in the process (tests, single-process runs).
+    """
+    settings = settings or load_settings()
+    cache_dir = cache_dir or default_cache_dir(settings)
+    os.makedirs(cache_dir, exist_ok=True)
+
+    background = DiskcacheManager(diskcache.Cache(os.path.join(cache_dir, "background")), expire=600)
+    app = Dash(
+        __name__,
+        use_pages=True,
+        pages_folder="",
+        assets_folder=str(ASSETS),
+        title=APP_TITLE,
+        update_title=None,
+        suppress_callback_exceptions=True,
+        background_callback_manager=background,
+        on_error=_on_error,
+        meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
+    )
+    app.server.config["CACHE_TYPE"] = "FileSystemCache" if cache_type == "filesystem" else "SimpleCache"
+    cache = Cache(
+        app.server,
+        config={
+            "CACHE_TYPE": app.server.config["CACHE_TYPE"],
+            "CACHE_DIR": os.path.join(cache_dir, "plans"),
+            "CACHE_DEFAULT_TIMEOUT": settings.cache_ttl_seconds,
+            "CACHE_THRESHOLD": 2000,  # per-server histories are small files; the runs must not be pruned
+        },
+    )
+    with app.server.app_context():
+        backend = cache.cache
+    source: Store | Any = store if store is not None else (lambda: _open(settings))
+    readmodel = ReadModel(source, settings, backend)
+    app.server.extensions[EXTENSION] = AppContext(settings, readmodel, cache_dir)
+
+    _preload_lazy_scripts(app)
+    for spec in discover_pages():
+        dash.register_page(spec.key, **spec.register_kwargs())
+    app.layout = _shell_layout
+    _add_health_endpoint(app)
+    importlib.import_module(CALLBACKS_PACKAGE).register(app)
+    return app
+
+
+def _preload_lazy_scripts(app: Dash) -> None:
+    """Let the browser fetch the lazily loaded bundles (plotly.js, AG Grid, graph and dropdown
+    chunks) while the page boots, instead of only when the first chart or grid mounts: on the
+    first render they were fetched one after another at the end of the critical path."""
+    prefix = app.config.requests_pathname_prefix
+    links = "".join(
+        f'<link rel="preload" as="script" href="{prefix}_dash-component-suites/{path}">'
+        for path in LAZY_SCRIPTS
+    )
+    app.index_string = app.index_string.replace("{%css%}", "{%css%}\n        " + links, 1)
+
+
+def _open(settings: Settings) -> Store:
+    return open_store(settings.data, endpoint_url=settings.s3_endpoint_url)
+
+
+def discover_pages() -> list[PageSpec]:
+    """Every PageSpec declared by a module of app/pages (the Dash Pages folder)."""
+    from . import pages
+
+    specs: list[PageSpec] = []
+    for info in sorted(pkgutil.iter_modules(pages.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{pages.__name__}.{info.name}")
+        specs.extend(getattr(module, "PAGES", []))
+    return specs
+
+
+def nav_pages() -> list[dict[str, Any]]:
+    """Registered pages that have a navbar link, in order."""
+    return [p for p in dash.page_registry.values() if p.get("nav_label")]
+
+
+def _shell_layout() -> html.Div:
+    """Called per page load: filter options and "data as of" reflect the current run."""
+    ctx = get_context()
+    snap = ctx.readmodel.snapshot()
+    plan = snap.plan
+    options = plan.options if plan is not None else {}
+    links = [
+        (
+            p["nav_label"],
+            dash.get_relative_path(p["nav_path"]),
+            {"type": ids.NAV_LINK_TYPE, "index": p["nav_path"]},
+        )
+        for p in nav_pages()
+    ]
+    interval_ms = max(ctx.settings.cache_ttl_seconds, 60) * 1000
+    return html.Div(
+        [
+            dcc.Location(id=ids.URL, refresh="callback-nav"),
+            dcc.Store(id=ids.FILTERS),
+            navbar(
+                links,
+                brand=APP_TITLE,
+                brand_href=dash.get_relative_path("/"),
+                as_of_id=ids.AS_OF,
+                as_of=snap.as_of,
+            ),
+            banner(ids.STALE_BANNER, snap.status.message if snap.status.stale else None),
+            banner(ids.ERROR_ALERT, None, color="danger", dismissable=True),
+            banner(ids.FILTER_NOTICE, None, color="info", dismissable=True),
+            filter_bar(
+                dropdown_ids=ids.FILTER_DROPDOWNS,
+                options=options,
+                labels=LABELS,
+                placeholders=PLACEHOLDERS,
+                clear_id=ids.FILTER_CLEAR,
+                count_id=ids.FILTER_COUNT,
+            ),
+            html.Main(dbc.Container(dash.page_container, fluid=True, className="page"), className="app-main"),
+            dcc.Interval(id=ids.STATUS_INTERVAL, interval=interval_ms, n_intervals=0),
+            html.Div(id=ids.NAV_DUMMY, hidden=True),
+        ],
+        className="app-shell",
+    )
+
+
+def _on_error(err: Exception) -> None:
+    """Any callback failure: log the traceback, show the planner a short alert (never a trace)."""
+    log.error("callback failed: %s", err, exc_info=err)
+    detail = str(err)[:300] if isinstance(err, USER_FACING_ERRORS) and str(err) else type(err).__name__
+    set_props(
+        ids.ERROR_ALERT,
+        {
+            "is_open": True,
+            "children": [
+                html.Strong("This view could not be updated. "),
+                html.Span(f"{detail}. The details are in the server log; try again or reload the page."),
+            ],
+        },
+    )
+
+
+def _add_health_endpoint(app: Dash) -> None:
+    """GET /healthz: 200 while the process serves requests; the body says what data it has.
+
+    It never fails on data trouble (restarting a container does not fix an unreachable store;
+    the banner tells users instead) and never waits on the store: it reports the last status
+    the app saw ("starting" before the first check).
+    """
+
+    @app.server.route(HEALTH_PATH)
+    def healthz():  # type: ignore[no-untyped-def]
+        status = get_context(app).readmodel.last_status()
+        if status is None:
+            return jsonify({"status": "ok", "run_id": None, "data": "starting"}), 200
+        body = {
+            "status": "ok",
+            "run_id": status.run_id,
+            "data": "stale" if status.stale else ("ok" if status.run_id else "no-run"),
+        }
+        if status.message:
+            body["message"] = status.message
+        return jsonify(body), 200

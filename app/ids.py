@@ -1,0 +1,107 @@
+"""Every component id of the app, in one module (DESIGN.md §2).
+
+Layouts, callbacks and browser tests all name components through these constants, so a
+renamed id is one edit and a typo is an ImportError rather than a silently dead callback.
+
+Conventions
+- Constant names are UPPER_SNAKE; values are kebab-case and start with the page's prefix:
+  ``shell-`` (navbar, filter bar, banners: present on every page), ``ov-`` (fleet overview),
+  ``srv-`` (server forecast), ``nf-`` (not found). New pages pick their own prefix
+  (``risk-``, ``cons-``, ``whatif-``) and append their block at the end of this module.
+- Pattern-matching ids are dicts built from a ``*_TYPE`` constant, e.g.
+  ``{"type": NAV_LINK_TYPE, "index": "/risk"}``.
+"""
+
+from __future__ import annotations
+
+from forecasting.schema import FILTER_DIMENSIONS
+
+# --------------------------------------------------------------------------- shell
+URL = "shell-url"  # dcc.Location: read the query string; set `href` to navigate
+FILTERS = "shell-filters"  # dcc.Store: canonical filter state (see app.filters.FilterState.to_data)
+FILTER_DROPDOWNS: dict[str, str] = {dim: f"shell-filter-{dim.replace('_', '-')}" for dim in FILTER_DIMENSIONS}
+FILTER_CLEAR = "shell-filter-clear"
+FILTER_COUNT = "shell-filter-count"
+FILTER_NOTICE = "shell-filter-notice"  # unknown values dropped from a shared link
+NAV_LINK_TYPE = "shell-nav-link"  # {"type": NAV_LINK_TYPE, "index": <page path>}
+AS_OF = "shell-as-of"
+STALE_BANNER = "shell-stale-banner"
+ERROR_ALERT = "shell-error-alert"
+STATUS_INTERVAL = "shell-status-interval"
+NAV_DUMMY = "shell-nav-dummy"  # output of the clientside URL writer
+
+# --------------------------------------------------------------------------- fleet overview (/)
+OV_KPIS = "ov-kpis"
+OV_METRIC = "ov-metric"
+OV_HEATMAP = "ov-heatmap"
+OV_DISTRIBUTION = "ov-distribution"
+OV_TREND = "ov-trend"
+OV_TOP_RISKS = "ov-top-risks"
+OV_TOP_RISKS_GRID = "ov-top-risks-grid"
+OV_TOP_RISKS_NOTE = "ov-top-risks-note"
+OV_EMPTY = "ov-empty"
+OV_CONTENT = "ov-content"
+
+# --------------------------------------------------------------------------- server forecast (/servers/<id>)
+SRV_ID = "srv-id"  # dcc.Store holding the server id from the path
+SRV_PICKER = "srv-picker"
+SRV_MODEL = "srv-model"
+SRV_CANCEL = "srv-cancel"
+SRV_PROGRESS = "srv-progress"
+SRV_PROGRESS_WRAP = "srv-progress-wrap"
+SRV_MODEL_STATUS = "srv-model-status"
+SRV_REFORECAST = "srv-reforecast"  # dcc.Store: a re-forecast's frame, or None for the plan
+SRV_MESSAGE = "srv-message"
+SRV_UNKNOWN = "srv-unknown"  # the alert shown for an id not in the plan
+SRV_FACTS = "srv-facts"
+SRV_ACCURACY = "srv-accuracy"
+SRV_RISK = "srv-risk"
+SRV_CHARTS = "srv-charts"
+SRV_GRAPH_TYPE = "srv-graph"  # {"type": SRV_GRAPH_TYPE, "index": <metric>}
+SRV_BODY = "srv-body"
+SRV_RISK_GRID = "srv-risk-grid"
+SRV_ACCURACY_GRID = "srv-accuracy-grid"
+
+# --------------------------------------------------------------------------- not found
+NF_HOME = "nf-home"
+
+# --------------------------------------------------------------------------- what-if (on /risk and /consolidation)
+# One set of controls, rendered by whichever of the two pages is open (never both at once).
+WHATIF_GROWTH = "whatif-growth"
+WHATIF_THRESHOLDS: dict[str, str] = {
+    "cpu_p95": "whatif-threshold-cpu",
+    "mem_p95": "whatif-threshold-mem",
+    "disk_p95": "whatif-threshold-disk",
+}
+WHATIF_HEADROOM = "whatif-headroom"
+WHATIF_RESET = "whatif-reset"
+WHATIF_SUMMARY = "whatif-summary"
+WHATIF_STATE = "whatif-state"  # dcc.Store: app.whatif.ScenarioState.to_data()
+WHATIF_URL_DUMMY = "whatif-url-dummy"  # output of the clientside URL writer
+
+# --------------------------------------------------------------------------- utilization risk (/risk)
+RISK_KPIS = "risk-kpis"
+RISK_EMPTY = "risk-empty"
+RISK_GRID = "risk-grid"
+RISK_SEARCH = "risk-search"
+RISK_NOTE = "risk-note"
+RISK_EXPORT_CSV = "risk-export-csv"
+RISK_EXPORT_XLSX = "risk-export-xlsx"
+RISK_DOWNLOAD = "risk-download"
+RISK_COUNT = "risk-count"  # the at-risk row count under filters and scenario
+
+# --------------------------------------------------------------------------- consolidation (/consolidation)
+CONS_KPIS = "cons-kpis"
+CONS_EMPTY = "cons-empty"
+CONS_RECS_GRID = "cons-recs-grid"
+CONS_RECS_SEARCH = "cons-recs-search"
+CONS_RECS_NOTE = "cons-recs-note"
+CONS_EXPORT_CSV = "cons-export-csv"
+CONS_EXPORT_XLSX = "cons-export-xlsx"
+CONS_DOWNLOAD = "cons-download"
+CONS_PLAN_GRID = "cons-plan-grid"
+CONS_PLAN_NOTE = "cons-plan-note"
+CONS_GROUP = "cons-group"  # dcc.Store: the host group whose load is charted
+CONS_HOST_CHART = "cons-host-chart"
+CONS_SAVINGS_CHART = "cons-savings-chart"
+CONS_SAVINGS_TABLE = "cons-savings-table"

@@ -1,0 +1,1028 @@
+"""The cached read model every callback reads: the latest run's plan, ready for display.
+
+Why it exists (DESIGN.md §6): the batch job has done the heavy work, so a click must only
+filter and aggregate in memory. A run is loaded once per run id — plan tables, inventory and
+a compact bucketed history for trends — into a flask-caching backend that gunicorn workers
+share (FileSystemCache by default), and memoised per process because a run never changes
+once published. ``runs/LATEST`` is re-read at most every ``cache_ttl_seconds``. When the
+store cannot be reached the last good run keeps being served and :class:`DataStatus` says
+so, for the shell's banner.
+
+Public API (used by callbacks of every page):
+
+- :class:`ReadModel` — ``snapshot()``, ``status()``, ``server_history(plan, server_id)``.
+- :class:`Plan` — one run, immutable: ``mask(filters)``, ``table(name, filters)``,
+  ``kpis(filters)``, ``utilization_by_bu``, ``current_values``, ``bu_trend``, ``top_risks``,
+  ``search_servers``, ``server``, ``server_rows``, ``server_forecast``.
+- helpers for the server page: :func:`reforecast`, :func:`breach_markers`,
+  :func:`quarter_end_spans`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cachelib import SimpleCache
+
+from forecasting.calendar import calendar_features
+from forecasting.plan import BAND_80, BAND_95, SEVERITIES
+from forecasting.risk import AnalyticsInputs
+from forecasting.schema import (
+    CRITICALITY_ORDER,
+    FILTER_DIMENSIONS,
+    METRIC_COLUMNS,
+    UNKNOWN,
+    freq_alias,
+)
+from forecasting.settings import DEFAULT_CRITICALITY_OFFSETS, DEFAULT_LEAD_TIME_DAYS, Settings
+from forecasting.sources import MetricsQuery, NoDataError, Store, StoreError
+
+from .filters import FilterState
+
+log = logging.getLogger(__name__)
+
+# Inventory columns shown beside plan rows (the "join for display").
+DISPLAY_COLUMNS = ["hostname", *FILTER_DIMENSIONS]
+# Forecast columns kept in memory: the median path and the two bands the charts draw.
+FORECAST_KEEP = ["yhat", BAND_95[0], BAND_80[0], BAND_80[1], BAND_95[1]]
+# History kept for fleet trends, and the bucket it is averaged over.
+TREND_WINDOW = {"daily": pd.Timedelta(days=364), "hourly": pd.Timedelta(days=28)}
+TREND_BUCKET = {"daily": pd.Timedelta(days=7), "hourly": pd.Timedelta(days=1)}
+# "Current" utilisation = p95 of the last week (as the risk table defines current_p95).
+CURRENT_WINDOW = pd.Timedelta(days=7)
+BREACH_WINDOWS = (30, 90)
+PLAN_CACHE_SECONDS = 24 * 3600
+# When the store is unreachable, look again sooner than the TTL so recovery shows quickly.
+UNREACHABLE_RECHECK_SECONDS = 30
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # critical 0 … none 4
+AT_RISK_SEVERITIES = [s for s in SEVERITIES if s != "none"]
+MODEL_CHOICES = {"fleet": "Fleet model", "prophet": "Prophet", "naive": "Seasonal naive"}
+
+
+class ReadModelError(RuntimeError):
+    """A run that exists but cannot be turned into a plan (unreadable or inconsistent tables)."""
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class DataStatus:
+    """What the app is showing and whether it is current."""
+
+    run_id: str | None
+    stale: bool = False  # the store could not be reached (or the run read): older data shown
+    message: str | None = None  # why there is no data, or why it may be out of date
+    checked_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Kpis:
+    """Headline numbers for the filtered fleet; None means "not in this run"."""
+
+    servers: int
+    at_risk: dict[str, int] | None  # severity -> servers whose worst metric has it
+    breach_within: dict[int, int] | None  # days -> servers whose expected breach is that near
+    idle: int | None
+    idle_threshold: float
+    monthly_savings: float | None
+
+    @property
+    def at_risk_total(self) -> int | None:
+        return None if self.at_risk is None else sum(self.at_risk.values())
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Trend:
+    """Per-server sums and counts per time bucket, history and forecast on one axis."""
+
+    index: pd.DatetimeIndex  # bucket starts
+    is_forecast: np.ndarray  # (W,) bool
+    sums: dict[str, np.ndarray]  # metric -> (n_servers, W)
+    counts: dict[str, np.ndarray]
+
+
+@dataclass
+class Plan:
+    """One published run prepared for display. Immutable once built (shared by threads)."""
+
+    run_id: str
+    manifest: dict
+    created_at: pd.Timestamp | None
+    freq: str
+    horizon: int
+    origin: pd.Timestamp | None  # last period of history the run forecast from
+    thresholds: dict[str, float]  # base thresholds of the run (before criticality offsets)
+    criticality_offsets: dict[str, float]
+    lead_time_days: dict[str, int]
+    idle_cpu_p95: float
+    inventory: pd.DataFrame  # sorted by server_id; row i = server position i
+    options: dict[str, list[str]]  # filter values per dimension, display order
+    metrics: list[str]  # metrics this run has data for
+    tables: dict[str, pd.DataFrame | None]  # plan tables joined with DISPLAY_COLUMNS
+    forecasts: pd.DataFrame | None  # compact, grouped by server
+    summary: pd.DataFrame  # one row per server, aligned with inventory
+    trend: Trend | None
+    notes: list[str] = field(default_factory=list)  # data problems found while loading
+    _codes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _rows: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # table -> server position
+    _by_server: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _fc_bounds: np.ndarray | None = field(default=None, repr=False)  # (n_servers + 1,) row offsets
+    _search: np.ndarray | None = field(default=None, repr=False)
+    _ids: pd.Index | None = field(default=None, repr=False)
+
+    # ---- basics
+    @property
+    def n_servers(self) -> int:
+        return len(self.inventory)
+
+    @property
+    def model(self) -> str:
+        return str((self.manifest.get("config") or {}).get("model") or "")
+
+    def has(self, name: str) -> bool:
+        return self.tables.get(name) is not None
+
+    def position(self, server_id: Any) -> int | None:
+        """Row of a server in the inventory, None for anything unknown (including non-strings)."""
+        if not isinstance(server_id, str) or not server_id or self._ids is None:
+            return None
+        i = self._ids.get_indexer([server_id])[0]
+        return int(i) if i >= 0 else None
+
+    # ---- filtering
+    def mask(self, filters: FilterState | None) -> np.ndarray:
+        """Boolean mask over inventory rows. Unknown values match nothing (never an error)."""
+        keep = np.ones(self.n_servers, dtype=bool)
+        if filters is None:
+            return keep
+        for dim, values in filters.active.items():
+            known = {v: i for i, v in enumerate(self.options[dim])}
+            wanted = [known[v] for v in values if v in known]
+            keep &= np.isin(self._codes[dim], np.asarray(wanted, dtype=np.int32))
+        return keep
+
+    def servers(self, filters: FilterState | None = None) -> pd.DataFrame:
+        """Inventory rows of the filtered servers."""
+        return self.inventory[self.mask(filters)]
+
+    def table(self, name: str, filters: FilterState | None = None) -> pd.DataFrame | None:
+        """A plan table joined with inventory display columns, filtered; None if not in the run.
+
+        The frame is the caller's to change (copy-on-write: the shared plan is never touched).
+        """
+        frame = self.tables.get(name)
+        if frame is None:
+            return None
+        if filters is None or filters.is_empty:
+            return frame.copy(deep=False)
+        return frame[self.mask(filters)[self._rows[name]]]
+
+    # ---- one server
+    def positions(self, name: str) -> np.ndarray | None:
+        """Inventory position of each row of plan table ``name`` (None if not in the run)."""
+        return self._rows.get(name) if self.tables.get(name) is not None else None
+
+    def server(self, server_id: str) -> dict[str, Any] | None:
+        """Inventory facts of a server, or None when the id is unknown."""
+        pos = self.position(server_id)
+        if pos is None:
+            return None
+        row = self.inventory.iloc[pos].to_dict()
+        row.update({k: v for k, v in self.summary.iloc[pos].to_dict().items() if k not in row})
+        return row
+
+    def server_rows(self, name: str, server_id: str) -> pd.DataFrame | None:
+        """A plan table's rows for one server (empty when none); None if the run lacks the table."""
+        frame = self.tables.get(name)
+        if frame is None:
+            return None
+        pos = self.position(server_id)
+        if pos is None:
+            return frame.iloc[0:0]
+        order, bounds = self._by_server[name]
+        return frame.iloc[order[bounds[pos] : bounds[pos + 1]]]
+
+    def server_forecast(self, server_id: str) -> pd.DataFrame | None:
+        """The run's forecast rows for one server (long, per metric); None if not in the run."""
+        if self.forecasts is None or self._fc_bounds is None:
+            return None
+        pos = self.position(server_id)
+        if pos is None:
+            return self.forecasts.iloc[0:0].drop(columns="_pos")
+        lo, hi = self._fc_bounds[pos], self._fc_bounds[pos + 1]
+        out = self.forecasts.iloc[lo:hi].drop(columns="_pos").reset_index(drop=True)
+        out["metric"] = out["metric"].astype("str")
+        out["model"] = out["model"].astype("str")
+        out.insert(0, "server_id", server_id)
+        return out
+
+    def threshold(self, server_id: str, metric: str) -> float:
+        """Effective threshold: the risk table's (criticality applied) else the run's base."""
+        pos = self.position(server_id)
+        col = f"threshold_{metric}"
+        if pos is not None and col in self.summary:
+            v = self.summary[col].iat[pos]
+            if np.isfinite(v):
+                return float(v)
+        return float(self.thresholds.get(metric, math.nan))
+
+    def search_servers(
+        self, text: str | None, filters: FilterState | None = None, limit: int = 50
+    ) -> pd.DataFrame:
+        """Servers whose id or hostname contains ``text`` (case-insensitive), prefix matches first."""
+        mask = self.mask(filters)
+        needle = (text or "").strip().lower()[:100]
+        keys = self._search if self._search is not None else np.array([], dtype=object)
+        if needle:
+            hit = np.fromiter((needle in k for k in keys), dtype=bool, count=len(keys))
+            mask &= hit
+            rows = np.flatnonzero(mask)
+            prefix = np.fromiter((keys[i].startswith(needle) for i in rows), dtype=bool, count=len(rows))
+            rows = np.concatenate([rows[prefix], rows[~prefix]])
+        else:
+            rows = np.flatnonzero(mask)
+        return self.inventory.iloc[rows[:limit]]
+
+    # ---- fleet aggregates (overview)
+    def kpis(self, filters: FilterState | None = None) -> Kpis:
+        """The overview's headline numbers for the filtered servers."""
+        m = self.mask(filters)
+        s = self.summary[m]
+        has_risk = self.has("risk")
+        at_risk = (
+            {sev: int((s["worst_severity"] == sev).sum()) for sev in AT_RISK_SEVERITIES} if has_risk else None
+        )
+        breach = {d: int((s["min_days_to_breach"] <= d).sum()) for d in BREACH_WINDOWS} if has_risk else None
+        cpu = s.get("current_cpu_p95")
+        idle = int((cpu < self.idle_cpu_p95).sum()) if cpu is not None and cpu.notna().any() else None
+        savings = float(s["monthly_savings"].clip(lower=0).sum()) if self.has("recommendations") else None
+        return Kpis(int(m.sum()), at_risk, breach, idle, self.idle_cpu_p95, savings)
+
+    def utilization_by_bu(self, filters: FilterState | None = None) -> pd.DataFrame:
+        """Mean current p95 per business unit × metric, also as % of the effective threshold."""
+        cols = ["business_unit", "metric", "mean_value", "pct_of_threshold", "servers"]
+        metrics = [m for m in self.metrics if f"current_{m}" in self.summary]
+        s = self.summary[self.mask(filters)]
+        if s.empty or not metrics:
+            return pd.DataFrame(columns=cols)
+        cur = [f"current_{m}" for m in metrics]
+        pct = [f"pct_{m}" for m in metrics]
+        g = s.groupby("business_unit", observed=True, sort=True)
+        means, counts = g[cur + pct].mean(), g[cur].count()
+        n_bu = len(means)
+        return pd.DataFrame(
+            {
+                "business_unit": np.tile(means.index.to_numpy(dtype=object), len(metrics)),
+                "metric": np.repeat(np.asarray(metrics, dtype=object), n_bu),
+                "mean_value": means[cur].to_numpy().T.reshape(-1),
+                "pct_of_threshold": means[pct].to_numpy().T.reshape(-1),
+                "servers": counts.to_numpy().T.reshape(-1),
+            }
+        )
+
+    def current_values(self, metric: str, filters: FilterState | None = None) -> np.ndarray:
+        """Current p95 of one metric for the filtered servers (NaN dropped)."""
+        col = f"current_{metric}"
+        if col not in self.summary:
+            return np.array([], dtype=float)
+        v = self.summary[col].to_numpy(dtype=float)[self.mask(filters)]
+        return v[np.isfinite(v)]
+
+    def bu_trend(self, metric: str, filters: FilterState | None = None) -> pd.DataFrame:
+        """Mean of ``metric`` per business unit and time bucket: history, then forecast.
+
+        Columns: business_unit, timestamp (bucket start), value, kind ('history' | 'forecast').
+        """
+        cols = ["business_unit", "timestamp", "value", "kind"]
+        t = self.trend
+        if t is None or metric not in t.sums:
+            return pd.DataFrame(columns=cols)
+        m = self.mask(filters)
+        codes = self._codes["business_unit"][m]
+        sums, counts = t.sums[metric][m], t.counts[metric][m]
+        present = np.unique(codes)
+        if present.size == 0:
+            return pd.DataFrame(columns=cols)
+        # Plain reductions per unit (few), not a matrix product: BLAS threads stall badly on a
+        # busy machine, and this is a few hundred thousand additions.
+        total = np.stack([sums[codes == b].sum(axis=0) for b in present])
+        count = np.stack([counts[codes == b].sum(axis=0) for b in present])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / count
+        names = np.asarray(self.options["business_unit"], dtype=object)[present]
+        W = len(t.index)
+        out = pd.DataFrame(
+            {
+                "business_unit": np.repeat(names, W),
+                "timestamp": np.tile(t.index.asi8, len(present)),
+                "value": mean.reshape(-1),
+                "kind": np.tile(np.where(t.is_forecast, "forecast", "history"), len(present)),
+            }
+        )
+        out["timestamp"] = pd.to_datetime(out["timestamp"], unit=t.index.unit, utc=True)
+        return out[np.isfinite(out["value"])].reset_index(drop=True)
+
+    def top_risks(self, filters: FilterState | None = None, n: int = 10) -> pd.DataFrame | None:
+        """The n riskiest filtered servers (their worst metric each); None if no risk table."""
+        risk = self.tables.get("risk")
+        if risk is None:
+            return None
+        s = self.summary[self.mask(filters) & self.summary["at_risk"].to_numpy()]
+        s = s.sort_values(["sev_rank", "max_score"], ascending=[True, False], kind="stable").head(n)
+        rows = s["top_risk_row"].to_numpy()
+        return risk.iloc[rows].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- building a plan
+
+
+def _as_str(frame: pd.DataFrame, col: str) -> None:
+    if col in frame and frame[col].dtype != "str":
+        frame[col] = frame[col].astype("str")
+
+
+def _config(manifest: dict, settings: Settings) -> dict[str, Any]:
+    cfg = manifest.get("config") or {}
+    return {
+        "thresholds": {**settings.thresholds, **(cfg.get("thresholds") or manifest.get("thresholds") or {})},
+        "criticality_offsets": {
+            **DEFAULT_CRITICALITY_OFFSETS,
+            **settings.criticality_offsets,
+            **(cfg.get("criticality_offsets") or {}),
+        },
+        "lead_time_days": {
+            **DEFAULT_LEAD_TIME_DAYS,
+            **settings.lead_time_days,
+            **(cfg.get("lead_time_days") or {}),
+        },
+        "idle_cpu_p95": float(cfg.get("idle_cpu_p95", settings.idle_cpu_p95)),
+        "horizon": int(cfg.get("horizon") or manifest.get("horizon") or settings.effective_horizon),
+        "freq": str((manifest.get("input") or {}).get("freq") or manifest.get("freq") or settings.freq),
+    }
+
+
+def _timestamp(value: Any) -> pd.Timestamp | None:
+    if value in (None, ""):
+        return None
+    try:
+        t = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return None
+    if t is pd.NaT:
+        return None
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def _options(inventory: pd.DataFrame) -> dict[str, list[str]]:
+    out = {}
+    for dim in FILTER_DIMENSIONS:
+        values = sorted(set(inventory[dim].dropna().astype(str)))
+        if dim == "criticality":
+            order = {c: i for i, c in enumerate([*CRITICALITY_ORDER, UNKNOWN])}
+            values.sort(key=lambda v: (order.get(v, len(order)), v))
+        out[dim] = values
+    return out
+
+
+def _positions(ids: pd.Index, server_ids: pd.Series) -> np.ndarray:
+    """Inventory position of each row's server (-1 when unknown). Factorising first hashes each
+    distinct id once, not once per row: millions of forecast rows, thousands of servers."""
+    codes, uniques = pd.factorize(server_ids)
+    lookup = ids.get_indexer(pd.Index(uniques).astype("str"))
+    return np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1).astype(np.int64)
+
+
+def _join(
+    frame: pd.DataFrame, name: str, ids: pd.Index, inventory: pd.DataFrame, notes: list[str]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Attach display columns by server position; rows of unknown servers are dropped (noted)."""
+    frame = frame.copy()
+    _as_str(frame, "server_id")
+    pos = _positions(ids, frame["server_id"])
+    unknown = pos < 0
+    if unknown.any():
+        notes.append(f"{name}: {int(unknown.sum()):,} row(s) for servers not in the inventory were ignored")
+        frame, pos = frame[~unknown], pos[~unknown]
+    frame = frame.reset_index(drop=True)
+    for col in DISPLAY_COLUMNS:
+        if col not in frame:
+            frame[col] = inventory[col].to_numpy()[pos]
+    return frame, pos.astype(np.int32)
+
+
+def _compact_forecasts(raw: pd.DataFrame, ids: pd.Index, notes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Keep the columns the charts draw, float32, grouped by server with row offsets."""
+    missing = [c for c in ["server_id", "metric", "timestamp", *FORECAST_KEEP] if c not in raw]
+    if missing:
+        raise ReadModelError(f"forecasts table is missing column(s): {', '.join(missing)}")
+    pos = _positions(ids, raw["server_id"])
+    keep = pos >= 0
+    if not keep.all():
+        notes.append(
+            f"forecasts: {int((~keep).sum()):,} row(s) for servers not in the inventory were ignored"
+        )
+    fc = pd.DataFrame(
+        {
+            "_pos": pos.astype(np.int32),
+            "metric": raw["metric"].astype("category"),
+            "timestamp": pd.to_datetime(raw["timestamp"], utc=True),
+            **{c: raw[c].astype(np.float32) for c in FORECAST_KEEP},
+            "model": raw["model"].astype("category") if "model" in raw else pd.Categorical([""] * len(raw)),
+        }
+    )
+    if not keep.all():
+        fc = fc[keep].reset_index(drop=True)
+    if not np.all(np.diff(fc["_pos"].to_numpy()) >= 0):
+        fc = fc.sort_values(["_pos", "metric", "timestamp"], kind="stable", ignore_index=True)
+    bounds = np.searchsorted(fc["_pos"].to_numpy(), np.arange(len(ids) + 1), side="left")
+    return fc, bounds
+
+
+def _group_rows(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row order grouping a table by server, and each server's [start, end) in that order."""
+    order = np.argsort(pos, kind="stable")
+    return order, np.searchsorted(pos[order], np.arange(n + 1))
+
+
+def _bucket_sums(
+    pos: np.ndarray,
+    ts: pd.Series,
+    values: Mapping[str, np.ndarray],
+    t0: pd.Timestamp,
+    bucket: pd.Timedelta,
+    offset: int,
+    W: int,
+    n: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Sum and count of each metric per (server, bucket) with np.bincount (no loops over servers)."""
+    k = ((ts - t0) // bucket).to_numpy(dtype=np.int64) + offset
+    ok = (pos >= 0) & (k >= 0) & (k < W)
+    sums, counts = {}, {}
+    for metric, v in values.items():
+        good = ok & np.isfinite(v)
+        flat = pos[good].astype(np.int64) * W + k[good]
+        sums[metric] = np.bincount(flat, weights=v[good], minlength=n * W).reshape(n, W)
+        counts[metric] = np.bincount(flat, minlength=n * W).reshape(n, W).astype(np.float64)
+    return sums, counts
+
+
+def build_plan(store: Store, run_id: str, settings: Settings) -> Plan:
+    """Read one run and prepare everything the pages aggregate (the only slow step: once per run)."""
+    manifest = store.read_manifest(run_id)
+    cfg = _config(manifest, settings)
+    freq = cfg["freq"] if cfg["freq"] in ("daily", "hourly") else "daily"
+    notes: list[str] = []
+
+    inventory = store.read_inventory().copy()
+    for col in ["server_id", *DISPLAY_COLUMNS]:
+        _as_str(inventory, col)
+    inventory = inventory.sort_values("server_id", kind="stable", ignore_index=True)
+    if inventory["server_id"].duplicated().any():
+        inventory = inventory.drop_duplicates("server_id", ignore_index=True)
+        notes.append("inventory: duplicate server ids; the first row of each was used")
+    ids = pd.Index(inventory["server_id"])
+    n = len(inventory)
+    options = _options(inventory)
+    codes = {
+        dim: pd.Categorical(inventory[dim], categories=options[dim]).codes.astype(np.int32)
+        for dim in FILTER_DIMENSIONS
+    }
+
+    tables: dict[str, pd.DataFrame | None] = {}
+    rows: dict[str, np.ndarray] = {}
+    for name in ("risk", "recommendations", "consolidation", "backtest"):
+        raw = store.read_run_table(run_id, name)
+        if raw is None:
+            tables[name] = None
+            continue
+        if "server_id" not in raw:
+            raise ReadModelError(f"plan table {name} of run {run_id} has no server_id column")
+        tables[name], rows[name] = _join(raw, name, ids, inventory, notes)
+
+    raw_fc = store.read_run_table(run_id, "forecasts")
+    forecasts, bounds = (None, None) if raw_fc is None else _compact_forecasts(raw_fc, ids, notes)
+    del raw_fc
+
+    origin = _timestamp(manifest.get("forecast_origin"))
+    step = pd.Timedelta(1, freq_alias(freq))
+    if origin is None and forecasts is not None and len(forecasts):
+        origin = forecasts["timestamp"].min() - step
+    if origin is None:
+        info = store.read_store_info()
+        origin = _timestamp(info.get("end"))
+
+    metrics_present: set[str] = set()
+    if forecasts is not None:
+        metrics_present |= set(forecasts["metric"].astype(str).unique())
+    if tables.get("risk") is not None:
+        metrics_present |= set(tables["risk"]["metric"].astype(str).unique())
+
+    summary = pd.DataFrame({"server_id": inventory["server_id"], "business_unit": inventory["business_unit"]})
+    trend: Trend | None = None
+    history_current: dict[str, np.ndarray] = {}
+    if origin is not None:
+        trend, history_current, hist_metrics = _history_trend(
+            store, inventory, ids, forecasts, origin, step, freq, cfg["horizon"], notes
+        )
+        metrics_present |= hist_metrics
+    metrics = [m for m in METRIC_COLUMNS if m in metrics_present]
+
+    _summarise(
+        summary,
+        tables.get("risk"),
+        rows.get("risk"),
+        tables.get("recommendations"),
+        rows.get("recommendations"),
+        history_current,
+        metrics,
+        cfg["thresholds"],
+        n,
+    )
+
+    search = (
+        inventory["server_id"].str.lower() + " " + inventory["hostname"].fillna("").str.lower()
+    ).to_numpy(dtype=object)
+    return Plan(
+        run_id=run_id,
+        manifest=manifest,
+        created_at=_timestamp(manifest.get("created_at")),
+        freq=freq,
+        horizon=cfg["horizon"],
+        origin=origin,
+        thresholds=cfg["thresholds"],
+        criticality_offsets=cfg["criticality_offsets"],
+        lead_time_days=cfg["lead_time_days"],
+        idle_cpu_p95=cfg["idle_cpu_p95"],
+        inventory=inventory,
+        options=options,
+        metrics=metrics,
+        tables=tables,
+        forecasts=forecasts,
+        summary=summary,
+        trend=trend,
+        notes=notes,
+        _codes=codes,
+        _rows=rows,
+        _by_server={name: _group_rows(pos, n) for name, pos in rows.items()},
+        _fc_bounds=bounds,
+        _search=search,
+        _ids=ids,
+    )
+
+
+def _history_trend(
+    store: Store,
+    inventory: pd.DataFrame,
+    ids: pd.Index,
+    forecasts: pd.DataFrame | None,
+    origin: pd.Timestamp,
+    step: pd.Timedelta,
+    freq: str,
+    horizon: int,
+    notes: list[str],
+) -> tuple[Trend | None, dict[str, np.ndarray], set[str]]:
+    """Bucketed history (last year / month) and forecast means per server, plus current p95."""
+    n = len(inventory)
+    t0 = origin + step  # first forecast period: bucket 0 starts here
+    bucket, window = TREND_BUCKET[freq], TREND_WINDOW[freq]
+    wh = int(window // bucket)
+    wf = max(1, int(horizon * step // bucket))  # whole buckets only: a partial last week would dip
+    W = wh + wf
+    try:
+        hist = store.read_metrics(MetricsQuery.of(start=t0 - window, end=t0))
+    except (NoDataError, StoreError, OSError) as e:
+        notes.append(f"history for trends could not be read: {e}")
+        hist = pd.DataFrame(columns=["server_id", "timestamp"])
+    hist_metrics = [m for m in METRIC_COLUMNS if m in hist and hist[m].notna().any()]
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    current: dict[str, np.ndarray] = {}
+    if len(hist):
+        pos = _positions(ids, hist["server_id"])
+        values = {m: hist[m].to_numpy(dtype=np.float64) for m in hist_metrics}
+        sums, counts = _bucket_sums(pos, hist["timestamp"], values, t0, bucket, wh, W, n)
+        recent = (hist["timestamp"] >= t0 - CURRENT_WINDOW).to_numpy() & (pos >= 0)
+        if recent.any():
+            last = hist.loc[recent, ["timestamp", *hist_metrics]].assign(_pos=pos[recent])
+            p95 = last.groupby("_pos")[hist_metrics].quantile(0.95)
+            for m in hist_metrics:
+                arr = np.full(n, np.nan)
+                arr[p95.index.to_numpy()] = p95[m].to_numpy()
+                current[m] = arr
+    if forecasts is not None and len(forecasts):
+        fpos = forecasts["_pos"].to_numpy()
+        cats = forecasts["metric"].cat.categories
+        codes = forecasts["metric"].cat.codes.to_numpy()
+        yhat = forecasts["yhat"].to_numpy(dtype=np.float64)
+        for ci, m in enumerate(cats.astype(str)):
+            sel = codes == ci
+            if not sel.any():
+                continue
+            s, c = _bucket_sums(fpos[sel], forecasts["timestamp"][sel], {m: yhat[sel]}, t0, bucket, wh, W, n)
+            if m in sums:
+                sums[m] += s[m]
+                counts[m] += c[m]
+            else:
+                sums[m], counts[m] = s[m], c[m]
+    if not sums:
+        return None, current, set(hist_metrics)
+    index = pd.DatetimeIndex([t0 + (k - wh) * bucket for k in range(W)])
+    return Trend(index, np.arange(W) >= wh, sums, counts), current, set(hist_metrics)
+
+
+def _summarise(
+    summary: pd.DataFrame,
+    risk: pd.DataFrame | None,
+    risk_pos: np.ndarray | None,
+    recs: pd.DataFrame | None,
+    recs_pos: np.ndarray | None,
+    history_current: dict[str, np.ndarray],
+    metrics: list[str],
+    thresholds: dict[str, float],
+    n: int,
+) -> None:
+    """Per-server columns the KPIs, heatmap and top risks aggregate (filled in place)."""
+    sev_rank = np.full(n, SEVERITY_RANK["none"], dtype=np.int64)
+    max_score = np.full(n, np.nan)
+    min_days = np.full(n, np.inf)
+    top_row = np.full(n, -1, dtype=np.int64)
+    current = {m: history_current.get(m, np.full(n, np.nan)).copy() for m in metrics}
+    thr = {m: np.full(n, float(thresholds.get(m, np.nan))) for m in metrics}
+    if risk is not None and len(risk):
+        pos = risk_pos
+        r_rank = risk["severity"].map(SEVERITY_RANK).fillna(SEVERITY_RANK["none"]).to_numpy(dtype=np.int64)
+        np.minimum.at(sev_rank, pos, r_rank)
+        score = risk["score"].to_numpy(dtype=float)
+        np.fmax.at(max_score, pos, score)
+        days = risk["days_to_breach"].to_numpy(dtype=float)
+        if "status" in risk:
+            days = np.where(risk["status"].to_numpy(dtype=object) == "already_over", 0.0, days)
+        days = np.where(np.isfinite(days), days, np.inf)
+        np.minimum.at(min_days, pos, days)
+        # The row that represents each server: worst severity, then highest score.
+        order = np.lexsort((-np.nan_to_num(score, nan=-1.0), r_rank, pos))
+        first = order[np.r_[True, pos[order][1:] != pos[order][:-1]]]
+        top_row[pos[first]] = first
+        metric = risk["metric"].astype(str).to_numpy()
+        for m in metrics:
+            sel = metric == m
+            if not sel.any():
+                continue
+            cur = risk["current_p95"].to_numpy(dtype=float)[sel]
+            ok = np.isfinite(cur)
+            current[m][pos[sel][ok]] = cur[ok]
+            t = risk["threshold"].to_numpy(dtype=float)[sel]
+            okt = np.isfinite(t)
+            thr[m][pos[sel][okt]] = t[okt]
+    summary["worst_severity"] = np.asarray(SEVERITIES, dtype=object)[sev_rank]
+    summary["sev_rank"] = sev_rank
+    summary["max_score"] = max_score
+    summary["min_days_to_breach"] = np.where(np.isfinite(min_days), min_days, np.nan)
+    summary["at_risk"] = sev_rank < SEVERITY_RANK["none"]
+    summary["top_risk_row"] = top_row
+    for m in metrics:
+        summary[f"current_{m}"] = current[m]
+        summary[f"threshold_{m}"] = thr[m]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            summary[f"pct_{m}"] = 100.0 * current[m] / thr[m]
+    action = np.full(n, "", dtype=object)
+    savings = np.zeros(n)
+    if recs is not None and len(recs):
+        if "action" in recs:
+            action[recs_pos] = recs["action"].astype(str).to_numpy()
+        if "monthly_savings" in recs:
+            savings[recs_pos] = np.nan_to_num(recs["monthly_savings"].to_numpy(dtype=float))
+    summary["action"] = action
+    summary["monthly_savings"] = savings
+
+
+# --------------------------------------------------------------------------- read model
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The plan to show (None when there is none) and the status behind it."""
+
+    plan: Plan | None
+    status: DataStatus
+
+    @property
+    def as_of(self) -> str:
+        """'run <id> · <time>' for the navbar, or why there is no data."""
+        if self.plan is None:
+            return "no forecast run"
+        when = self.plan.created_at
+        return f"run {self.plan.run_id}" + (f" · {when:%Y-%m-%d %H:%M} UTC" if when is not None else "")
+
+
+class ReadModel:
+    """Cached, filtered access to the latest run; one per app, shared by its threads."""
+
+    def __init__(
+        self,
+        store: Store | Callable[[], Store],
+        settings: Settings,
+        cache: Any | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``store`` may be a factory: the app then starts (and says so) even when the store is
+        unreachable at boot, and opens it on a later check."""
+        self._store: Store | None = store if isinstance(store, Store) else None
+        self._open_store: Callable[[], Store] | None = None if isinstance(store, Store) else store
+        self.settings = settings
+        self.cache = cache if cache is not None else SimpleCache()
+        self.ttl = int(settings.cache_ttl_seconds)
+        where = self._store.uri if self._store is not None else settings.data
+        self._ns = "capfc:" + hashlib.sha256(str(where).encode()).hexdigest()[:12]
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._plan: Plan | None = None
+        self._status: DataStatus | None = None
+        self._inputs_lock = threading.Lock()
+        self._inputs: tuple[str, AnalyticsInputs] | None = None
+
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use when a factory was given (raises StoreError if it cannot be)."""
+        if self._store is None:
+            assert self._open_store is not None
+            self._store = self._open_store()
+        return self._store
+
+    def _key(self, *parts: str) -> str:
+        return ":".join([self._ns, *parts])
+
+    # ---- status
+    def status(self) -> DataStatus:
+        """Which run is current; re-checks runs/LATEST at most every cache_ttl_seconds."""
+        key = self._key("status")
+        if self.ttl > 0:
+            cached = self.cache.get(key)
+            if isinstance(cached, DataStatus):
+                return cached
+        status = self._check_store()
+        self._status = status
+        if self.ttl > 0:
+            timeout = min(self.ttl, UNREACHABLE_RECHECK_SECONDS) if status.stale else self.ttl
+            self.cache.set(key, status, timeout=timeout)
+        return status
+
+    def last_status(self) -> DataStatus | None:
+        """The most recent status without touching the store (for the health endpoint, which
+        must answer at once even when the store hangs); None before the first check."""
+        cached = self.cache.get(self._key("status"))
+        if isinstance(cached, DataStatus):
+            return cached
+        return self._status
+
+    def _last_good(self) -> str | None:
+        if self._plan is not None:
+            return self._plan.run_id
+        run_id = self.cache.get(self._key("last-good"))
+        return run_id if isinstance(run_id, str) else None
+
+    def _check_store(self) -> DataStatus:
+        now = self._clock()
+        try:
+            run_id = self.store.latest_run_id()
+        except (StoreError, OSError) as e:
+            log.warning("data store %s unreachable: %s", self.settings.data, e)
+            last = self._last_good()
+            if last:
+                return DataStatus(
+                    last,
+                    stale=True,
+                    message=f"The data store could not be reached ({e}). Showing the last good run, {last}.",
+                    checked_at=now,
+                )
+            return DataStatus(
+                None, stale=True, message=f"The data store could not be reached: {e}", checked_at=now
+            )
+        if run_id is None:
+            try:
+                has_data = self.store.has_data()
+            except (StoreError, OSError):
+                has_data = True
+            msg = "No forecast run has been published yet. Run `python -m forecasting run`"
+            msg += (
+                "." if has_data else " after generating or ingesting data (`python -m forecasting generate`)."
+            )
+            return DataStatus(None, message=msg, checked_at=now)
+        return DataStatus(run_id, checked_at=now)
+
+    # ---- plan
+    def snapshot(self) -> Snapshot:
+        """The current plan and its status; never raises for store trouble (the status says it)."""
+        status = self.status()
+        if status.run_id is None:
+            return Snapshot(None, status)
+        plan = self._plan
+        if plan is not None and plan.run_id == status.run_id:
+            return Snapshot(plan, status)
+        try:
+            plan = self._load(status.run_id)
+        except (StoreError, ReadModelError, NoDataError, OSError, KeyError, ValueError) as e:
+            log.exception("run %s could not be loaded", status.run_id)
+            previous = self._plan
+            if previous is not None:
+                return Snapshot(
+                    previous,
+                    replace(
+                        status,
+                        run_id=previous.run_id,
+                        stale=True,
+                        message=f"Run {status.run_id} could not be read ({e}). Showing run {previous.run_id}.",
+                    ),
+                )
+            return Snapshot(
+                None, replace(status, stale=True, message=f"Run {status.run_id} could not be read: {e}")
+            )
+        return Snapshot(plan, status)
+
+    def plan(self) -> Plan | None:
+        return self.snapshot().plan
+
+    def _load(self, run_id: str) -> Plan:
+        with self._lock:
+            if self._plan is not None and self._plan.run_id == run_id:
+                return self._plan
+            key = self._key("plan", run_id)
+            plan = self.cache.get(key)
+            if not isinstance(plan, Plan):
+                started = time.perf_counter()
+                plan = build_plan(self.store, run_id, self.settings)
+                log.info(
+                    "loaded run %s (%d servers) in %.2f s",
+                    run_id,
+                    plan.n_servers,
+                    time.perf_counter() - started,
+                )
+                if not self.cache.set(key, plan, timeout=PLAN_CACHE_SECONDS):
+                    log.warning("run %s could not be written to the shared cache", run_id)
+                self.cache.set(self._key("last-good"), run_id, timeout=PLAN_CACHE_SECONDS)
+            self._plan = plan
+            return plan
+
+    def warm(self) -> threading.Thread:
+        """Load the current run in a background thread (at worker start), so the first visitor
+        after a deploy or a new run does not wait for it; requests meanwhile wait on the lock."""
+        thread = threading.Thread(target=self.snapshot, name="capfc-warm", daemon=True)
+        thread.start()
+        return thread
+
+    def refresh(self) -> DataStatus:
+        """Forget the cached status so the next read re-checks runs/LATEST now."""
+        self.cache.delete(self._key("status"))
+        return self.status()
+
+    # ---- prepared analytics inputs (what-if)
+    def analytics_inputs(self, plan: Plan) -> AnalyticsInputs:
+        """The run's forecasts, recent history and inventory aligned for what-ifs
+        (forecasting.risk.prepare), built once per run: memoised per process and kept in the
+        shared cache, because preparing reads the full forecasts and a year of history.
+
+        Row i of every array is ``plan.inventory`` row i, so plan positions index it directly.
+        """
+        memo = self._inputs
+        if memo is not None and memo[0] == plan.run_id:
+            return memo[1]
+        with self._inputs_lock:
+            memo = self._inputs
+            if memo is not None and memo[0] == plan.run_id:
+                return memo[1]
+            key = self._key("inputs", plan.run_id)
+            inputs = self.cache.get(key)
+            if not isinstance(inputs, AnalyticsInputs):
+                started = time.perf_counter()
+                inputs = build_analytics_inputs(self.store, plan)
+                log.info(
+                    "prepared what-if inputs of run %s in %.2f s", plan.run_id, time.perf_counter() - started
+                )
+                if not self.cache.set(key, inputs, timeout=PLAN_CACHE_SECONDS):
+                    log.warning(
+                        "what-if inputs of run %s could not be written to the shared cache", plan.run_id
+                    )
+            self._inputs = (plan.run_id, inputs)
+            return inputs
+
+    # ---- one server's history
+    def server_history(self, plan: Plan, server_id: str) -> pd.DataFrame:
+        """All metrics of one known server, cached per run; empty frame when it has none."""
+        pos = plan.position(server_id)
+        if pos is None:
+            raise KeyError(f"unknown server {server_id!r}")
+        key = self._key("history", plan.run_id, server_id)
+        cached = self.cache.get(key)
+        if isinstance(cached, pd.DataFrame):
+            return cached
+        bu = str(plan.inventory["business_unit"].iat[pos])
+        try:
+            hist = self.store.read_metrics(MetricsQuery.of(server_ids=[server_id], business_units=[bu]))
+            if hist.empty:  # the server may have moved business unit since its metrics were written
+                hist = self.store.read_metrics(MetricsQuery.of(server_ids=[server_id]))
+        except NoDataError:
+            hist = pd.DataFrame(columns=["server_id", "timestamp"])
+        self.cache.set(key, hist, timeout=max(self.ttl, 60))
+        return hist
+
+
+def build_analytics_inputs(store: Store, plan: Plan) -> AnalyticsInputs:
+    """forecasting.risk.prepare over the run's full forecasts, the history the analytics look
+    at, and the plan's inventory (so positions match the plan's)."""
+    from forecasting.risk import HISTORY_DAYS, AnalyticsError, prepare
+
+    forecasts = store.read_run_table(plan.run_id, "forecasts")
+    if forecasts is None or forecasts.empty:
+        raise ReadModelError(f"run {plan.run_id} has no forecasts: what-if scenarios need them")
+    known = forecasts["server_id"].astype("str").isin(plan.inventory["server_id"])
+    if not known.all():
+        forecasts = forecasts[known.to_numpy()]
+    start = (
+        plan.origin - pd.Timedelta(days=HISTORY_DAYS.get(plan.freq, 400)) if plan.origin is not None else None
+    )
+    try:
+        history = store.read_metrics(MetricsQuery.of(start=start))
+    except NoDataError as e:
+        raise ReadModelError(f"run {plan.run_id}: no metric history for what-if scenarios ({e})") from e
+    history = history[history["server_id"].astype("str").isin(plan.inventory["server_id"]).to_numpy()]
+    try:
+        return prepare(forecasts, history, plan.inventory, origin=plan.origin, freq=plan.freq)
+    except AnalyticsError as e:
+        raise ReadModelError(f"run {plan.run_id} cannot be prepared for what-if scenarios: {e}") from e
+
+
+# --------------------------------------------------------------------------- server page helpers
+
+
+def reforecast(
+    history: pd.DataFrame,
+    model: str,
+    freq: str,
+    horizon: int,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> pd.DataFrame:
+    """Fit ``model`` on one server's history, metric by metric, and forecast ``horizon`` periods.
+
+    Metric by metric so a progress callback can report as each finishes (Prophet: ~0.3 s each).
+    Returns plan.FORECAST_COLUMNS rows.
+    """
+    from forecasting.models import get_model
+    from forecasting.panel import build_panel
+
+    if model not in MODEL_CHOICES:
+        raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODEL_CHOICES)}")
+    metrics = [m for m in METRIC_COLUMNS if m in history and history[m].notna().any()]
+    if not metrics:
+        raise ValueError("this server has no metric history to forecast from")
+    frames = []
+    for i, metric in enumerate(metrics):
+        panel = build_panel(history[["server_id", "timestamp", metric]], freq, columns=[metric])
+        # One process, no pools: this runs inside a background-callback job.
+        options = {} if model == "naive" else {"workers": 1}
+        result = get_model(model, **options).fit(panel).predict(horizon)
+        frames.append(result.to_frame())
+        if progress is not None:
+            progress(i + 1, len(metrics), metric)
+    return pd.concat(frames, ignore_index=True)
+
+
+def breach_markers(forecast: pd.DataFrame, threshold: float) -> dict[str, pd.Timestamp | None]:
+    """First period each path (q10 optimistic, median expected, q90 pessimistic) reaches threshold."""
+    out: dict[str, pd.Timestamp | None] = {}
+    if forecast.empty or not np.isfinite(threshold):
+        return {"optimistic": None, "expected": None, "pessimistic": None}
+    ts = pd.to_datetime(forecast["timestamp"], utc=True).reset_index(drop=True)
+    for name, col in (("optimistic", BAND_80[0]), ("expected", "yhat"), ("pessimistic", BAND_80[1])):
+        with np.errstate(invalid="ignore"):
+            hit = np.flatnonzero(forecast[col].to_numpy(dtype=float) >= threshold)
+        out[name] = ts.iat[hit[0]] if hit.size else None
+    return out
+
+
+def quarter_end_spans(start: pd.Timestamp, end: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Quarter-end close windows (forecasting.calendar's definition) between two instants."""
+    if start is None or end is None or end <= start:
+        return []
+    days = pd.date_range(start.floor("D"), end.ceil("D"), freq="D")
+    if days.tz is None:
+        days = days.tz_localize("UTC")
+    flag = calendar_features(days)["quarter_end"].to_numpy() > 0
+    spans = []
+    edges = np.flatnonzero(np.diff(np.r_[0, flag.astype(np.int8), 0]))
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        spans.append((days[a], days[b - 1] + pd.Timedelta(days=1)))
+    return spans

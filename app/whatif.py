@@ -1,0 +1,464 @@
+"""What-if scenarios for the risk and consolidation pages: their URL form and their results.
+
+A planner's scenario (growth per month, threshold overrides, headroom) lives in the query
+string next to the filters (``?bu=Retail&growth=3&cpu_thr=80``) so a what-if view can be
+bookmarked, shared and exported with its assumptions. Like filters, everything from a URL or
+a browser control is untrusted: parsed with hard limits, out-of-range values dropped.
+
+Results come from the engine (:func:`forecasting.whatif.whatif`) over the run's prepared
+inputs (:meth:`app.readmodel.ReadModel.analytics_inputs`), cached per run and scenario in the
+process and in the shared cache, so only a scenario change computes; filters then only mask.
+The base scenario needs no computation at all: it is the published plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import numpy as np
+import pandas as pd
+
+from forecasting.risk import AnalyticsInputs
+from forecasting.schema import METRICS
+from forecasting.settings import Settings
+from forecasting.whatif import Scenario, whatif
+
+from .filters import FilterState
+from .readmodel import DISPLAY_COLUMNS, PLAN_CACHE_SECONDS, Plan, ReadModel
+
+log = logging.getLogger(__name__)
+
+# Control ranges (the UI's and the URL parser's limits).
+GROWTH_RANGE = (-10.0, 20.0)  # % per month
+THRESHOLD_RANGE = (1.0, 100.0)  # percent metrics only
+HEADROOM_RANGE = (0.0, 60.0)  # % of a host kept free
+# The percent metrics a planner may override, with their query-string names.
+THRESHOLD_PARAMS: dict[str, str] = {"cpu_p95": "cpu_thr", "mem_p95": "mem_thr", "disk_p95": "disk_thr"}
+GROWTH_PARAM = "growth"
+HEADROOM_PARAM = "headroom"
+QUERY_KEYS = [GROWTH_PARAM, *THRESHOLD_PARAMS.values(), HEADROOM_PARAM]
+MAX_QUERY_CHARS = 4096
+MAX_NUMBER_CHARS = 24
+RESULT_MEMO = 6  # scenario results kept per process
+
+
+def _number(value: Any, lo: float, hi: float) -> float | None:
+    """A finite number within [lo, hi], rounded to 0.1, or None (not given / not acceptable)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > MAX_NUMBER_CHARS:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+    if not isinstance(value, int | float):
+        return None
+    v = float(value)
+    if not math.isfinite(v) or v < lo or v > hi:
+        return None
+    return round(v, 1)
+
+
+@dataclass(frozen=True)
+class ScenarioState:
+    """One planner's scenario in UI units (percent); the defaults change nothing."""
+
+    growth: float = 0.0  # % per month, compounding, every business unit and metric
+    thresholds: tuple[tuple[str, float], ...] = ()  # (metric, percent) overrides, sorted
+    headroom: float | None = None  # % of a host kept free (None: the run's)
+
+    @classmethod
+    def of(
+        cls,
+        growth: Any = None,
+        thresholds: Mapping[str, Any] | None = None,
+        headroom: Any = None,
+    ) -> ScenarioState:
+        """From untrusted values: anything out of range or not a number is ignored."""
+        g = _number(growth, *GROWTH_RANGE) or 0.0
+        thr = []
+        for metric in THRESHOLD_PARAMS:
+            v = _number((thresholds or {}).get(metric), *THRESHOLD_RANGE)
+            if v is not None:
+                thr.append((metric, v))
+        return cls(growth=g, thresholds=tuple(thr), headroom=_number(headroom, *HEADROOM_RANGE))
+
+    @classmethod
+    def from_query(cls, search: str | Mapping[str, Any] | None) -> ScenarioState:
+        """From a query string ('?growth=3&cpu_thr=80') or Dash Pages' layout kwargs."""
+        if isinstance(search, Mapping):
+            raw = {k: v for k, v in search.items() if k in QUERY_KEYS}
+        elif isinstance(search, str):
+            text = (search[1:] if search.startswith("?") else search)[:MAX_QUERY_CHARS]
+            raw = {k: v for k, v in parse_qsl(text) if k in QUERY_KEYS}
+        else:
+            raw = {}
+        return cls.of(
+            raw.get(GROWTH_PARAM),
+            {m: raw.get(p) for m, p in THRESHOLD_PARAMS.items()},
+            raw.get(HEADROOM_PARAM),
+        )
+
+    @classmethod
+    def from_data(cls, data: Any) -> ScenarioState:
+        """From the dcc.Store written by :meth:`to_data` (browser data: re-validated)."""
+        if not isinstance(data, dict):
+            return cls()
+        thr = data.get("thresholds")
+        return cls.of(data.get("growth"), thr if isinstance(thr, dict) else None, data.get("headroom"))
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "growth": self.growth,
+            "thresholds": dict(self.thresholds),
+            "headroom": self.headroom,
+            "query": self.to_query(),
+            "keys": QUERY_KEYS,
+        }
+
+    @property
+    def threshold_map(self) -> dict[str, float]:
+        return dict(self.thresholds)
+
+    @property
+    def is_base(self) -> bool:
+        return self.growth == 0 and not self.thresholds and self.headroom is None
+
+    def to_query(self) -> str:
+        """Query-string pairs of what differs from the run ('' for the base scenario)."""
+        pairs = []
+        if self.growth:
+            pairs.append(f"{GROWTH_PARAM}={self.growth:g}")
+        for metric, value in self.thresholds:
+            pairs.append(f"{THRESHOLD_PARAMS[metric]}={value:g}")
+        if self.headroom is not None:
+            pairs.append(f"{HEADROOM_PARAM}={self.headroom:g}")
+        return "&".join(pairs)
+
+    def key(self) -> str:
+        return self.to_query() or "base"
+
+    def to_scenario(self) -> Scenario:
+        """The engine's scenario (headroom as a fraction)."""
+        return Scenario(
+            growth_pct_per_month=self.growth,
+            thresholds=self.threshold_map or None,
+            headroom=None if self.headroom is None else self.headroom / 100.0,
+        )
+
+    def describe(self, base: BasePolicy | None = None) -> list[str]:
+        """Human lines for headers and exports, e.g. 'Growth: +3 % per month'."""
+        if self.is_base:
+            return ["Scenario: as planned (the batch run's settings)"]
+        lines = []
+        if self.growth:
+            lines.append(f"Growth: {self.growth:+g} % per month (compounding, all business units)")
+        for metric, value in self.thresholds:
+            was = base.thresholds.get(metric) if base is not None else None
+            label = METRICS[metric].label
+            lines.append(
+                f"{label} threshold: {value:g} %" + (f" (run: {was:g} %)" if was is not None else "")
+            )
+        if self.headroom is not None:
+            was = f" (run: {base.headroom * 100:g} %)" if base is not None else ""
+            lines.append(f"Headroom: {self.headroom:g} %{was}")
+        return lines
+
+
+@dataclass(frozen=True)
+class BasePolicy:
+    """The settings the batch run used, which a scenario is applied over."""
+
+    thresholds: dict[str, float]
+    criticality_offsets: dict[str, float]
+    lead_time_days: dict[str, int]
+    headroom: float
+    idle_cpu_p95: float
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "thresholds": self.thresholds,
+            "criticality_offsets": self.criticality_offsets,
+            "lead_time_days": self.lead_time_days,
+            "headroom": self.headroom,
+            "idle_cpu_p95": self.idle_cpu_p95,
+        }
+
+
+def base_policy(plan: Plan, settings: Settings) -> BasePolicy:
+    """The run's settings from its manifest (the read model merged them), settings otherwise."""
+    cfg = plan.manifest.get("config") or {}
+    headroom = cfg.get("headroom", settings.headroom)
+    try:
+        h = float(headroom)
+    except (TypeError, ValueError):
+        h = float(settings.headroom)
+    return BasePolicy(
+        thresholds=dict(plan.thresholds),
+        criticality_offsets=dict(plan.criticality_offsets),
+        lead_time_days=dict(plan.lead_time_days),
+        headroom=h if 0 <= h < 1 else float(settings.headroom),
+        idle_cpu_p95=float(plan.idle_cpu_p95),
+    )
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class ScenarioView:
+    """Risk and recommendations under one scenario, joined for display, with inventory positions."""
+
+    state: ScenarioState
+    base: BasePolicy
+    risk: pd.DataFrame | None  # RISK_COLUMNS + DISPLAY_COLUMNS
+    risk_pos: np.ndarray | None
+    recommendations: pd.DataFrame | None  # RECOMMENDATION_COLUMNS + DISPLAY_COLUMNS
+    recs_pos: np.ndarray | None
+    consolidation: pd.DataFrame | None  # CONSOLIDATION_COLUMNS (+ business_unit, hostname)
+    cons_pos: np.ndarray | None
+    summary: dict[str, Any] = field(default_factory=dict)  # consolidation summary (manifest form)
+    seconds: float = 0.0  # compute time (0 for the base scenario or a cached result)
+
+    def risk_rows(self, plan: Plan, filters: FilterState | None) -> pd.DataFrame | None:
+        return _masked(plan, self.risk, self.risk_pos, filters)
+
+    def recommendation_rows(self, plan: Plan, filters: FilterState | None) -> pd.DataFrame | None:
+        return _masked(plan, self.recommendations, self.recs_pos, filters)
+
+    def consolidation_rows(self, plan: Plan, filters: FilterState | None) -> pd.DataFrame | None:
+        return _masked(plan, self.consolidation, self.cons_pos, filters)
+
+
+def _masked(
+    plan: Plan, frame: pd.DataFrame | None, pos: np.ndarray | None, filters: FilterState | None
+) -> pd.DataFrame | None:
+    if frame is None or pos is None:
+        return None
+    if filters is None or filters.is_empty:
+        return frame
+    return frame[plan.mask(filters)[pos]]
+
+
+def _attach(plan: Plan, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Display columns by inventory position (what-if frames follow the plan's inventory)."""
+    pos = pd.Index(plan.inventory["server_id"]).get_indexer(frame["server_id"].astype("str"))
+    if (pos < 0).any():
+        frame, pos = frame[pos >= 0], pos[pos >= 0]
+    frame = frame.reset_index(drop=True)
+    for col in DISPLAY_COLUMNS:
+        if col not in frame:
+            frame[col] = plan.inventory[col].to_numpy()[pos]
+    return frame, pos.astype(np.int32)
+
+
+class ScenarioCache:
+    """Scenario results per run: a few per process, and in the read model's shared cache."""
+
+    def __init__(self) -> None:
+        self._memo: OrderedDict[str, ScenarioView] = OrderedDict()
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def computing(self, key: str) -> threading.Lock:
+        """The lock that serialises computing one scenario (the page and chart callbacks of a
+        what-if change arrive together)."""
+        with self._lock:
+            lock = self._locks.get(key)
+            if lock is None:
+                if len(self._locks) > 4 * RESULT_MEMO:
+                    self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+                lock = self._locks[key] = threading.Lock()
+            return lock
+
+    def get(self, rm: ReadModel, key: tuple[str, str, bool]) -> ScenarioView | None:
+        full = _shared_key(rm, key)  # names the data location too: run ids repeat across stores
+        with self._lock:
+            view = self._memo.get(full)
+            if view is not None:
+                self._memo.move_to_end(full)
+                return view
+        shared = rm.cache.get(full)
+        if isinstance(shared, ScenarioView):
+            self._put(full, shared)
+            return shared
+        return None
+
+    def put(self, rm: ReadModel, key: tuple[str, str, bool], view: ScenarioView) -> None:
+        full = _shared_key(rm, key)
+        self._put(full, view)
+        if not rm.cache.set(full, view, timeout=PLAN_CACHE_SECONDS):
+            log.warning("what-if result %s could not be written to the shared cache", full)
+
+    def _put(self, key: str, view: ScenarioView) -> None:
+        with self._lock:
+            self._memo[key] = view
+            self._memo.move_to_end(key)
+            while len(self._memo) > RESULT_MEMO:
+                self._memo.popitem(last=False)
+
+
+def _shared_key(rm: ReadModel, key: tuple[str, str, bool]) -> str:
+    run_id, scenario, consolidation = key
+    return rm._key("whatif", run_id, scenario, "cons" if consolidation else "risk")
+
+
+_CACHE = ScenarioCache()
+
+
+def plan_view(plan: Plan, base: BasePolicy) -> ScenarioView:
+    """The base scenario: the published plan's own tables."""
+    summary = plan.manifest.get("consolidation")
+    cons = plan.table("consolidation")
+    cons_pos = plan.positions("consolidation")
+    return ScenarioView(
+        state=ScenarioState(),
+        base=base,
+        risk=plan.table("risk"),
+        risk_pos=plan.positions("risk"),
+        recommendations=plan.table("recommendations"),
+        recs_pos=plan.positions("recommendations"),
+        consolidation=cons,
+        cons_pos=cons_pos,
+        summary=dict(summary) if isinstance(summary, dict) else {},
+    )
+
+
+def scenario_view(
+    rm: ReadModel, plan: Plan, state: ScenarioState, *, consolidation: bool = False
+) -> ScenarioView:
+    """Results under ``state``: the plan itself for the base scenario, else the engine's what-if.
+
+    ``consolidation=True`` also re-packs hosts (the consolidation page); the risk page skips it.
+    A cached consolidation result also serves a risk request for the same scenario.
+    """
+    base = base_policy(plan, rm.settings)
+    if state.is_base:
+        return plan_view(plan, base)
+    key = (plan.run_id, state.key(), consolidation)
+    with _CACHE.computing(
+        _shared_key(rm, key)
+    ):  # one computation per scenario, however many callbacks ask at once
+        for flag in (True,) if consolidation else (False, True):
+            cached = _CACHE.get(rm, (plan.run_id, state.key(), flag))
+            if cached is not None:
+                return cached
+        view = compute_view(rm.analytics_inputs(plan), plan, state, base, consolidation=consolidation)
+        _CACHE.put(rm, key, view)
+    return view
+
+
+def compute_view(
+    inputs: AnalyticsInputs,
+    plan: Plan,
+    state: ScenarioState,
+    base: BasePolicy,
+    *,
+    consolidation: bool = False,
+) -> ScenarioView:
+    """Run the engine's what-if and join its frames for display (no caching)."""
+    import time
+
+    started = time.perf_counter()
+    result = whatif(inputs, state.to_scenario(), **base.kwargs(), consolidation=consolidation)
+    risk, risk_pos = _attach(plan, result.risk)
+    recs, recs_pos = _attach(plan, result.recommendations.frame)
+    cons = cons_pos = None
+    summary: dict[str, Any] = {}
+    if consolidation:
+        cons, cons_pos = _attach(plan, result.recommendations.plan)
+        summary = result.recommendations.summary_dict()
+    return ScenarioView(
+        state=state,
+        base=base,
+        risk=risk,
+        risk_pos=risk_pos,
+        recommendations=recs,
+        recs_pos=recs_pos,
+        consolidation=cons,
+        cons_pos=cons_pos,
+        summary=summary,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def scenario_inputs_for(
+    rm: ReadModel, plan: Plan, state: ScenarioState, server_ids: list[str]
+) -> AnalyticsInputs | None:
+    """Prepared inputs of a few servers (a packed host's members) under the scenario's growth."""
+    from forecasting.whatif import apply_growth
+
+    inputs = rm.analytics_inputs(plan)
+    rows = pd.Index(inputs.inventory["server_id"]).get_indexer(pd.Index(server_ids, dtype="str"))
+    rows = rows[rows >= 0]
+    if len(rows) == 0:
+        return None
+    sub = subset_inputs(inputs, rows)
+    return apply_growth(sub, state.growth) if state.growth else sub
+
+
+def subset_inputs(inputs: AnalyticsInputs, rows: np.ndarray) -> AnalyticsInputs:
+    """The same prepared inputs restricted to some servers (rows of the server axis)."""
+
+    def take(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a[rows]
+
+    return inputs.with_changes(
+        inventory=inputs.inventory.iloc[rows].reset_index(drop=True),
+        quantiles=inputs.quantiles[rows],
+        present=inputs.present[rows],
+        models=inputs.models[rows],
+        history={m: a[rows] for m, a in inputs.history.items()},
+        current_p95=inputs.current_p95[rows],
+        hist_uplift=inputs.hist_uplift[rows],
+        missing_uplift=inputs.missing_uplift[rows],
+        growth=take(inputs.growth),
+    )
+
+
+# --------------------------------------------------------------------------- page furniture
+
+
+def scenario_panel(query: Mapping[str, Any], *, show_headroom: bool = True) -> list[Any]:
+    """The scenario store (seeded from the page's query string) and the what-if card, with the
+    run's own settings as placeholders. Called from page layouts, inside a request."""
+    from dash import dcc
+
+    from components.whatif import whatif_controls
+
+    from . import get_context, ids
+
+    state = ScenarioState.from_query(query)
+    ctx = get_context()
+    plan = ctx.readmodel.snapshot().plan
+    base = base_policy(plan, ctx.settings) if plan is not None else None
+    base_thresholds = base.thresholds if base is not None else dict(ctx.settings.thresholds)
+    return [
+        dcc.Store(id=ids.WHATIF_STATE, data=state.to_data()),
+        whatif_controls(
+            growth_id=ids.WHATIF_GROWTH,
+            threshold_ids=ids.WHATIF_THRESHOLDS,
+            threshold_labels={m: METRICS[m].label for m in ids.WHATIF_THRESHOLDS},
+            headroom_id=ids.WHATIF_HEADROOM,
+            reset_id=ids.WHATIF_RESET,
+            summary_id=ids.WHATIF_SUMMARY,
+            growth=state.growth,
+            growth_range=GROWTH_RANGE,
+            thresholds=state.threshold_map,
+            base_thresholds=base_thresholds,
+            headroom=state.headroom,
+            base_headroom=base.headroom if base is not None else ctx.settings.headroom,
+            headroom_range=HEADROOM_RANGE,
+            show_headroom=show_headroom,
+        ),
+    ]

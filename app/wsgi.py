@@ -1,0 +1,17 @@
+"""WSGI entry point for gunicorn: ``gunicorn --config gunicorn.conf.py app.wsgi:server``.
+
+Settings come from the environment (CAPFC_*), as everywhere; each worker builds the same
+app and shares loaded runs through the file-system cache.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import create_app, get_context
+
+logging.getLogger("app").setLevel(logging.INFO)
+
+app = create_app()
+server = app.server
+get_context(app).readmodel.warm()  # each worker loads (or reads from the shared cache) at boot

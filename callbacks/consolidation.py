@@ -1,0 +1,387 @@
+"""Consolidation callbacks: KPIs, savings per business unit, recommendations, the packing plan
+and a packed host's summed load, under the filters and the what-if scenario.
+
+Under a scenario the engine re-sizes and re-packs the whole fleet (app.whatif, cached per run
+and scenario); filters then only mask. The host chart sums its members' demand series
+(forecasting.consolidation.demand_series: last year at today's level, then the q90 forecast).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_bootstrap_components as dbc
+import numpy as np
+import pandas as pd
+from dash import Dash, Input, Output
+from dash.exceptions import PreventUpdate
+
+from app import get_context, ids
+from app.filters import FilterState
+from app.readmodel import Plan, ReadModel
+from app.whatif import ScenarioState, ScenarioView, scenario_inputs_for, scenario_view
+from components.consolidation import packed_host_figure, savings_by_unit_figure
+from components.figures import empty_figure
+from components.grid import records
+from components.kpi import kpi_card
+from components.layout import (
+    empty_state,
+    format_money,
+    frame_table,
+    no_match_state,
+    no_run_state,
+    not_in_run,
+)
+from forecasting.consolidation import demand_series
+
+from .whatif import register_grid_tools
+
+SAVING_ACTIONS = ("decommission", "right-size", "consolidate")
+MAX_MEMBER_IDS = 6
+PACKING_QUANTILE = "q90"
+RECOMMENDATION_FIELDS = [
+    "server_id",
+    "hostname",
+    "business_unit",
+    "environment",
+    "criticality",
+    "action",
+    "current_size",
+    "recommended_size",
+    "target_group",
+    "current_monthly_cost",
+    "recommended_monthly_cost",
+    "monthly_savings",
+    "reason",
+]
+EXPORT_COLUMNS: list[tuple[str, str]] = [
+    ("server_id", "Server"),
+    ("hostname", "Hostname"),
+    ("business_unit", "Business unit"),
+    ("environment", "Environment"),
+    ("criticality", "Criticality"),
+    ("action", "Action"),
+    ("current_size", "Current size"),
+    ("recommended_size", "Recommended size"),
+    ("target_group", "Host group"),
+    ("current_monthly_cost", "Current cost per month (USD)"),
+    ("recommended_monthly_cost", "Recommended cost per month (USD)"),
+    ("monthly_savings", "Savings per month (USD)"),
+    ("reason", "Reason"),
+]
+PLAN_FIELDS = [
+    "target_group",
+    "members",
+    "member_ids",
+    "host_size",
+    "host_cores",
+    "host_memory_gb",
+    "peak_cpu_util",
+    "peak_mem_util",
+    "host_monthly_cost",
+    "region",
+    "environment",
+]
+
+
+def _resolve(rm: ReadModel, data: Any, scenario: Any) -> tuple[Plan | None, FilterState, ScenarioState, str]:
+    snap = rm.snapshot()
+    return (
+        snap.plan,
+        FilterState.from_data(data),
+        ScenarioState.from_data(scenario),
+        snap.status.message or "No forecast run to show.",
+    )
+
+
+def _view(rm: ReadModel, plan: Plan, state: ScenarioState) -> ScenarioView:
+    return scenario_view(rm, plan, state, consolidation=True)
+
+
+def host_groups(cons: pd.DataFrame, filtered: pd.DataFrame) -> pd.DataFrame:
+    """One row per host group with a filtered member (the whole group shown), biggest first."""
+    cols = [*PLAN_FIELDS]
+    if filtered is None or filtered.empty:
+        return pd.DataFrame(columns=cols)
+    groups = cons[cons["target_group"].isin(filtered["target_group"].unique())]
+    g = groups.groupby("target_group", sort=False)
+    out = g.agg(
+        members=("server_id", "size"),
+        host_size=("host_size", "first"),
+        host_cores=("host_cores", "first"),
+        host_memory_gb=("host_memory_gb", "first"),
+        peak_cpu_util=("peak_cpu_util", "max"),
+        peak_mem_util=("peak_mem_util", "max"),
+        host_monthly_cost=("host_monthly_cost", "first"),
+        region=("region", "first"),
+        environment=("environment", "first"),
+    )
+    ids_ = g["server_id"].agg(
+        lambda s: (
+            ", ".join(map(str, s.iloc[:MAX_MEMBER_IDS]))
+            + (f" … (+{len(s) - MAX_MEMBER_IDS})" if len(s) > MAX_MEMBER_IDS else "")
+        )
+    )
+    out["member_ids"] = ids_
+    out = out.reset_index()
+    out["peak_cpu_util"] = out["peak_cpu_util"].astype(float).round(1)
+    out["peak_mem_util"] = out["peak_mem_util"].astype(float).round(1)
+    out = out.sort_values(["members", "target_group"], ascending=[False, True], kind="stable")
+    return out[cols].reset_index(drop=True)
+
+
+def kpis_view(view: ScenarioView, recs: pd.DataFrame | None, groups: pd.DataFrame, filtered: bool) -> dbc.Row:
+    """Hosts before → after, servers freed, savings (filtered), and the replay check (fleet)."""
+    members = int(groups["members"].sum()) if len(groups) else 0
+    hosts = len(groups)
+    saving = 0.0
+    cons_saving = 0.0
+    upgrade = 0.0
+    if recs is not None and len(recs):
+        act = recs["action"].astype(str)
+        sav = recs["monthly_savings"].to_numpy(dtype=float)
+        saving = float(np.nansum(sav[act.isin(SAVING_ACTIONS).to_numpy()]))
+        cons_saving = float(np.nansum(sav[(act == "consolidate").to_numpy()]))
+        upgrade = float(-np.nansum(sav[(act == "upgrade").to_numpy()]))
+    s = view.summary or {}
+    replay = "servers no longer needed once their groups share hosts"
+    if s and not filtered and "violations" in s:
+        naive = s.get("naive_hosts")
+        replay = f"{int(s.get('violations', 0)):,} over capacity" + (
+            f" · sum of peaks would need {int(naive):,} hosts" if naive else ""
+        )
+    cards = [
+        kpi_card(
+            "Hosts before → after",
+            f"{members:,} → {hosts:,}",
+            "servers in host groups → shared hosts",
+            card_id=f"{ids.CONS_KPIS}-hosts",
+        ),
+        kpi_card(
+            "Servers freed",
+            f"{members - hosts:,}",
+            replay if not filtered else "by consolidation (fleet replay check: clear the filters)",
+            tone="success" if members > hosts else "default",
+            card_id=f"{ids.CONS_KPIS}-freed",
+        ),
+        kpi_card(
+            "Consolidation savings",
+            format_money(cons_saving),
+            "per month, members' share of host cost",
+            tone="success" if cons_saving > 0 else "default",
+            card_id=f"{ids.CONS_KPIS}-cons-savings",
+        ),
+        kpi_card(
+            "All savings",
+            format_money(saving),
+            f"per month (decommission, right-size, consolidate); upgrades add {format_money(upgrade)}",
+            tone="success" if saving > 0 else "default",
+            card_id=f"{ids.CONS_KPIS}-savings",
+        ),
+    ]
+    return dbc.Row([dbc.Col(c, xs=6, xl=3, className="mb-3") for c in cards], className="g-3 kpi-row")
+
+
+def savings_by_unit(recs: pd.DataFrame) -> pd.DataFrame:
+    """business_unit × action → monthly savings (saving actions) for the chart."""
+    r = recs[recs["action"].astype(str).isin(SAVING_ACTIONS).to_numpy()]
+    if r.empty:
+        return pd.DataFrame(columns=["business_unit", "action", "monthly_savings"])
+    return (
+        r.assign(action=r["action"].astype(str), business_unit=r["business_unit"].astype(str))
+        .groupby(["business_unit", "action"], as_index=False)["monthly_savings"]
+        .sum()
+    )
+
+
+def savings_table(recs: pd.DataFrame) -> pd.DataFrame:
+    """Per business unit: servers, actions, savings and upgrade spend per month (display strings)."""
+    act = recs["action"].astype(str)
+    sav = recs["monthly_savings"].to_numpy(dtype=float)
+    frame = pd.DataFrame(
+        {
+            "business_unit": recs["business_unit"].astype(str).to_numpy(),
+            "saving": np.where(act.isin(SAVING_ACTIONS), np.nan_to_num(sav), 0.0),
+            "upgrade": np.where(act == "upgrade", -np.nan_to_num(sav), 0.0),
+            "changed": (act != "keep").to_numpy(),
+        }
+    )
+    g = frame.groupby("business_unit", sort=True).agg(
+        servers=("saving", "size"),
+        changed=("changed", "sum"),
+        saving=("saving", "sum"),
+        upgrade=("upgrade", "sum"),
+    )
+    total = g.sum(numeric_only=True)
+    rows = [
+        {
+            "Business unit": bu,
+            "Servers": f"{int(r.servers):,}",
+            "Actions": f"{int(r.changed):,}",
+            "Savings / month": format_money(r.saving),
+            "Upgrades / month": format_money(r.upgrade),
+        }
+        for bu, r in g.iterrows()
+    ]
+    rows.append(
+        {
+            "Business unit": "Total",
+            "Servers": f"{int(total['servers']):,}",
+            "Actions": f"{int(total['changed']):,}",
+            "Savings / month": format_money(float(total["saving"])),
+            "Upgrades / month": format_money(float(total["upgrade"])),
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def consolidation_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[Any, ...]:
+    """(empty state, KPIs, savings figure, savings table, recommendation rows, recs note,
+    plan rows, plan note) for the filters and scenario."""
+    plan, filters, state, message = _resolve(rm, data, scenario)
+    nothing = empty_figure("", title="Potential monthly savings by business unit")
+    if plan is None:
+        return (
+            no_run_state(message),
+            None,
+            empty_figure(message, title=nothing["layout"]["title"]["text"]),
+            None,
+            [],
+            "",
+            [],
+            "",
+        )
+    if not plan.has("recommendations") and state.is_base:
+        return not_in_run("Recommendations", "recommendations"), None, nothing, None, [], "", [], ""
+    if not plan.mask(filters).any():
+        no_match = empty_figure("No servers match these filters", title=nothing["layout"]["title"]["text"])
+        return no_match_state(), None, no_match, None, [], "0 rows", [], ""
+    view = _view(rm, plan, state)
+    recs = view.recommendation_rows(plan, filters)
+    cons_all = view.consolidation
+    cons = view.consolidation_rows(plan, filters)
+    groups = (
+        host_groups(cons_all, cons) if cons_all is not None and cons is not None else host_groups(None, None)
+    )
+    kpis = kpis_view(view, recs, groups, filtered=not filters.is_empty)
+    if recs is None:
+        return None, kpis, nothing, None, [], "", records(groups, PLAN_FIELDS), ""
+    fig = savings_by_unit_figure(savings_by_unit(recs))
+    table = frame_table(savings_table(recs)) if len(recs) else empty_state("No servers under these filters")
+    changed = recs[(recs["action"].astype(str) != "keep").to_numpy()]
+    changed = changed.sort_values("monthly_savings", ascending=False, kind="stable", na_position="last")
+    rec_rows = records(changed, RECOMMENDATION_FIELDS)
+    rec_note = f"{len(changed):,} of {len(recs):,} servers with an action other than keep" + (
+        f" · what-if computed in {view.seconds:.2f} s" if view.seconds else ""
+    )
+    plan_note = (
+        f"{len(groups):,} host groups packing {int(groups['members'].sum()) if len(groups) else 0:,} servers"
+        + (" (groups with a server under the filters)" if not filters.is_empty else "")
+    )
+    if cons_all is None:
+        plan_note = "The consolidation plan is not in this run."
+    return None, kpis, fig, table, rec_rows, rec_note, records(groups, PLAN_FIELDS), plan_note
+
+
+def host_chart_view(rm: ReadModel, data: Any, scenario: Any, group: Any) -> dict:
+    """The chosen (or biggest) host group's summed CPU and memory against the host's capacity."""
+    title = "Packed host: summed load vs capacity"
+    plan, filters, state, message = _resolve(rm, data, scenario)
+    if plan is None:
+        return empty_figure(message, title=title)
+    if not plan.mask(filters).any():
+        return empty_figure("No servers match these filters", title=title)
+    view = _view(rm, plan, state)
+    cons_all, cons = view.consolidation, view.consolidation_rows(plan, filters)
+    if cons_all is None or cons is None:
+        return empty_figure("The consolidation plan is not in this run", title=title)
+    groups = host_groups(cons_all, cons)
+    if groups.empty:
+        return empty_figure("No host groups under these filters and this scenario", title=title)
+    chosen = (
+        group
+        if isinstance(group, str) and group in set(groups["target_group"])
+        else groups["target_group"].iat[0]
+    )
+    members = cons_all[cons_all["target_group"] == chosen]
+    server_ids = members["server_id"].astype(str).tolist()
+    inputs = scenario_inputs_for(rm, plan, state, server_ids)
+    if inputs is None:
+        return empty_figure(f"No forecasts for the members of {chosen}", title=title)
+    cpu, mem, index = demand_series(inputs, quantile=PACKING_QUANTILE)
+    headroom = (state.headroom / 100.0) if state.headroom is not None else view.base.headroom
+    first = members.iloc[0]
+    return packed_host_figure(
+        index,
+        np.nansum(cpu, axis=0),
+        np.nansum(mem, axis=0),
+        origin=inputs.origin,
+        host_label=str(first["host_size"]),
+        host_cores=float(first["host_cores"]),
+        host_memory_gb=float(first["host_memory_gb"]),
+        headroom=headroom,
+        members=server_ids,
+        group=str(chosen),
+        quantile=PACKING_QUANTILE,
+    )
+
+
+# Clientside: a click on a plan row selects its host group for the chart.
+PICK_GROUP_JS = """
+function (cell) {
+    if (!cell || cell.rowId === undefined || cell.rowId === null) {
+        return window.dash_clientside.no_update;
+    }
+    return String(cell.rowId);
+}
+"""
+
+
+def register(app: Dash) -> None:
+    rm = get_context(app).readmodel
+
+    @app.callback(
+        Output(ids.CONS_EMPTY, "children"),
+        Output(ids.CONS_KPIS, "children"),
+        Output(ids.CONS_SAVINGS_CHART, "figure"),
+        Output(ids.CONS_SAVINGS_TABLE, "children"),
+        Output(ids.CONS_RECS_GRID, "rowData"),
+        Output(ids.CONS_RECS_NOTE, "children"),
+        Output(ids.CONS_PLAN_GRID, "rowData"),
+        Output(ids.CONS_PLAN_NOTE, "children"),
+        Input(ids.FILTERS, "data"),
+        Input(ids.WHATIF_STATE, "data"),
+    )
+    def _page(data: Any, scenario: Any) -> tuple[Any, ...]:
+        if data is None:
+            raise PreventUpdate
+        return consolidation_view(rm, data, scenario)
+
+    @app.callback(
+        Output(ids.CONS_HOST_CHART, "figure"),
+        Input(ids.FILTERS, "data"),
+        Input(ids.WHATIF_STATE, "data"),
+        Input(ids.CONS_GROUP, "data"),
+    )
+    def _chart(data: Any, scenario: Any, group: Any) -> dict:
+        if data is None:
+            raise PreventUpdate
+        return host_chart_view(rm, data, scenario, group)
+
+    app.clientside_callback(
+        PICK_GROUP_JS,
+        Output(ids.CONS_GROUP, "data"),
+        Input(ids.CONS_PLAN_GRID, "cellClicked"),
+        prevent_initial_call=True,
+    )
+    register_grid_tools(
+        app,
+        grid_id=ids.CONS_RECS_GRID,
+        search_id=ids.CONS_RECS_SEARCH,
+        csv_id=ids.CONS_EXPORT_CSV,
+        excel_id=ids.CONS_EXPORT_XLSX,
+        download_id=ids.CONS_DOWNLOAD,
+        columns=EXPORT_COLUMNS,
+        title="Recommendations",
+        stem="recommendations",
+    )

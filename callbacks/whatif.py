@@ -1,0 +1,222 @@
+"""What-if controls shared by the risk and consolidation pages, and their grid plumbing
+(quick search, row click → server, exports).
+
+The controls write one store (``ids.WHATIF_STATE``, sanitised :class:`app.whatif.ScenarioState`)
+that the pages' callbacks read, and a clientside callback mirrors it into the query string
+(``history.replaceState``: no re-render), so a what-if view is a shareable link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from dash import Dash, Input, Output, Patch, State, ctx, dcc, no_update
+
+from app import get_context, ids
+from app.filters import FilterState
+from app.readmodel import Plan, ReadModel
+from app.whatif import ScenarioState, base_policy
+from components.export import csv_bytes, excel_bytes, export_name, rows_frame
+
+MAX_SEARCH_CHARS = 200
+EXCEL_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+# Clientside: mirror the scenario into the query string, keeping every other parameter.
+WRITE_URL_JS = """
+function (data) {
+    if (!data) { return window.dash_clientside.no_update; }
+    var params = new URLSearchParams(window.location.search);
+    (data.keys || []).forEach(function (k) { params.delete(k); });
+    new URLSearchParams(data.query || "").forEach(function (v, k) { params.append(k, v); });
+    var qs = params.toString();
+    var search = qs ? "?" + qs : "";
+    if (search !== window.location.search) {
+        window.history.replaceState(window.history.state, "", window.location.pathname + search + window.location.hash);
+    }
+    return "";
+}
+"""
+
+# Clientside: a click anywhere on a risk row opens its server (the id column is a link already).
+# Row ids are "<server_id>/<metric>"; the metric never contains "/".
+OPEN_SERVER_JS = """
+function (cell) {
+    if (!cell || cell.colId === "server_id" || cell.rowId === undefined || cell.rowId === null) {
+        return window.dash_clientside.no_update;
+    }
+    var rid = String(cell.rowId);
+    var cut = rid.lastIndexOf("/");
+    var sid = cut > 0 ? rid.slice(0, cut) : rid;
+    return window.capfc.serverPath(sid) + window.location.search;
+}
+"""
+
+
+def scenario_from_controls(
+    rm: ReadModel, growth: Any, thresholds: Mapping[str, Any], headroom: Any
+) -> ScenarioState:
+    """The scenario the controls describe; values equal to the run's own count as unchanged."""
+    state = ScenarioState.of(growth, thresholds, headroom)
+    plan = rm.snapshot().plan
+    if plan is None:
+        return state
+    base = base_policy(plan, rm.settings)
+    thr = {m: v for m, v in state.thresholds if base.thresholds.get(m) != v}
+    h = state.headroom
+    if h is not None and abs(h - base.headroom * 100) < 1e-6:
+        h = None
+    return ScenarioState.of(state.growth, thr, h)
+
+
+def scenario_summary(state: ScenarioState) -> str:
+    if state.is_base:
+        return "As planned: the batch run's forecasts and settings."
+    parts = []
+    if state.growth:
+        parts.append(f"growth {state.growth:+g} %/month")
+    parts += [f"{m.split('_')[0].upper()} threshold {v:g} %" for m, v in state.thresholds]
+    if state.headroom is not None:
+        parts.append(f"headroom {state.headroom:g} %")
+    return "Scenario: " + ", ".join(parts) + " — re-derived by the engine, nothing re-fitted."
+
+
+def controls_view(
+    rm: ReadModel,
+    trigger: str | None,
+    growth: Any,
+    thresholds: Mapping[str, Any],
+    headroom: Any,
+    current: Any,
+) -> tuple[Any, ...]:
+    """(store data, summary, growth, *threshold boxes, headroom): control values are only
+    written back on "Reset to plan"."""
+    n_thr = len(ids.WHATIF_THRESHOLDS)
+    if trigger == ids.WHATIF_RESET:
+        plan = rm.snapshot().plan
+        base_h = base_policy(plan, rm.settings).headroom * 100 if plan is not None else None
+        state = ScenarioState()
+        controls = (0.0, *([None] * n_thr), base_h)
+    else:
+        state = scenario_from_controls(rm, growth, thresholds, headroom)
+        controls = (no_update,) * (n_thr + 2)
+    data = state.to_data()
+    if trigger is None and ScenarioState.from_data(current) == state:
+        data = no_update  # first call: the layout already seeded the store from the URL
+    return (data, scenario_summary(state), *controls)
+
+
+def quick_search_patch(text: Any) -> Patch:
+    """AG Grid's quick filter as a partial update of the grid options."""
+    patch = Patch()
+    patch["quickFilterText"] = text[:MAX_SEARCH_CHARS] if isinstance(text, str) else ""
+    return patch
+
+
+def export_comments(
+    title: str, plan: Plan, filters: FilterState, state: ScenarioState, rm: ReadModel, n_rows: int
+) -> list[tuple[str, str]]:
+    """(setting, value) pairs saying what an export holds; CSV comments and the Excel 'Scenario' sheet."""
+    base = base_policy(plan, rm.settings)
+    when = plan.created_at.strftime("%Y-%m-%d %H:%M UTC") if plan.created_at is not None else "unknown"
+    pairs = [
+        ("Export", title),
+        ("Run", f"{plan.run_id} ({when})"),
+        ("Filters", filters.describe()),
+    ]
+    pairs += [("Scenario", line) for line in state.describe(base)]
+    pairs += [
+        ("Rows", f"{n_rows:,} (as shown in the grid: column filters, quick search and sort applied)"),
+        ("Exported", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+    return pairs
+
+
+def export_download(
+    rm: ReadModel,
+    kind: str,
+    rows: Any,
+    columns: Sequence[tuple[str, str]],
+    *,
+    title: str,
+    stem: str,
+    filters_data: Any,
+    scenario_data: Any,
+) -> dict[str, Any] | None:
+    """dcc.Download data for the grid's shown rows as 'csv' or 'xlsx' (None without a run)."""
+    plan = rm.snapshot().plan
+    if plan is None:
+        return None
+    filters = FilterState.from_data(filters_data)
+    state = ScenarioState.from_data(scenario_data)
+    frame = rows_frame(rows if isinstance(rows, list) else [], columns)
+    about = export_comments(title, plan, filters, state, rm, len(frame))
+    if kind == "xlsx":
+        content = excel_bytes(frame, sheet=title, about=about)
+        return dcc.send_bytes(content, export_name(stem, "xlsx"), type=EXCEL_MIME)
+    comments = [f"{k}: {v}" for k, v in about]
+    return dcc.send_bytes(csv_bytes(frame, comments), export_name(stem, "csv"), type="text/csv")
+
+
+def register_grid_tools(
+    app: Dash,
+    *,
+    grid_id: str,
+    search_id: str,
+    csv_id: str,
+    excel_id: str,
+    download_id: str,
+    columns: Sequence[tuple[str, str]],
+    title: str,
+    stem: str,
+) -> None:
+    """Quick search and CSV / Excel export of exactly the rows the grid shows."""
+    rm = get_context(app).readmodel
+
+    @app.callback(Output(grid_id, "dashGridOptions"), Input(search_id, "value"), prevent_initial_call=True)
+    def _search(text: Any) -> Patch:
+        return quick_search_patch(text)
+
+    @app.callback(
+        Output(download_id, "data"),
+        Input(csv_id, "n_clicks"),
+        Input(excel_id, "n_clicks"),
+        State(grid_id, "virtualRowData"),
+        State(ids.FILTERS, "data"),
+        State(ids.WHATIF_STATE, "data"),
+        prevent_initial_call=True,
+    )
+    def _export(_csv: Any, _xlsx: Any, rows: Any, filters: Any, scenario: Any) -> Any:
+        kind = "xlsx" if ctx.triggered_id == excel_id else "csv"
+        out = export_download(
+            rm, kind, rows, columns, title=title, stem=stem, filters_data=filters, scenario_data=scenario
+        )
+        return out if out is not None else no_update
+
+
+def register(app: Dash) -> None:
+    rm = get_context(app).readmodel
+    thr_ids = list(ids.WHATIF_THRESHOLDS.values())
+    metrics = list(ids.WHATIF_THRESHOLDS)
+
+    @app.callback(
+        Output(ids.WHATIF_STATE, "data"),
+        Output(ids.WHATIF_SUMMARY, "children"),
+        Output(ids.WHATIF_GROWTH, "value"),
+        *[Output(i, "value") for i in thr_ids],
+        Output(ids.WHATIF_HEADROOM, "value"),
+        Input(ids.WHATIF_GROWTH, "value"),
+        *[Input(i, "value") for i in thr_ids],
+        Input(ids.WHATIF_HEADROOM, "value"),
+        Input(ids.WHATIF_RESET, "n_clicks"),
+        State(ids.WHATIF_STATE, "data"),
+    )
+    def _controls(growth: Any, *rest: Any) -> tuple[Any, ...]:
+        *thr, headroom, _reset, current = rest
+        trigger = ctx.triggered_id if ctx.triggered else None
+        return controls_view(rm, trigger, growth, dict(zip(metrics, thr)), headroom, current)
+
+    app.clientside_callback(
+        WRITE_URL_JS, Output(ids.WHATIF_URL_DUMMY, "children"), Input(ids.WHATIF_STATE, "data")
+    )

@@ -1,0 +1,231 @@
+"""The batch job: load → validate → forecast → backtest → risk → recommendations → publish.
+
+It does the heavy work once per run so the app only reads results. A run is published
+atomically (tables first, runs/LATEST last): a crash leaves readers on the previous run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .backtest import backtest as run_backtest
+from .models import get_model
+from .panel import build_panel
+from .rightsizing import analyze
+from .schema import validate
+from .settings import Settings
+from .sources import Store, new_run_id
+
+STAGES = ["load", "validate", "panel", "forecast", "backtest", "analytics", "publish"]
+
+
+def code_version() -> str:
+    """git commit of the code that made a run (or 'unknown' outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _fingerprint(inventory: pd.DataFrame, metrics: pd.DataFrame) -> str:
+    """Cheap identity of the input snapshot, so two runs on the same data can be recognised."""
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(inventory["server_id"], index=False).to_numpy().tobytes())
+    h.update(str((len(metrics), metrics["timestamp"].min(), metrics["timestamp"].max())).encode())
+    sample = metrics.iloc[:: max(1, len(metrics) // 10_000)]
+    h.update(pd.util.hash_pandas_object(sample, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if platform.system() != "Darwin" else kb / 1024 / 1024
+
+
+def run_batch(
+    store: Store,
+    settings: Settings,
+    *,
+    model: str | None = None,
+    horizon: int | None = None,
+    backtest: bool = True,
+    echo: Callable[[str], Any] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Forecast the whole fleet and publish a run; returns its manifest."""
+    say = echo or (lambda _msg: None)
+    model_name = model or settings.model
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    bar = tqdm(
+        total=len(STAGES), desc="run", unit="stage", file=sys.stderr, disable=not progress, leave=False
+    )
+
+    def stage(name: str) -> None:
+        timings[name] = time.perf_counter()
+        bar.set_postfix_str(name)
+
+    def done(name: str) -> None:
+        timings[name] = round(time.perf_counter() - timings[name], 3)
+        bar.update()
+
+    stage("load")
+    inventory = store.read_inventory()
+    metrics = store.read_metrics()
+    info = store.read_store_info()
+    freq = info.get("freq", settings.freq)
+    h = horizon or settings.horizon or (90 if freq == "daily" else 168)
+    done("load")
+
+    stage("validate")
+    v = validate(inventory, metrics, freq, source=store.uri)
+    done("validate")
+
+    stage("panel")
+    panel = build_panel(v.metrics, freq)
+    done("panel")
+
+    def factory(name: str):
+        return lambda: get_model(name, **({"workers": settings.workers} if name == "prophet" else {}))
+
+    stage("forecast")
+    result = factory(model_name)().fit(panel).predict(h)
+    forecasts = result.to_frame()
+    done("forecast")
+
+    stage("backtest")
+    scores = None
+    if backtest and settings.backtest_cutoffs > 0:
+        names = dict.fromkeys([model_name, "naive"])  # the baseline is always scored beside the model
+        scores = run_backtest(panel, {n: factory(n) for n in names}, h, n_cutoffs=settings.backtest_cutoffs)
+    done("backtest")
+
+    stage("analytics")
+    analysis = analyze(
+        forecasts,
+        v.metrics,
+        v.inventory,
+        thresholds=settings.thresholds,
+        criticality_offsets=settings.criticality_offsets,
+        lead_time_days=settings.lead_time_days,
+        headroom=settings.headroom,
+        idle_cpu_p95=settings.idle_cpu_p95,
+        freq=freq,
+    )
+    risk, recs = analysis.risk, analysis.recommendations
+    done("analytics")
+
+    stage("publish")
+    run_id = new_run_id()
+    tables = {
+        "forecasts": forecasts,
+        "risk": risk,
+        "recommendations": recs.frame,
+        "consolidation": recs.plan,
+    }
+    if scores is not None:
+        tables["backtest"] = scores
+    manifest = {
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": store.uri,
+        "code_version": code_version(),
+        "input": {
+            "freq": freq,
+            "servers": len(v.inventory),
+            "metric_rows": len(v.metrics),
+            "series": int(panel.n_series),
+            "start": str(v.metrics["timestamp"].min()),
+            "end": str(v.metrics["timestamp"].max()),
+            "fingerprint": _fingerprint(v.inventory, v.metrics),
+            "validation": [f.line() for f in v.report.findings],
+        },
+        "config": {
+            "model": model_name,
+            "horizon": h,
+            "backtest_cutoffs": settings.backtest_cutoffs if scores is not None else 0,
+            "thresholds": settings.thresholds,
+            "criticality_offsets": settings.criticality_offsets,
+            "lead_time_days": settings.lead_time_days,
+            "headroom": settings.headroom,
+            "idle_cpu_p95": settings.idle_cpu_p95,
+        },
+        "forecast_origin": str(panel.index[-1]),
+        "failures": result.failures.to_dict("records")[:200],
+        "failure_count": len(result.failures),
+        "scores": _mean_scores(scores),
+        "consolidation": recs.summary_dict(),
+        "rows": {name: len(frame) for name, frame in tables.items()},
+    }
+    store.publish_run(run_id, tables, manifest)
+    done("publish")
+    bar.close()
+    manifest["timings"] = timings
+    manifest["wall_seconds"] = round(time.perf_counter() - t_start, 2)
+    manifest["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    for line in summary_lines(manifest, risk):
+        say(line)
+    return manifest
+
+
+def _mean_scores(scores: pd.DataFrame | None) -> dict:
+    if scores is None or scores.empty:
+        return {}
+    agg = scores.groupby("model")[["mase", "smape", "mae", "coverage_80", "coverage_95"]].mean()
+    return {m: {k: round(float(x), 4) for k, x in row.items() if np.isfinite(x)} for m, row in agg.iterrows()}
+
+
+def summary_lines(manifest: dict, risk: pd.DataFrame) -> list[str]:
+    """The final summary a planner reads after a run."""
+    inp, cfg = manifest["input"], manifest["config"]
+    lines = [
+        f"Run {manifest['run_id']} published to {manifest['data']} in {manifest.get('wall_seconds', 0):.1f} s",
+        f"  input: {inp['servers']:,} servers, {inp['series']:,} series, {inp['metric_rows']:,} {inp['freq']} rows "
+        f"({inp['start'][:10]} → {inp['end'][:10]})",
+        f"  forecast: model {cfg['model']}, horizon {cfg['horizon']} periods; "
+        f"{manifest['failure_count']:,} series fell back to the baseline",
+    ]
+    for f in manifest["failures"][:5]:
+        lines.append(f"    {f['server_id']} {f['metric']}: {f['reason']}")
+    for model, s in manifest["scores"].items():
+        lines.append(
+            f"  backtest {model:>8}: MASE {s.get('mase', float('nan')):.3f}  sMAPE {s.get('smape', float('nan')):.1f} %  "
+            f"80 % band coverage {100 * s.get('coverage_80', float('nan')):.0f} %  "
+            f"95 % band {100 * s.get('coverage_95', float('nan')):.0f} %"
+        )
+    if len(risk):
+        sev = risk["severity"].value_counts()
+        lines.append(
+            "  risk: "
+            + ", ".join(f"{sev.get(k, 0):,} {k}" for k in ("critical", "high", "medium", "low"))
+            + f" (server × metric); {risk.loc[risk['days_to_breach'] <= 30, 'server_id'].nunique():,} servers breach within 30 days"
+        )
+    c = manifest.get("consolidation") or {}
+    if c:
+        lines.append(
+            f"  consolidation: {c.get('servers_freed', 0):,} servers freed, "
+            f"${c.get('monthly_savings', 0):,.0f}/month potential savings"
+        )
+    if "timings" in manifest:
+        lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in manifest["timings"].items()))
+    return lines

@@ -1,0 +1,1070 @@
+"""The fleet model (the default): one regression design shared by every series, solved for all of
+them at once.
+
+Why it is fast: every series of a panel lives on the same time grid, so the regressors —
+intercept, a piecewise-linear trend with level steps, Fourier terms of the seasonalities (weekly
+and yearly for daily data, daily and weekly for hourly), the business calendar — are one matrix
+X (T×K). A weighted ridge fit of n series is then a handful of matrix products over (n×T)
+blocks, not n separate fits. A series observed over the whole grid shares one normal matrix
+with all others like it; a series with gaps or a shorter span gets its own, summed over its
+observed runs (O(runs × K²)), so it is fitted on exactly its own data, never dropped.
+
+Why it is accurate on real data (spikes, level shifts, ramps, mostly-flat lines):
+- Huber loss by iterated winsorising of residuals (the pseudo-observation form of the Huber
+  M-estimator: the normal matrices stay fixed, so each pass is one more matrix product);
+- recency weights (exponential half-life), so old regimes fade;
+- a level correction from the median residual of the last days, a recent level shift followed
+  at once, a significant recent drift extended, a trend that is linear, damped or flat;
+- which of those extensions (a "variant") and whether the yearly seasonality is used are
+  chosen per metric by a hold-out inside the training window, by MASE.
+
+Why its bands hold: quantiles are not from an assumed normal but from the model's own
+rolling-origin errors in that hold-out, per horizon step, pooled over the series of a metric
+(standardised by each series' residual scale); see Calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from statistics import NormalDist
+from typing import Self
+
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from threadpoolctl import threadpool_limits
+
+from ..calendar import CALENDAR_FEATURES, calendar_features
+from ..panel import Panel
+from ..plan import QUANTILES
+from ..schema import MIN_HISTORY
+from .base import ForecastModel, ForecastResult, finalize
+from .naive import (
+    SEASON,
+    SeasonalNaiveModel,
+    _failures,
+    nan_row_median,
+    nan_row_quantiles,
+    seasonal_naive_mae,
+)
+
+PERIODS_PER_DAY = {"daily": 1, "hourly": 24}
+DEFAULT_HORIZON = {"daily": 90, "hourly": 168}  # the engine's default (Settings.effective_horizon)
+_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+_MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Tuning of the fleet model for one frequency (periods are periods of that frequency)."""
+
+    seasonalities: tuple[tuple[float, int], ...]  # (period in days, Fourier order)
+    optional_seasonalities: tuple[float, ...]  # periods (days) the hold-out may leave out per metric
+    trend: bool  # fit a slope + changepoints (else the level correction alone follows drift)
+    n_changepoints: int  # trend knots on the panel grid
+    n_steps: int  # level-step knots on the panel grid (migrations, archive purges)
+    changepoint_range: float  # knots only in the first fraction of a series' own span
+    step_range: float  # level steps only in the first fraction of a series' own span
+    half_life: float  # recency weight halves every this many periods
+    damping_half_life: float | None  # candidate damping: the slope halves every this many periods
+    default_damping: float | None  # damping when the hold-out is too small to choose (0 = flat)
+    level_window: int  # periods whose median residual corrects the level
+    level_blends: tuple[float, ...]  # candidate shares of that correction (0 = none, 1 = full)
+    shift_sigmas: float  # a recent level this far from the window's is a level shift
+    follow_shift: tuple[bool, ...]  # candidates: follow a detected shift or not
+    drift_window: int  # periods over which the residuals' recent drift is measured
+    drift_sigmas: float  # ... and counts where it is this many standard errors from zero
+    drift: tuple[bool, ...]  # candidates: extend that drift or not
+    scale_window: int  # periods of residuals that set a series' band scale
+    ridge_slope: float
+    ridge_changepoint: float
+    ridge_step: float
+    ridge_fourier: float
+    ridge_calendar: float
+    huber: float  # winsorise residuals beyond this many robust sigmas
+    robust_iterations: int
+    calendar_min_days: int = 3  # a calendar regressor needs this many event days in a series
+    max_calibration_origins: int = 6
+    calibration_series: int = 300  # aim for this many series × origins in the calibration pool
+    calibration_max_series: int = 600  # larger panels hold out a random sample of series
+    min_pool: int = 40  # series × origins before a group's hold-out chooses or calibrates on its own
+
+
+DEFAULTS: dict[str, FleetConfig] = {
+    "daily": FleetConfig(
+        seasonalities=((7.0, 3), (365.25, 8)),
+        # a yearly wave can mimic a ramp or a step and extrapolate it wrongly: kept per metric
+        # only where the hold-out says it helps
+        optional_seasonalities=(365.25,),
+        trend=True,
+        n_changepoints=20,
+        n_steps=15,
+        changepoint_range=0.8,
+        step_range=0.8,
+        half_life=365.0,
+        damping_half_life=180.0,
+        default_damping=180.0,
+        level_window=14,
+        level_blends=(0.0, 0.5, 1.0),
+        shift_sigmas=3.0,
+        # the 3-day shift window can sit on a book-close peak: followed per metric by hold-out
+        follow_shift=(False, True),
+        drift_window=56,
+        drift_sigmas=4.0,
+        drift=(False, True),
+        scale_window=182,
+        ridge_slope=1e-3,
+        ridge_changepoint=1.0,
+        ridge_step=3.0,
+        ridge_fourier=1.0,
+        ridge_calendar=1.0,
+        huber=1.5,
+        robust_iterations=2,
+    ),
+    "hourly": FleetConfig(
+        # order 12 = a free hour-of-day profile: cron-like spikes at one hour are real load
+        seasonalities=((1.0, 12), (7.0, 3)),
+        optional_seasonalities=(),
+        # a slope, but no knots: days of hourly history cannot place them; level steps absorb
+        # past shifts (migrations) so that the slope does not. Whether the slope is extended
+        # (linear, damped) or held flat is chosen per metric by the hold-out; flat when the
+        # pool is too small to choose (on the NAB series a trend extrapolated noise).
+        trend=True,
+        n_changepoints=0,
+        n_steps=20,
+        changepoint_range=0.8,
+        step_range=0.9,
+        half_life=168.0,
+        damping_half_life=24.0,
+        default_damping=0.0,
+        level_window=24,
+        level_blends=(0.0, 0.5, 1.0),
+        shift_sigmas=3.0,
+        # 6 hours all beyond 3σ of the day's level: a shift (migration, failover) to follow
+        follow_shift=(True,),
+        drift_window=48,
+        drift_sigmas=4.0,
+        drift=(False,),
+        scale_window=168,
+        ridge_slope=1e-3,
+        ridge_changepoint=10.0,
+        ridge_step=1.0,
+        ridge_fourier=1.0,
+        ridge_calendar=1.0,
+        huber=1.5,
+        robust_iterations=4,
+    ),
+}
+CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(FleetConfig))
+
+
+# --------------------------------------------------------------------------- design
+
+
+@dataclass
+class Design:
+    """The regressors of one time grid and the rules that switch columns on per series."""
+
+    index: pd.DatetimeIndex
+    freq: str
+    X: np.ndarray  # (T, K)
+    kind: np.ndarray  # (K,) 'intercept' | 'slope' | 'changepoint' | 'step' | 'fourier' | 'calendar'
+    knot: np.ndarray  # (K,) changepoint / step position in periods (NaN elsewhere)
+    period: np.ndarray  # (K,) Fourier period in periods (NaN elsewhere)
+    penalty: np.ndarray  # (K,) ridge penalty
+    weights: np.ndarray  # (T,) recency weights
+    config: FleetConfig
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+    _future: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def n_periods(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_terms(self) -> int:
+        return self.X.shape[1]
+
+    def active(self, mask: np.ndarray) -> np.ndarray:
+        """Columns each series can support given its fit mask: bool (n, K).
+
+        A seasonality needs two full periods of history, a trend knot must lie inside the first
+        `changepoint_range` of the series' own span (Prophet's rule: the latest slope is
+        estimated from enough data), a calendar effect needs a few event days.
+        """
+        cfg = self.config
+        n, T = mask.shape
+        has = mask.any(axis=1)
+        first = np.where(has, np.argmax(mask, axis=1), 0)
+        last = np.where(has, T - 1 - np.argmax(mask[:, ::-1], axis=1), -1)
+        span = (last - first + 1)[:, None]
+        on = np.ones((n, self.n_terms), dtype=bool)
+        on[:, self.kind == "slope"] = cfg.trend
+        cp = self.kind == "changepoint"
+        knot = self.knot[cp][None, :]
+        first = first[:, None]
+        on[:, cp] = (
+            cfg.trend & (knot >= first + SEASON[self.freq]) & (knot <= first + cfg.changepoint_range * span)
+        )
+        st = self.kind == "step"  # level steps: same span rule as the slope's knots
+        step_at = self.knot[st][None, :]
+        on[:, st] = (
+            cfg.trend & (step_at >= first + SEASON[self.freq]) & (step_at <= first + cfg.step_range * span)
+        )
+        fo = self.kind == "fourier"
+        on[:, fo] = span >= 2 * self.period[fo][None, :]
+        cal = self.kind == "calendar"
+        if cal.any():
+            hits = mask.astype(np.float32) @ (self.X[:, cal] != 0).astype(np.float32)
+            events = hits / PERIODS_PER_DAY[self.freq]
+            on[:, cal] = events >= cfg.calendar_min_days
+        return on
+
+    @cached_property
+    def x32(self) -> np.ndarray:
+        return self.X.astype(np.float32)
+
+    @cached_property
+    def outer(self) -> np.ndarray:
+        """w_t x_t x_t' for every period (T, K, K): any run's X'WX is a sum of its rows."""
+        with self._lock:
+            return (self.X * self.weights[:, None])[:, :, None] * self.X[:, None, :]
+
+    @cached_property
+    def full_gram(self) -> np.ndarray:
+        """X'WX over the whole grid (K, K)."""
+        return (self.X * self.weights[:, None]).T @ self.X
+
+    @staticmethod
+    def future_steps(H: int, damping: float | None) -> np.ndarray:
+        """How far the trend advances by each future step: h (linear), Σ 0.5^(i/half-life)
+        (damped), 0 (flat)."""
+        steps = np.arange(1, H + 1, dtype=float)
+        if damping is None:
+            return steps
+        return np.cumsum(0.5 ** (steps / damping)) if damping > 0 else np.zeros(H)
+
+    def future(self, index: pd.DatetimeIndex, damping: float | None = None) -> np.ndarray:
+        """Regressors of future periods. damping: None extends the last slope linearly, a
+        half-life (periods) fades it, 0 holds the trend flat at its last value.
+
+        Only the trend columns depend on the damping: the rest is built once per index.
+        """
+        key = (index[0], len(index))
+        with self._lock:
+            base = self._future.get(key)
+            done = self._future.get((*key, damping))
+        if done is not None:
+            return done
+        if base is None:
+            base = _columns(self.n_periods - 1 + np.arange(1, len(index) + 1, dtype=float), index, self)
+        pos = (self.n_periods - 1) + self.future_steps(len(index), damping)
+        trend = np.isin(self.kind, ("intercept", "slope", "changepoint", "step"))
+        out = base.copy()
+        out[:, trend] = _trend_columns(pos, self)
+        with self._lock:
+            self._future[key] = base
+            self._future[(*key, damping)] = out
+        return out
+
+
+def build_design(index: pd.DatetimeIndex, freq: str, config: FleetConfig) -> Design:
+    """Design matrix of a panel's grid: intercept, trend + knots, Fourier terms, calendar."""
+    T = len(index)
+    knots = (np.arange(config.n_changepoints) + 0.5) / max(config.n_changepoints, 1) * (T - 1)
+    steps = (np.arange(config.n_steps) + 0.5) / max(config.n_steps, 1) * (T - 1)
+    ppd = PERIODS_PER_DAY[freq]
+    kind = ["intercept", "slope"] + ["changepoint"] * len(knots) + ["step"] * len(steps)
+    knot = [np.nan, np.nan, *knots, *steps]
+    period = [np.nan] * len(kind)
+    penalty = [1e-8, config.ridge_slope] + [config.ridge_changepoint] * len(knots)
+    penalty += [config.ridge_step] * len(steps)
+    for p_days, order in config.seasonalities:
+        for _ in range(order):
+            kind += ["fourier", "fourier"]
+            knot += [np.nan, np.nan]
+            period += [p_days * ppd] * 2
+            penalty += [config.ridge_fourier] * 2
+    kind += ["calendar"] * len(CALENDAR_FEATURES)
+    knot += [np.nan] * len(CALENDAR_FEATURES)
+    period += [np.nan] * len(CALENDAR_FEATURES)
+    penalty += [config.ridge_calendar] * len(CALENDAR_FEATURES)
+    age = (T - 1) - np.arange(T, dtype=float)
+    design = Design(
+        index=index,
+        freq=freq,
+        X=np.empty((T, 0)),
+        kind=np.array(kind),
+        knot=np.array(knot, dtype=float),
+        period=np.array(period, dtype=float),
+        penalty=np.array(penalty, dtype=float),
+        weights=0.5 ** (age / config.half_life),
+        config=config,
+    )
+    design.X = _columns(np.arange(T, dtype=float), index, design)
+    return design
+
+
+def _trend_columns(pos: np.ndarray, design: Design) -> np.ndarray:
+    """Intercept, slope, changepoint and step columns at trend positions `pos` (periods)."""
+    scale = max(design.n_periods - 1, 1)
+    t = pos / scale
+    cols = [np.ones_like(t), t]
+    cps = design.knot[design.kind == "changepoint"] / scale
+    cols += [np.maximum(t - c, 0.0) for c in cps]
+    cols += [(pos >= c).astype(float) for c in design.knot[design.kind == "step"]]
+    return np.column_stack(cols)
+
+
+def _columns(pos: np.ndarray, index: pd.DatetimeIndex, design: Design) -> np.ndarray:
+    """Regressor values at trend positions `pos` (periods) and calendar times `index`."""
+    cols = [_trend_columns(pos, design)]
+    days = ((pd.DatetimeIndex(index) - _EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    for p_days, order in design.config.seasonalities:
+        for k in range(1, order + 1):
+            arg = 2.0 * np.pi * k * days / p_days
+            cols += [np.sin(arg)[:, None], np.cos(arg)[:, None]]
+    cal = calendar_features(index)
+    cols += [cal[c].to_numpy(dtype=float)[:, None] for c in CALENDAR_FEATURES]
+    return np.hstack(cols)
+
+
+# --------------------------------------------------------------------------- solver
+
+
+class _Solver:
+    """Weighted ridge normal equations of every series of a block, for many right-hand sides.
+
+    Series observed over the whole grid share one matrix (one product for all of them). Any
+    other series gets its own X'WX as a sum over its observed runs of a running sum of
+    w_t x_t x_t', so a different span or a long gap costs O(runs × K²), not O(T × K²).
+    """
+
+    def __init__(self, design: Design, mask: np.ndarray, off: np.ndarray | None = None) -> None:
+        on = design.active(mask)
+        if off is not None:
+            on &= ~off
+        is_full = mask.all(axis=1)
+        full = np.flatnonzero(is_full)
+        self.partial = np.flatnonzero(~is_full)
+        # full-span series differ only by switched-off terms: one shared inverse per pattern
+        if full.size and off is not None:
+            keys = np.packbits(on[full], axis=1)
+            patterns, first, which = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            self.full = [full[which.reshape(-1) == k] for k in range(len(patterns))]
+            on_full = on[full[first]]
+        else:
+            self.full = [full] if full.size else []
+            on_full = on[full[:1]]
+        gram = np.repeat(design.full_gram[None], len(self.full), axis=0)
+        self.full_inv = _ridge_inverse(gram, on_full, design.penalty)
+        self.partial_inv = np.zeros((0, design.n_terms, design.n_terms))
+        if self.partial.size:
+            self.partial_inv = _ridge_inverse(
+                _run_grams(design, mask[self.partial]), on[self.partial], design.penalty
+            )
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        """Coefficients (n, K) for right-hand sides B = X'W y (n, K)."""
+        out = np.empty_like(B)
+        for rows, inv in zip(self.full, self.full_inv):
+            out[rows] = B[rows] @ inv.T
+        if self.partial.size:
+            out[self.partial] = np.matmul(self.partial_inv, B[self.partial, :, None])[..., 0]
+        return out
+
+
+def _run_grams(design: Design, mask: np.ndarray) -> np.ndarray:
+    """X'WX over each row's observed periods (n, K, K), from its runs of observed periods.
+
+    Σ over a run [a, b) = P[b] − P[a] with P the running sum of w_t x_t x_t'; P is only
+    needed at the runs' edges: one segmented sum of the design's per-period outer products.
+    """
+    edges = np.diff(np.pad(mask.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    r_start, t_start = np.nonzero(edges == 1)
+    _, t_end = np.nonzero(edges == -1)  # row-major order: each row's runs in order
+    cuts, inverse = np.unique(np.concatenate([[0], t_start, t_end]), return_inverse=True)
+    K = design.n_terms
+    prefix = np.zeros((len(cuts), K, K))
+    if len(cuts) > 1:  # sums of w_t x_t x_t' between consecutive cuts, accumulated
+        segments = np.add.reduceat(design.outer, cuts[:-1], axis=0)
+        np.cumsum(segments, axis=0, out=prefix[1:])
+    at_start = inverse[1 : 1 + len(t_start)]
+    at_end = inverse[1 + len(t_start) :]
+    runs = prefix[at_end] - prefix[at_start]
+    gram = np.zeros((mask.shape[0], K, K))
+    counts = np.bincount(r_start, minlength=mask.shape[0])
+    if counts.all():  # one segmented sum
+        gram = np.add.reduceat(runs, np.r_[0, np.cumsum(counts)[:-1]], axis=0)
+    else:
+        np.add.at(gram, r_start, runs)
+    return gram
+
+
+def _ridge_inverse(gram: np.ndarray, on: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    """Batched (X'WX + diag(penalty))⁻¹ restricted to active columns (inactive rows/cols = 0)."""
+    both = on[:, :, None] & on[:, None, :]
+    A = np.where(both, gram, 0.0)
+    idx = np.arange(gram.shape[-1])
+    A[:, idx, idx] += np.where(on, penalty[None, :], 1.0)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(A).all(axis=(1, 2))
+        inv = np.full_like(A, np.nan)
+        if finite.any():
+            try:
+                inv[finite] = np.linalg.inv(A[finite])
+            except np.linalg.LinAlgError:
+                inv[finite] = np.stack([_inv(a) for a in A[finite]])
+    return np.where(both, inv, 0.0)
+
+
+def _inv(A: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive (semi-)definite matrix; NaN when it has none."""
+    if not np.isfinite(A).all():
+        return np.full_like(A, np.nan)
+    try:
+        return np.linalg.inv(A)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(A, hermitian=True)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How a fit is extended into the future: trend damping and share of the level correction."""
+
+    damping: float | None  # None = linear trend, 0 = flat, else the slope's half-life in periods
+    blend: float  # share of the recent median residual added to the forecast
+    follow_shift: bool  # a detected recent level shift replaces that correction
+    drift: bool = False  # extend the recent drift of the residuals (a ramp the trend has not caught)
+
+    def label(self) -> str:
+        trend = (
+            "linear" if self.damping is None else "flat" if self.damping == 0 else f"damped {self.damping:g}"
+        )
+        shift = ", follows shifts" if self.follow_shift else ""
+        drift = ", recent drift" if self.drift else ""
+        return f"trend {trend}, level correction {self.blend:g}{shift}{drift}"
+
+
+def default_variant(cfg: FleetConfig) -> Variant:
+    """The variant used when a hold-out is too small to choose: the default damping, the full
+    level correction, the first listed shift option, no drift."""
+    return Variant(cfg.default_damping if cfg.trend else None, max(cfg.level_blends), cfg.follow_shift[0])
+
+
+def variants(cfg: FleetConfig) -> list[Variant]:
+    """Candidate variants compared on the hold-out (one fit serves them all)."""
+    dampings: list[float | None] = [None]
+    if cfg.trend:
+        dampings += [d for d in (cfg.damping_half_life, 0.0) if d is not None]
+    return [
+        Variant(d, b, f, r)
+        for d in dict.fromkeys(dampings)
+        for b in dict.fromkeys(cfg.level_blends)
+        for f in dict.fromkeys(cfg.follow_shift)
+        for r in dict.fromkeys(cfg.drift if d != 0.0 else (False,))
+    ]
+
+
+@dataclass
+class _Fit:
+    coef: np.ndarray  # (n, K)
+    recent: np.ndarray  # (n,) median residual of the level window
+    shift: np.ndarray  # (n,) level of a detected recent shift (NaN = none)
+    drift: np.ndarray  # (n,) residual slope per period over the drift window
+    scale: np.ndarray  # (n,) robust residual scale (band unit)
+    ok: np.ndarray  # (n,) finite fit
+
+    def level(self, variant: Variant, half_window: float) -> np.ndarray:
+        """Correction added to every future period (at the end of history when drifting)."""
+        base = variant.blend * (self.recent + (self.drift * half_window if variant.drift else 0.0))
+        return np.where(np.isnan(self.shift), base, self.shift) if variant.follow_shift else base
+
+    def take(self, rows: np.ndarray) -> _Fit:
+        return _Fit(*(getattr(self, f.name)[rows] for f in dataclasses.fields(_Fit)))
+
+    def point(
+        self, design: Design, index: pd.DatetimeIndex, variant: Variant, base: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(n, H) point forecasts for the periods of index (base: the fit's own part, when known)."""
+        out = self.coef @ design.future(index, variant.damping).T if base is None else base.copy()
+        out += self.level(variant, design.config.level_window / 2)[:, None]
+        if variant.drift:
+            out += self.drift[:, None] * design.future_steps(len(index), variant.damping)[None, :]
+        return out
+
+    @staticmethod
+    def concat(parts: list[_Fit], K: int) -> _Fit:
+        if not parts:
+            e = np.empty(0)
+            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool))
+        return _Fit(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(_Fit)))
+
+
+def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None) -> _Fit:
+    """Robust recency-weighted ridge fit of a block of series (rows of `values`, NaN = missing)."""
+    cfg = design.config
+    X, w = design.x32, design.weights.astype(np.float32)
+    T = X.shape[0]
+    mask = ~np.isnan(values)
+    # The (n × T) passes run in float32 (half the memory traffic); the solves stay float64.
+    y0 = np.where(mask, values, 0.0).astype(np.float32)
+    wm = mask * w[None, :]
+    solver = _Solver(design, mask, off)
+    coef = solver.solve(((y0 * w[None, :]) @ X).astype(float))
+    stride = max(1, math.ceil(T / 256))  # a robust scale needs hundreds of residuals, not thousands
+    for _ in range(cfg.robust_iterations):
+        # Huber by pseudo-observations: y* = fitted + clip(resid) = y - (resid - clip(resid))
+        resid = coef.astype(np.float32) @ X.T
+        np.subtract(y0, resid, out=resid)
+        sample = np.where(mask[:, ::stride], resid[:, ::stride], np.nan)
+        sigma = np.nan_to_num(_robust_scale(sample, centre=False), nan=np.inf)  # no sample: no clipping
+        bound = (cfg.huber * sigma).astype(np.float32)[:, None]
+        excess = np.maximum(resid - bound, 0.0)  # resid - clip(resid, -bound, bound)
+        excess += np.minimum(resid + bound, 0.0)
+        np.subtract(y0, excess, out=excess)
+        excess *= wm
+        coef = solver.solve((excess @ X).astype(float))
+    resid = coef.astype(np.float32) @ X.T
+    np.subtract(y0, resid, out=resid)
+
+    W = cfg.scale_window
+    scale = _robust_scale(np.where(mask[:, -W:], resid[:, -W:], np.nan))
+    few = np.count_nonzero(mask[:, -W:], axis=1) < 10
+    if few.any():
+        scale[few] = _robust_scale(np.where(mask[few][:, ::stride], resid[few][:, ::stride], np.nan))
+    recent, shift = _level_correction(resid, mask, scale, cfg)
+    drift = _drift(resid, mask, scale, cfg)
+    ok = np.isfinite(coef).all(axis=1) & np.isfinite(recent) & np.isfinite(scale)
+    return _Fit(coef=coef, recent=recent, shift=shift, drift=drift, scale=np.nan_to_num(scale), ok=ok)
+
+
+def _drift(resid: np.ndarray, mask: np.ndarray, scale: np.ndarray, cfg: FleetConfig) -> np.ndarray:
+    """Residual slope per period over the last `drift_window`, where it is significant.
+
+    The slope is the difference of the medians of the window's two halves over their distance;
+    it counts only beyond `drift_sigmas` standard errors of that difference (a median of N
+    points has an error of ~1.25 σ/√N), so noise does not tilt forecasts but a ramp that
+    started after the trend's last knot is extended.
+    """
+    half = cfg.drift_window // 2
+    n = resid.shape[0]
+    if half < 2 or resid.shape[1] < 2 * half:
+        return np.zeros(n)
+    a = np.where(mask[:, -2 * half : -half], resid[:, -2 * half : -half], np.nan)
+    b = np.where(mask[:, -half:], resid[:, -half:], np.nan)
+    na = np.count_nonzero(~np.isnan(a), axis=1)
+    nb = np.count_nonzero(~np.isnan(b), axis=1)
+    diff = nan_row_median(b) - nan_row_median(a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = 1.2533 * scale * np.sqrt(1.0 / np.maximum(na, 1) + 1.0 / np.maximum(nb, 1))
+    significant = (na >= half // 2) & (nb >= half // 2) & (np.abs(diff) > cfg.drift_sigmas * se)
+    return np.where(significant, diff / half, 0.0)
+
+
+def _level_correction(
+    resid: np.ndarray, mask: np.ndarray, scale: np.ndarray, cfg: FleetConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Median residual of the last `level_window` periods, and the median of its last quarter
+    where nearly all of that quarter (its 25–75 % range) sits more than `shift_sigmas` residual
+    sigmas away (NaN elsewhere): a level shift is followed at once, a burst or two is not."""
+    L = cfg.level_window
+    Ls = max(3, L // 4)
+    long = np.where(mask[:, -L:], resid[:, -L:], np.nan)
+    n_long = np.count_nonzero(mask[:, -L:], axis=1)
+    n_short = np.count_nonzero(mask[:, -Ls:], axis=1)
+    r_long = np.where(n_long >= max(3, L // 4), nan_row_median(long), 0.0)
+    q25, r_short, q75 = nan_row_quantiles(long[:, -Ls:], (0.25, 0.5, 0.75)).T
+    margin = cfg.shift_sigmas * scale
+    shifted = (n_short >= max(2, Ls // 2)) & ((q25 > r_long + margin) | (q75 < r_long - margin))
+    return np.nan_to_num(r_long), np.where(shifted, r_short, np.nan)
+
+
+def _robust_scale(resid: np.ndarray, centre: bool = True) -> np.ndarray:
+    """Per-row sigma from the MAD (about the median, or about 0), floored by half the mean
+    absolute deviation.
+
+    The floor matters for mostly-flat series with rare bursts, whose MAD is zero although
+    their errors are not.
+    """
+    if resid.shape[1] == 0:
+        return np.full(resid.shape[0], np.nan)
+    dev = np.abs(resid - nan_row_median(resid)[:, None]) if centre else np.abs(resid)
+    mad = _MAD_TO_SIGMA * nan_row_median(dev)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_abs = np.nanmean(dev, axis=1)
+    return np.fmax(mad, 0.5 * mean_abs)
+
+
+def _fit_rows(
+    panel: Panel, rows: np.ndarray, design: Design, chunk: int, workers: int, off: np.ndarray | None = None
+) -> _Fit:
+    """Fit the given rows of a panel in memory-bounded blocks, `workers` blocks at a time.
+    off: (len(rows), K) terms switched off per series (None = all the design allows).
+
+    Threads suffice: numpy releases the GIL in the products, sorts and elementwise passes.
+    """
+    n = len(rows)
+    if n == 0:
+        return _Fit.concat([], design.n_terms)
+    n_blocks = max(math.ceil(n / chunk), min(workers, math.ceil(n / 256)))
+    n_blocks = math.ceil(n_blocks / workers) * workers if n_blocks > 1 else 1
+    size = math.ceil(n / n_blocks)
+    blocks = [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def run(block: np.ndarray) -> _Fit:
+        return _fit_block(panel.values[rows[block]], design, None if off is None else off[block])
+
+    if workers > 1 and len(blocks) > 1:
+        # the blocks are the parallelism: BLAS threads inside each would oversubscribe the cores
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(run, blocks))
+    else:
+        parts = [run(b) for b in blocks]
+    return _Fit.concat(parts, design.n_terms)
+
+
+def _eligibility(panel: Panel) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
+    """Which series the fleet model can fit, and the reason for each that it cannot."""
+    min_hist = MIN_HISTORY[panel.freq]
+    obs = panel.observed
+    n_obs = np.count_nonzero(obs, axis=1)
+    finite = np.isfinite(panel.values)
+    hi = np.max(panel.values, axis=1, where=obs & finite, initial=-np.inf)
+    lo = np.min(panel.values, axis=1, where=obs & finite, initial=np.inf)
+    none = n_obs == 0
+    broken = ~none & (~finite & ~np.isnan(panel.values)).any(axis=1)
+    short = ~none & ~broken & (n_obs < min_hist)
+    constant = ~none & ~broken & ~short & (hi - lo <= 1e-9 * np.maximum(1.0, np.abs(hi)))
+    rules = [
+        (none, "all gaps: no observed values"),
+        (broken, "non-finite values (±inf) in the history"),
+        (short, f"too short: fewer than {min_hist} observed periods"),
+        (constant, "constant series: nothing to model beyond its level"),
+    ]
+    return ~(none | broken | short | constant), rules
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@dataclass
+class Calibration:
+    """What the hold-out taught: the variant to use and the quantile offsets (in units of a
+    series' residual scale) per horizon step, per metric ('*' = all series pooled)."""
+
+    horizon: int  # steps measured (longer horizons extrapolate with sqrt growth)
+    offsets: dict[str, np.ndarray]  # metric | '*' -> (horizon, Q)
+    variants: dict[str, Variant]  # metric | '*' -> variant with the lowest hold-out MASE
+    scores: pd.DataFrame  # group, variant, mase (hold-out), series: the comparison behind the choice
+    source: str  # how it was measured (for a run manifest)
+    n_errors: int
+
+    def group_of(self, metrics: np.ndarray) -> np.ndarray:
+        """The calibration group of each series: its metric when measured, else '*'."""
+        metrics = np.asarray(metrics, dtype=object)
+        known = np.isin(metrics, [k for k in self.offsets if k != "*"])
+        return np.where(known, metrics, "*")
+
+    def offsets_for(self, groups: np.ndarray, H: int) -> np.ndarray:
+        """(n, H, Q) offsets for series of these groups."""
+        out = np.empty((len(groups), H, len(QUANTILES)))
+        for name in np.unique(groups):
+            out[groups == name] = _extend(self.offsets[name], H)
+        return out
+
+
+def _extend(table: np.ndarray, H: int) -> np.ndarray:
+    Hc = table.shape[0]
+    if Hc >= H:
+        return table[:H]
+    growth = np.sqrt(np.arange(Hc + 1, H + 1) / Hc)[:, None]
+    return np.vstack([table, table[-1][None, :] * growth])
+
+
+def _pool(z: np.ndarray) -> np.ndarray | None:
+    """Offsets (H, Q) from standardised errors z (rows × H, NaN = no actual).
+
+    Spread per step = isotonic (non-decreasing) fit of the median |z|; the shape of the
+    distribution (its quantiles after dividing by that spread) is pooled over all steps, so a
+    short hold-out still pins down the 2.5 % and 97.5 % tails.
+    """
+    counts = np.count_nonzero(~np.isnan(z), axis=0)
+    if counts.sum() < 20:
+        return None
+    H = z.shape[1]
+    steps = np.arange(1, H + 1, dtype=float)
+    have = counts > 0
+    spread = nan_row_median(np.abs(z.T[have]))
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip")
+    iso.fit(steps[have], spread, sample_weight=counts[have])
+    g = np.fmax(iso.predict(steps), 1e-6)
+    u = (z / g[None, :]).reshape(1, -1)
+    q = nan_row_quantiles(u, QUANTILES)[0]
+    return g[:, None] * q[None, :]
+
+
+@dataclass
+class _HoldOut:
+    """Errors of every variant at one origin, for the series fitted there."""
+
+    rows: np.ndarray  # panel rows
+    z: np.ndarray  # (V, n, H) errors / residual scale
+    mase: np.ndarray  # (V, n) mean |error| / in-sample seasonal-naive MAE
+    origins: int = 1
+
+    @staticmethod
+    def stack(outs: list[_HoldOut]) -> _HoldOut:
+        return _HoldOut(
+            np.concatenate([o.rows for o in outs]),
+            np.concatenate([o.z for o in outs], axis=1),
+            np.concatenate([o.mase for o in outs], axis=1),
+            max(o.origins for o in outs),
+        )
+
+    def take(self, sel: np.ndarray) -> _HoldOut:
+        return _HoldOut(self.rows[sel], self.z[:, sel], self.mase[:, sel], self.origins)
+
+
+def _gaussian_offsets(H: int) -> np.ndarray:
+    """Last-resort offsets when there are no errors at all: a unit normal growing as sqrt(h)."""
+    z = np.array([NormalDist().inv_cdf(q) for q in QUANTILES])
+    return np.sqrt(np.arange(1, H + 1))[:, None] * z[None, :]
+
+
+Structure = frozenset  # Fourier periods (days) switched off for a metric's series
+
+
+def structures(cfg: FleetConfig) -> list[Structure]:
+    """Candidate structures: all terms, or one optional seasonality left out."""
+    return [frozenset(), *(frozenset({p}) for p in cfg.optional_seasonalities)]
+
+
+def _off_columns(design: Design, metrics: np.ndarray, structure: dict[str, Structure]) -> np.ndarray | None:
+    """(n, K) terms switched off for series of these metrics (None when nothing is)."""
+    if not any(structure.values()):
+        return None
+    off = np.zeros((len(metrics), design.n_terms), dtype=bool)
+    ppd = PERIODS_PER_DAY[design.freq]
+    for name in np.unique(metrics.astype(str)):
+        st = structure.get(name, structure["*"])
+        if st:
+            off[metrics == name] = np.isin(design.period, [p * ppd for p in st])
+    return off
+
+
+def _mean_mase(mase: np.ndarray) -> np.ndarray:
+    """Mean hold-out MASE per variant over the series every variant could be scored on."""
+    ok = np.isfinite(mase).all(axis=0)
+    return mase[:, ok].mean(axis=1) if ok.any() else np.full(mase.shape[0], np.nan)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class FleetModel(ForecastModel):
+    """Vectorised robust ridge regression for a whole panel; seasonal naive for misfits.
+
+    Fitting also runs a hold-out inside the training window (see Calibration): it chooses, per
+    metric, whether the optional seasonality helps and how to extend the fit (variants), and
+    it measures the errors the bands are made of. The default horizon of that hold-out is
+    the engine's (90 days / 168 hours); predict() for another horizon measures it once more.
+    """
+
+    name = "fleet"
+
+    def __init__(
+        self, horizon: int | None = None, chunk_size: int = 2048, workers: int = 0, **config: object
+    ) -> None:
+        """horizon: the hold-out horizon used during fit (default 90 days / 168 hours);
+        chunk_size: series per block (bounds memory); workers: threads (0 = all cores);
+        config: FleetConfig fields overriding the frequency's defaults."""
+        super().__init__()
+        unknown = set(config) - CONFIG_FIELDS
+        if unknown:
+            raise TypeError(
+                f"unknown FleetModel setting(s) {sorted(unknown)}; known: {sorted(CONFIG_FIELDS)}"
+            )
+        if horizon is not None and horizon < 1:
+            raise ValueError(f"horizon must be at least 1 period, got {horizon}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        if workers < 0:
+            raise ValueError(f"workers must be 0 (all cores) or positive, got {workers}")
+        self.horizon = horizon
+        self.chunk_size = chunk_size
+        self.workers = workers or os.cpu_count() or 1
+        self.overrides = dict(config)
+
+    def config_for(self, freq: str) -> FleetConfig:
+        """The defaults of a frequency with this model's overrides applied."""
+        return dataclasses.replace(DEFAULTS[freq], **self.overrides)
+
+    # -- fit
+
+    def fit(self, panel: Panel) -> Self:
+        if panel.n_series == 0:
+            raise ValueError("cannot fit a forecast model on an empty panel (no series)")
+        cfg = self.config_for(panel.freq)
+        self._panel = panel
+        self._cfg = cfg
+        self._calibrations: dict[int, Calibration] = {}
+        self._structure: dict[str, Structure] = {"*": frozenset()}
+        eligible, rules = _eligibility(panel)
+        rows = np.flatnonzero(eligible)
+        metric_of = panel.keys["metric"].to_numpy(dtype=object)
+        H = self.horizon or DEFAULT_HORIZON[panel.freq]
+        cands = structures(cfg)
+        if len(cands) > 1 and rows.size:
+            per = {st: self._hold_outs(panel, H, cfg, {"*": st}, rows.size) for st in cands}
+            if all(outs is not None for outs, _ in per.values()):
+                self._structure, cal = self._choose_structure(per, metric_of, cfg)
+                self._calibrations[H] = cal
+
+        design = build_design(panel.index, panel.freq, cfg)
+        off = _off_columns(design, metric_of[rows], self._structure)
+        fit = _fit_rows(panel, rows, design, self.chunk_size, self.workers, off)
+        bad = np.zeros(panel.n_series, dtype=bool)
+        bad[rows[~fit.ok]] = True
+        rules.append((bad, "non-finite fit"))
+        self._rows = rows[fit.ok]
+        self._fit = fit.take(fit.ok)
+        self._design = design
+        fallback = ~eligible | bad
+        self._fallback_rows = np.flatnonzero(fallback)
+        self._fallback = (
+            SeasonalNaiveModel().fit(panel.subset(self._fallback_rows)) if fallback.any() else None
+        )
+        self._failures = _failures(panel.keys, [(m, r + " → seasonal naive") for m, r in rules], self.name)
+        if self.horizon:
+            self.calibration(self.horizon)
+        return self
+
+    @property
+    def structure(self) -> dict[str, str]:
+        """Per metric ('*' = the rest): which optional seasonalities the hold-out kept."""
+        self._require_fitted()
+        return {
+            k: "all seasonalities" if not v else "without " + ", ".join(f"{p:g}-day" for p in sorted(v))
+            for k, v in self._structure.items()
+        }
+
+    def _choose_structure(
+        self, per: dict[Structure, tuple[_HoldOut, int]], metric_of: np.ndarray, cfg: FleetConfig
+    ) -> tuple[dict[str, Structure], Calibration]:
+        """Per metric group, the structure whose best variant has the lowest hold-out MASE."""
+        first = next(iter(per.values()))[0]
+        groups = self._groups(metric_of[first.rows], cfg)
+        chosen: dict[str, Structure] = {}
+        for name in groups:
+            best = None
+            for st, (out, _) in per.items():
+                sel = metric_of[out.rows] == name if name != "*" else np.ones(out.rows.size, dtype=bool)
+                if np.count_nonzero(np.isfinite(out.mase[:, sel]).all(axis=0)) < cfg.min_pool:
+                    continue  # too few series to choose on: keep every seasonality
+                score = np.nanmin(_mean_mase(out.mase[:, sel])) if sel.any() else np.nan
+                if np.isfinite(score) and (best is None or score < best[0]):
+                    best = (score, st)
+            chosen[name] = best[1] if best else frozenset()
+        # the errors of each metric under its chosen structure make its calibration
+        parts = []
+        for st, (out, _) in per.items():
+            metric = metric_of[out.rows]
+            group = np.where(np.isin(metric, list(chosen)), metric, "*")
+            mine = np.array([chosen[g] == st for g in group], dtype=bool)
+            parts.append(out.take(mine))
+        Hc = next(iter(per.values()))[1]
+        return chosen, self._calibration_from(_HoldOut.stack(parts), metric_of, cfg, Hc)
+
+    @staticmethod
+    def _groups(metric: np.ndarray, cfg: FleetConfig) -> list[str]:
+        """'*' and every metric with enough series in the hold-out pool for its own choice."""
+        names, counts = np.unique(metric.astype(str), return_counts=True)
+        return ["*", *(str(n) for n, c in zip(names, counts) if c >= cfg.min_pool)]
+
+    def calibration(self, horizon: int) -> Calibration:
+        """The hold-out calibration of a horizon, measured on first use and kept."""
+        panel = self._require_fitted()
+        if horizon not in self._calibrations:
+            cfg = self.config_for(panel.freq)
+            held = self._hold_outs(panel, horizon, cfg, self._structure, len(self._rows))
+            metric_of = panel.keys["metric"].to_numpy(dtype=object)
+            if held[0] is None:
+                self._calibrations[horizon] = self._insample_calibration(panel, cfg)
+            else:
+                self._calibrations[horizon] = self._calibration_from(held[0], metric_of, cfg, held[1])
+        return self._calibrations[horizon]
+
+    def _hold_outs(
+        self, panel: Panel, H: int, cfg: FleetConfig, structure: dict[str, Structure], n_fitted: int
+    ) -> tuple[_HoldOut | None, int]:
+        """Rolling-origin errors of every variant inside the training window, and the steps
+        measured. Origins step back from the end by the horizon, never into the first half of
+        the history; small panels use more origins (up to `max_calibration_origins`) so the
+        pool holds enough series."""
+        T = panel.length
+        min_train = max(MIN_HISTORY[panel.freq], T // 2)
+        Hc = min(H, T - min_train)
+        if Hc < 1:
+            return None, 0
+        cands = variants(cfg)
+        want = max(1, math.ceil(cfg.calibration_series / max(n_fitted, 1)))
+        outs = []
+        for j in range(1, min(cfg.max_calibration_origins, want) + 1):
+            origin = T - j * Hc
+            if origin < min_train:
+                break
+            out = self._hold_out(panel, origin, Hc, cfg, cands, structure)
+            if out.rows.size:
+                outs.append(out)
+        if not outs:
+            return None, 0
+        held = _HoldOut.stack(outs)
+        held.origins = len(outs)
+        return held, Hc
+
+    def _hold_out(
+        self,
+        panel: Panel,
+        origin: int,
+        H: int,
+        cfg: FleetConfig,
+        cands: list[Variant],
+        structure: dict[str, Structure],
+    ) -> _HoldOut:
+        """Fit on the first `origin` periods, forecast H steps with every variant, score."""
+        head = panel.head(origin)
+        eligible, _ = _eligibility(head)
+        rows = np.flatnonzero(eligible)
+        if rows.size > cfg.calibration_max_series:  # a sample pools plenty of errors per metric
+            rng = np.random.default_rng(origin)
+            rows = np.sort(rng.choice(rows, cfg.calibration_max_series, replace=False))
+        if rows.size == 0:
+            return _HoldOut(rows, np.empty((len(cands), 0, H)), np.empty((len(cands), 0)))
+        design = build_design(head.index, head.freq, cfg)
+        off = _off_columns(design, panel.keys["metric"].to_numpy(dtype=object)[rows], structure)
+        fit = _fit_rows(head, rows, design, self.chunk_size, self.workers, off)
+        usable = fit.ok & (fit.scale > 0)
+        rows, fit = rows[usable], fit.take(usable)
+        window = slice(origin, origin + H)
+        actual = np.where(panel.observed[rows, window], panel.values[rows, window], np.nan)
+        upper = panel.upper_bounds[rows][:, None]
+        naive_mae = seasonal_naive_mae(head.values[rows], head.observed[rows], SEASON[panel.freq])
+        naive_mae = np.where(naive_mae > 0, naive_mae, np.nan)
+        z = np.empty((len(cands), len(rows), H), dtype=np.float32)
+        mase = np.empty((len(cands), len(rows)))
+        index = panel.index[window]
+        n_actual = np.count_nonzero(~np.isnan(actual), axis=1)
+        base = {d: fit.coef @ design.future(index, d).T for d in {v.damping for v in cands}}
+        for i, v in enumerate(cands):
+            err = fit.point(design, index, v, base[v.damping])
+            np.clip(err, 0.0, upper, out=err)
+            np.subtract(actual, err, out=err)
+            z[i] = err / fit.scale[:, None]
+            np.abs(err, out=err)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mase[i] = np.nansum(err, axis=1) / n_actual / naive_mae
+        return _HoldOut(rows, z, mase)
+
+    def _calibration_from(
+        self, held: _HoldOut, metric_of: np.ndarray, cfg: FleetConfig, Hc: int
+    ) -> Calibration:
+        """Per group, the variant with the lowest hold-out MASE, and bands from its errors."""
+        cands = variants(cfg)
+        metric = metric_of[held.rows]
+        groups = self._groups(metric, cfg)
+        default = default_variant(cfg)
+        chosen: dict[str, Variant] = {}
+        score_rows = []
+        for name in groups:
+            sel = metric == name if name != "*" else np.ones(len(metric), dtype=bool)
+            means = _mean_mase(held.mase[:, sel])
+            enough = np.count_nonzero(np.isfinite(held.mase[:, sel]).all(axis=0)) >= cfg.min_pool
+            # a choice among many variants on a few series would flatter the winner's errors
+            chosen[name] = cands[int(np.nanargmin(means))] if enough and np.isfinite(means).any() else default
+            score_rows += [(name, c.label(), float(means[i]), int(sel.sum())) for i, c in enumerate(cands)]
+        row_group = np.where(np.isin(metric, groups), metric, "*")
+        pick = np.array([cands.index(chosen[g]) for g in row_group], dtype=int)
+        z_best = held.z[pick, np.arange(len(metric))]  # each series' errors under its group's variant
+        offsets = {}
+        for name in groups:
+            sel = metric == name if name != "*" else np.ones(len(metric), dtype=bool)
+            table = _pool(z_best[sel])
+            if table is not None:
+                offsets[name] = table
+            elif name == "*":
+                offsets[name] = _gaussian_offsets(Hc)
+        return Calibration(
+            horizon=Hc,
+            offsets=offsets,
+            variants={k: v for k, v in chosen.items() if k in offsets},
+            scores=pd.DataFrame(score_rows, columns=["group", "variant", "mase", "series"]),
+            source=f"rolling-origin errors: {held.origins} origin(s) × {Hc} steps",
+            n_errors=int(np.count_nonzero(~np.isnan(z_best))),
+        )
+
+    def _insample_calibration(self, panel: Panel, cfg: FleetConfig) -> Calibration:
+        """Bands from in-sample residuals (sqrt growth) when nothing can be held out."""
+        default = default_variant(cfg)
+        if self._rows.size:
+            fitted = self._fit.coef @ self._design.X.T
+            resid = panel.values[self._rows] - fitted
+            z = (resid / np.where(self._fit.scale > 0, self._fit.scale, np.nan)[:, None]).reshape(-1, 1)
+        else:
+            z = np.empty((0, 1))
+        pooled = _pool(z)
+        return Calibration(
+            horizon=1,
+            offsets={"*": pooled if pooled is not None else _gaussian_offsets(1)},
+            variants={"*": default},
+            scores=pd.DataFrame(columns=["group", "variant", "mase", "series"]),
+            source="in-sample residuals (history too short for a hold-out)",
+            n_errors=int(np.count_nonzero(~np.isnan(z))),
+        )
+
+    # -- predict
+
+    def predict(self, horizon: int) -> ForecastResult:
+        panel = self._require_fitted()
+        if horizon < 1:
+            raise ValueError(f"horizon must be at least 1 period, got {horizon}")
+        index = panel.future_index(horizon)
+        n, Q = panel.n_series, len(QUANTILES)
+        point = np.full((n, horizon), np.nan)
+        quantiles = np.full((n, horizon, Q), np.nan)
+        model = np.full(n, self.name, dtype=object)
+        failures = [self._failures]
+        if self._rows.size:
+            cal = self.calibration(horizon)
+            groups = cal.group_of(panel.keys["metric"].to_numpy(dtype=object)[self._rows])
+            offsets = cal.offsets_for(groups, horizon)
+            p = np.empty((len(self._rows), horizon))
+            for name in np.unique(groups):
+                sel = groups == name
+                p[sel] = self._fit.take(sel).point(self._design, index, cal.variants[name])
+            point[self._rows] = p
+            quantiles[self._rows] = p[:, :, None] + self._fit.scale[:, None, None] * offsets
+        if self._fallback is not None:
+            fb = self._fallback.predict(horizon)
+            point[self._fallback_rows] = fb.point
+            quantiles[self._fallback_rows] = fb.quantiles
+            model[self._fallback_rows] = fb.model
+            failures.append(fb.failures)
+        point, quantiles = finalize(point, quantiles, panel.upper_bounds)
+        failures = [f for f in failures if len(f)]
+        return ForecastResult(
+            keys=panel.keys,
+            index=index,
+            point=point,
+            quantiles=quantiles,
+            model=model,
+            failures=pd.concat(failures, ignore_index=True) if failures else self._failures,
+        )

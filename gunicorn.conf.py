@@ -1,0 +1,33 @@
+"""gunicorn settings for the container (AWS App Runner) and `make serve`: one command, both places.
+
+Environment: PORT (default 8080), WEB_CONCURRENCY (workers, default 2), GUNICORN_THREADS
+(default 4), GUNICORN_TIMEOUT (seconds, default 60). Long work (a Prophet re-forecast) runs in
+background callbacks, so no request should come near the timeout.
+"""
+
+import os
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise SystemExit(f"{name}={value} must be at least 1")
+    return value
+
+
+bind = f"0.0.0.0:{_int('PORT', 8080)}"
+workers = _int("WEB_CONCURRENCY", 2)
+threads = _int("GUNICORN_THREADS", 4)
+worker_class = "gthread"
+timeout = _int("GUNICORN_TIMEOUT", 60)
+graceful_timeout = 30
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# Workers each import the app; the file-system cache lets them share loaded runs.
+preload_app = False

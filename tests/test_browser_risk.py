@@ -1,0 +1,168 @@
+"""Risk and consolidation pages in real headless Chromium (dash_duo; run pytest with --headless).
+
+The pages load without console errors, a business-unit filter narrows the risk grid, a row
+click opens its server, the CSV export downloads exactly the rows the grid shows, and the
+what-if growth control changes the risk count (and lands in the URL).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+import pytest
+
+from app.filters import FilterState
+from app.whatif import ScenarioState
+from callbacks import risk
+from tests.conftest import choose, click, console_errors, screenshot, start
+
+pytestmark = pytest.mark.browser
+
+SHOWN_ROWS_JS = """
+const api = window.dash_ag_grid.getApi(arguments[0]);
+const out = [];
+api.forEachNodeAfterFilterAndSort(n => out.push(n.data.server_id + '/' + (n.data.metric || '')));
+return out;
+"""
+
+
+def _risk_ready(dash_duo, count: str | None = None) -> None:
+    dash_duo.wait_for_element("#risk-count .kpi-value", timeout=20)
+    if count is not None:
+        dash_duo.wait_for_text_to_equal("#risk-count .kpi-value", count, timeout=20)
+    dash_duo.wait_for_element("#risk-grid .ag-center-cols-container .ag-row", timeout=20)
+
+
+def _count(rm, filters: FilterState, state: ScenarioState | None = None) -> int:
+    rows, *_ = risk.risk_view(rm, filters.to_data(), (state or ScenarioState()).to_data())
+    return len(rows)
+
+
+def _shown(dash_duo, grid: str) -> list[str]:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return dash_duo.driver.execute_script(SHOWN_ROWS_JS, grid)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _wait_download(folder: Path, suffix: str, timeout: float = 15.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [p for p in folder.glob(f"*{suffix}") if p.stat().st_size > 0]
+        if done:
+            return done[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no {suffix} download in {folder} after {timeout} s")
+
+
+def test_risk_and_consolidation_pages_load_without_console_errors(dash_duo, fixture_app, readmodel, tmp_path):
+    start(dash_duo, fixture_app, "/risk")
+    _risk_ready(dash_duo, f"{_count(readmodel, FilterState()):,}")
+    links = [a.text for a in dash_duo.driver.find_elements("css selector", ".app-navbar .nav-link")]
+    assert "Utilization risk" in links and "Consolidation" in links
+    screenshot(dash_duo, tmp_path / "risk.png", height=1500)
+
+    dash_duo.driver.get(dash_duo.server_url + "/consolidation")
+    dash_duo.wait_for_element("#cons-kpis-hosts .kpi-value", timeout=20)
+    dash_duo.wait_for_element("#cons-recs-grid .ag-center-cols-container .ag-row", timeout=20)
+    dash_duo.wait_for_element("#cons-plan-grid .ag-center-cols-container .ag-row", timeout=20)
+    for graph in ("#cons-savings-chart", "#cons-host-chart"):
+        dash_duo.wait_for_element(f"{graph} .main-svg", timeout=20)
+    dash_duo.wait_for_contains_text("#cons-host-chart .gtitle", "summed load", timeout=20)
+    # clicking another host group charts it
+    second = dash_duo.driver.find_elements(
+        "css selector", "#cons-plan-grid .ag-center-cols-container .ag-row [col-id='members']"
+    )[1]
+    group = dash_duo.driver.find_elements(
+        "css selector", "#cons-plan-grid .ag-pinned-left-cols-container .ag-row [col-id='target_group']"
+    )[1].text
+    click(dash_duo, second)
+    dash_duo.wait_for_contains_text("#cons-host-chart .gtitle", f"{group}:", timeout=20)
+    screenshot(dash_duo, tmp_path / "consolidation.png", height=2200)
+    assert console_errors(dash_duo) == []
+
+
+def test_business_unit_filter_narrows_the_risk_grid(dash_duo, fixture_app, readmodel):
+    start(dash_duo, fixture_app, "/risk")
+    total = _count(readmodel, FilterState())
+    _risk_ready(dash_duo, f"{total:,}")
+    markets = _count(readmodel, FilterState(business_unit=("Markets",)))
+    assert 0 < markets < total
+    choose(dash_duo, "shell-filter-business-unit", "Markets")
+    _risk_ready(dash_duo, f"{markets:,}")
+    shown = _shown(dash_duo, "risk-grid")
+    assert len(shown) == markets
+    units = {
+        c.text
+        for c in dash_duo.driver.find_elements(
+            "css selector", "#risk-grid .ag-center-cols-container [col-id='business_unit']"
+        )
+    }
+    assert units == {"Markets"}
+    assert parse_qs(urlparse(dash_duo.driver.current_url).query) == {"bu": ["Markets"]}
+    assert console_errors(dash_duo) == []
+
+
+def test_a_risk_row_click_opens_its_server(dash_duo, fixture_app):
+    start(dash_duo, fixture_app, "/risk")
+    _risk_ready(dash_duo)
+    first = _shown(dash_duo, "risk-grid")[0].rsplit("/", 1)[0]
+    cell = dash_duo.find_element(
+        "#risk-grid .ag-center-cols-container .ag-row[row-index='0'] [col-id='business_unit']"
+    )
+    click(dash_duo, cell)
+    dash_duo.wait_for_contains_text("#srv-facts", first, timeout=20)
+    assert urlparse(dash_duo.driver.current_url).path == f"/servers/{first}"
+    assert console_errors(dash_duo) == []
+
+
+def test_csv_export_downloads_the_rows_the_grid_shows(dash_duo, fixture_app, readmodel):
+    start(dash_duo, fixture_app, "/risk?bu=Markets")
+    _risk_ready(dash_duo, f"{_count(readmodel, FilterState(business_unit=('Markets',))):,}")
+    # narrow further in the grid itself: quick search, then sort by score ascending
+    search = dash_duo.find_element("#risk-search")
+    search.send_keys("cpu")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        shown = _shown(dash_duo, "risk-grid")
+        if shown and all(s.endswith("/cpu_p95") for s in shown):
+            break
+        time.sleep(0.2)
+    assert shown and all(s.endswith("/cpu_p95") for s in shown)
+    click(dash_duo, dash_duo.find_element("#risk-export-csv"))
+    path = _wait_download(Path(dash_duo.download_path), ".csv")
+    text = path.read_text(encoding="utf-8-sig")
+    assert "# Filters: Business unit: Markets" in text
+    body = pd.read_csv(io.StringIO(text), comment="#")
+    assert [f"{s}/cpu_p95" for s in body["Server"]] == shown
+    assert set(body["Business unit"]) == {"Markets"} and set(body["Metric"]) == {"CPU p95"}
+    assert console_errors(dash_duo) == []
+
+
+def test_growth_control_changes_the_risk_count_and_the_url(dash_duo, fixture_app, readmodel):
+    start(dash_duo, fixture_app, "/risk")
+    base = _count(readmodel, FilterState())
+    _risk_ready(dash_duo, f"{base:,}")
+    grown = _count(readmodel, FilterState(), ScenarioState(growth=10))
+    assert grown != base
+    from selenium.webdriver.common.keys import Keys
+
+    box = dash_duo.find_element("#whatif-growth input.dash-range-slider-input")
+    click(dash_duo, box)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("10", Keys.TAB)  # the slider's number box commits on blur
+    _risk_ready(dash_duo, f"{grown:,}")
+    dash_duo.wait_for_contains_text("#whatif-summary", "growth +10 %/month", timeout=10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "growth=10" not in dash_duo.driver.current_url:
+        time.sleep(0.1)
+    assert parse_qs(urlparse(dash_duo.driver.current_url).query).get("growth") == ["10"]
+    assert console_errors(dash_duo) == []
