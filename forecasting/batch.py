@@ -71,6 +71,7 @@ def run_batch(
     backtest: bool = True,
     echo: Callable[[str], Any] | None = None,
     progress: bool = True,
+    run_id: str | None = None,
 ) -> dict:
     """Forecast the whole fleet and publish a run; returns its manifest."""
     say = echo or (lambda _msg: None)
@@ -106,7 +107,8 @@ def run_batch(
     done("panel")
 
     def factory(name: str):
-        return lambda: get_model(name, **({"workers": settings.workers} if name == "prophet" else {}))
+        options = {"naive": {}, "prophet": {"workers": settings.workers}}
+        return lambda: get_model(name, **options.get(name, {"horizon": h, "workers": settings.workers}))
 
     stage("forecast")
     result = factory(model_name)().fit(panel).predict(h)
@@ -136,7 +138,7 @@ def run_batch(
     done("analytics")
 
     stage("publish")
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     tables = {
         "forecasts": forecasts,
         "risk": risk,

@@ -861,6 +861,7 @@ def workload_profiles(
     L = max(1, weeks) * 7 * inputs.periods_per_day
     hist = inputs.history[metric][:, -L:]
     index = inputs.history_index[-L:]
+    L = hist.shape[1]  # a history shorter than `weeks` gives fewer periods
     with np.errstate(invalid="ignore"):
         mean = np.nanmean(np.where(np.isnan(hist), np.nan, hist), axis=1)
     ok = np.isfinite(mean) & (mean > 0) & ((~np.isnan(hist)).mean(axis=1) >= 0.5)

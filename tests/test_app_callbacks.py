@@ -150,7 +150,9 @@ def test_sync_filters_without_a_run(empty_rm):
 
 def test_status_view(readmodel, plan):
     as_of, banner, is_open = shell.status_view(readmodel)
-    assert as_of == f"run {plan.run_id} · 2026-08-05 06:00 UTC" and not is_open and banner == ""
+    assert (
+        as_of == f"run {plan.run_id} · {plan.created_at:%Y-%m-%d %H:%M} UTC" and not is_open and banner == ""
+    )
 
 
 # --------------------------------------------------------------------------- overview

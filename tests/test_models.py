@@ -471,3 +471,13 @@ def test_fleet_keeps_the_yearly_wave_only_where_the_hold_out_wants_it():
     assert r.model.tolist() == ["fleet"] * (2 * n)
     cal = m.calibration(90)
     assert set(cal.variants) >= {"*", "cpu_p95", "disk_p95"}
+
+
+def test_naive_blocks_give_the_same_forecast(monkeypatch, panel):
+    import forecasting.models.naive as naive
+
+    whole = SeasonalNaiveModel().fit(panel).predict(20)
+    monkeypatch.setattr(naive, "BLOCK", 4)
+    blocked = SeasonalNaiveModel().fit(panel).predict(20)
+    np.testing.assert_array_equal(whole.point, blocked.point)
+    np.testing.assert_allclose(whole.quantiles, blocked.quantiles, rtol=1e-6)

@@ -26,6 +26,8 @@ ERROR_WINDOW_SEASONS = {"daily": 52, "hourly": 28}
 LOOKBACK_SEASONS = 8
 # Fewer error samples than this and a quantile estimate is not worth trusting.
 MIN_ERROR_SAMPLES = 8
+# Series per block in predict(): bounds the (block, H, Q) temporaries.
+BLOCK = 4096
 
 FAILURE_COLUMNS = ["server_id", "metric", "model", "reason"]
 
@@ -162,6 +164,23 @@ def naive_offsets(
     return off, missing
 
 
+def _pairs(Q: int) -> list[tuple[int, int]]:
+    """Symmetric (lower, upper) quantile positions, innermost pair first."""
+    return [(i, Q - 1 - i) for i in range(Q // 2)][::-1]
+
+
+def band_ratios(residual: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(P, n, H) |residual − band mid| / band half-width for each central band (innermost first),
+    float32; NaN where there is no residual or no width."""
+    out = np.empty((offsets.shape[-1] // 2, *residual.shape), dtype=np.float32)
+    for k, (lo, hi) in enumerate(_pairs(offsets.shape[-1])):
+        half = (offsets[:, :, hi] - offsets[:, :, lo]) / 2.0
+        mid = (offsets[:, :, hi] + offsets[:, :, lo]) / 2.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[k] = np.abs(residual - mid) / half
+    return out
+
+
 def band_factors(
     residual: np.ndarray, offsets: np.ndarray, groups: np.ndarray, levels: Sequence[float] = QUANTILES
 ) -> dict[str, np.ndarray]:
@@ -173,16 +192,17 @@ def band_factors(
     over the band's half-width — split conformal scaling. Returns group -> (Q // 2,) factors
     (inner pair first), '*' pooling every series; groups with under 30 series use '*'.
     """
-    qs = np.asarray(levels)
-    pairs = [(i, len(qs) - 1 - i) for i in range(len(qs) // 2)][::-1]  # innermost pair first
-    ratios = []
-    for lo, hi in pairs:
-        half = (offsets[:, :, hi] - offsets[:, :, lo]) / 2.0
-        mid = (offsets[:, :, hi] + offsets[:, :, lo]) / 2.0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratios.append(np.abs(residual - mid) / half)
-    groups = np.asarray(groups).astype(str)
     scored = ~np.isnan(residual).all(axis=1)
+    return factors_from_ratios(band_ratios(residual, offsets), scored, groups, levels)
+
+
+def factors_from_ratios(
+    ratios: np.ndarray, scored: np.ndarray, groups: np.ndarray, levels: Sequence[float] = QUANTILES
+) -> dict[str, np.ndarray]:
+    """band_factors from precomputed band_ratios (scored: series with any hold-out actual)."""
+    qs = np.asarray(levels)
+    pairs = _pairs(len(qs))
+    groups = np.asarray(groups).astype(str)
     out: dict[str, np.ndarray] = {}
     for name in ["*", *sorted(set(groups))]:
         sel = np.ones(len(groups), dtype=bool) if name == "*" else groups == name
@@ -201,8 +221,7 @@ def band_factors(
 def scale_bands(offsets: np.ndarray, factors: np.ndarray, levels: Sequence[float] = QUANTILES) -> np.ndarray:
     """Offsets (…, Q) with each central band's half-width multiplied by its factor; nested bands
     stay nested."""
-    Q = len(levels)
-    pairs = [(i, Q - 1 - i) for i in range(Q // 2)][::-1]
+    pairs = _pairs(len(levels))
     out = offsets.copy()
     prev = None
     for k, (lo, hi) in enumerate(pairs):
@@ -251,13 +270,21 @@ class SeasonalNaiveModel(ForecastModel):
             raise ValueError(f"horizon must be at least 1 period, got {horizon}")
         m = self._season_of(panel)
         window = self.error_window or m * ERROR_WINDOW_SEASONS[panel.freq]
-        values = panel.values
-        tmpl = seasonal_template(values, m)
-        point = tmpl[:, np.arange(horizon) % m]
-        offsets, no_spread = naive_offsets(values, panel.observed, m, horizon, window)
-        if self.calibrate:
-            offsets = self._calibrated(panel, offsets, m, horizon, window)
-        quantiles = point[:, :, None] + offsets
+        values, observed = panel.values, panel.observed
+        n = panel.n_series
+        factors = self._band_factors(panel, m, horizon, window) if self.calibrate else None
+        point = np.empty((n, horizon))
+        quantiles = np.empty((n, horizon, len(QUANTILES)))
+        no_spread = np.zeros(n, dtype=bool)
+        steps = np.arange(horizon) % m
+        for lo in range(0, n, BLOCK):  # blocks keep the (n, H, Q) temporaries in cache
+            sl = slice(lo, lo + BLOCK)
+            p = seasonal_template(values[sl], m)[:, steps]
+            off, no_spread[sl] = naive_offsets(values[sl], observed[sl], m, horizon, window)
+            if factors is not None:
+                off = scale_bands(off, factors[sl][:, None, :])
+            point[sl] = p
+            np.add(p[:, :, None], off, out=quantiles[sl])
         point, quantiles = finalize(point, quantiles, panel.upper_bounds)
 
         empty = np.isnan(values).all(axis=1)
@@ -278,20 +305,28 @@ class SeasonalNaiveModel(ForecastModel):
             failures=failures,
         )
 
-    def _calibrated(self, panel: Panel, offsets: np.ndarray, m: int, H: int, window: int) -> np.ndarray:
-        """Offsets rescaled by how the same bands fared on the last H periods (per metric)."""
-        T = panel.length
+    def _band_factors(self, panel: Panel, m: int, H: int, window: int) -> np.ndarray | None:
+        """(n, Q // 2) band factors per series: how the same bands fared on the last H periods,
+        pooled per metric (None when the history is too short to hold H periods out)."""
+        T, n = panel.length, panel.n_series
         origin = T - H
         if origin < 2 * m:
-            return offsets
-        head_v, head_o = panel.values[:, :origin], panel.observed[:, :origin]
-        point = seasonal_template(head_v, m)[:, np.arange(H) % m]
-        held, _ = naive_offsets(head_v, head_o, m, H, window)
-        actual = np.where(panel.observed[:, origin:], panel.values[:, origin:], np.nan)
+            return None
+        ratios = np.empty((len(QUANTILES) // 2, n, H), dtype=np.float32)
+        scored = np.zeros(n, dtype=bool)
+        steps = np.arange(H) % m
+        for lo in range(0, n, BLOCK):
+            sl = slice(lo, lo + BLOCK)
+            head_v, head_o = panel.values[sl, :origin], panel.observed[sl, :origin]
+            point = seasonal_template(head_v, m)[:, steps]
+            held, _ = naive_offsets(head_v, head_o, m, H, window)
+            actual = np.where(panel.observed[sl, origin:], panel.values[sl, origin:], np.nan)
+            residual = actual - point
+            ratios[:, sl] = band_ratios(residual, held)
+            scored[sl] = ~np.isnan(residual).all(axis=1)
         metrics = panel.keys["metric"].to_numpy(dtype=object)
-        factors = band_factors(actual - point, held, metrics)
-        per_series = np.stack([factors.get(str(g), factors["*"]) for g in metrics])
-        return scale_bands(offsets, per_series[:, None, :])
+        factors = factors_from_ratios(ratios, scored, metrics)
+        return np.stack([factors.get(str(g), factors["*"]) for g in metrics])
 
 
 def _failures(keys: pd.DataFrame, rules: list[tuple[np.ndarray, str]], model: str) -> pd.DataFrame:
