@@ -39,9 +39,6 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 APP_TITLE = "Capacity Forecaster"
-# The callbacks package, wired in by name: app code never uses callbacks' internals
-# (DESIGN.md §2: callbacks → app), only this factory hands the app to callbacks.register.
-CALLBACKS_PACKAGE = "callbacks"
 HEALTH_PATH = "/healthz"
 # Bundles Dash loads on demand that every dashboard page needs (paths under _dash-component-suites).
 LAZY_SCRIPTS = (
@@ -128,7 +125,11 @@ def create_app(
         dash.register_page(spec.key, **spec.register_kwargs())
     app.layout = _shell_layout
     _add_health_endpoint(app)
-    importlib.import_module(CALLBACKS_PACKAGE).register(app)
+    # The composition root is the one place app code meets callbacks (DESIGN.md §2 has
+    # callbacks → app): it hands the app to callbacks.register and uses nothing else of it.
+    import callbacks
+
+    callbacks.register(app)
     return app
 
 
