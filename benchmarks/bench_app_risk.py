@@ -27,10 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_app import TARGET_P95, filter_mix, pct  # noqa: E402  (same folder: shared measuring kit)
+from bench_app import dash_request as request  # noqa: E402
 
 from app import create_app, get_context  # noqa: E402
 from app.filters import FilterState  # noqa: E402
@@ -38,33 +39,6 @@ from app.whatif import ScenarioState, base_policy, compute_view  # noqa: E402
 from callbacks.risk import EXPORT_COLUMNS, at_risk, grid_rows  # noqa: E402
 from forecasting.settings import Settings  # noqa: E402
 from tests.plan_fixture import make_plan_store  # noqa: E402
-
-TARGET_P95 = {1_000: 0.200, 10_000: 1.0}
-
-
-def filter_mix(options: dict[str, list[str]]) -> list[FilterState]:
-    bu = options["business_unit"]
-    return [
-        FilterState(),
-        FilterState(business_unit=(bu[0],)),
-        FilterState(business_unit=(bu[1],), environment=("prod",)),
-        FilterState(region=(options["region"][0],)),
-        FilterState(criticality=("critical", "high")),
-    ]
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
-def request(output: str, outputs: Any, inputs: list[dict], state: list[dict] | None = None) -> dict:
-    return {
-        "output": output,
-        "outputs": outputs,
-        "inputs": inputs,
-        "changedPropIds": [f"{inputs[0]['id']}.{inputs[0]['property']}"],
-        "state": state or [],
-    }
 
 
 def page_requests(
