@@ -18,7 +18,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -339,23 +339,27 @@ def scenario_view(
 ) -> ScenarioView:
     """Results under ``state``: the plan itself for the base scenario, else the engine's what-if.
 
-    ``consolidation=True`` also re-packs hosts (the consolidation page); the risk page skips it.
-    A cached consolidation result also serves a risk request for the same scenario.
+    Each page computes only its half: the risk page re-derives risk (with reasons for flagged
+    rows, the ones it lists); the consolidation page (``consolidation=True``) re-derives
+    recommendations and re-packs hosts. A setting that cannot change a page's half (headroom
+    for risk, thresholds for sizing) is left out of its computation and cache key, so moving
+    it answers from the plan or the cache.
     """
     base = base_policy(plan, rm.settings)
-    if state.is_base:
-        return plan_view(plan, base)
-    key = (plan.run_id, state.key(), consolidation)
+    relevant = replace(state, thresholds=()) if consolidation else replace(state, headroom=None)
+    if relevant.is_base:
+        return replace(plan_view(plan, base), state=state)
+    key = (plan.run_id, relevant.key(), consolidation)
     with _CACHE.computing(
         _shared_key(rm, key)
     ):  # one computation per scenario, however many callbacks ask at once
-        for flag in (True,) if consolidation else (False, True):
-            cached = _CACHE.get(rm, (plan.run_id, state.key(), flag))
-            if cached is not None:
-                return cached
-        view = compute_view(rm.analytics_inputs(plan), plan, state, base, consolidation=consolidation)
-        _CACHE.put(rm, key, view)
-    return view
+        cached = _CACHE.get(rm, key)
+        if cached is None:
+            cached = compute_view(
+                rm.analytics_inputs(plan), plan, relevant, base, consolidation=consolidation
+            )
+            _CACHE.put(rm, key, cached)
+    return cached if cached.state == state else replace(cached, state=state)
 
 
 def compute_view(
@@ -366,16 +370,25 @@ def compute_view(
     *,
     consolidation: bool = False,
 ) -> ScenarioView:
-    """Run the engine's what-if and join its frames for display (no caching)."""
+    """Run the engine's what-if for one page's half and join its frames for display (no caching)."""
     import time
 
     started = time.perf_counter()
-    result = whatif(inputs, state.to_scenario(), **base.kwargs(), consolidation=consolidation)
-    risk, risk_pos = _attach(plan, result.risk)
-    recs, recs_pos = _attach(plan, result.recommendations.frame)
-    cons = cons_pos = None
+    result = whatif(
+        inputs,
+        state.to_scenario(),
+        **base.kwargs(),
+        risk=not consolidation,
+        recommendations=consolidation,
+        consolidation=consolidation,
+        explain="flagged",
+    )
+    risk = risk_pos = recs = recs_pos = cons = cons_pos = None
     summary: dict[str, Any] = {}
-    if consolidation:
+    if result.risk is not None:
+        risk, risk_pos = _attach(plan, result.risk)
+    if result.recommendations is not None:
+        recs, recs_pos = _attach(plan, result.recommendations.frame)
         cons, cons_pos = _attach(plan, result.recommendations.plan)
         summary = result.recommendations.summary_dict()
     return ScenarioView(

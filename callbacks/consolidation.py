@@ -103,29 +103,32 @@ def host_groups(cons: pd.DataFrame, filtered: pd.DataFrame) -> pd.DataFrame:
     cols = [*PLAN_FIELDS]
     if filtered is None or filtered.empty:
         return pd.DataFrame(columns=cols)
-    groups = cons[cons["target_group"].isin(filtered["target_group"].unique())]
-    g = groups.groupby("target_group", sort=False)
-    out = g.agg(
-        members=("server_id", "size"),
-        host_size=("host_size", "first"),
-        host_cores=("host_cores", "first"),
-        host_memory_gb=("host_memory_gb", "first"),
-        peak_cpu_util=("peak_cpu_util", "max"),
-        peak_mem_util=("peak_mem_util", "max"),
-        host_monthly_cost=("host_monthly_cost", "first"),
-        region=("region", "first"),
-        environment=("environment", "first"),
+    groups = cons[cons["target_group"].isin(filtered["target_group"].unique()).to_numpy()]
+    codes, names = pd.factorize(groups["target_group"].astype(str), sort=False)
+    order = np.argsort(codes, kind="stable")  # members of a group together, in plan order
+    counts = np.bincount(codes, minlength=len(names))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    first = groups.iloc[order[starts]]
+    sid = groups["server_id"].astype(str).to_numpy(dtype=object)[order].tolist()
+    member_ids = []
+    for a, n in zip(starts.tolist(), counts.tolist(), strict=True):
+        text = ", ".join(sid[a : a + min(n, MAX_MEMBER_IDS)])
+        member_ids.append(text + (f" … (+{n - MAX_MEMBER_IDS})" if n > MAX_MEMBER_IDS else ""))
+
+    def peak(col: str) -> np.ndarray:
+        return np.fmax.reduceat(groups[col].to_numpy(dtype=float)[order], starts).round(1)
+
+    out = pd.DataFrame(
+        {
+            "target_group": np.asarray(names, dtype=object),
+            "members": counts,
+            "member_ids": member_ids,
+            **{c: first[c].to_numpy() for c in ("host_size", "host_cores", "host_memory_gb")},
+            "peak_cpu_util": peak("peak_cpu_util"),
+            "peak_mem_util": peak("peak_mem_util"),
+            **{c: first[c].to_numpy() for c in ("host_monthly_cost", "region", "environment")},
+        }
     )
-    ids_ = g["server_id"].agg(
-        lambda s: (
-            ", ".join(map(str, s.iloc[:MAX_MEMBER_IDS]))
-            + (f" … (+{len(s) - MAX_MEMBER_IDS})" if len(s) > MAX_MEMBER_IDS else "")
-        )
-    )
-    out["member_ids"] = ids_
-    out = out.reset_index()
-    out["peak_cpu_util"] = out["peak_cpu_util"].astype(float).round(1)
-    out["peak_mem_util"] = out["peak_mem_util"].astype(float).round(1)
     out = out.sort_values(["members", "target_group"], ascending=[False, True], kind="stable")
     return out[cols].reset_index(drop=True)
 

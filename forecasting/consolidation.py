@@ -20,6 +20,7 @@ this module depends only on the prepared inputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -147,6 +148,7 @@ def pack(
         [np.where(placeable[:, None], d_cpu, 0.0), np.where(placeable[:, None], d_mem, 0.0)], axis=1
     )
     size = np.where(placeable, cpu_peak / cap[0] + mem_peak / cap[1], -1.0)
+    peak_at = demand.argmax(axis=2)  # (n, 2) each item's peak step per resource
     order = np.argsort(-size, kind="stable")
 
     partners: dict[int, list[int]] = {}
@@ -170,32 +172,41 @@ def pack(
         members = np.zeros(len(items), dtype=int)
         tier_counts = {t: np.zeros(len(items), dtype=int) for t in tier_limits}
         nb = 0
+        peaks = np.zeros((len(items), 2))
+        peaks_at = np.zeros((len(items), 2), dtype=int)
         for i in items:
             d = demand[i]
             chosen = -1
             if nb:
-                after = loads[:nb] + d
-                ok = (after <= limit[None, :, None]).all(axis=(1, 2))
+                allowed = None  # placement rules that rule hosts out, whatever the load
                 t_i = tier[i]
                 if t_i in tier_limits:
-                    ok &= tier_counts[t_i][:nb] < tier_limits[t_i]
+                    allowed = tier_counts[t_i][:nb] < tier_limits[t_i]
                 if max_members is not None:
-                    ok &= members[:nb] < max_members
+                    fewer = members[:nb] < max_members
+                    allowed = fewer if allowed is None else allowed & fewer
                 for q in partners.get(int(i), ()):
                     g = group[q]
                     if g >= next_group:  # partner already on a host of this partition
-                        ok[g - next_group] = False
-                if ok.any():
-                    if method == "peak-aware":
-                        grown = (after.max(axis=2) / cap[None, :]).sum(axis=1) - fullness[:nb]
-                        chosen = int(np.flatnonzero(ok)[np.argmin(grown[ok])])
-                    else:
-                        chosen = int(np.argmax(ok))
+                        if allowed is None:
+                            allowed = np.ones(nb, dtype=bool)
+                        allowed[g - next_group] = False
+                if method == "peak-aware":
+                    chosen = _best_fit(
+                        loads, peaks, peaks_at, fullness, nb, d, peak_at[i], allowed, limit, cap
+                    )
+                else:
+                    ok = ((loads[:nb] + d) <= limit[None, :, None]).all(axis=(1, 2))
+                    if allowed is not None:
+                        ok &= allowed
+                    chosen = int(np.argmax(ok)) if ok.any() else -1
             if chosen < 0:
                 chosen = nb
                 nb += 1
             loads[chosen] += d
-            fullness[chosen] = (loads[chosen].max(axis=1) / cap).sum()
+            peaks_at[chosen] = loads[chosen].argmax(axis=1)
+            peaks[chosen] = loads[chosen, (0, 1), peaks_at[chosen]]
+            fullness[chosen] = (peaks[chosen] / cap).sum()
             members[chosen] += 1
             if tier[i] in tier_counts:
                 tier_counts[tier[i]][chosen] += 1
@@ -209,6 +220,72 @@ def pack(
     return Packing(
         group=group, reason=reason, n_groups=next_group, cpu_load=loads[:, 0], mem_load=loads[:, 1]
     )
+
+
+_EXACT_HOSTS = 40  # below this many open hosts, _best_fit checks every one
+
+
+def _best_fit(
+    loads: np.ndarray,
+    peaks: np.ndarray,
+    host_peak_at: np.ndarray,
+    fullness: np.ndarray,
+    nb: int,
+    d: np.ndarray,
+    peak_at: np.ndarray,
+    allowed: np.ndarray | None,
+    limit: np.ndarray,
+    cap: np.ndarray,
+) -> int:
+    """The open host whose summed peaks grow least when ``d`` joins it (ties: the lowest
+    index), or −1 when none fits: the peak-aware choice, by branch and bound.
+
+    Checking a host exactly costs its whole series (2 × T). Each host's growth has a cheap lower
+    bound from two steps per resource: the item's peak step and the host's (``host_peak_at``);
+    the sums at the item's peak steps also rule out hosts with no room there. Hosts are checked exactly
+    in order of that bound until the bound passes the best growth found, which is usually after
+    a handful: the same answer as checking all, at a fraction of the work on large fleets.
+    """
+    if nb <= _EXACT_HOSTS:  # few hosts: checking them all costs less than bounding
+        after = loads[:nb] + d
+        ok = (after <= limit[None, :, None]).all(axis=(1, 2))
+        if allowed is not None:
+            ok &= allowed
+        if not ok.any():
+            return -1
+        growth = (after.max(axis=2) / cap[None, :]).sum(axis=1) - fullness[:nb]
+        return int(np.flatnonzero(ok)[np.argmin(growth[ok])])
+    g0 = loads[:nb, 0, peak_at[0]] + d[0, peak_at[0]]
+    g1 = loads[:nb, 1, peak_at[1]] + d[1, peak_at[1]]
+    room = (g0 <= limit[0]) & (g1 <= limit[1])
+    if allowed is not None:
+        room &= allowed
+    cand = np.flatnonzero(room)
+    if not len(cand):
+        return -1
+    # the item's load at each host's own peak steps adds to those peaks
+    h0 = peaks[cand, 0] + d[0, host_peak_at[cand, 0]]
+    h1 = peaks[cand, 1] + d[1, host_peak_at[cand, 1]]
+    # the same arithmetic, in the same order, as the exact growth below: bound ≤ growth exactly
+    bound = (np.maximum(g0[cand], h0) / cap[0] + np.maximum(g1[cand], h1) / cap[1]) - fullness[cand]
+    by_bound = np.argsort(bound, kind="stable")  # ties stay in host order
+    cand, bounds = cand[by_bound], bound[by_bound].tolist()
+    best, best_growth = -1, math.inf
+    pos, step = 0, 16
+    while pos < len(cand):
+        if best >= 0 and (bounds[pos], int(cand[pos])) > (best_growth, best):
+            break  # no host left can beat (or tie at a lower index) the best found
+        chunk = cand[pos : pos + step]
+        after = loads[chunk] + d
+        fits = (after <= limit[None, :, None]).all(axis=(1, 2))
+        if fits.any():
+            growth = (after.max(axis=2) / cap[None, :]).sum(axis=1) - fullness[chunk]
+            for g, b in zip(growth[fits].tolist(), chunk[fits].tolist(), strict=True):
+                if (g, b) < (best_growth, best if best >= 0 else nb):
+                    best, best_growth = b, g
+        pos += step
+        step *= 2
+    return best
 
 
 # --------------------------------------------------------------------------- catalog helpers

@@ -224,8 +224,8 @@ class WhatIfResult:
 
     scenario: Scenario
     inputs: AnalyticsInputs
-    risk: pd.DataFrame  # plan.RISK_COLUMNS
-    recommendations: Recommendations
+    risk: pd.DataFrame | None  # plan.RISK_COLUMNS (None when not asked for)
+    recommendations: Recommendations | None  # None when not asked for
     risk_changes: pd.DataFrame | None  # compare_risk(base_risk, risk) when a base was given
 
 
@@ -244,6 +244,9 @@ def whatif(
     packing_quantile: str = "q90",
     consolidation: bool = False,
     base_risk: pd.DataFrame | None = None,
+    risk: bool = True,
+    recommendations: bool = True,
+    explain: str = "all",
 ) -> WhatIfResult:
     """Re-derive risk and recommendations under ``scenario`` over the base settings given.
 
@@ -251,27 +254,39 @@ def whatif(
     offset and lead-time mappings are merged over them and its headroom replaces the base one.
     ``consolidation=False`` (default) skips packing so the answer comes back within an
     interactive callback; pass True for a full re-plan (seconds for a 1,000-server fleet).
+    ``risk``/``recommendations`` pick the halves to compute (a page that shows one skips the
+    other); ``explain`` is :func:`forecasting.risk.risk_table`'s.
     """
+    if not (risk or recommendations):
+        raise AnalyticsError("whatif: ask for risk, recommendations or both")
     s_inputs = scenario_inputs(inputs, scenario)
     thr = {**(thresholds or {}), **(scenario.thresholds or {})}
     offs = {**(criticality_offsets or {}), **(scenario.criticality_offsets or {})}
     leads = {**(lead_time_days or {}), **(scenario.lead_time_days or {})}
     h = headroom if scenario.headroom is None else scenario.headroom
-    risk = risk_table(s_inputs, thresholds=thr, criticality_offsets=offs, lead_time_days=leads)
-    recs = recommend_from_inputs(
-        s_inputs,
-        headroom=h,
-        idle_cpu_p95=idle_cpu_p95,
-        catalog=catalog,
-        rules=rules,
-        quantile=quantile,
-        packing_quantile=packing_quantile,
-        consolidation=consolidation,
-        profiles=False,
+    table = (
+        risk_table(s_inputs, thresholds=thr, criticality_offsets=offs, lead_time_days=leads, explain=explain)
+        if risk
+        else None
     )
-    changes = compare_risk(base_risk, risk) if base_risk is not None else None
+    recs = (
+        recommend_from_inputs(
+            s_inputs,
+            headroom=h,
+            idle_cpu_p95=idle_cpu_p95,
+            catalog=catalog,
+            rules=rules,
+            quantile=quantile,
+            packing_quantile=packing_quantile,
+            consolidation=consolidation,
+            profiles=False,
+        )
+        if recommendations
+        else None
+    )
+    changes = compare_risk(base_risk, table) if base_risk is not None and table is not None else None
     return WhatIfResult(
-        scenario=scenario, inputs=s_inputs, risk=risk, recommendations=recs, risk_changes=changes
+        scenario=scenario, inputs=s_inputs, risk=table, recommendations=recs, risk_changes=changes
     )
 
 

@@ -292,6 +292,39 @@ def test_packing_never_exceeds_capacity_and_places_each_item_once(problem) -> No
     assert np.all(placed[fits_alone])
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), members=st.sampled_from([None, 3]), pairs=st.integers(0, 30))
+def test_bounded_best_fit_chooses_exactly_what_checking_every_host_does(seed, members, pairs) -> None:
+    """The branch-and-bound host choice is an optimisation, never a different plan."""
+    import forecasting.consolidation as cons
+
+    rng = np.random.default_rng(seed)
+    n, T = 300, 24
+    base = rng.uniform(0.2, 3.0, (n, 1))
+    shape = 1 + 0.6 * np.sin(np.linspace(0, 6.3, T)[None, :] + rng.uniform(0, 6.3, (n, 1)))
+    cpu = np.round(base * shape * rng.uniform(0.7, 1.3, (n, T)), int(rng.integers(0, 3)))  # ties too
+    mem = np.round(base * rng.uniform(0.5, 1.5, (n, T)), 1)
+    kw = {
+        "host_cores": 8,
+        "host_memory_gb": 8,
+        "headroom": 0.2,
+        "partition": rng.choice(["emea|prod", "amer|prod"], n).astype(object),
+        "tier": rng.choice(["critical", "high", "low"], n).astype(object),
+        "rules": PlacementRules(max_servers_per_host=members),
+        "anti_pairs": rng.integers(0, n, (pairs, 2)),
+    }
+    bounded = pack(cpu, mem, **kw)
+    saved = cons._EXACT_HOSTS
+    try:
+        cons._EXACT_HOSTS = n + 1  # every host checked in full
+        exhaustive = pack(cpu, mem, **kw)
+    finally:
+        cons._EXACT_HOSTS = saved
+    assert bounded.n_groups > 2 * saved  # the bounded search did run
+    np.testing.assert_array_equal(bounded.group, exhaustive.group)
+    np.testing.assert_array_equal(bounded.cpu_load, exhaustive.cpu_load)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     shapes=st.lists(
