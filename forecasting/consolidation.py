@@ -396,6 +396,24 @@ def _level_ratio(hist: np.ndarray, window: int) -> np.ndarray:
     return np.clip(np.nan_to_num(ratio, nan=1.0, posinf=1.0), 1.0, MAX_LEVEL_RATIO)
 
 
+def _history_demand(
+    inputs: AnalyticsInputs, metric: str, cols: np.ndarray, level_adjust: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S, T) the history part of :func:`demand_series` in percent, gaps filled, and (S,) its max."""
+    S = inputs.n_servers
+    hist = inputs.history[metric][:, cols] if metric in inputs.history else np.full((S, len(cols)), np.nan)
+    if level_adjust and hist.shape[1]:
+        hist = hist * _level_ratio(hist, LEVEL_WINDOW_DAYS * inputs.periods_per_day)
+    with np.errstate(invalid="ignore"):
+        hmax = (
+            np.nanmax(np.where(np.isnan(hist), -np.inf, hist), axis=1)
+            if hist.shape[1]
+            else np.full(S, -np.inf)
+        )
+    hmax = np.where(np.isfinite(hmax), hmax, np.nan)
+    return np.where(np.isnan(hist), hmax[:, None], hist), hmax
+
+
 def demand_series(
     inputs: AnalyticsInputs,
     *,
@@ -423,21 +441,13 @@ def demand_series(
     cols = inputs.history_index.get_indexer(h_idx)
     out = []
     inv = inputs.inventory
-    S = inputs.n_servers
     for metric, capacity in (("cpu_p95", "cpu_cores"), ("mem_p95", "memory_gb")):
-        hist = (
-            inputs.history[metric][:, cols] if metric in inputs.history else np.full((S, len(cols)), np.nan)
+        # the history part does not change with a scenario: computed once per run's inputs
+        hist, hmax = inputs.memoised(
+            ("demand-history", metric, Th, level_adjust),
+            (inputs.history.get(metric), inputs.history_index, inputs.origin, inv),
+            lambda metric=metric: _history_demand(inputs, metric, cols, level_adjust),
         )
-        if level_adjust and hist.shape[1]:
-            hist = hist * _level_ratio(hist, LEVEL_WINDOW_DAYS * inputs.periods_per_day)
-        with np.errstate(invalid="ignore"):
-            hmax = (
-                np.nanmax(np.where(np.isnan(hist), -np.inf, hist), axis=1)
-                if hist.shape[1]
-                else np.full(S, -np.inf)
-            )
-        hmax = np.where(np.isfinite(hmax), hmax, np.nan)
-        hist = np.where(np.isnan(hist), hmax[:, None], hist)
         fc = inputs.path(metric, qi)
         fc = np.where(np.isnan(fc) & ~np.isnan(hmax)[:, None], hmax[:, None], fc)
         pct = np.concatenate([hist, fc], axis=1)

@@ -26,8 +26,9 @@ month/quarter-end days get status ``seasonal_peak``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,25 @@ class AnalyticsInputs:
     hist_uplift: np.ndarray  # (S, M, 2) [month-end, quarter-end] uplift seen in history (NaN = unknown)
     missing_uplift: np.ndarray  # (S, M, 2) part of that uplift the forecast lacks (≥ 0)
     growth: np.ndarray | None = None  # (S, M, H) factor applied by a what-if (None = none)
+    # derived arrays that do not depend on a scenario, shared by the instances a what-if derives
+    # (see :meth:`memoised`); not pickled
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "memo"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, memo={})
+
+    def memoised(self, key: tuple, sources: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per ``key`` while the ``sources`` (the arrays it reads) are the same
+        objects: a what-if replaces the arrays it changes, so it never sees a stale result."""
+        hit = self.memo.get(key)
+        if hit is not None and len(hit[0]) == len(sources) and all(a is b for a, b in zip(hit[0], sources)):
+            return hit[1]
+        value = compute()
+        self.memo[key] = (sources, value)
+        return value
 
     @property
     def server_ids(self) -> np.ndarray:

@@ -192,6 +192,32 @@ def test_demand_series_is_history_then_forecast_in_absolute_units() -> None:
     assert np.allclose(mem, 3.2)
 
 
+def test_demand_history_is_computed_once_per_run_and_never_stale() -> None:
+    import pickle
+
+    from forecasting.whatif import AddedLoad, add_servers, apply_growth
+
+    fc, hist, inv = shaped_fleet(DAY_END)
+    inputs = prepare(fc, hist, inv)
+    cpu, _, _ = demand_series(inputs, history_periods=10)
+    grown = apply_growth(inputs, 10.0)  # same history: the memoised part is reused
+    asked, computed = [], []
+    real = grown.memoised
+
+    def spy(key, sources, compute):
+        asked.append(key)
+        return real(key, sources, lambda: computed.append(key) or compute())
+
+    object.__setattr__(grown, "memoised", spy)
+    g_cpu, _, _ = demand_series(grown, history_periods=10)
+    assert len(asked) == 2 and computed == []  # CPU and memory, both from the memo
+    np.testing.assert_array_equal(g_cpu[:, :10], cpu[:, :10])  # history is what happened
+    assert np.all(g_cpu[:, 10:] > cpu[:, 10:])  # the forecast part grew
+    more = add_servers(inputs, [AddedLoad("Payments", 2, "day")])  # new rows: recomputed
+    assert demand_series(more, history_periods=10)[0].shape == (4, 10 + H)
+    assert pickle.loads(pickle.dumps(inputs)).memo == {}  # the shared cache stores no memo
+
+
 def test_default_host_follows_the_shape_of_demand() -> None:
     cat = validate_catalog(
         pd.DataFrame(
