@@ -184,6 +184,10 @@ def _shell_layout() -> html.Div:
         [
             dcc.Location(id=ids.URL, refresh="callback-nav"),
             dcc.Store(id=ids.FILTERS),
+            dcc.Store(
+                id=ids.SCENARIO_CARRY,
+                data={"query": "", "pages": [p["nav_path"] for p in nav_pages() if p.get("scenario")]},
+            ),
             navbar(
                 links,
                 brand=APP_TITLE,

@@ -77,7 +77,7 @@ WHATIF_HEADROOM = "whatif-headroom"
 WHATIF_RESET = "whatif-reset"
 WHATIF_SUMMARY = "whatif-summary"
 WHATIF_STATE = "whatif-state"  # dcc.Store: app.whatif.ScenarioState.to_data()
-WHATIF_URL_DUMMY = "whatif-url-dummy"  # output of the clientside URL writer
+SCENARIO_CARRY = "shell-scenario"  # the last what-if scenario (query), carried by scenario pages' links
 
 # --------------------------------------------------------------------------- utilization risk (/risk)
 RISK_KPIS = "risk-kpis"

@@ -37,8 +37,9 @@
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     capfc: {
-      // Filters -> query string (replaceState: no page re-render) and navbar links.
-      syncUrl: function (data, pathname) {
+      // Filters -> query string (replaceState: no page re-render) and navbar links; the links
+      // of scenario pages also carry the last what-if scenario.
+      syncUrl: function (data, pathname, carry) {
         var cc = window.dash_clientside.callback_context;
         var outs = cc.outputs_list[0] || [];
         var query = (data && data.query) || "";
@@ -53,7 +54,14 @@
           }
         }
         var rel = withoutPrefix(pathname || window.location.pathname);
-        var hrefs = outs.map(function (o) { return withPrefix(o.id.index) + (query ? "?" + query : ""); });
+        var scenario = (carry && carry.query) || "";
+        var hrefs = outs.map(function (o) {
+          var q = query;
+          if (scenario && (carry.pages || []).indexOf(o.id.index) >= 0) {
+            q = q ? q + "&" + scenario : scenario;
+          }
+          return withPrefix(o.id.index) + (q ? "?" + q : "");
+        });
         var active = outs.map(function (o) {
           var p = o.id.index;
           return p === "/" ? rel === "/" : rel === p || rel.indexOf(p + "/") === 0;

@@ -119,6 +119,7 @@ def register(app: Dash) -> None:
         Output({"type": ids.NAV_LINK_TYPE, "index": ALL}, "active"),
         Input(ids.FILTERS, "data"),
         Input(ids.URL, "pathname"),
+        Input(ids.SCENARIO_CARRY, "data"),
     )
 
     @app.callback(

@@ -23,9 +23,10 @@ from components.export import csv_bytes, excel_bytes, export_name, rows_frame
 MAX_SEARCH_CHARS = 200
 EXCEL_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
-# Clientside: mirror the scenario into the query string, keeping every other parameter.
+# Clientside: mirror the scenario into the query string, keeping every other parameter, and
+# into the shell's store, whose query the navbar adds to the other scenario page's link.
 WRITE_URL_JS = """
-function (data) {
+function (data, carry) {
     if (!data) { return window.dash_clientside.no_update; }
     var params = new URLSearchParams(window.location.search);
     (data.keys || []).forEach(function (k) { params.delete(k); });
@@ -35,7 +36,9 @@ function (data) {
     if (search !== window.location.search) {
         window.history.replaceState(window.history.state, "", window.location.pathname + search + window.location.hash);
     }
-    return "";
+    var query = data.query || "";
+    if (carry && carry.query === query) { return window.dash_clientside.no_update; }
+    return Object.assign({}, carry, {query: query});
 }
 """
 
@@ -218,5 +221,8 @@ def register(app: Dash) -> None:
         return controls_view(rm, trigger, growth, dict(zip(metrics, thr)), headroom, current)
 
     app.clientside_callback(
-        WRITE_URL_JS, Output(ids.WHATIF_URL_DUMMY, "children"), Input(ids.WHATIF_STATE, "data")
+        WRITE_URL_JS,
+        Output(ids.SCENARIO_CARRY, "data"),
+        Input(ids.WHATIF_STATE, "data"),
+        State(ids.SCENARIO_CARRY, "data"),
     )

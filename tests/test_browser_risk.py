@@ -165,4 +165,22 @@ def test_growth_control_changes_the_risk_count_and_the_url(dash_duo, fixture_app
     while time.monotonic() < deadline and "growth=10" not in dash_duo.driver.current_url:
         time.sleep(0.1)
     assert parse_qs(urlparse(dash_duo.driver.current_url).query).get("growth") == ["10"]
+
+    # the scenario follows the planner to the consolidation page (its navbar link carries it)
+    def link(text: str):
+        found = [a for a in dash_duo.find_elements(".app-navbar .nav-link") if a.text == text]
+        assert found, f"no navbar link {text!r}"
+        return found[0]
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "growth=10" not in (
+        link("Consolidation").get_attribute("href") or ""
+    ):
+        time.sleep(0.1)
+    assert "growth=10" in link("Consolidation").get_attribute("href")
+    assert "growth" not in link("Overview").get_attribute("href")  # the overview has no scenario
+    click(dash_duo, link("Consolidation"))
+    dash_duo.wait_for_contains_text("#whatif-summary", "growth +10 %/month", timeout=20)
+    assert urlparse(dash_duo.driver.current_url).path == "/consolidation"
+    assert parse_qs(urlparse(dash_duo.driver.current_url).query).get("growth") == ["10"]
     assert console_errors(dash_duo) == []

@@ -27,6 +27,7 @@ class PageSpec:
     order: int | None = None
     nav_label: str | None = None  # shown in the navbar when set
     nav_path: str | None = None  # the link's target and the prefix that marks it active
+    scenario: bool = False  # the page reads the what-if scenario: its link carries it along
     description: str = ""
 
     def register_kwargs(self) -> dict[str, Any]:
@@ -38,6 +39,7 @@ class PageSpec:
             "description": self.description,
             "nav_label": self.nav_label,
             "nav_path": self.nav_path or self.path,
+            "scenario": self.scenario,
         }
         if self.path_template:
             kw["path_template"] = self.path_template

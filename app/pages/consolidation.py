@@ -177,7 +177,6 @@ def layout(**query: Any) -> html.Div:
                 ],
                 className="g-3",
             ),
-            html.Div(id=ids.WHATIF_URL_DUMMY, hidden=True),
         ]
     )
 
@@ -192,6 +191,7 @@ PAGES = [
         order=3,
         nav_label="Consolidation",
         nav_path="/consolidation",
+        scenario=True,
         description="Right-sizing, decommissioning and host consolidation, with savings per business unit.",
     )
 ]

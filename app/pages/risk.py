@@ -105,7 +105,6 @@ def layout(**query: Any) -> html.Div:
                 subtitle="Rows at risk only (severity low or worse), worst first. Click a row to open its server; "
                 "exports contain exactly the rows shown, with filters and scenario.",
             ),
-            html.Div(id=ids.WHATIF_URL_DUMMY, hidden=True),
         ]
     )
 
@@ -120,6 +119,7 @@ PAGES = [
         order=2,
         nav_label="Utilization risk",
         nav_path="/risk",
+        scenario=True,
         description="Servers forecast to breach their thresholds, with what-if growth and threshold controls.",
     )
 ]
