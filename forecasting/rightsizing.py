@@ -123,6 +123,14 @@ def _size_label(cores: np.ndarray, memory: np.ndarray, catalog: pd.DataFrame) ->
     return np.asarray(out, dtype=object)
 
 
+def _observed_peak(inputs: AnalyticsInputs, metric: str, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(S,) peak and (S,) number of observed periods of ``metric`` over the history columns."""
+    if metric not in inputs.history:
+        return np.full(inputs.n_servers, np.nan), np.zeros(inputs.n_servers, dtype=int)
+    h = inputs.history[metric][:, cols]
+    return _row_max(h), (~np.isnan(h)).sum(axis=1)
+
+
 def size_servers(
     inputs: AnalyticsInputs,
     *,
@@ -162,13 +170,12 @@ def size_servers(
 
     peaks, hist_max, fc_peak, observed = {}, {}, {}, {}
     for metric in ("cpu_p95", "mem_p95"):
-        h = (
-            inputs.history[metric][:, h_cols]
-            if metric in inputs.history
-            else np.full((S, len(h_cols)), np.nan)
+        # the observed part does not change with a scenario: computed once per run's inputs
+        hist_max[metric], observed[metric] = inputs.memoised(
+            ("sizing-history", metric, lb),
+            (inputs.history.get(metric), inputs.history_index, inputs.origin, inv),
+            lambda metric=metric: _observed_peak(inputs, metric, h_cols),
         )
-        hist_max[metric] = _row_max(h)
-        observed[metric] = (~np.isnan(h)).sum(axis=1)
         fc_peak[metric] = _row_max(inputs.path(metric, qi))
         peaks[metric] = np.fmax(hist_max[metric], fc_peak[metric])
 

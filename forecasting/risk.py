@@ -163,7 +163,9 @@ class AnalyticsInputs:
         if self.growth is not None:
             out *= self.growth[:, j, :]
         if adjusted and np.any(self.missing_uplift[:, j]):
-            out += self.peak_adjustment()[:, j, :]
+            me = (self.peak_kind == MONTH_END).astype(float)
+            qe = (self.peak_kind == QUARTER_END).astype(float)
+            out += self.missing_uplift[:, j, 0:1] * me + self.missing_uplift[:, j, 1:2] * qe
         return out
 
     def with_changes(self, **changes) -> AnalyticsInputs:
