@@ -339,8 +339,8 @@ def scenario_view(
 ) -> ScenarioView:
     """Results under ``state``: the plan itself for the base scenario, else the engine's what-if.
 
-    Each page computes only its half: the risk page re-derives risk (with reasons for flagged
-    rows, the ones it lists); the consolidation page (``consolidation=True``) re-derives
+    Each page computes only its half: the risk page re-derives risk (assessing in full only
+    the flagged rows, the ones it lists); the consolidation page (``consolidation=True``) re-derives
     recommendations and re-packs hosts. A setting that cannot change a page's half (headroom
     for risk, thresholds for sizing) is left out of its computation and cache key, so moving
     it answers from the plan or the cache.
@@ -381,7 +381,7 @@ def compute_view(
         risk=not consolidation,
         recommendations=consolidation,
         consolidation=consolidation,
-        explain="flagged",
+        assess="flagged",
     )
     risk = risk_pos = recs = recs_pos = cons = cons_pos = None
     summary: dict[str, Any] = {}

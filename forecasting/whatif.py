@@ -246,7 +246,7 @@ def whatif(
     base_risk: pd.DataFrame | None = None,
     risk: bool = True,
     recommendations: bool = True,
-    explain: str = "all",
+    assess: str = "all",
 ) -> WhatIfResult:
     """Re-derive risk and recommendations under ``scenario`` over the base settings given.
 
@@ -255,7 +255,7 @@ def whatif(
     ``consolidation=False`` (default) skips packing so the answer comes back within an
     interactive callback; pass True for a full re-plan (seconds for a 1,000-server fleet).
     ``risk``/``recommendations`` pick the halves to compute (a page that shows one skips the
-    other); ``explain`` is :func:`forecasting.risk.risk_table`'s.
+    other); ``assess`` is :func:`forecasting.risk.risk_table`'s.
     """
     if not (risk or recommendations):
         raise AnalyticsError("whatif: ask for risk, recommendations or both")
@@ -265,7 +265,7 @@ def whatif(
     leads = {**(lead_time_days or {}), **(scenario.lead_time_days or {})}
     h = headroom if scenario.headroom is None else scenario.headroom
     table = (
-        risk_table(s_inputs, thresholds=thr, criticality_offsets=offs, lead_time_days=leads, explain=explain)
+        risk_table(s_inputs, thresholds=thr, criticality_offsets=offs, lead_time_days=leads, assess=assess)
         if risk
         else None
     )

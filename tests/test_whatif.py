@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forecasting.plan import RISK_COLUMNS
 from forecasting.rightsizing import recommend_from_inputs
 from forecasting.risk import AnalyticsError, prepare, risk_table
 from forecasting.whatif import (
@@ -64,6 +65,26 @@ def test_empty_scenario_reproduces_the_base(inputs) -> None:
     pd.testing.assert_frame_equal(res.recommendations.frame, base_recs.frame)
     assert list(res.risk_changes.columns) == CHANGE_COLUMNS
     assert set(res.risk_changes["change"]) == {"same"}
+
+
+@pytest.mark.parametrize("growth", [0.0, 4.0, 12.0])
+def test_flagged_assessment_matches_the_full_one_on_every_flagged_row(inputs, growth) -> None:
+    """The interactive what-if assesses flagged rows only; those rows must be exactly the full
+    assessment's, and the rest say "ok" with nothing assessed."""
+    grown = Scenario(growth_pct_per_month=growth)
+    full = whatif(inputs, grown, **BASE, recommendations=False).risk
+    fast = whatif(inputs, grown, **BASE, recommendations=False, assess="flagged").risk
+    assert list(fast.columns) == RISK_COLUMNS and len(fast) == len(full)
+    pd.testing.assert_frame_equal(fast[["server_id", "metric", "threshold", "current_p95", "status"]],
+                                  full[["server_id", "metric", "threshold", "current_p95", "status"]])  # fmt: skip
+    flagged = (full["status"] != "ok").to_numpy()
+    pd.testing.assert_frame_equal(fast[flagged], full[flagged])
+    rest = fast[~flagged]
+    assert (rest["severity"] == "none").all() and (rest["reason"] == "").all()
+    assert rest["breach_probability"].isna().all() and rest["breach_expected"].isna().all()
+    assert fast.dtypes.equals(full.dtypes)
+    if growth == 12.0:
+        assert flagged.any() and not flagged.all()  # both kinds of row were compared
 
 
 def test_growth_compounds_monthly_per_business_unit(inputs) -> None:
