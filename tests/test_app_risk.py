@@ -310,4 +310,4 @@ def test_risk_page_and_callbacks_are_registered(fixture_app):
         assert client.get(path).status_code == 200
     outputs = set(fixture_app.callback_map)
     assert any(o.startswith("..risk-grid.rowData") for o in outputs)
-    assert "risk-download.data" in outputs and "whatif-url-dummy.children" in outputs
+    assert "risk-download.data" in outputs and "shell-scenario.data" in outputs
