@@ -144,9 +144,8 @@ def pack(
     else:
         d_cpu, d_mem = cpu, mem
     T = d_cpu.shape[1]
-    demand = np.stack(
-        [np.where(placeable[:, None], d_cpu, 0.0), np.where(placeable[:, None], d_mem, 0.0)], axis=1
-    )
+    demand = np.empty((n, 2, T))  # only placeable rows are ever read
+    demand[:, 0], demand[:, 1] = d_cpu, d_mem
     size = np.where(placeable, cpu_peak / cap[0] + mem_peak / cap[1], -1.0)
     peak_at = demand.argmax(axis=2)  # (n, 2) each item's peak step per resource
     order = np.argsort(-size, kind="stable")
@@ -181,18 +180,19 @@ def pack(
         nb = 0
         peaks = np.zeros((len(items), 2))
         peaks_at = np.zeros((len(items), 2), dtype=int)
-        for i in items:
+        cap_c, cap_m = float(cap[0]), float(cap[1])
+        for i in items.tolist():
             d = demand[i]
+            t_i = tier[i]
             chosen = -1
             if nb:
                 allowed = None  # placement rules that rule hosts out, whatever the load
-                t_i = tier[i]
                 if t_i in tier_limits:
                     allowed = tier_counts[t_i][:nb] < tier_limits[t_i]
                 if max_members is not None:
                     fewer = members[:nb] < max_members
                     allowed = fewer if allowed is None else allowed & fewer
-                for q in partners.get(int(i), ()):
+                for q in partners.get(i, ()):
                     g = group[q]
                     if g >= next_group:  # partner already on a host of this partition
                         if allowed is None:
@@ -202,13 +202,16 @@ def pack(
             if chosen < 0:
                 chosen = nb
                 nb += 1
-            loads[chosen] += d
-            peaks_at[chosen] = loads[chosen].argmax(axis=1)
-            peaks[chosen] = loads[chosen, (0, 1), peaks_at[chosen]]
-            fullness[chosen] = (peaks[chosen] / cap).sum()
+            host = loads[chosen]  # a view: updated in place
+            host += d
+            at = host.argmax(axis=1)
+            top = host[_RESOURCES, at]
+            peaks_at[chosen], peaks[chosen] = at, top
+            top_c, top_m = top.tolist()
+            fullness[chosen] = top_c / cap_c + top_m / cap_m  # as (peaks / cap).sum() adds them
             members[chosen] += 1
-            if tier[i] in tier_counts:
-                tier_counts[tier[i]][chosen] += 1
+            if t_i in tier_counts:
+                tier_counts[t_i][chosen] += 1
             group[i] = next_group + chosen
         loads_all.append(loads[:nb])
         next_group += nb
@@ -243,9 +246,7 @@ def _first_fit(
     mem_l: list[float] = []
     members: list[int] = []
     tiers: list[dict[str, int]] = []
-    sizes = size.tolist()
-    for i in items.tolist():
-        c, m = sizes[i]
+    for i, (c, m) in zip(items.tolist(), size[items].tolist(), strict=True):
         t_i = tier[i]
         cap_t = tier_limits.get(t_i)
         barred = {int(group[q]) - first_group for q in partners.get(i, ()) if group[q] >= first_group}
@@ -275,6 +276,7 @@ def _first_fit(
 
 
 _EXACT_HOSTS = 40  # below this many open hosts, _best_fit checks every one
+_RESOURCES = np.array([0, 1])  # CPU, memory: axis 1 of the load arrays
 
 
 def _best_fit(
@@ -299,27 +301,25 @@ def _best_fit(
     a handful: the same answer as checking all, at a fraction of the work on large fleets.
     """
     if nb <= _EXACT_HOSTS:  # few hosts: checking them all costs less than bounding
-        after = loads[:nb] + d
-        ok = (after <= limit[None, :, None]).all(axis=(1, 2))
+        top = (loads[:nb] + d).max(axis=2)  # (nb, 2) peaks with the item: fit and growth
+        ok = (top <= limit).all(axis=1)
         if allowed is not None:
             ok &= allowed
         if not ok.any():
             return -1
-        growth = (after.max(axis=2) / cap[None, :]).sum(axis=1) - fullness[:nb]
+        growth = (top / cap).sum(axis=1) - fullness[:nb]
         return int(np.flatnonzero(ok)[np.argmin(growth[ok])])
-    g0 = loads[:nb, 0, peak_at[0]] + d[0, peak_at[0]]
-    g1 = loads[:nb, 1, peak_at[1]] + d[1, peak_at[1]]
-    room = (g0 <= limit[0]) & (g1 <= limit[1])
+    g = loads[:nb, _RESOURCES, peak_at] + d[_RESOURCES, peak_at]  # (nb, 2) at the item's peaks
+    room = (g <= limit).all(axis=1)
     if allowed is not None:
         room &= allowed
     cand = np.flatnonzero(room)
     if not len(cand):
         return -1
     # the item's load at each host's own peak steps adds to those peaks
-    h0 = peaks[cand, 0] + d[0, host_peak_at[cand, 0]]
-    h1 = peaks[cand, 1] + d[1, host_peak_at[cand, 1]]
+    h = peaks[cand] + d[_RESOURCES, host_peak_at[cand]]
     # the same arithmetic, in the same order, as the exact growth below: bound ≤ growth exactly
-    bound = (np.maximum(g0[cand], h0) / cap[0] + np.maximum(g1[cand], h1) / cap[1]) - fullness[cand]
+    bound = (np.maximum(g[cand], h) / cap).sum(axis=1) - fullness[cand]
     by_bound = np.argsort(bound, kind="stable")  # ties stay in host order
     cand, bounds = cand[by_bound], bound[by_bound].tolist()
     best, best_growth = -1, math.inf
@@ -328,10 +328,10 @@ def _best_fit(
         if best >= 0 and (bounds[pos], int(cand[pos])) > (best_growth, best):
             break  # no host left can beat (or tie at a lower index) the best found
         chunk = cand[pos : pos + step]
-        after = loads[chunk] + d
-        fits = (after <= limit[None, :, None]).all(axis=(1, 2))
+        top = (loads[chunk] + d).max(axis=2)
+        fits = (top <= limit).all(axis=1)
         if fits.any():
-            growth = (after.max(axis=2) / cap[None, :]).sum(axis=1) - fullness[chunk]
+            growth = (top / cap).sum(axis=1) - fullness[chunk]
             for g, b in zip(growth[fits].tolist(), chunk[fits].tolist(), strict=True):
                 if (g, b) < (best_growth, best if best >= 0 else nb):
                     best, best_growth = b, g
@@ -526,6 +526,37 @@ def replay_arrays(
     group: np.ndarray, host_cores: np.ndarray, host_memory_gb: np.ndarray, cpu: np.ndarray, mem: np.ndarray
 ) -> Replay:
     """Replay groups (item → group index, −1 skipped) on actual cores/GB series (n × T)."""
+    return _replay(group, host_cores, host_memory_gb, *_replay_arrays(cpu, mem))
+
+
+def _replay_arrays(cpu: np.ndarray, mem: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Actual series as replay reads them: NaN as 0, and where either resource was observed."""
+    return np.nan_to_num(cpu), np.nan_to_num(mem), ~np.isnan(cpu) | ~np.isnan(mem)
+
+
+def _history_cores(inputs: AnalyticsInputs) -> tuple[np.ndarray, np.ndarray]:
+    """(S, T) every server's CPU cores and memory GB used over the history in ``inputs``."""
+    inv = inputs.inventory
+    out = []
+    for metric, capacity in (("cpu_p95", "cpu_cores"), ("mem_p95", "memory_gb")):
+        hist = inputs.history.get(metric)
+        if hist is None:
+            hist = np.full((inputs.n_servers, len(inputs.history_index)), np.nan)
+        out.append(hist / 100.0 * inv[capacity].to_numpy(dtype=float)[:, None])
+    return out[0], out[1]
+
+
+def _replay(
+    group: np.ndarray,
+    host_cores: np.ndarray,
+    host_memory_gb: np.ndarray,
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    seen: np.ndarray,
+    rows: np.ndarray | None = None,
+) -> Replay:
+    """:func:`replay_arrays` on prepared arrays (:func:`_replay_arrays`); item i is row
+    ``rows[i]`` of them (row i without ``rows``), so fleet-wide arrays serve any candidate set."""
     placed = np.flatnonzero(group >= 0)
     G = len(host_cores)
     T = cpu.shape[1]
@@ -535,9 +566,10 @@ def replay_arrays(
     g_sorted = group[order]
     starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
     gids = g_sorted[starts]
-    sum_cpu = np.add.reduceat(np.nan_to_num(cpu[order]), starts, axis=0)
-    sum_mem = np.add.reduceat(np.nan_to_num(mem[order]), starts, axis=0)
-    observed = np.logical_or.reduceat(~np.isnan(cpu[order]) | ~np.isnan(mem[order]), starts, axis=0)
+    take = order if rows is None else np.asarray(rows)[order]
+    sum_cpu = np.add.reduceat(cpu[take], starts, axis=0)
+    sum_mem = np.add.reduceat(mem[take], starts, axis=0)
+    observed = np.logical_or.reduceat(seen[take], starts, axis=0)
     hc = np.asarray(host_cores, dtype=float)[gids][:, None]
     hm = np.asarray(host_memory_gb, dtype=float)[gids][:, None]
     bad = observed & ((sum_cpu > hc * (1 + 1e-9)) | (sum_mem > hm * (1 + 1e-9)))
@@ -847,19 +879,17 @@ def consolidate(
     gn = _groups(sub, naive, cpu, mem, catalog, headroom, "naive", paid, equiv)
 
     if actuals is not None:
-        act_cpu, act_mem = _actual_arrays(sub["server_id"], sub, actuals)
-        source = "actuals"
-    else:
-        hist_cpu = inputs.history.get("cpu_p95")
-        hist_mem = inputs.history.get("mem_p95")
-        T = len(inputs.history_index)
-        hist_cpu = hist_cpu[items] if hist_cpu is not None else np.full((len(items), T), np.nan)
-        hist_mem = hist_mem[items] if hist_mem is not None else np.full((len(items), T), np.nan)
-        act_cpu = hist_cpu / 100.0 * sub["cpu_cores"].to_numpy(dtype=float)[:, None]
-        act_mem = hist_mem / 100.0 * sub["memory_gb"].to_numpy(dtype=float)[:, None]
-        source = "history"
-    r_smart = replay_arrays(gs.group, gs.host_cores, gs.host_mem, act_cpu, act_mem)
-    r_naive = replay_arrays(gn.group, gn.host_cores, gn.host_mem, act_cpu, act_mem)
+        actual = _replay_arrays(*_actual_arrays(sub["server_id"], sub, actuals))
+        rows, source = None, "actuals"
+    else:  # the fleet's history in cores and GB: the same for every scenario, so once per run
+        actual = inputs.memoised(
+            ("replay-history",),
+            (inputs.history.get("cpu_p95"), inputs.history.get("mem_p95"), inv),
+            lambda: _replay_arrays(*_history_cores(inputs)),
+        )
+        rows, source = items, "history"
+    r_smart = _replay(gs.group, gs.host_cores, gs.host_mem, *actual, rows=rows)
+    r_naive = _replay(gn.group, gn.host_cores, gn.host_mem, *actual, rows=rows)
 
     placed = smart.group >= 0
     n_groups, n_alone = len(gs.host_cores), int(gs.alone.sum())
