@@ -233,59 +233,66 @@ def size_servers(
     savings = cost - out_cost
 
     end = format_date(inputs.index[-1], inputs.origin, inputs.freq == "hourly") if len(inputs.index) else ""
+    # plain Python values: the sentences below are formatted per server
+    L = {
+        k: np.asarray(v).tolist()
+        for k, v in {
+            "a": action, "cap": has_capacity, "sz": sizable, "cpu": cpu_pct, "mem": mem_pct,
+            "dc": demand_cores, "dm": demand_mem, "cores": cores, "memory": memory, "nc": need_cores,
+            "nm": need_mem, "cost": cost, "fc": fc_peak["cpu_p95"], "hmax": hist_max["cpu_p95"],
+            "rname": rname, "rc": rc, "rm": rm, "rcost": rcost, "nofit": no_fit, "smaller": smaller,
+            "sav": savings,
+        }.items()
+    }  # fmt: skip
+    fin = math.isfinite
     reasons = []
     for i in range(S):
-        a = action[i]
-        if not has_capacity[i]:
+        a = L["a"][i]
+        if not L["cap"][i]:
             reasons.append("capacity unknown (cpu_cores or memory_gb missing in the inventory): cannot size")
             continue
-        if not sizable[i]:
-            what = " and ".join(
-                n for n, v in (("CPU", cpu_pct[i]), ("memory", mem_pct[i])) if not np.isfinite(v)
-            )
+        cpu_i, mem_i, cost_i = L["cpu"][i], L["mem"][i], L["cost"][i]
+        if not L["sz"][i]:
+            what = " and ".join(n for n, v in (("CPU", cpu_i), ("memory", mem_i)) if not fin(v))
             reasons.append(f"no {what} history or forecast to size from: keep as is")
             continue
         demand_txt = (
-            f"CPU peak {demand_cores[i]:.1f} of {cores[i]:g} cores ({cpu_pct[i]:.0f} %), memory peak "
-            f"{demand_mem[i]:.1f} of {memory[i]:g} GB ({mem_pct[i]:.0f} %) over the last {lookback_days} d "
+            f"CPU peak {L['dc'][i]:.1f} of {L['cores'][i]:g} cores ({cpu_i:.0f} %), memory peak "
+            f"{L['dm'][i]:.1f} of {L['memory'][i]:g} GB ({mem_i:.0f} %) over the last {lookback_days} d "
             f"and the forecast to {end}"
         )
         need_txt = (
-            f"with {headroom * 100:.0f} % headroom it needs {need_cores[i]:.1f} cores / {need_mem[i]:.1f} GB"
+            f"with {headroom * 100:.0f} % headroom it needs {L['nc'][i]:.1f} cores / {L['nm'][i]:.1f} GB"
         )
-        cost_txt = f"${cost[i]:,.0f}/month now" if np.isfinite(cost[i]) else "current cost unknown"
+        cost_txt = f"${cost_i:,.0f}/month now" if fin(cost_i) else "current cost unknown"
+        rname_i, rc_i, rm_i, rcost_i = L["rname"][i], L["rc"][i], L["rm"][i], L["rcost"][i]
         if a == "decommission":
-            fc = fc_peak["cpu_p95"][i]
-            fc_txt = f", forecast peak {fc:.1f} %" if np.isfinite(fc) else ""
+            fc = L["fc"][i]
+            fc_txt = f", forecast peak {fc:.1f} %" if fin(fc) else ""
             reasons.append(
                 f"idle: CPU p95 below {idle_cpu_p95:g} % throughout the last {lookback_days} d "
-                f"(max {hist_max['cpu_p95'][i]:.1f} %{fc_txt}); review for decommissioning"
-                + (f", saves ${cost[i]:,.0f}/month" if np.isfinite(cost[i]) else "")
+                f"(max {L['hmax'][i]:.1f} %{fc_txt}); review for decommissioning"
+                + (f", saves ${cost_i:,.0f}/month" if fin(cost_i) else "")
             )
         elif a == "upgrade":
-            short = [
-                n for n, v in (("CPU", cpu_pct[i]), ("memory", mem_pct[i])) if v > 100 * (1 - headroom) + 1e-9
-            ]
+            short = [n for n, v in (("CPU", cpu_i), ("memory", mem_i)) if v > 100 * (1 - headroom) + 1e-9]
             tail = (
-                f"; even the largest size ({rname[i]}: {rc[i]:g} vCPU / {rm[i]:g} GB) is short: split the workload"
-                if no_fit[i]
-                else f" → {rname[i]} ({rc[i]:g} vCPU / {rm[i]:g} GB, ${rcost[i]:,.0f}/month; {cost_txt})"
+                f"; even the largest size ({rname_i}: {rc_i:g} vCPU / {rm_i:g} GB) is short: split the workload"
+                if L["nofit"][i]
+                else f" → {rname_i} ({rc_i:g} vCPU / {rm_i:g} GB, ${rcost_i:,.0f}/month; {cost_txt})"
             )
             reasons.append(f"undersized ({' and '.join(short)}): {demand_txt}; {need_txt}{tail}")
         elif a == "right-size":
+            sav = L["sav"][i]
             reasons.append(
-                f"{demand_txt}; {need_txt} → {rname[i]} ({rc[i]:g} vCPU / {rm[i]:g} GB) "
-                + (
-                    f"saves ${savings[i]:,.0f}/month ({cost_txt})"
-                    if np.isfinite(savings[i])
-                    else f"({cost_txt})"
-                )
+                f"{demand_txt}; {need_txt} → {rname_i} ({rc_i:g} vCPU / {rm_i:g} GB) "
+                + (f"saves ${sav:,.0f}/month ({cost_txt})" if fin(sav) else f"({cost_txt})")
             )
-        elif not np.isfinite(rcost[i]) or not smaller[i]:
+        elif not fin(rcost_i) or not L["smaller"][i]:
             reasons.append(f"fits: {demand_txt}; {need_txt}: the current size is the smallest that fits")
         else:
             reasons.append(
-                f"fits: {demand_txt}; {need_txt}; the smallest fit ({rname[i]}, ${rcost[i]:,.0f}/month) would save "
+                f"fits: {demand_txt}; {need_txt}; the smallest fit ({rname_i}, ${rcost_i:,.0f}/month) would save "
                 f"less than {min_savings_fraction * 100:.0f} % of {cost_txt}"
             )
 
