@@ -63,8 +63,16 @@ def test_app_registers_pages_callbacks_and_serves_every_page(fixture_app, plan):
         "/assets/10-app.css",
         "/assets/app.js",
         "/assets/favicon.ico",
+        "/assets/vendor/plotly-cartesian-4.1.1.min.js",
     ):
         assert client.get(asset).status_code == 200
+    # charts come from plotly.js's cartesian bundle, of the version plotly.py writes figures for;
+    # the full bundle (3× the size) is neither loaded nor preloaded
+    from plotly.offline import get_plotlyjs_version
+
+    index = client.get("/").data.decode()
+    assert "vendor/plotly-cartesian-4.1.1.min.js" in index and "plotly.min.js" not in index
+    assert get_plotlyjs_version() == "4.1.1"
 
 
 def test_health_endpoint_reports_the_data_state(fixture_app, plan, make_app, tmp_path):

@@ -19,7 +19,6 @@ from components.grid import (
     number_column,
     server_link_column,
     text_column,
-    wrapped_text_column,
 )
 from components.layout import loading, page_header, section
 
@@ -43,7 +42,7 @@ RECOMMENDATION_COLUMN_DEFS = [
     money_column(
         "monthly_savings", "Savings / month", minWidth=115, filter="agNumberColumnFilter", sort="desc"
     ),
-    wrapped_text_column("reason", "Reason", minWidth=320),
+    text_column("reason", "Reason", minWidth=320, flex=1, tooltipField="reason"),
 ]
 
 PLAN_COLUMN_DEFS = [
