@@ -13,6 +13,7 @@ import logging
 import os
 import pkgutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from flask_caching import Cache
 
 from components.filterbar import filter_bar
 from components.layout import banner, navbar
+from forecasting.consolidation import warm_up
 from forecasting.settings import Settings, load_settings
 from forecasting.sources import Store, StoreError, open_store
 
@@ -134,6 +136,8 @@ def create_app(
     readmodel = ReadModel(source, settings, backend)
     app.server.extensions[EXTENSION] = AppContext(settings, readmodel, cache_dir)
 
+    # compile the packing kernel while the app boots, not on the first what-if
+    threading.Thread(target=warm_up, name="capfc-warm-up", daemon=True).start()
     _preload_lazy_scripts(app)
     for spec in discover_pages():
         dash.register_page(spec.key, **spec.register_kwargs())

@@ -20,10 +20,10 @@ this module depends only on the prepared inputs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -150,15 +150,18 @@ def pack(
     peak_at = demand.argmax(axis=2)  # (n, 2) each item's peak step per resource
     order = np.argsort(-size, kind="stable")
 
-    partners: dict[int, list[int]] = {}
-    if anti_pairs is not None and len(anti_pairs):
-        for a, b in np.asarray(anti_pairs, dtype=int):
-            partners.setdefault(int(a), []).append(int(b))
-            partners.setdefault(int(b), []).append(int(a))
-    tier_limits = dict(rules.max_per_host_by_criticality)
-    max_members = rules.max_servers_per_host
+    # placement rules as arrays for the kernel: tier codes and caps, partners in CSR form
+    tier_codes, tier_names = pd.factorize(pd.Series(tier, dtype=object), sort=True)
+    limits = dict(rules.max_per_host_by_criticality)
+    tier_cap = np.array([limits.get(t, -1) for t in tier_names], dtype=np.int64)
+    pairs = np.asarray(anti_pairs if anti_pairs is not None else np.zeros((0, 2)), dtype=np.int64)
+    pairs = pairs.reshape(-1, 2)
+    both = np.concatenate([pairs, pairs[:, ::-1]])
+    both = both[np.argsort(both[:, 0], kind="stable")]
+    partner_ptr = np.searchsorted(both[:, 0], np.arange(n + 1)).astype(np.int64)
+    max_members = -1 if rules.max_servers_per_host is None else int(rules.max_servers_per_host)
 
-    group = np.full(n, -1, dtype=int)
+    group = np.full(n, -1, dtype=np.int64)
     loads_all: list[np.ndarray] = []
     next_group = 0
     part_codes, part_names = pd.factorize(pd.Series(partition, dtype=object), sort=True)
@@ -166,55 +169,23 @@ def pack(
         items = order[(part_codes[order] == p) & placeable[order]]
         if len(items) == 0:
             continue
-        if method == "sum-of-peaks":
-            loads = _first_fit(
-                items, demand[:, :, 0], tier, tier_limits, max_members, partners, group, next_group, limit
-            )
-            loads_all.append(loads)
-            next_group += len(loads)
-            continue
-        loads = np.zeros((len(items), 2, T))
-        fullness = np.zeros(len(items))
-        members = np.zeros(len(items), dtype=int)
-        tier_counts = {t: np.zeros(len(items), dtype=int) for t in tier_limits}
-        nb = 0
-        peaks = np.zeros((len(items), 2))
-        peaks_at = np.zeros((len(items), 2), dtype=int)
-        cap_c, cap_m = float(cap[0]), float(cap[1])
-        for i in items.tolist():
-            d = demand[i]
-            t_i = tier[i]
-            chosen = -1
-            if nb:
-                allowed = None  # placement rules that rule hosts out, whatever the load
-                if t_i in tier_limits:
-                    allowed = tier_counts[t_i][:nb] < tier_limits[t_i]
-                if max_members is not None:
-                    fewer = members[:nb] < max_members
-                    allowed = fewer if allowed is None else allowed & fewer
-                for q in partners.get(i, ()):
-                    g = group[q]
-                    if g >= next_group:  # partner already on a host of this partition
-                        if allowed is None:
-                            allowed = np.ones(nb, dtype=bool)
-                        allowed[g - next_group] = False
-                chosen = _best_fit(loads, peaks, peaks_at, fullness, nb, d, peak_at[i], allowed, limit, cap)
-            if chosen < 0:
-                chosen = nb
-                nb += 1
-            host = loads[chosen]  # a view: updated in place
-            host += d
-            at = host.argmax(axis=1)
-            top = host[_RESOURCES, at]
-            peaks_at[chosen], peaks[chosen] = at, top
-            top_c, top_m = top.tolist()
-            fullness[chosen] = top_c / cap_c + top_m / cap_m  # as (peaks / cap).sum() adds them
-            members[chosen] += 1
-            if t_i in tier_counts:
-                tier_counts[t_i][chosen] += 1
-            group[i] = next_group + chosen
-        loads_all.append(loads[:nb])
-        next_group += nb
+        loads = _pack_partition(
+            demand,
+            peak_at,
+            items.astype(np.int64),
+            tier_codes.astype(np.int64),
+            tier_cap,
+            max_members,
+            partner_ptr,
+            np.ascontiguousarray(both[:, 1]),
+            group,
+            next_group,
+            limit,
+            cap,
+            method == "peak-aware",
+        )
+        loads_all.append(loads)
+        next_group += len(loads)
     if loads_all:
         loads = np.concatenate(loads_all, axis=0)
     else:
@@ -224,120 +195,104 @@ def pack(
     )
 
 
-def _first_fit(
+@numba.njit(cache=True, nogil=True)
+def _pack_partition(
+    demand: np.ndarray,
+    peak_at: np.ndarray,
     items: np.ndarray,
-    size: np.ndarray,
-    tier: np.ndarray,
-    tier_limits: Mapping[str, int],
-    max_members: int | None,
-    partners: Mapping[int, list[int]],
+    tier_code: np.ndarray,
+    tier_cap: np.ndarray,
+    max_members: int,
+    partner_ptr: np.ndarray,
+    partner_idx: np.ndarray,
     group: np.ndarray,
     first_group: int,
     limit: np.ndarray,
-) -> np.ndarray:
-    """First fit of constant sizes (``size``: n × 2, the sum-of-peaks baseline) for one
-    partition's ``items`` in order; writes ``group`` and returns the (hosts, 2, 1) loads.
-
-    Plain Python floats: with one value per resource a host check is two additions, cheaper
-    than any array call (the same IEEE arithmetic, so the same plan as the array version).
-    """
-    lim_c, lim_m = float(limit[0]), float(limit[1])
-    cpu_l: list[float] = []
-    mem_l: list[float] = []
-    members: list[int] = []
-    tiers: list[dict[str, int]] = []
-    for i, (c, m) in zip(items.tolist(), size[items].tolist(), strict=True):
-        t_i = tier[i]
-        cap_t = tier_limits.get(t_i)
-        barred = {int(group[q]) - first_group for q in partners.get(i, ()) if group[q] >= first_group}
-        chosen = -1
-        for b in range(len(cpu_l)):
-            if (
-                cpu_l[b] + c <= lim_c
-                and mem_l[b] + m <= lim_m
-                and (cap_t is None or tiers[b].get(t_i, 0) < cap_t)
-                and (max_members is None or members[b] < max_members)
-                and b not in barred
-            ):
-                chosen = b
-                break
-        if chosen < 0:
-            chosen = len(cpu_l)
-            cpu_l.append(0.0)
-            mem_l.append(0.0)
-            members.append(0)
-            tiers.append({})
-        cpu_l[chosen] += c
-        mem_l[chosen] += m
-        members[chosen] += 1
-        tiers[chosen][t_i] = tiers[chosen].get(t_i, 0) + 1
-        group[i] = first_group + chosen
-    return np.array([cpu_l, mem_l], dtype=float).T.reshape(-1, 2, 1)
-
-
-_EXACT_HOSTS = 40  # below this many open hosts, _best_fit checks every one
-_RESOURCES = np.array([0, 1])  # CPU, memory: axis 1 of the load arrays
-
-
-def _best_fit(
-    loads: np.ndarray,
-    peaks: np.ndarray,
-    host_peak_at: np.ndarray,
-    fullness: np.ndarray,
-    nb: int,
-    d: np.ndarray,
-    peak_at: np.ndarray,
-    allowed: np.ndarray | None,
-    limit: np.ndarray,
     cap: np.ndarray,
-) -> int:
-    """The open host whose summed peaks grow least when ``d`` joins it (ties: the lowest
-    index), or −1 when none fits: the peak-aware choice, by branch and bound.
+    best_fit: bool,
+) -> np.ndarray:  # pragma: no cover - compiled; tests/test_consolidation.py checks it against a reference
+    """Place one partition's ``items`` (in order) on hosts; writes ``group``, returns (hosts, 2, T) loads.
 
-    Checking a host exactly costs its whole series (2 × T). Each host's growth has a cheap lower
-    bound from two steps per resource: the item's peak step and the host's (``host_peak_at``);
-    the sums at the item's peak steps also rule out hosts with no room there. Hosts are checked exactly
-    in order of that bound until the bound passes the best growth found, which is usually after
-    a handful: the same answer as checking all, at a fraction of the work on large fleets.
+    ``best_fit``: the open host whose summed peaks (as fractions of capacity) grow least, ties
+    to the lowest index (peak-aware); otherwise the first host that fits (sum of peaks, T = 1).
+    A host is ruled out by the placement rules, then cheaply by the load at the item's own peak
+    steps; before the exact check of its whole series, a lower bound on the growth (those steps
+    and the host's own peak steps) skips hosts that cannot beat the best found. Compiled: the
+    per-item work of a 10,000-server what-if is otherwise Python overhead.
     """
-    if nb <= _EXACT_HOSTS:  # few hosts: checking them all costs less than bounding
-        top = (loads[:nb] + d).max(axis=2)  # (nb, 2) peaks with the item: fit and growth
-        ok = (top <= limit).all(axis=1)
-        if allowed is not None:
-            ok &= allowed
-        if not ok.any():
-            return -1
-        growth = (top / cap).sum(axis=1) - fullness[:nb]
-        return int(np.flatnonzero(ok)[np.argmin(growth[ok])])
-    g = loads[:nb, _RESOURCES, peak_at] + d[_RESOURCES, peak_at]  # (nb, 2) at the item's peaks
-    room = (g <= limit).all(axis=1)
-    if allowed is not None:
-        room &= allowed
-    cand = np.flatnonzero(room)
-    if not len(cand):
-        return -1
-    # the item's load at each host's own peak steps adds to those peaks
-    h = peaks[cand] + d[_RESOURCES, host_peak_at[cand]]
-    # the same arithmetic, in the same order, as the exact growth below: bound ≤ growth exactly
-    bound = (np.maximum(g[cand], h) / cap).sum(axis=1) - fullness[cand]
-    by_bound = np.argsort(bound, kind="stable")  # ties stay in host order
-    cand, bounds = cand[by_bound], bound[by_bound].tolist()
-    best, best_growth = -1, math.inf
-    pos, step = 0, 16
-    while pos < len(cand):
-        if best >= 0 and (bounds[pos], int(cand[pos])) > (best_growth, best):
-            break  # no host left can beat (or tie at a lower index) the best found
-        chunk = cand[pos : pos + step]
-        top = (loads[chunk] + d).max(axis=2)
-        fits = (top <= limit).all(axis=1)
-        if fits.any():
-            growth = (top / cap).sum(axis=1) - fullness[chunk]
-            for g, b in zip(growth[fits].tolist(), chunk[fits].tolist(), strict=True):
-                if (g, b) < (best_growth, best if best >= 0 else nb):
-                    best, best_growth = b, g
-        pos += step
-        step *= 2
-    return best
+    k, T = len(items), demand.shape[2]
+    loads = np.zeros((k, 2, T))
+    peaks = np.zeros((k, 2))
+    peaks_at = np.zeros((k, 2), dtype=np.int64)
+    fullness = np.zeros(k)
+    members = np.zeros(k, dtype=np.int64)
+    tier_counts = np.zeros((k, len(tier_cap)), dtype=np.int64)
+    barred = np.zeros(k, dtype=np.bool_)
+    nb = 0
+    for i in items:
+        t_i = tier_code[i]
+        for j in range(partner_ptr[i], partner_ptr[i + 1]):
+            g = group[partner_idx[j]]
+            if g >= first_group:  # a partner already on a host of this partition
+                barred[g - first_group] = True
+        p0, p1 = peak_at[i, 0], peak_at[i, 1]
+        best, best_growth = -1, np.inf
+        for b in range(nb):
+            if barred[b] or (0 <= tier_cap[t_i] <= tier_counts[b, t_i]) or (0 <= max_members <= members[b]):
+                continue
+            g0 = loads[b, 0, p0] + demand[i, 0, p0]
+            g1 = loads[b, 1, p1] + demand[i, 1, p1]
+            if g0 > limit[0] or g1 > limit[1]:
+                continue
+            if best_fit and best >= 0:
+                h0 = peaks[b, 0] + demand[i, 0, peaks_at[b, 0]]
+                h1 = peaks[b, 1] + demand[i, 1, peaks_at[b, 1]]
+                # the exact growth's arithmetic on two of its steps: never above it
+                if (max(g0, h0) / cap[0] + max(g1, h1) / cap[1]) - fullness[b] >= best_growth:
+                    continue  # cannot beat the best (a tie goes to the lower index, the best)
+            fits, m0, m1 = True, -np.inf, -np.inf
+            for t in range(T):
+                a0 = loads[b, 0, t] + demand[i, 0, t]
+                a1 = loads[b, 1, t] + demand[i, 1, t]
+                if a0 > limit[0] or a1 > limit[1]:
+                    fits = False
+                    break
+                m0, m1 = max(m0, a0), max(m1, a1)
+            if not fits:
+                continue
+            if not best_fit:
+                best = b
+                break
+            growth = (m0 / cap[0] + m1 / cap[1]) - fullness[b]
+            if growth < best_growth:
+                best, best_growth = b, growth
+        for j in range(partner_ptr[i], partner_ptr[i + 1]):
+            g = group[partner_idx[j]]
+            if g >= first_group:
+                barred[g - first_group] = False
+        if best < 0:
+            best = nb
+            nb += 1
+        for r in range(2):
+            top = 0
+            for t in range(T):
+                loads[best, r, t] += demand[i, r, t]
+                if loads[best, r, t] > loads[best, r, top]:
+                    top = t
+            peaks_at[best, r] = top
+            peaks[best, r] = loads[best, r, top]
+        fullness[best] = peaks[best, 0] / cap[0] + peaks[best, 1] / cap[1]
+        members[best] += 1
+        tier_counts[best, t_i] += 1
+        group[i] = first_group + best
+    return loads[:nb]
+
+
+def warm_up() -> None:
+    """Compile the packing kernel now (or load it from numba's cache): a server calls this at
+    start-up so its first consolidation what-if does not wait the ~2 s a first compile takes."""
+    demand = np.ones((2, 3))
+    pack(demand, demand, host_cores=4, host_memory_gb=4, headroom=0.2)
 
 
 # --------------------------------------------------------------------------- catalog helpers

@@ -487,17 +487,22 @@ def recommend_from_inputs(
                 f"year (at today's level) and of the {packing_quantile} forecast; share of host cost "
                 f"${s:,.0f}/month" + (f" vs ${k:,.0f} now" if np.isfinite(k) else "")
                 for g, n, h, c, m, u, v, su, sv, s, k in zip(
-                    plan["target_group"],
-                    detail["members"],
-                    plan["host_size"],
-                    plan["host_cores"],
-                    plan["host_memory_gb"],
-                    plan["peak_cpu_util"],
-                    plan["peak_mem_util"],
-                    detail["sum_of_peaks_cpu_util"],
-                    detail["sum_of_peaks_mem_util"],
-                    share,
-                    current,
+                    *(
+                        np.asarray(col).tolist()  # plain values: pandas/NumPy scalars format slowly
+                        for col in (
+                            plan["target_group"],
+                            detail["members"],
+                            plan["host_size"],
+                            plan["host_cores"],
+                            plan["host_memory_gb"],
+                            plan["peak_cpu_util"],
+                            plan["peak_mem_util"],
+                            detail["sum_of_peaks_cpu_util"],
+                            detail["sum_of_peaks_mem_util"],
+                            share,
+                            current,
+                        )
+                    ),
                     strict=True,
                 )
             ]
