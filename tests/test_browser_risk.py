@@ -183,4 +183,8 @@ def test_growth_control_changes_the_risk_count_and_the_url(dash_duo, fixture_app
     dash_duo.wait_for_contains_text("#whatif-summary", "growth +10 %/month", timeout=20)
     assert urlparse(dash_duo.driver.current_url).path == "/consolidation"
     assert parse_qs(urlparse(dash_duo.driver.current_url).query).get("growth") == ["10"]
+    dash_duo.wait_for_element("#cons-kpis .kpi-value", timeout=30)  # the re-planned page is in
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and dash_duo.find_elements("[data-dash-is-loading=true]"):
+        time.sleep(0.2)  # let the chart callback finish before the server stops
     assert console_errors(dash_duo) == []
