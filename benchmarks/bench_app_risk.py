@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_app import TARGET_P95, filter_mix, pct  # noqa: E402  (same folder: shared measuring kit)
+from bench_app import TARGET_P95, build_store, filter_mix, pct  # noqa: E402  (same folder: shared kit)
 from bench_app import dash_request as request  # noqa: E402
 
 from app import create_app, get_context  # noqa: E402
@@ -38,7 +38,6 @@ from app.filters import FilterState  # noqa: E402
 from app.whatif import ScenarioState, base_policy, compute_view  # noqa: E402
 from callbacks.risk import EXPORT_COLUMNS, at_risk, grid_rows  # noqa: E402
 from forecasting.settings import Settings  # noqa: E402
-from tests.plan_fixture import make_plan_store  # noqa: E402
 
 
 def page_requests(
@@ -110,7 +109,7 @@ def run(n: int, repeat: int, workdir: Path) -> dict[str, Any]:
     """Time every callback of the two pages on an ``n``-server fleet; print the table."""
     root = workdir / f"fleet-{n}"
     t0 = time.perf_counter()
-    store = make_plan_store(root, n, seed=0)
+    store = build_store(root, n, seed=0)
     print(f"\n== {n:,} servers (store built in {time.perf_counter() - t0:.1f} s)")
     app = create_app(
         Settings(data=str(root)), store, cache_type="simple", cache_dir=str(workdir / f"cache-{n}")
@@ -128,9 +127,11 @@ def run(n: int, repeat: int, workdir: Path) -> dict[str, Any]:
     scenario = ScenarioState.of(3, {"cpu_p95": 75})
     results: dict[str, list[float]] = {}
 
-    # scenario changes: every request a new scenario (the engine runs); the first warms numpy
-    post(client, page_requests(FilterState(), ScenarioState(growth=0.5))["risk: grid + KPIs"])
-    for i in range(max(2, repeat // 2)):
+    # scenario changes: every request a new scenario (the engine runs); the first of each page
+    # warms up (numpy, and the packing kernel a server compiles at start-up)
+    for name in ("risk: grid + KPIs", "consolidation: page"):
+        post(client, page_requests(FilterState(), ScenarioState(growth=0.5))[name])
+    for i in range(2 * repeat):
         s = ScenarioState(growth=1 + i * 0.5)
         results.setdefault("risk: scenario change (engine)", []).append(
             post(client, page_requests(FilterState(), s)["risk: grid + KPIs"])
