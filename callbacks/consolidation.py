@@ -185,56 +185,59 @@ def kpis_view(view: ScenarioView, recs: pd.DataFrame | None, groups: pd.DataFram
     return dbc.Row([dbc.Col(c, xs=6, xl=3, className="mb-3") for c in cards], className="g-3 kpi-row")
 
 
+def _by_unit(recs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(business units sorted, unit code per row, action per row, savings per row with NaN as 0)."""
+    codes, units = pd.factorize(recs["business_unit"].astype(str), sort=True)
+    action = recs["action"].astype(str).to_numpy(dtype=object)
+    return (
+        np.asarray(units, dtype=object),
+        codes,
+        action,
+        np.nan_to_num(recs["monthly_savings"].to_numpy(dtype=float)),
+    )
+
+
 def savings_by_unit(recs: pd.DataFrame) -> pd.DataFrame:
     """business_unit × action → monthly savings (saving actions) for the chart."""
-    r = recs[recs["action"].astype(str).isin(SAVING_ACTIONS).to_numpy()]
-    if r.empty:
-        return pd.DataFrame(columns=["business_unit", "action", "monthly_savings"])
-    return (
-        r.assign(action=r["action"].astype(str), business_unit=r["business_unit"].astype(str))
-        .groupby(["business_unit", "action"], as_index=False)["monthly_savings"]
-        .sum()
-    )
+    units, codes, action, sav = _by_unit(recs)
+    rows = []
+    for act in sorted(SAVING_ACTIONS):
+        hit = action == act
+        if hit.any():
+            total = np.bincount(codes[hit], weights=sav[hit], minlength=len(units))
+            present = np.bincount(codes[hit], minlength=len(units)) > 0
+            rows += [(u, act, float(v)) for u, v in zip(units[present], total[present], strict=True)]
+    rows.sort()
+    return pd.DataFrame(rows, columns=["business_unit", "action", "monthly_savings"])
 
 
 def savings_table(recs: pd.DataFrame) -> pd.DataFrame:
     """Per business unit: servers, actions, savings and upgrade spend per month (display strings)."""
-    act = recs["action"].astype(str)
-    sav = recs["monthly_savings"].to_numpy(dtype=float)
-    frame = pd.DataFrame(
-        {
-            "business_unit": recs["business_unit"].astype(str).to_numpy(),
-            "saving": np.where(act.isin(SAVING_ACTIONS), np.nan_to_num(sav), 0.0),
-            "upgrade": np.where(act == "upgrade", -np.nan_to_num(sav), 0.0),
-            "changed": (act != "keep").to_numpy(),
+    units, codes, action, sav = _by_unit(recs)
+    k = len(units)
+    servers = np.bincount(codes, minlength=k)
+    changed = np.bincount(codes, weights=action != "keep", minlength=k)
+    saving = np.bincount(
+        codes, weights=np.where(np.isin(action, list(SAVING_ACTIONS)), sav, 0.0), minlength=k
+    )
+    upgrade = np.bincount(codes, weights=np.where(action == "upgrade", -sav, 0.0), minlength=k)
+
+    def row(name: str, n: float, c: float, s: float, u: float) -> dict[str, str]:
+        return {
+            "Business unit": name,
+            "Servers": f"{int(n):,}",
+            "Actions": f"{int(c):,}",
+            "Savings / month": format_money(s),
+            "Upgrades / month": format_money(u),
         }
-    )
-    g = frame.groupby("business_unit", sort=True).agg(
-        servers=("saving", "size"),
-        changed=("changed", "sum"),
-        saving=("saving", "sum"),
-        upgrade=("upgrade", "sum"),
-    )
-    total = g.sum(numeric_only=True)
+
     rows = [
-        {
-            "Business unit": bu,
-            "Servers": f"{int(r.servers):,}",
-            "Actions": f"{int(r.changed):,}",
-            "Savings / month": format_money(r.saving),
-            "Upgrades / month": format_money(r.upgrade),
-        }
-        for bu, r in g.iterrows()
+        row(*r)
+        for r in zip(
+            units.tolist(), servers.tolist(), changed.tolist(), saving.tolist(), upgrade.tolist(), strict=True
+        )
     ]
-    rows.append(
-        {
-            "Business unit": "Total",
-            "Servers": f"{int(total['servers']):,}",
-            "Actions": f"{int(total['changed']):,}",
-            "Savings / month": format_money(float(total["saving"])),
-            "Upgrades / month": format_money(float(total["upgrade"])),
-        }
-    )
+    rows.append(row("Total", servers.sum(), changed.sum(), float(saving.sum()), float(upgrade.sum())))
     return pd.DataFrame(rows)
 
 

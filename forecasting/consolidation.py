@@ -644,8 +644,7 @@ class _Groups:
 def _groups(
     sub: pd.DataFrame,
     packing: Packing,
-    cpu: np.ndarray,
-    mem: np.ndarray,
+    peaks: tuple[np.ndarray, np.ndarray],
     catalog: pd.DataFrame,
     headroom: float,
     prefix: str,
@@ -681,8 +680,7 @@ def _groups(
     factor = np.where(np.isfinite(factor) & (factor > 0), factor, 1.0)
     h_cost = cat["monthly_cost_usd"].to_numpy(dtype=float)[pos] * factor
     share = np.full(n, np.nan)
-    cpk = np.nanmax(np.where(np.isnan(cpu), 0.0, cpu), axis=1, initial=0.0)
-    mpk = np.nanmax(np.where(np.isnan(mem), 0.0, mem), axis=1, initial=0.0)
+    cpk, mpk = peaks
     gc = np.bincount(g, weights=cpk[members], minlength=G)
     gm = np.bincount(g, weights=mpk[members], minlength=G)
     if G:
@@ -692,14 +690,18 @@ def _groups(
                 + np.where(gm[g] > 0, mpk[members] / gm[g], 0.5)
             )
         share[members] = frac * h_cost[g]
-    rows = sub.iloc[members]
     width = max(4, len(str(G)))
+    names = np.array([f"{prefix}-{k + 1:0{width}d}" for k in range(G)], dtype=object)
+    sid = sub["server_id"].astype(str).to_numpy(dtype=object)[members]
+    # by group, then server id: the zero-padded names sort as the group numbers do
+    order = np.lexsort((pd.factorize(sid, sort=True)[0], g))
+    members, g = members[order], g[order]
     frame = pd.DataFrame(
         {
-            "target_group": [f"{prefix}-{k + 1:0{width}d}" for k in g.tolist()],
-            "server_id": rows["server_id"].to_numpy(dtype=object),
-            "region": rows["region"].to_numpy(dtype=object),
-            "environment": rows["environment"].to_numpy(dtype=object),
+            "target_group": names[g],
+            "server_id": sid[order],
+            "region": sub["region"].to_numpy(dtype=object)[members],
+            "environment": sub["environment"].to_numpy(dtype=object)[members],
             "host_size": h_size[g],
             "host_cores": h_cores[g],
             "host_memory_gb": h_mem[g],
@@ -708,10 +710,9 @@ def _groups(
             "peak_mem_util": (mem_peak / h_mem * 100)[g],
         }
     )
-    frame = frame.sort_values(["target_group", "server_id"], kind="stable").reset_index(drop=True)
     detail = pd.DataFrame(
         {
-            "target_group": [f"{prefix}-{k + 1:0{width}d}" for k in range(G)],
+            "target_group": names,
             "members": np.bincount(g, minlength=G),
             "host_size": h_size,
             "host_monthly_cost": h_cost,
@@ -830,8 +831,13 @@ def consolidate(
     cost_now = sub["monthly_cost_usd"].to_numpy(dtype=float)
     _, equiv = price_factors(sub, catalog)
     paid = np.where(np.isfinite(cost_now), cost_now, equiv)
-    gs = _groups(sub, smart, cpu, mem, catalog, headroom, "grp", paid, equiv)
-    gn = _groups(sub, naive, cpu, mem, catalog, headroom, "naive", paid, equiv)
+    with np.errstate(invalid="ignore"):  # each item's peaks (missing data: 0) for cost shares
+        peaks = (
+            np.nanmax(np.where(np.isnan(cpu), 0.0, cpu), axis=1, initial=0.0),
+            np.nanmax(np.where(np.isnan(mem), 0.0, mem), axis=1, initial=0.0),
+        )
+    gs = _groups(sub, smart, peaks, catalog, headroom, "grp", paid, equiv)
+    gn = _groups(sub, naive, peaks, catalog, headroom, "naive", paid, equiv)
 
     if actuals is not None:
         actual = _replay_arrays(*_actual_arrays(sub["server_id"], sub, actuals))

@@ -114,13 +114,15 @@ def _size_label(cores: np.ndarray, memory: np.ndarray, catalog: pd.DataFrame) ->
         catalog.assign(_k=list(key)).sort_values("monthly_cost_usd", kind="stable").drop_duplicates("_k")
     )
     lookup = dict(zip(cheapest["_k"], cheapest["size"], strict=True))
-    out = []
-    for c, m in zip(cores, memory, strict=True):
+    pairs = pd.MultiIndex.from_arrays([np.asarray(cores, dtype=float), np.asarray(memory, dtype=float)])
+    codes, shapes = pd.factorize(pairs, use_na_sentinel=False)  # few distinct shapes: label each once
+    labels = []
+    for c, m in shapes:
         if not (np.isfinite(c) and np.isfinite(m)):
-            out.append("unknown")
+            labels.append("unknown")
         else:
-            out.append(lookup.get((float(c), float(m)), f"custom {c:g} vCPU / {m:g} GB"))
-    return np.asarray(out, dtype=object)
+            labels.append(lookup.get((float(c), float(m)), f"custom {c:g} vCPU / {m:g} GB"))
+    return np.asarray(labels, dtype=object)[codes] if len(codes) else np.asarray([], dtype=object)
 
 
 def _observed_peak(inputs: AnalyticsInputs, metric: str, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
