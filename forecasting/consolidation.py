@@ -289,10 +289,12 @@ def _pack_partition(
 
 
 def warm_up() -> None:
-    """Compile the packing kernel now (or load it from numba's cache): a server calls this at
-    start-up so its first consolidation what-if does not wait the ~2 s a first compile takes."""
+    """Compile the packing and replay kernels now (or load them from numba's cache): a server
+    calls this at start-up so its first consolidation what-if does not wait the ~2 s a first
+    compile takes."""
     demand = np.ones((2, 3))
     pack(demand, demand, host_cores=4, host_memory_gb=4, headroom=0.2)
+    replay_arrays(np.zeros(2, dtype=np.int64), np.ones(1), np.ones(1), demand, demand)
 
 
 # --------------------------------------------------------------------------- catalog helpers
@@ -501,6 +503,24 @@ def _history_cores(inputs: AnalyticsInputs) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
+@numba.njit(cache=True, nogil=True)
+def _group_sums(
+    rows: np.ndarray, groups: np.ndarray, G: int, cpu: np.ndarray, mem: np.ndarray, seen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """(G, T) summed CPU and memory of the items (``rows`` of the arrays, in ``groups``), and
+    whether any member was observed: one pass, without copying the members' series."""
+    T = cpu.shape[1]
+    sum_cpu, sum_mem = np.zeros((G, T)), np.zeros((G, T))
+    observed = np.zeros((G, T), dtype=np.bool_)
+    for k in range(len(rows)):
+        r, g = rows[k], groups[k]
+        for t in range(T):
+            sum_cpu[g, t] += cpu[r, t]
+            sum_mem[g, t] += mem[r, t]
+            observed[g, t] |= seen[r, t]
+    return sum_cpu, sum_mem, observed
+
+
 def _replay(
     group: np.ndarray,
     host_cores: np.ndarray,
@@ -522,9 +542,10 @@ def _replay(
     starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
     gids = g_sorted[starts]
     take = order if rows is None else np.asarray(rows)[order]
-    sum_cpu = np.add.reduceat(cpu[take], starts, axis=0)
-    sum_mem = np.add.reduceat(mem[take], starts, axis=0)
-    observed = np.logical_or.reduceat(seen[take], starts, axis=0)
+    sum_cpu, sum_mem, observed = _group_sums(
+        take.astype(np.int64), g_sorted.astype(np.int64), G, cpu, mem, seen
+    )
+    sum_cpu, sum_mem, observed = sum_cpu[gids], sum_mem[gids], observed[gids]
     hc = np.asarray(host_cores, dtype=float)[gids][:, None]
     hm = np.asarray(host_memory_gb, dtype=float)[gids][:, None]
     bad = observed & ((sum_cpu > hc * (1 + 1e-9)) | (sum_mem > hm * (1 + 1e-9)))
