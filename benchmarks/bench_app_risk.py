@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import time
@@ -180,12 +181,16 @@ def run(n: int, repeat: int, workdir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 servers, fewer repeats")
+    parser.add_argument("--size", type=int, help="one fleet size, in this process")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    sizes = [1_000] if args.quick else [1_000, 10_000]
+    if args.size is None:  # each size in a fresh process: a server process serves one fleet
+        for n in [1_000] if args.quick else [1_000, 10_000]:
+            cmd = [sys.executable, __file__, "--size", str(n)] + (["--quick"] if args.quick else [])
+            subprocess.run(cmd, check=True)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-risk-") as tmp:
-        for n in sizes:
-            run(n, 2 if args.quick else (4 if n <= 1_000 else 2), Path(tmp))
+        run(args.size, 2 if args.quick else (4 if args.size <= 1_000 else 2), Path(tmp))
     return 0
 
 

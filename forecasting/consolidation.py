@@ -119,16 +119,14 @@ def pack(
     cap = np.array([host_cores, host_memory_gb]) * (1.0 - headroom)
     limit = cap * (1 + 1e-12) + _EPS
 
-    with np.errstate(invalid="ignore"):
-        cpu_peak = (
-            np.nanmax(np.where(np.isnan(cpu), -np.inf, cpu), axis=1) if cpu.shape[1] else np.full(n, -np.inf)
-        )
-        mem_peak = (
-            np.nanmax(np.where(np.isnan(mem), -np.inf, mem), axis=1) if mem.shape[1] else np.full(n, -np.inf)
-        )
+    if cpu.shape[1]:  # NaN peaks mark incomplete series (a NaN anywhere makes the max NaN)
+        cpu_peak, mem_peak = cpu.max(axis=1), mem.max(axis=1)
+        no_data = np.isnan(cpu_peak) | np.isnan(mem_peak)
+        negative = ~no_data & ((cpu.min(axis=1) < 0) | (mem.min(axis=1) < 0))
+    else:
+        cpu_peak = mem_peak = np.full(n, -np.inf)
+        no_data, negative = np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
     reason = np.full(n, "", dtype=object)
-    no_data = np.isnan(cpu).any(axis=1) | np.isnan(mem).any(axis=1) | (cpu.shape[1] == 0)
-    negative = ~no_data & ((cpu < 0).any(axis=1) | (mem < 0).any(axis=1))
     too_big = ~no_data & ~negative & ((cpu_peak > limit[0]) | (mem_peak > limit[1]))
     reason[no_data] = "incomplete CPU or memory demand series"
     reason[negative] = "negative demand values"
@@ -406,9 +404,10 @@ def _level_ratio(hist: np.ndarray, window: int) -> np.ndarray:
 
 
 def _history_demand(
-    inputs: AnalyticsInputs, metric: str, cols: np.ndarray, level_adjust: bool
+    inputs: AnalyticsInputs, metric: str, cols: np.ndarray, level_adjust: bool, units: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(S, T) the history part of :func:`demand_series` in percent, gaps filled, and (S,) its max."""
+    """(S, T) the history part of :func:`demand_series` in cores or GB (``units``: capacity per
+    server), gaps filled, and (S,) its max in percent."""
     S = inputs.n_servers
     hist = inputs.history[metric][:, cols] if metric in inputs.history else np.full((S, len(cols)), np.nan)
     if level_adjust and hist.shape[1]:
@@ -420,7 +419,7 @@ def _history_demand(
             else np.full(S, -np.inf)
         )
     hmax = np.where(np.isfinite(hmax), hmax, np.nan)
-    return np.where(np.isnan(hist), hmax[:, None], hist), hmax
+    return np.where(np.isnan(hist), hmax[:, None], hist) / 100.0 * units, hmax
 
 
 def demand_series(
@@ -450,17 +449,21 @@ def demand_series(
     cols = inputs.history_index.get_indexer(h_idx)
     out = []
     inv = inputs.inventory
+    T = len(cols)
     for metric, capacity in (("cpu_p95", "cpu_cores"), ("mem_p95", "memory_gb")):
+        units = inv[capacity].to_numpy(dtype=float)[:, None]
         # the history part does not change with a scenario: computed once per run's inputs
         hist, hmax = inputs.memoised(
             ("demand-history", metric, Th, level_adjust),
             (inputs.history.get(metric), inputs.history_index, inputs.origin, inv),
-            lambda metric=metric: _history_demand(inputs, metric, cols, level_adjust),
+            lambda metric=metric, units=units: _history_demand(inputs, metric, cols, level_adjust, units),
         )
         fc = inputs.path(metric, qi)
         fc = np.where(np.isnan(fc) & ~np.isnan(hmax)[:, None], hmax[:, None], fc)
-        pct = np.concatenate([hist, fc], axis=1)
-        out.append(pct / 100.0 * inv[capacity].to_numpy(dtype=float)[:, None])
+        series = np.empty((inputs.n_servers, T + fc.shape[1]))
+        series[:, :T] = hist
+        np.multiply(fc / 100.0, units, out=series[:, T:])
+        out.append(series)
     index = h_idx.append(inputs.index)
     return out[0], out[1], index
 
