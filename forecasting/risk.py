@@ -138,11 +138,13 @@ class AnalyticsInputs:
         """Position of a metric on axis 1 of ``quantiles`` (None if it is not forecast)."""
         return self.metrics.index(metric) if metric in self.metrics else None
 
-    def peak_adjustment(self) -> np.ndarray:
-        """(S, M, H) points added on month/quarter-end days for uplift the forecast lacks."""
+    def peak_adjustment(self, metric_pos: int | None = None) -> np.ndarray:
+        """(S, M, H) points added on month/quarter-end days for uplift the forecast lacks; (S, H)
+        for one metric (its position on axis 1)."""
         me = (self.peak_kind == MONTH_END).astype(float)
         qe = (self.peak_kind == QUARTER_END).astype(float)
-        return self.missing_uplift[..., 0:1] * me + self.missing_uplift[..., 1:2] * qe
+        up = self.missing_uplift if metric_pos is None else self.missing_uplift[:, metric_pos]
+        return up[..., 0:1] * me + up[..., 1:2] * qe
 
     def series_quantiles(self, s_idx: np.ndarray, m_idx: np.ndarray, adjusted: bool = True) -> np.ndarray:
         """(N, Q, H) quantiles of the given series under the scenario (growth applied) and, when
@@ -163,9 +165,7 @@ class AnalyticsInputs:
         if self.growth is not None:
             out *= self.growth[:, j, :]
         if adjusted and np.any(self.missing_uplift[:, j]):
-            me = (self.peak_kind == MONTH_END).astype(float)
-            qe = (self.peak_kind == QUARTER_END).astype(float)
-            out += self.missing_uplift[:, j, 0:1] * me + self.missing_uplift[:, j, 1:2] * qe
+            out += self.peak_adjustment(j)
         return out
 
     def with_changes(self, **changes) -> AnalyticsInputs:
