@@ -23,7 +23,6 @@ from .figures import (
     empty_figure,
     iso_utc,
     numbers,
-    scatter_type,
 )
 
 ACTION_COLORS = {
@@ -56,7 +55,6 @@ def packed_host_figure(
     if len(index) == 0 or cpu_cores.size == 0:
         return empty_figure("No history or forecast for this host group", title=title, height=height)
     x = iso_utc(index)
-    kind = scatter_type(len(x) * 2)
     usable = 1.0 - headroom
     traces: list[dict[str, Any]] = []
     for axis, values, cap, unit, name, color in (
@@ -65,7 +63,7 @@ def packed_host_figure(
     ):
         traces.append(
             {
-                "type": kind,
+                "type": "scatter",
                 "mode": "lines",
                 "x": x,
                 "y": numbers(values, 2),

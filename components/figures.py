@@ -6,7 +6,8 @@ the data work of a callback (≈ 20 ms per server chart). The tests validate eac
 output against plotly's schema with ``go.Figure(fig)`` instead, so a typo still fails.
 
 One small template (not plotly_white's full JSON in every response) keeps charts consistent
-with the CSS theme. Scattergl is used above ``WEBGL_POINTS`` points. The server forecast
+with the CSS theme. Traces are SVG ``scatter``/``bar``/``heatmap`` only: the app ships plotly.js's
+cartesian bundle, which has no WebGL traces (assets/vendor; README). The server forecast
 figure keeps a fixed trace order so a re-forecast can be sent as a ``dash.Patch`` of the
 forecast traces instead of a whole figure.
 """
@@ -26,7 +27,6 @@ from forecasting.schema import METRICS
 
 from .layout import format_date, metric_label, metric_unit
 
-WEBGL_POINTS = 15_000
 GRAPH_CONFIG = {
     "displaylogo": False,
     "responsive": True,
@@ -87,11 +87,6 @@ BREACH_STYLE = {
     "expected": ("diamond", "expected"),
     "pessimistic": ("triangle-up", "pessimistic"),
 }
-
-
-def scatter_type(n_points: int) -> str:
-    """'scattergl' for big series (WebGL), 'scatter' otherwise (crisper, cheaper to set up)."""
-    return "scattergl" if n_points > WEBGL_POINTS else "scatter"
 
 
 def _figure(traces: list[dict], layout: dict) -> Figure:
@@ -363,7 +358,7 @@ def server_forecast_figure(
     )
     traces = [
         {
-            "type": scatter_type(len(h)),
+            "type": "scatter",
             "x": iso_utc(h["timestamp"]),
             "y": numbers(h[metric]),
             "mode": "lines",
