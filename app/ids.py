@@ -59,8 +59,8 @@ SRV_RISK = "srv-risk"
 SRV_CHARTS = "srv-charts"
 SRV_GRAPH_TYPE = "srv-graph"  # {"type": SRV_GRAPH_TYPE, "index": <metric>}
 SRV_BODY = "srv-body"
-SRV_RISK_GRID = "srv-risk-grid"
-SRV_ACCURACY_GRID = "srv-accuracy-grid"
+SRV_RISK_TABLE = "srv-risk-table"
+SRV_ACCURACY_TABLE = "srv-accuracy-table"
 
 # --------------------------------------------------------------------------- not found
 NF_HOME = "nf-home"

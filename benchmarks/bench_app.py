@@ -318,7 +318,7 @@ OVERVIEW_READY = (
 )
 SERVER_READY = (
     "return document.querySelectorAll('#srv-charts .js-plotly-plot .main-svg').length >= 5"
-    " && !!document.querySelector('#srv-risk-grid .ag-row') && !!document.querySelector('#srv-accuracy-grid .ag-row')"
+    " && !!document.querySelector('#srv-risk-table tbody tr') && !!document.querySelector('#srv-accuracy-table tbody tr')"
 )
 RISK_READY = (
     "return !!document.querySelector('#risk-count .kpi-value')"

@@ -26,13 +26,9 @@ from app.pages.server import PROGRESS_SHOWN
 from app.readmodel import MODEL_CHOICES, Plan, ReadModel, breach_markers, quarter_end_spans, reforecast
 from components.figures import GRAPH_CONFIG, GRAPH_STYLE, patch_forecast, server_forecast_figure
 from components.grid import (
-    compact_grid,
-    date_column,
-    number_column,
+    Column,
+    plain_table,
     records,
-    severity_column,
-    text_column,
-    wrapped_text_column,
 )
 from components.layout import (
     empty_state,
@@ -186,12 +182,12 @@ def trust(mase: float | None, coverage_80: float | None) -> tuple[str, str]:
 
 
 ACCURACY_COLUMNS = [
-    text_column("metric_label", "Metric", width=135),
-    number_column("mase", "MASE", decimals=2, width=75),
-    number_column("naive_mase", "Naive baseline MASE", decimals=2, width=95),
-    number_column("coverage_80", "80 % band held", suffix=" %", width=80),
-    number_column("coverage_95", "95 % band held", suffix=" %", width=80),
-    wrapped_text_column("verdict", "Verdict", minWidth=200),
+    Column("metric_label", "Metric"),
+    Column("mase", "MASE", "number", decimals=2),
+    Column("naive_mase", "Naive baseline MASE", "number", decimals=2),
+    Column("coverage_80", "80 % band held", "number", suffix=" %"),
+    Column("coverage_95", "95 % band held", "number", suffix=" %"),
+    Column("verdict", "Verdict"),
 ]
 
 
@@ -251,14 +247,8 @@ def accuracy_view(plan: Plan, server_id: str) -> Any:
     return html.Div(
         [
             html.P(summary, className="mb-2"),
-            compact_grid(
-                ids.SRV_ACCURACY_GRID,
-                records(
-                    frame,
-                    ["metric", "metric_label", "mase", "naive_mase", "coverage_80", "coverage_95", "verdict"],
-                ),
-                ACCURACY_COLUMNS,
-                row_id_field="metric",
+            plain_table(
+                ids.SRV_ACCURACY_TABLE, records(frame, [c.field for c in ACCURACY_COLUMNS]), ACCURACY_COLUMNS
             ),
             html.P(explain, className="small text-muted mt-2 mb-0"),
         ]
@@ -266,22 +256,17 @@ def accuracy_view(plan: Plan, server_id: str) -> Any:
 
 
 RISK_COLUMNS = [
-    text_column("metric_label", "Metric", width=135),
-    severity_column(width=95),
-    number_column("threshold", "Threshold", decimals=0, width=85),
-    number_column("current_p95", "Current p95", decimals=1, width=85),
-    number_column("forecast_peak", "Forecast peak", decimals=1, width=85),
-    {
-        "headerName": "Breach date",
-        "children": [
-            date_column("breach_optimistic", "optimistic", width=100),
-            date_column("breach_expected", "expected", width=100),
-            date_column("breach_pessimistic", "pessimistic", width=100),
-        ],
-    },
-    number_column("probability", "P(breach)", suffix=" %", width=92),
-    date_column("act_by", "Act by", width=100),
-    wrapped_text_column("reason", "Reason", minWidth=200),
+    Column("metric_label", "Metric"),
+    Column("severity", "Severity", "severity"),
+    Column("threshold", "Threshold", "number"),
+    Column("current_p95", "Current p95", "number", decimals=1),
+    Column("forecast_peak", "Forecast peak", "number", decimals=1),
+    Column("breach_optimistic", "Breach (optimistic)", "date"),
+    Column("breach_expected", "Breach (expected)", "date"),
+    Column("breach_pessimistic", "Breach (pessimistic)", "date"),
+    Column("probability", "P(breach)", "number", suffix=" %"),
+    Column("act_by", "Act by", "date"),
+    Column("reason", "Reason"),
 ]
 
 
@@ -295,21 +280,7 @@ def risk_view(plan: Plan, server_id: str) -> Any:
         metric_label=risk["metric"].map(metric_label),
         probability=(risk["breach_probability"] * 100).round(0),
     )
-    cols = [
-        "metric",
-        "metric_label",
-        "severity",
-        "threshold",
-        "current_p95",
-        "forecast_peak",
-        "breach_optimistic",
-        "breach_expected",
-        "breach_pessimistic",
-        "probability",
-        "act_by",
-        "reason",
-    ]
-    return compact_grid(ids.SRV_RISK_GRID, records(frame, cols), RISK_COLUMNS, row_id_field="metric")
+    return plain_table(ids.SRV_RISK_TABLE, records(frame, [c.field for c in RISK_COLUMNS]), RISK_COLUMNS)
 
 
 def _plan_breaches(

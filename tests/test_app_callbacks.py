@@ -17,6 +17,7 @@ from app.readmodel import ReadModel
 from callbacks import overview as ov
 from callbacks import server as srv
 from callbacks import shell
+from components.layout import metric_label
 from forecasting.settings import Settings
 from forecasting.sources import open_store
 from tests.plan_fixture import make_plan_store
@@ -230,7 +231,10 @@ def test_server_view_known_unknown_and_missing(readmodel, plan, empty_rm):
     assert len(charts.children) == len(plan.metrics)
     for col in charts.children:
         go.Figure(col.children.children.children.figure)  # each chart is a valid figure
-    assert risk.rowData and {r["metric"] for r in risk.rowData} == set(plan.metrics)
+    body = risk.children[1].children  # a plain table: one row per forecast metric
+    assert len(body) == len(plan.metrics)
+    text = _json(risk)
+    assert all(metric_label(m) in text for m in plan.metrics) and "sev-badge" in text
     assert "MASE" in _json(accuracy)
 
     message, *rest, style = srv.server_view(readmodel, "<script>alert(1)</script>")

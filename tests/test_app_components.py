@@ -252,3 +252,26 @@ def test_wire_formats_are_compact_and_json_safe():
     assert fg.iso_utc(days) == ["2026-03-14", "2026-03-15"]
     assert fg.iso_utc(hours) == ["2026-03-14T22:00:00", "2026-03-14T23:00:00"]  # always UTC, no zone
     assert fg.numbers([1.23456, float("nan"), np.inf]) == [1.235, None, None]
+
+
+def test_plain_table_formats_numbers_dates_and_severities_safely():
+    from components.grid import Column, plain_table
+
+    cols = [
+        Column("name", "Metric"),
+        Column("value", "Value", "number", decimals=1, suffix=" %"),
+        Column("when", "Breach", "date"),
+        Column("severity", "Severity", "severity"),
+    ]
+    rows = [
+        {"name": "CPU p95", "value": 1234.56, "when": "2026-12-01", "severity": "high"},
+        {"name": "<b>x</b>", "value": None, "when": None, "severity": "evil onclick"},
+    ]
+    table = plain_table("t", rows, cols)
+    head, body = table.children
+    assert [th.children for th in head.children.children] == ["Metric", "Value", "Breach", "Severity"]
+    first, second = ([td.children for td in tr.children] for tr in body.children)
+    assert first[:3] == ["CPU p95", "1,234.6 %", "2026-12-01"]
+    assert first[3].className == "sev-badge sev-high"
+    assert second[:3] == ["<b>x</b>", "—", "—"]  # text, never markup; missing values read '—'
+    assert second[3].className == "sev-badge sev-none"  # unknown severities get no class of their own

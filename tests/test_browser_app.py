@@ -68,8 +68,8 @@ def test_every_page_loads_without_console_errors(dash_duo, fixture_app, plan, tm
 
     dash_duo.driver.get(dash_duo.server_url + "/servers/srv-00031")
     dash_duo.wait_for_contains_text("#srv-facts", "srv-00031", timeout=15)
-    dash_duo.wait_for_element("#srv-accuracy-grid .ag-row", timeout=15)
-    dash_duo.wait_for_element("#srv-risk-grid .ag-row", timeout=15)
+    dash_duo.wait_for_element("#srv-accuracy-table tbody tr", timeout=15)
+    dash_duo.wait_for_element("#srv-risk-table tbody tr .sev-badge", timeout=15)
     graphs = dash_duo.driver.find_elements("css selector", "#srv-charts .js-plotly-plot")
     assert len(graphs) == len(plan.metrics)
     assert "active" in dash_duo.driver.find_elements("css selector", ".app-navbar .nav-link")[
