@@ -105,3 +105,6 @@ CONS_GROUP = "cons-group"  # dcc.Store: the host group whose load is charted
 CONS_HOST_CHART = "cons-host-chart"
 CONS_SAVINGS_CHART = "cons-savings-chart"
 CONS_SAVINGS_TABLE = "cons-savings-table"
+CONS_TABS = "cons-tabs"  # recommendations | host plan (mounted when opened)
+CONS_TAB_RECS = "cons-tab-recs"
+CONS_TAB_PLAN = "cons-tab-plan"

@@ -73,6 +73,8 @@ def test_risk_and_consolidation_pages_load_without_console_errors(dash_duo, fixt
     dash_duo.driver.get(dash_duo.server_url + "/consolidation")
     dash_duo.wait_for_element("#cons-kpis-hosts .kpi-value", timeout=20)
     dash_duo.wait_for_element("#cons-recs-grid .ag-center-cols-container .ag-row", timeout=20)
+    assert not dash_duo.find_elements("#cons-plan-grid")  # the host plan tab mounts when opened
+    click(dash_duo, dash_duo.find_element("#cons-tab-plan"))
     dash_duo.wait_for_element("#cons-plan-grid .ag-center-cols-container .ag-row", timeout=20)
     for graph in ("#cons-savings-chart", "#cons-host-chart"):
         dash_duo.wait_for_element(f"{graph} .main-svg", timeout=20)

@@ -101,80 +101,110 @@ def layout(**query: Any) -> html.Div:
                 ],
                 className="g-3",
             ),
-            html.Div(
-                section(
-                    "Right-sizing and decommission recommendations",
-                    [
-                        export_bar(
-                            csv_id=ids.CONS_EXPORT_CSV,
-                            excel_id=ids.CONS_EXPORT_XLSX,
-                            download_id=ids.CONS_DOWNLOAD,
-                            search_id=ids.CONS_RECS_SEARCH,
-                            note_id=ids.CONS_RECS_NOTE,
-                        ),
-                        loading(
-                            data_grid(
-                                ids.CONS_RECS_GRID,
-                                [],
-                                RECOMMENDATION_COLUMN_DEFS,
-                                height=480,
-                                options={
-                                    "localeText": {"noRowsToShow": "No recommendations under these filters"},
-                                    "tooltipShowDelay": 300,
-                                },
-                            )
-                        ),
-                    ],
-                    subtitle="Every server whose action is not 'keep'. Exports contain exactly the rows shown.",
-                ),
-                className="mb-3",
-            ),
-            dbc.Row(
-                [
-                    dbc.Col(
-                        section(
-                            "Consolidation plan",
-                            [
-                                html.Div(id=ids.CONS_PLAN_NOTE, className="small text-muted mb-2"),
-                                loading(
-                                    data_grid(
-                                        ids.CONS_PLAN_GRID,
-                                        [],
-                                        PLAN_COLUMN_DEFS,
-                                        height=420,
-                                        row_id_field="target_group",
-                                        options={
-                                            "localeText": {
-                                                "noRowsToShow": "No host groups under these filters"
-                                            },
-                                            "rowSelection": {"mode": "singleRow", "checkboxes": False},
-                                            "tooltipShowDelay": 300,
-                                        },
-                                        class_name="clickable-rows",
-                                    )
+            # The host plan is a second tab, mounted when opened: its grid and chart are most of
+            # the page's first-render work, and planners read the recommendations first.
+            dcc.Tabs(
+                id=ids.CONS_TABS,
+                value="recommendations",
+                className="cons-tabs mb-3",
+                children=[
+                    dcc.Tab(
+                        label="Right-sizing and decommission",
+                        value="recommendations",
+                        id=ids.CONS_TAB_RECS,
+                        children=[
+                            html.Div(
+                                section(
+                                    "Right-sizing and decommission recommendations",
+                                    [
+                                        export_bar(
+                                            csv_id=ids.CONS_EXPORT_CSV,
+                                            excel_id=ids.CONS_EXPORT_XLSX,
+                                            download_id=ids.CONS_DOWNLOAD,
+                                            search_id=ids.CONS_RECS_SEARCH,
+                                            note_id=ids.CONS_RECS_NOTE,
+                                        ),
+                                        loading(
+                                            data_grid(
+                                                ids.CONS_RECS_GRID,
+                                                [],
+                                                RECOMMENDATION_COLUMN_DEFS,
+                                                height=480,
+                                                options={
+                                                    "localeText": {
+                                                        "noRowsToShow": "No recommendations under these filters"
+                                                    },
+                                                    "tooltipShowDelay": 300,
+                                                },
+                                            )
+                                        ),
+                                    ],
+                                    subtitle="Every server whose action is not 'keep'. Exports contain exactly the rows shown.",
                                 ),
-                            ],
-                            subtitle="Servers that share a host. Click a group to chart its load.",
-                        ),
-                        lg=5,
-                        className="mb-3",
-                    ),
-                    dbc.Col(
-                        section(
-                            "Packed host: summed load vs capacity",
-                            loading(
-                                dcc.Graph(
-                                    id=ids.CONS_HOST_CHART,
-                                    config=GRAPH_CONFIG,
-                                    style={**GRAPH_STYLE, "minHeight": "460px"},
-                                )
+                                className="mb-3",
                             ),
-                        ),
-                        lg=7,
-                        className="mb-3",
+                        ],
+                    ),
+                    dcc.Tab(
+                        label="Host consolidation plan",
+                        value="plan",
+                        id=ids.CONS_TAB_PLAN,
+                        children=[
+                            dbc.Row(
+                                [
+                                    dbc.Col(
+                                        section(
+                                            "Consolidation plan",
+                                            [
+                                                html.Div(
+                                                    id=ids.CONS_PLAN_NOTE, className="small text-muted mb-2"
+                                                ),
+                                                loading(
+                                                    data_grid(
+                                                        ids.CONS_PLAN_GRID,
+                                                        [],
+                                                        PLAN_COLUMN_DEFS,
+                                                        height=420,
+                                                        row_id_field="target_group",
+                                                        options={
+                                                            "localeText": {
+                                                                "noRowsToShow": "No host groups under these filters"
+                                                            },
+                                                            "rowSelection": {
+                                                                "mode": "singleRow",
+                                                                "checkboxes": False,
+                                                            },
+                                                            "tooltipShowDelay": 300,
+                                                        },
+                                                        class_name="clickable-rows",
+                                                    )
+                                                ),
+                                            ],
+                                            subtitle="Servers that share a host. Click a group to chart its load.",
+                                        ),
+                                        lg=5,
+                                        className="mb-3",
+                                    ),
+                                    dbc.Col(
+                                        section(
+                                            "Packed host: summed load vs capacity",
+                                            loading(
+                                                dcc.Graph(
+                                                    id=ids.CONS_HOST_CHART,
+                                                    config=GRAPH_CONFIG,
+                                                    style={**GRAPH_STYLE, "minHeight": "460px"},
+                                                )
+                                            ),
+                                        ),
+                                        lg=7,
+                                        className="mb-3",
+                                    ),
+                                ],
+                                className="g-3",
+                            ),
+                        ],
                     ),
                 ],
-                className="g-3",
             ),
         ]
     )
