@@ -136,11 +136,6 @@ def money_column(field: str, header: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def wrapped_text_column(field: str, header: str, **extra: Any) -> dict[str, Any]:
-    """Long text (a reason, a verdict) wrapped over lines instead of cut off."""
-    return {"field": field, "headerName": header, "wrapText": True, "autoHeight": True, "flex": 1, **extra}
-
-
 def date_column(field: str, header: str, **extra: Any) -> dict[str, Any]:
     """ISO date strings sort correctly as text; missing dates read '—'."""
     return {
