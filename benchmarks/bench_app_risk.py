@@ -3,8 +3,9 @@
 Each callback is timed end to end with Flask's test client (Dash routing, the callback, JSON
 serialisation) over a mix of filters, for the base plan and for a what-if scenario that has
 been computed once (filters then only mask the cached result). Separately timed: a scenario
-*change* (the engine re-derives risk, or risk + right-sizing + packing for the consolidation
-page) and the once-per-run preparation of the what-if inputs.
+*change* (the engine re-derives risk for the risk page, or right-sizing + packing for the
+consolidation page) and the once-per-run preparation of the what-if inputs. Each fleet size
+runs in its own process, which holds only that fleet, as a server process does.
 
 Side by side, a baseline answers the same filtered what-if requests the straightforward way —
 re-running the engine's what-if on every request instead of caching per scenario — so the
