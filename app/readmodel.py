@@ -34,8 +34,8 @@ import pandas as pd
 from cachelib import SimpleCache
 
 from forecasting.calendar import calendar_features
+from forecasting.inputs import AnalyticsInputs
 from forecasting.plan import BAND_80, BAND_95, SEVERITIES
-from forecasting.risk import AnalyticsInputs
 from forecasting.schema import (
     CRITICALITY_ORDER,
     FILTER_DIMENSIONS,
@@ -892,7 +892,7 @@ class ReadModel:
     # ---- prepared analytics inputs (what-if)
     def analytics_inputs(self, plan: Plan) -> AnalyticsInputs:
         """The run's forecasts, recent history and inventory aligned for what-ifs
-        (forecasting.risk.prepare), built once per run: memoised per process and kept in the
+        (forecasting.inputs.prepare), built once per run: memoised per process and kept in the
         shared cache, because preparing reads the full forecasts and a year of history.
 
         Row i of every array is ``plan.inventory`` row i, so plan positions index it directly.
@@ -941,9 +941,9 @@ class ReadModel:
 
 
 def build_analytics_inputs(store: Store, plan: Plan) -> AnalyticsInputs:
-    """forecasting.risk.prepare over the run's full forecasts, the history the analytics look
+    """forecasting.inputs.prepare over the run's full forecasts, the history the analytics look
     at, and the plan's inventory (so positions match the plan's)."""
-    from forecasting.risk import HISTORY_DAYS, AnalyticsError, prepare
+    from forecasting.inputs import HISTORY_DAYS, AnalyticsError, prepare
 
     forecasts = store.read_run_table(plan.run_id, "forecasts")
     if forecasts is None or forecasts.empty:

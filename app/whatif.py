@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 import pandas as pd
 
-from forecasting.risk import AnalyticsInputs
+from forecasting.inputs import AnalyticsInputs
 from forecasting.schema import METRICS
 from forecasting.settings import Settings
 from forecasting.whatif import Scenario, whatif

@@ -33,6 +33,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from forecasting.consolidation import PlacementRules, consolidate, replay_plan
+from forecasting.inputs import prepare
 from forecasting.models import get_model
 from forecasting.panel import build_panel
 from forecasting.plan import QUANTILE_COLUMNS, QUANTILES
@@ -44,7 +45,7 @@ from forecasting.rightsizing import (
     size_servers,
     validate_catalog,
 )
-from forecasting.risk import assess_risk, prepare, risk_table
+from forecasting.risk import assess_risk, risk_table
 from forecasting.settings import Settings
 from forecasting.synthetic import generate_fleet
 from forecasting.whatif import Scenario, whatif

@@ -27,8 +27,8 @@ import numba
 import numpy as np
 import pandas as pd
 
+from .inputs import AnalyticsError, AnalyticsInputs, prepare
 from .plan import CONSOLIDATION_COLUMNS, QUANTILE_COLUMNS
-from .risk import AnalyticsError, AnalyticsInputs, prepare
 from .schema import CRITICALITY_ORDER
 
 PACKING_METHODS = ("peak-aware", "sum-of-peaks")

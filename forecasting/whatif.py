@@ -2,7 +2,7 @@
 
 A planner asks "what if Payments grows 5 % a month?", "what if we warn at 80 % CPU?", "what if we
 keep 30 % headroom?", "what if Markets adds 20 more app servers?". Each answer is a transform of
-the prepared arrays (:class:`forecasting.risk.AnalyticsInputs`) followed by the same vectorised
+the prepared arrays (:class:`forecasting.inputs.AnalyticsInputs`) followed by the same vectorised
 risk and sizing code the batch job runs, so it takes milliseconds and agrees with the published
 plan when the scenario is empty.
 
@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from .consolidation import PlacementRules
+from .inputs import I50, AnalyticsError, AnalyticsInputs
 from .plan import RISK_COLUMNS
 from .rightsizing import DEFAULT_CATALOG, Recommendations, recommend_from_inputs
-from .risk import I50, AnalyticsError, AnalyticsInputs, risk_table
+from .risk import risk_table
 
 DAYS_PER_MONTH = 365.25 / 12
 

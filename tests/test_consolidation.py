@@ -19,9 +19,9 @@ from forecasting.consolidation import (
     replay_plan,
     workload_profiles,
 )
+from forecasting.inputs import AnalyticsError, prepare
 from forecasting.plan import CONSOLIDATION_COLUMNS
 from forecasting.rightsizing import validate_catalog
-from forecasting.risk import AnalyticsError, prepare
 from tests.test_risk import ORIGIN, forecast, history, inventory
 
 CATALOG = validate_catalog(

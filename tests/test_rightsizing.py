@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forecasting.consolidation import catalog_unit_prices, cheapest_fit, price_factors
+from forecasting.inputs import AnalyticsError, prepare
 from forecasting.plan import ACTIONS, CONSOLIDATION_COLUMNS, RECOMMENDATION_COLUMNS
 from forecasting.rightsizing import (
     DEFAULT_CATALOG,
@@ -20,7 +21,7 @@ from forecasting.rightsizing import (
     size_servers,
     validate_catalog,
 )
-from forecasting.risk import AnalyticsError, assess_risk, prepare
+from forecasting.risk import assess_risk
 from tests.test_risk import forecast, history, inventory
 
 # A catalog whose prices are exactly $35/core + $3.75/GB, so price factors are easy to check.

@@ -15,15 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forecasting.inputs import AnalyticsError, prepare, row_quantile
 from forecasting.plan import QUANTILE_COLUMNS, RISK_COLUMNS
-from forecasting.risk import (
-    AnalyticsError,
-    exceedance_probability,
-    format_date,
-    prepare,
-    risk_table,
-    row_quantile,
-)
+from forecasting.risk import exceedance_probability, format_date, risk_table
 from forecasting.schema import INVENTORY_COLUMNS, SchemaError
 
 ORIGIN = pd.Timestamp("2025-03-31", tz="UTC")  # last observed day

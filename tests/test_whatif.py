@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forecasting.inputs import AnalyticsError, prepare
 from forecasting.plan import RISK_COLUMNS
 from forecasting.rightsizing import recommend_from_inputs
-from forecasting.risk import AnalyticsError, prepare, risk_table
+from forecasting.risk import risk_table
 from forecasting.whatif import (
     CHANGE_COLUMNS,
     AddedLoad,
