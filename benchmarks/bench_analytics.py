@@ -32,19 +32,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from forecasting.analytics import analyze, recommend, recommend_from_inputs
 from forecasting.consolidation import PlacementRules, consolidate, replay_plan
 from forecasting.inputs import prepare
 from forecasting.models import get_model
 from forecasting.panel import build_panel
 from forecasting.plan import QUANTILE_COLUMNS, QUANTILES
-from forecasting.rightsizing import (
-    DEFAULT_CATALOG,
-    analyze,
-    recommend,
-    recommend_from_inputs,
-    size_servers,
-    validate_catalog,
-)
+from forecasting.rightsizing import DEFAULT_CATALOG, size_servers, validate_catalog
 from forecasting.risk import assess_risk, risk_table
 from forecasting.settings import Settings
 from forecasting.synthetic import generate_fleet

@@ -6,6 +6,7 @@ atomically (tables first, runs/LATEST last): a crash leaves readers on the previ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 import resource
@@ -21,10 +22,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from .analytics import analyze
 from .backtest import backtest as run_backtest
 from .models import get_model
 from .panel import build_panel
-from .rightsizing import analyze
 from .schema import validate
 from .settings import Settings
 from .sources import Store, new_run_id
@@ -132,6 +133,7 @@ def run_batch(
         lead_time_days=settings.lead_time_days,
         headroom=settings.headroom,
         idle_cpu_p95=settings.idle_cpu_p95,
+        policy=settings.policy(),
         freq=freq,
     )
     risk, recs = analysis.risk, analysis.recommendations
@@ -171,6 +173,7 @@ def run_batch(
             "lead_time_days": settings.lead_time_days,
             "headroom": settings.headroom,
             "idle_cpu_p95": settings.idle_cpu_p95,
+            "policy": dataclasses.asdict(settings.policy()),
         },
         "forecast_origin": str(panel.index[-1]),
         "failures": result.failures.to_dict("records")[:200],

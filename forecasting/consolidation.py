@@ -463,6 +463,9 @@ def demand_series(
         series = np.empty((inputs.n_servers, T + fc.shape[1]))
         series[:, :T] = hist
         np.multiply(fc / 100.0, units, out=series[:, T:])
+        if metric == "mem_p95":  # no memory metric at all (CPU-only telemetry): memory as provisioned
+            blind = np.isnan(series).all(axis=1) & ~np.isnan(out[0]).all(axis=1)
+            series[blind] = units[blind]
         out.append(series)
     index = h_idx.append(inputs.index)
     return out[0], out[1], index

@@ -66,6 +66,9 @@ RECOMMENDATION_COLUMNS = [
     "recommended_monthly_cost",
     "monthly_savings",
     "reason",
+    # why the policy kept a server out of a saving action ('' = not held back): at risk,
+    # growing, pinned, DR standby, no saving, anti-affinity, no fit, not proposed, no data
+    "held_back",
 ]
 
 # One row per (host group, member): the consolidation plan.

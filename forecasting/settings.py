@@ -56,6 +56,22 @@ class Settings(BaseSettings):
     idle_cpu_p95: float = Field(
         10.0, ge=0.0, le=100.0, description="CPU p95 below which a server counts as idle"
     )
+    propose: Literal["idle", "overprovisioned", "all"] = Field(
+        "overprovisioned", description="what the plan proposes (see README 'How the plan decides')"
+    )
+    risk_guard_probability: float = Field(
+        0.2, ge=0.0, le=1.0, description="P(breach) from which a server is never shrunk or moved"
+    )
+    min_saving_fraction: float = Field(
+        0.1, ge=0.0, le=0.95, description="smallest saving worth proposing, share of current cost"
+    )
+    min_saving_usd: float = Field(20.0, ge=0.0, description="... and at least this many USD per month")
+    sizing_percentile: float = Field(
+        99.0, ge=50.0, le=100.0, description="percentile of the period p95s sized for (sustained demand)"
+    )
+    lookback_days: int = Field(90, ge=1, le=3650, description="history sizing and idle detection read")
+    cross_bu_packing: bool = Field(False, description="let business units share a host (no chargeback)")
+    critical_per_host: int = Field(1, ge=1, le=64, description="critical servers one host may carry")
     workers: int = Field(0, ge=0, le=256, description="processes for per-series models (0 = all cores)")
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL / AWS)"
@@ -95,6 +111,21 @@ class Settings(BaseSettings):
         if "://" in v and not v.startswith(("s3://", "athena://", "file://")):
             raise ValueError(f"{v!r}: use a local path, s3://bucket/prefix or athena://workgroup/database")
         return v
+
+    def policy(self):  # -> forecasting.policy.Policy (imported here: the policy needs the analytics)
+        """The planner's policy these settings describe."""
+        from .policy import Policy
+
+        return Policy(
+            propose=self.propose,
+            risk_probability=self.risk_guard_probability,
+            min_saving_fraction=self.min_saving_fraction,
+            min_saving_usd=self.min_saving_usd,
+            sizing_percentile=self.sizing_percentile,
+            lookback_days=self.lookback_days,
+            cross_business_unit=self.cross_bu_packing,
+            critical_per_host=self.critical_per_host,
+        )
 
     @property
     def effective_horizon(self) -> int:

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .consolidation import PlacementRules
+from .analytics import Recommendations, recommend_from_inputs
 from .inputs import I50, AnalyticsError, AnalyticsInputs
 from .plan import RISK_COLUMNS
-from .rightsizing import DEFAULT_CATALOG, Recommendations, recommend_from_inputs
+from .policy import Policy
+from .rightsizing import DEFAULT_CATALOG
 from .risk import risk_table
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -56,7 +57,7 @@ class Scenario:
     ``growth_pct_per_month``: one rate for the whole fleet, or a mapping business unit → rate
     (key ``"*"``: every business unit not named). ``growth_metrics``: metrics it applies to
     (None: every forecast metric). Threshold, offset and lead-time mappings are merged over the
-    base settings; ``headroom`` replaces the base headroom.
+    base settings; ``headroom`` and ``policy`` replace the base ones.
     """
 
     growth_pct_per_month: float | Mapping[str, float] = 0.0
@@ -66,6 +67,7 @@ class Scenario:
     lead_time_days: Mapping[str, int] | None = None
     headroom: float | None = None
     added_load: tuple[AddedLoad, ...] = field(default_factory=tuple)
+    policy: Policy | None = None  # replaces the base policy (what to propose, minimum saving, …)
 
 
 # --------------------------------------------------------------------------- transforms
@@ -240,7 +242,7 @@ def whatif(
     headroom: float = 0.2,
     idle_cpu_p95: float = 10.0,
     catalog: pd.DataFrame = DEFAULT_CATALOG,
-    rules: PlacementRules | None = None,
+    policy: Policy | None = None,
     quantile: str = "q50",
     packing_quantile: str = "q90",
     consolidation: bool = False,
@@ -256,7 +258,8 @@ def whatif(
     ``consolidation=False`` (default) skips packing; pass True for a full re-plan (about 0.1 s
     for a 1,000-server fleet, 0.5 s for 10,000).
     ``risk``/``recommendations`` pick the halves to compute (a page that shows one skips the
-    other); ``assess`` is :func:`forecasting.risk.risk_table`'s.
+    other); ``assess`` is :func:`forecasting.risk.risk_table`'s. The recommendations are decided
+    by ``policy`` (the planner's, default Policy()), guarded by the scenario's risk.
     """
     if not (risk or recommendations):
         raise AnalyticsError("whatif: ask for risk, recommendations or both")
@@ -276,7 +279,11 @@ def whatif(
             headroom=h,
             idle_cpu_p95=idle_cpu_p95,
             catalog=catalog,
-            rules=rules,
+            policy=scenario.policy or policy,
+            risk=table,
+            thresholds=thr,
+            criticality_offsets=offs,
+            lead_time_days=leads,
             quantile=quantile,
             packing_quantile=packing_quantile,
             consolidation=consolidation,

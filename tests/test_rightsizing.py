@@ -9,18 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forecasting.analytics import analyze, recommend, recommend_from_inputs
 from forecasting.consolidation import catalog_unit_prices, cheapest_fit, price_factors
 from forecasting.inputs import AnalyticsError, prepare
 from forecasting.plan import ACTIONS, CONSOLIDATION_COLUMNS, RECOMMENDATION_COLUMNS
-from forecasting.rightsizing import (
-    DEFAULT_CATALOG,
-    CatalogError,
-    analyze,
-    recommend,
-    recommend_from_inputs,
-    size_servers,
-    validate_catalog,
-)
+from forecasting.rightsizing import DEFAULT_CATALOG, CatalogError, size_servers, validate_catalog
 from forecasting.risk import assess_risk
 from tests.test_risk import forecast, history, inventory
 
@@ -139,7 +132,7 @@ def test_every_server_gets_a_row_even_without_data() -> None:
     assert list(s["server_id"]) == ["a", "nodata", "nocap"]
     by = s.set_index("server_id")
     assert by.loc["nodata", "action"] == "keep"
-    assert by.loc["nodata", "reason"].startswith("no CPU and memory history or forecast")
+    assert by.loc["nodata", "reason"].startswith("no CPU history or forecast")
     assert by.loc["nocap", "reason"].startswith("capacity unknown")
 
 
@@ -211,8 +204,13 @@ def test_analyze_equals_the_two_entry_points() -> None:
     kw = {"headroom": 0.2, "idle_cpu_p95": 10.0, "catalog": CATALOG}
     both = analyze(fc, hist, inv, thresholds={"cpu_p95": 40.0}, **kw)
     pd.testing.assert_frame_equal(both.risk, assess_risk(fc, hist, inv, thresholds={"cpu_p95": 40.0}))
-    pd.testing.assert_frame_equal(both.recommendations.frame, recommend(fc, hist, inv, **kw).frame)
+    alone = recommend(fc, hist, inv, thresholds={"cpu_p95": 40.0}, **kw).frame
+    pd.testing.assert_frame_equal(both.recommendations.frame, alone)
     assert both.inputs.n_servers == 4
+    # w2 runs at its 40 % threshold: the risk guard keeps it off every shrinking action
+    w2 = alone.set_index("server_id").loc["w2"]
+    assert (w2["action"], w2["held_back"]) == ("keep", "at risk")
+    assert w2["reason"].startswith("CPU p95 already over 40 %")
 
 
 # --------------------------------------------------------------------------- invariant

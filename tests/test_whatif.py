@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forecasting.analytics import recommend_from_inputs
 from forecasting.inputs import AnalyticsError, prepare
 from forecasting.plan import RISK_COLUMNS
-from forecasting.rightsizing import recommend_from_inputs
 from forecasting.risk import risk_table
 from forecasting.whatif import (
     CHANGE_COLUMNS,

@@ -1,0 +1,386 @@
+"""The analytics pipeline of a run: risk, sizing and packing facts, then the one policy.
+
+:func:`analyze` is what the batch job calls; :func:`recommend_from_inputs` is the half a what-if
+re-runs on prepared inputs. The order matters and is the only place it is written down:
+
+1. risk (:mod:`forecasting.risk`) — the guard needs each server's breach probability;
+2. sizing (:mod:`forecasting.rightsizing`) on sustained demand;
+3. the policy's candidates for a shared host (:func:`forecasting.policy.consolidation_candidates`);
+4. peak-aware packing (:mod:`forecasting.consolidation`) under the placement rules, repeated
+   without the members that would not save the minimum until every member does;
+5. :func:`forecasting.policy.decide`: one action and one reason per server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .consolidation import (
+    ConsolidationResult,
+    PlacementRules,
+    WorkloadProfiles,
+    consolidate,
+    workload_profiles,
+)
+from .inputs import AnalyticsInputs, prepare
+from .plan import ACTIONS, CONSOLIDATION_COLUMNS, RECOMMENDATION_COLUMNS
+from .policy import (
+    HELD_BACK,
+    Facts,
+    Policy,
+    consolidation_candidates,
+    decide,
+    guard,
+    members_saving,
+    placement_facts,
+)
+from .rightsizing import DEFAULT_CATALOG, Sizing, size_servers, validate_catalog
+from .risk import risk_table
+
+
+@dataclass(frozen=True)
+class RecommendationSummary:
+    """Totals for the run manifest and the app's KPI cards (consolidation figures: see
+    consolidation.ConsolidationSummary; zero when consolidation was skipped)."""
+
+    servers: int
+    actions: dict[str, int]
+    monthly_savings: float  # decommission + right-size + consolidate
+    upgrade_monthly_cost: float  # extra spend the upgrades need
+    candidates: int = 0
+    hosts_before: int = 0
+    hosts_after: int = 0
+    servers_freed: int = 0
+    groups: int = 0
+    consolidation_monthly_savings: float = 0.0
+    naive_hosts: int = 0
+    naive_monthly_cost: float = 0.0
+    violations: int = 0
+    naive_violations: int = 0
+    replay_periods: int = 0
+    replay_source: str = ""
+    unplaceable: int = 0
+    host_size: str = ""
+    held_back: dict[str, int] = field(default_factory=dict)  # servers kept out of the plan, by why
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """One action per server, the consolidation plan behind it, and the workload profiles."""
+
+    frame: pd.DataFrame  # RECOMMENDATION_COLUMNS, one row per inventory server
+    sizing: Sizing
+    consolidation: ConsolidationResult | None
+    profiles: WorkloadProfiles | None
+    summary: RecommendationSummary
+
+    @property
+    def plan(self) -> pd.DataFrame:
+        """The consolidation plan (CONSOLIDATION_COLUMNS): groups of two or more servers."""
+        if self.consolidation is None:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in CONSOLIDATION_COLUMNS})
+        return self.consolidation.plan
+
+    def summary_dict(self) -> dict:
+        return self.summary.to_dict()
+
+
+def _summary(frame: pd.DataFrame, cons: ConsolidationResult | None) -> RecommendationSummary:
+    counts = frame["action"].value_counts()
+    saving = frame.loc[frame["action"].isin(["decommission", "right-size", "consolidate"]), "monthly_savings"]
+    upgrade = frame.loc[frame["action"] == "upgrade", "monthly_savings"]
+    extra: dict = {}
+    if cons is not None:
+        c = cons.summary
+        extra = {
+            "candidates": c.candidates,
+            "hosts_before": c.hosts_before,
+            "hosts_after": c.hosts_after,
+            "servers_freed": c.servers_freed,
+            "groups": c.groups,
+            "consolidation_monthly_savings": c.monthly_savings,
+            "naive_hosts": c.naive_hosts,
+            "naive_monthly_cost": c.naive_monthly_cost,
+            "violations": c.violations,
+            "naive_violations": c.naive_violations,
+            "replay_periods": c.replay_periods,
+            "replay_source": c.replay_source,
+            "unplaceable": c.unplaceable,
+            "host_size": c.host_size,
+        }
+    held = frame["held_back"].value_counts()
+    return RecommendationSummary(
+        servers=len(frame),
+        held_back={h: int(held.get(h, 0)) for h in HELD_BACK if held.get(h, 0)},
+        actions={a: int(counts.get(a, 0)) for a in ACTIONS},
+        monthly_savings=float(np.nansum(saving.to_numpy(dtype=float))),
+        upgrade_monthly_cost=float(-np.nansum(upgrade.to_numpy(dtype=float))),
+        **extra,
+    )
+
+
+def _pack_saving(
+    inputs: AnalyticsInputs,
+    cand: np.ndarray,
+    sizing: Sizing,
+    policy: Policy,
+    rules: PlacementRules,
+    **kw,
+) -> tuple[ConsolidationResult, np.ndarray, np.ndarray]:
+    """Pack the candidates; drop every member whose share of its host would not save the policy's
+    minimum (or would cost more than its own right-size) and pack again, until all members save.
+    Returns the final result, the candidates it packed, and (S,) the share a dropped server was
+    last offered (NaN for the others)."""
+    cost = inputs.inventory["monthly_cost_usd"].to_numpy(dtype=float)
+    alt = np.where(
+        sizing.frame["action"].to_numpy(dtype=object) == "right-size",
+        sizing.frame["recommended_monthly_cost"].to_numpy(dtype=float),
+        np.nan,
+    )
+    ids = pd.Index(inputs.server_ids)
+    cand = cand.copy()
+    offered = np.full(inputs.n_servers, np.nan)
+    for _ in range(int(cand.sum()) + 1):  # every round drops at least one candidate
+        cons = consolidate(inputs, cand, rules=rules, **kw)
+        if not len(cons.plan):
+            return cons, cand, offered
+        rows = ids.get_indexer(cons.plan["server_id"])
+        share = cons.allocated_cost.reindex(cons.plan["server_id"]).to_numpy(dtype=float)
+        ok = members_saving(share, cost[rows], alt[rows], policy)
+        if ok.all():
+            return cons, cand, offered
+        cand[rows[~ok]] = False
+        offered[rows[~ok]] = share[~ok]
+    raise AssertionError("unreachable: every round drops a candidate")  # pragma: no cover
+
+
+def _held_by_packing(
+    inputs: AnalyticsInputs, cons: ConsolidationResult | None, rules: PlacementRules, cand: np.ndarray
+) -> np.ndarray:
+    """(S,) why a candidate is not in a group: 'no fit', or 'anti-affinity' when a server it must
+    not share a host with is in a group of its partition."""
+    held = np.full(inputs.n_servers, "", dtype=object)
+    if cons is None:
+        return held
+    ids = pd.Index(inputs.server_ids)
+    alone = ids.get_indexer(pd.concat([cons.standalone["server_id"], cons.unplaceable["server_id"]]))
+    held[alone[alone >= 0]] = "no fit"
+    grouped = set(cons.plan["server_id"])
+    for a, b in rules.anti_affinity:
+        for x, y in ((a, b), (b, a)):
+            i = ids.get_indexer([x])[0]
+            if i >= 0 and held[i] == "no fit" and y in grouped:
+                held[i] = "anti-affinity"
+    return held
+
+
+def recommend_from_inputs(
+    inputs: AnalyticsInputs,
+    *,
+    headroom: float,
+    idle_cpu_p95: float,
+    policy: Policy | None = None,
+    risk: pd.DataFrame | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    criticality_offsets: Mapping[str, float] | None = None,
+    lead_time_days: Mapping[str, int] | None = None,
+    catalog: pd.DataFrame = DEFAULT_CATALOG,
+    host_size: str | None = None,
+    quantile: str = "q50",
+    packing_quantile: str = "q90",
+    consolidation: bool = True,
+    profiles: bool = True,
+    actuals: pd.DataFrame | None = None,
+) -> Recommendations:
+    """One action per server on prepared inputs, decided by the ``policy`` (default: Policy()).
+
+    ``risk`` is the risk frame the guard reads (computed here from the thresholds, assessing only
+    flagged rows, when not given). Sizing covers the ``quantile`` (expected, q50) forecast peak
+    and the sustained lookback demand; packing uses the ``packing_quantile`` (pessimistic, q90)
+    paths, since servers sharing a host must survive their bad days together. Members of a
+    consolidation group get action "consolidate", the host size, the group id and their share of
+    the host's cost (by their share of the group's CPU and memory peaks); every member saves at
+    least the policy's minimum. ``consolidation=False`` skips packing.
+    """
+    policy = policy or Policy()
+    cat = validate_catalog(catalog)
+    if risk is None:
+        risk = risk_table(
+            inputs,
+            thresholds=thresholds,
+            criticality_offsets=criticality_offsets,
+            lead_time_days=lead_time_days,
+            assess="flagged",
+        )
+    sizing = size_servers(
+        inputs,
+        headroom=headroom,
+        idle_cpu_p95=idle_cpu_p95,
+        catalog=cat,
+        quantile=quantile,
+        lookback_days=policy.lookback_days,
+        min_savings_fraction=policy.min_saving_fraction,
+        sizing_percentile=policy.sizing_percentile,
+    )
+    g = guard(inputs, risk, policy)
+    pinned, standby, partner = placement_facts(inputs.inventory)
+    sizable = sizing.demand["sizable"].to_numpy(dtype=bool)
+    sizing_action = sizing.frame["action"].to_numpy(dtype=object)
+    cand = consolidation_candidates(sizing_action, sizable, g, pinned, standby, policy)
+    rules = policy.placement_rules(inputs.inventory)
+    cons = None
+    offered = np.full(inputs.n_servers, np.nan)
+    if consolidation:
+        cons, cand, offered = _pack_saving(
+            inputs,
+            cand,
+            sizing,
+            policy,
+            rules,
+            catalog=cat,
+            headroom=headroom,
+            host_size=host_size,
+            quantile=packing_quantile,
+            actuals=actuals,
+        )
+    held = _held_by_packing(inputs, cons, rules, cand)
+    dropped = ~np.isnan(offered)
+    held[dropped] = "no saving"
+    member = np.zeros(inputs.n_servers, dtype=bool)
+    plan = cons.plan if cons is not None else None
+    if plan is not None and len(plan):
+        member[pd.Index(inputs.server_ids).get_indexer(plan["server_id"])] = True
+    facts = Facts(
+        sizing=sizing.frame,
+        demand=sizing.demand,
+        guard=g,
+        pinned=pinned,
+        standby=standby,
+        partner=partner,
+        member=member,
+        held=held,
+        candidate=cand | dropped,
+    )
+    frame = decide(facts, policy)
+    no_saving = dropped & (frame["held_back"].to_numpy(dtype=object) == "no saving")
+    if no_saving.any():
+        cost = frame["current_monthly_cost"].to_numpy(dtype=float)
+        frame.loc[no_saving, "reason"] = [
+            f"{r}; a shared host would cost ${o:,.0f}/month of ${c:,.0f} now, saving less than the "
+            f"${m:,.0f}/month minimum (or less than right-sizing)"
+            for r, o, c, m in zip(
+                frame.loc[no_saving, "reason"],
+                offered[no_saving],
+                cost[no_saving],
+                policy.min_saving(cost[no_saving]),
+                strict=True,
+            )
+        ]
+    if plan is not None and len(plan):
+        _fill_consolidation(frame, cons, headroom, packing_quantile)
+    prof = workload_profiles(inputs) if profiles and "cpu_p95" in inputs.history else None
+    frame = frame[RECOMMENDATION_COLUMNS]
+    return Recommendations(
+        frame=frame, sizing=sizing, consolidation=cons, profiles=prof, summary=_summary(frame, cons)
+    )
+
+
+def _fill_consolidation(
+    frame: pd.DataFrame, cons: ConsolidationResult, headroom: float, packing_quantile: str
+) -> None:
+    """Members of the plan's groups: host, group, share of the host's cost, and the reason."""
+    plan = cons.plan
+    detail = cons.groups.set_index("target_group").loc[plan["target_group"]]
+    row = pd.Index(frame["server_id"]).get_indexer(plan["server_id"])
+    share = cons.allocated_cost.reindex(plan["server_id"]).to_numpy(dtype=float)
+    current = frame["current_monthly_cost"].to_numpy(dtype=float)[row]
+    frame.loc[row, "action"] = "consolidate"
+    frame.loc[row, "held_back"] = ""
+    frame.loc[row, "recommended_size"] = plan["host_size"].to_numpy(dtype=object)
+    frame.loc[row, "recommended_cores"] = plan["host_cores"].to_numpy(dtype=float)
+    frame.loc[row, "recommended_memory_gb"] = plan["host_memory_gb"].to_numpy(dtype=float)
+    frame.loc[row, "target_group"] = plan["target_group"].to_numpy(dtype=object)
+    frame.loc[row, "recommended_monthly_cost"] = share
+    frame.loc[row, "monthly_savings"] = current - share
+    frame.loc[row, "reason"] = [
+        f"consolidate into {g} ({n} servers on one {h}: {c:g} vCPU / {m:g} GB): combined peak "
+        f"CPU {u:.0f} % and memory {v:.0f} % of the host, where packing by the sum of peaks would "
+        f"count {su:.0f} % and {sv:.0f} %; {headroom * 100:.0f} % headroom kept at every step of the last "
+        f"year (at today's level) and of the {packing_quantile} forecast; share of host cost "
+        f"${s:,.0f}/month" + (f" vs ${k:,.0f} now" if np.isfinite(k) else "")
+        for g, n, h, c, m, u, v, su, sv, s, k in zip(
+            *(
+                np.asarray(col).tolist()  # plain values: pandas/NumPy scalars format slowly
+                for col in (
+                    plan["target_group"],
+                    detail["members"],
+                    plan["host_size"],
+                    plan["host_cores"],
+                    plan["host_memory_gb"],
+                    plan["peak_cpu_util"],
+                    plan["peak_mem_util"],
+                    detail["sum_of_peaks_cpu_util"],
+                    detail["sum_of_peaks_mem_util"],
+                    share,
+                    current,
+                )
+            ),
+            strict=True,
+        )
+    ]
+
+
+def recommend(
+    forecasts: pd.DataFrame,
+    history: pd.DataFrame,
+    inventory: pd.DataFrame,
+    *,
+    origin: pd.Timestamp | str | None = None,
+    freq: str | None = None,
+    history_days: int | None = None,
+    **settings,
+) -> Recommendations:
+    """Recommendations straight from the frames: :func:`prepare` + :func:`recommend_from_inputs`
+    (``settings`` are its keyword arguments)."""
+    inputs = prepare(forecasts, history, inventory, origin=origin, freq=freq, history_days=history_days)
+    return recommend_from_inputs(inputs, **settings)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything one batch run derives from a forecast: the prepared arrays (keep them for
+    what-ifs), the risk frame and the recommendations."""
+
+    inputs: AnalyticsInputs
+    risk: pd.DataFrame  # plan.RISK_COLUMNS
+    recommendations: Recommendations
+
+
+def analyze(
+    forecasts: pd.DataFrame,
+    history: pd.DataFrame,
+    inventory: pd.DataFrame,
+    *,
+    thresholds: Mapping[str, float] | None = None,
+    criticality_offsets: Mapping[str, float] | None = None,
+    lead_time_days: Mapping[str, int] | None = None,
+    origin: pd.Timestamp | str | None = None,
+    freq: str | None = None,
+    history_days: int | None = None,
+    **settings,
+) -> Analysis:
+    """Risk and recommendations from one :func:`prepare`: the full risk table, and the
+    recommendations guarded by it (``settings``: :func:`recommend_from_inputs`'s keywords)."""
+    inputs = prepare(forecasts, history, inventory, origin=origin, freq=freq, history_days=history_days)
+    risk = risk_table(
+        inputs, thresholds=thresholds, criticality_offsets=criticality_offsets, lead_time_days=lead_time_days
+    )
+    recs = recommend_from_inputs(inputs, risk=risk, **settings)
+    return Analysis(inputs=inputs, risk=risk, recommendations=recs)
