@@ -269,18 +269,18 @@ def recommend_from_inputs(
         candidate=cand | dropped,
     )
     frame = decide(facts, policy)
-    no_saving = dropped & (frame["held_back"].to_numpy(dtype=object) == "no saving")
-    if no_saving.any():
+    if dropped.any():  # offered a shared host that did not pay: say by how much
         cost = frame["current_monthly_cost"].to_numpy(dtype=float)
-        frame.loc[no_saving, "reason"] = [
-            f"{r}; a shared host would cost ${o:,.0f}/month of ${c:,.0f} now, saving less than the "
-            f"${m:,.0f}/month minimum (or less than right-sizing)"
+        least = policy.min_saving(cost)
+        frame.loc[dropped, "reason"] = [
+            f"{r}; a shared host would cost ${o:,.0f}/month of ${c:,.0f} now: "
+            + (
+                f"saves less than the ${m:,.0f}/month minimum"
+                if c - o < m
+                else "saves less than right-sizing"
+            )
             for r, o, c, m in zip(
-                frame.loc[no_saving, "reason"],
-                offered[no_saving],
-                cost[no_saving],
-                policy.min_saving(cost[no_saving]),
-                strict=True,
+                frame.loc[dropped, "reason"], offered[dropped], cost[dropped], least[dropped], strict=True
             )
         ]
     if plan is not None and len(plan):

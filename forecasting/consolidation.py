@@ -686,7 +686,11 @@ def _groups(
     multi = np.flatnonzero(size >= 2)
     remap = np.full(packing.n_groups, -1)
     remap[multi] = np.arange(len(multi))
-    group = np.where(packing.group >= 0, remap[np.maximum(packing.group, 0)], -1)
+    group = (
+        np.where(packing.group >= 0, remap[np.clip(packing.group, 0, max(packing.n_groups - 1, 0))], -1)
+        if packing.n_groups
+        else np.full(n, -1)
+    )
     alone = (packing.group >= 0) & (group < 0)
     G = len(multi)
     cpu_peak = packing.cpu_load[multi].max(axis=1) if G else np.zeros(0)

@@ -36,6 +36,10 @@ OFF_PEAK, MONTH_END, QUARTER_END = 0, 1, 2
 PEAK_NAMES = {MONTH_END: "month-end", QUARTER_END: "quarter-end"}
 
 
+# Optional inventory columns the placement rules read (absent = unknown, no constraint).
+PLACEMENT_COLUMNS = ("dr_role", "dr_partner_id", "anti_affinity_group", "pinned")
+
+
 class AnalyticsError(ValueError):
     """Input the analytics cannot use; the message names what and where."""
 
@@ -170,7 +174,8 @@ def _server_positions(ids: pd.Series, inventory_ids: pd.Index, what: str) -> np.
 
 def _check_inventory(inventory: pd.DataFrame) -> pd.DataFrame:
     require_columns(inventory, list(INVENTORY_COLUMNS), "inventory", "analytics input")
-    inv = inventory[list(INVENTORY_COLUMNS)].reset_index(drop=True).copy()
+    placement = [c for c in PLACEMENT_COLUMNS if c in inventory.columns]  # the policy reads them
+    inv = inventory[[*INVENTORY_COLUMNS, *placement]].reset_index(drop=True).copy()
     inv["server_id"] = inv["server_id"].astype(str)
     dup = inv["server_id"].duplicated()
     if dup.any():

@@ -279,7 +279,8 @@ def decide(facts: Facts, policy: Policy) -> pd.DataFrame:
     rows as the caller filled them, every other server kept with the reason why."""
     frame = facts.sizing.copy()
     S = len(frame)
-    action = frame["action"].to_numpy(dtype=object).copy()
+    proposed = frame["action"].to_numpy(dtype=object)
+    action = proposed.copy()
     reason = frame["reason"].to_numpy(dtype=object).copy()
     held = np.full(S, "", dtype=object)
     cost = frame["current_monthly_cost"].to_numpy(dtype=float)
@@ -325,9 +326,7 @@ def decide(facts: Facts, policy: Policy) -> pd.DataFrame:
             "no saving",
             np.asarray([f"a smaller size saves less than ${m:,.0f}/month" for m in policy.min_saving(cost)]),
         )
-        rs_packed = rs & ~small & facts.candidate & (facts.held != "")
-        held[rs_packed] = facts.held[rs_packed]  # right-sized instead of consolidated: say why
-    rest = free & (action == "keep") & ~facts.member
+    rest = free & (proposed == "keep") & ~facts.member
     held[rest] = np.where(facts.candidate[rest], facts.held[rest], "not proposed")
     if policy.propose != "all":
         reason[rest & ~facts.candidate] = [
@@ -338,6 +337,7 @@ def decide(facts: Facts, policy: Policy) -> pd.DataFrame:
     frame["reason"] = reason
     _restore_size(frame, keep_size)
     _size_standbys(frame, facts, held)
+    held[frame["action"].to_numpy(dtype=object) != "keep"] = ""  # acted on: not held back
     frame["held_back"] = held
     return frame
 
@@ -357,7 +357,7 @@ def _restore_size(frame: pd.DataFrame, rows: np.ndarray) -> None:
 def _size_standbys(frame: pd.DataFrame, facts: Facts, held: np.ndarray) -> None:
     """A DR standby takes its primary's size (it must carry the primary's load after failover):
     upgraded or right-sized with it, kept otherwise; never decommissioned or consolidated."""
-    rows = np.flatnonzero(facts.standby)
+    rows = np.flatnonzero(facts.standby & ~facts.pinned)  # a pinned standby keeps, like any pinned server
     if not len(rows):
         return
     ids = frame["server_id"].to_numpy(dtype=object)
@@ -368,7 +368,8 @@ def _size_standbys(frame: pd.DataFrame, facts: Facts, held: np.ndarray) -> None:
         prim = action[p] if p >= 0 else ""
         held[i] = "DR standby"
         base = "DR standby: idle by design, never decommissioned or consolidated"
-        if prim in ("upgrade", "right-size") and p != i:
+        guarded = bool(facts.guard.at_risk[i] or facts.guard.growing[i])
+        if prim == "upgrade" or (prim == "right-size" and not guarded):
             cores_now = float(frame.at[i, "current_cores"])
             mem_now = float(frame.at[i, "current_memory_gb"])
             new = [frame.at[p, c] for c in cols]
@@ -391,4 +392,9 @@ def _size_standbys(frame: pd.DataFrame, facts: Facts, held: np.ndarray) -> None:
         frame.at[i, "action"] = "keep"
         _restore_size(frame, np.arange(len(frame)) == i)
         with_p = f"; sized with its primary {ids[p]} ({prim or 'keep'})" if p >= 0 else "; no primary named"
-        frame.at[i, "reason"] = base + with_p
+        risk = (
+            f"; {facts.guard.text[i]}: not downsized with its primary"
+            if guarded and prim == "right-size"
+            else ""
+        )
+        frame.at[i, "reason"] = base + with_p + risk

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .analytics import Recommendations, recommend_from_inputs
-from .inputs import I50, AnalyticsError, AnalyticsInputs
+from .inputs import I50, PLACEMENT_COLUMNS, AnalyticsError, AnalyticsInputs
 from .plan import RISK_COLUMNS
 from .policy import Policy
 from .rightsizing import DEFAULT_CATALOG
@@ -159,7 +159,8 @@ def _template(inputs: AnalyticsInputs, load: AddedLoad) -> int:
 def add_servers(inputs: AnalyticsInputs, loads: Sequence[AddedLoad]) -> AnalyticsInputs:
     """Inputs with hypothetical servers appended (ids ``new-<bu>-<profile>-001`` …).
 
-    Each copies its template's inventory row (business unit, region, environment as given),
+    Each copies its template's inventory row (business unit, region, environment as given; no
+    DR pair, anti-affinity group or pin),
     forecasts, history and seasonal statistics, so risk, sizing and packing treat it like a real
     server with that workload.
     """
@@ -188,6 +189,9 @@ def add_servers(inputs: AnalyticsInputs, loads: Sequence[AddedLoad]) -> Analytic
             base["region"] = load.region
         if load.environment is not None:
             base["environment"] = load.environment
+        for col in PLACEMENT_COLUMNS:  # a new server is in no DR pair or group, and not pinned
+            if col in base.columns:
+                base[col] = pd.NA
         new_rows.append(base)
         rows.extend([t] * load.count)
     idx = np.asarray(rows, dtype=int)
