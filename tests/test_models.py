@@ -358,7 +358,9 @@ def test_fleet_variants_and_future_design():
     cfg = DEFAULTS["daily"]
     vs = variants(cfg)
     assert Variant(None, 1.0, True) in vs and Variant(0.0, 0.0, False) in vs
-    assert len(vs) == len(set(vs)) == (2 * 2 + 1) * len(cfg.level_blends) * len(cfg.follow_shift)
+    ramps = [v for v in vs if v.ramp]
+    assert ramps == [Variant(cfg.default_damping, 1.0, f, False, True) for f in cfg.follow_shift]
+    assert len(vs) == len(set(vs)) == (2 * 2 + 1) * len(cfg.level_blends) * len(cfg.follow_shift) + len(ramps)
     assert not any(v.drift for v in vs if v.damping == 0.0)  # a flat trend has no drift to extend
     hourly = DEFAULTS["hourly"]
     assert variants(hourly) == [Variant(d, b, True) for d in (None, 24.0, 0.0) for b in hourly.level_blends]
