@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from ..panel import Panel
-from ..plan import QUANTILES
 from .base import ForecastModel, ForecastResult, finalize
 from .naive import SEASON, SeasonalNaiveModel, _failures, seasonal_naive_mae
 
