@@ -140,14 +140,17 @@ def test_refit_replaces_state(model_cls, panel):
 
 
 def test_registry_builds_each_model_and_rejects_unknown_names():
-    assert MODEL_NAMES == ("fleet", "prophet", "naive")
+    assert MODEL_NAMES == ("fleet", "prophet", "naive", "profile", "gbm", "ensemble")
     assert isinstance(get_model("fleet"), FleetModel)
     assert isinstance(get_model(" Naive "), SeasonalNaiveModel)
     assert get_model("naive", season=24).season == 24
     assert get_model("fleet", level_window=7).config_for("daily").level_window == 7
     prophet = get_model("prophet", workers=1)
     assert isinstance(prophet, ForecastModel) and prophet.name == "prophet"
-    with pytest.raises(UnknownModelError, match="unknown model 'arima': use one of fleet, prophet, naive"):
+    with pytest.raises(
+        UnknownModelError,
+        match="unknown model 'arima': use one of fleet, prophet, naive, profile, gbm, ensemble",
+    ):
         get_model("arima")
 
 

@@ -56,7 +56,7 @@ class GBMModel(CalibratedPointModel):
             "colsample_bytree": 0.9,
             "verbose": -1,
             "random_state": 0,
-            "n_jobs": 2,
+            "n_jobs": 1,  # OpenMP spin-waits badly on a busy 2-core machine
         }
 
     def _lags(self, freq: str) -> list[int]:
@@ -93,8 +93,8 @@ class GBMModel(CalibratedPointModel):
     def _phase(index, freq: str) -> np.ndarray:
         """(T, 2) hour of day and day of week (daily: day of week and day of month)."""
         if freq == "hourly":
-            return np.column_stack([index.hour, index.dayofweek]).astype(float)
-        return np.column_stack([index.dayofweek, index.day]).astype(float)
+            return np.column_stack([index.hour, index.day_of_week]).astype(float)
+        return np.column_stack([index.day_of_week, index.day]).astype(float)
 
     def _prepare(self, panel: Panel) -> None:
         self._booster = self._train(panel)
