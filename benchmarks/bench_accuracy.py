@@ -154,6 +154,12 @@ def main() -> None:
     sample = args.prophet_sample or (10 if args.quick else 60)
     synthetic(servers, sample, not args.no_prophet)
     nab(not args.no_prophet)
+    from real_data import real_accuracy  # benchmarks/ is on sys.path when a bench runs
+
+    table = real_accuracy(["fleet", "naive", "profile", "gbm", "ensemble"], quick=args.quick)
+    print("(c) real data (benchmarks/real_data.py): MASE ratio to the 24 h seasonal naive")
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
+        print("  " + table.to_string(index=False).replace("\n", "\n  "))
 
 
 if __name__ == "__main__":

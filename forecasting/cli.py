@@ -264,7 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="batch job: forecast every server × metric, backtest, risk, recommendations, publish"
     )
     r.add_argument("--horizon", type=int, help="periods ahead (default 90 days / 168 hours)")
-    r.add_argument("--model", choices=["fleet", "prophet", "naive"], help="forecast model (default fleet)")
+    r.add_argument(
+        "--model",
+        choices=["fleet", "prophet", "naive", "profile", "gbm", "ensemble"],
+        help="forecast model (default fleet)",
+    )
     r.add_argument("--no-backtest", action="store_true", help="skip the rolling-origin backtest")
     r.set_defaults(func=cmd_run)
 

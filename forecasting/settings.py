@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     horizon: int | None = Field(
         None, ge=1, le=5000, description="forecast horizon in periods (default 90 days / 168 hours)"
     )
-    model: Literal["fleet", "prophet", "naive"] = "fleet"
+    model: Literal["fleet", "prophet", "naive", "profile", "gbm", "ensemble"] = "fleet"
     backtest_cutoffs: int = Field(3, ge=0, le=20)
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     criticality_offsets: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_CRITICALITY_OFFSETS))

@@ -140,14 +140,17 @@ def test_refit_replaces_state(model_cls, panel):
 
 
 def test_registry_builds_each_model_and_rejects_unknown_names():
-    assert MODEL_NAMES == ("fleet", "prophet", "naive")
+    assert MODEL_NAMES == ("fleet", "prophet", "naive", "profile", "gbm", "ensemble")
     assert isinstance(get_model("fleet"), FleetModel)
     assert isinstance(get_model(" Naive "), SeasonalNaiveModel)
     assert get_model("naive", season=24).season == 24
     assert get_model("fleet", level_window=7).config_for("daily").level_window == 7
     prophet = get_model("prophet", workers=1)
     assert isinstance(prophet, ForecastModel) and prophet.name == "prophet"
-    with pytest.raises(UnknownModelError, match="unknown model 'arima': use one of fleet, prophet, naive"):
+    with pytest.raises(
+        UnknownModelError,
+        match="unknown model 'arima': use one of fleet, prophet, naive, profile, gbm, ensemble",
+    ):
         get_model("arima")
 
 
@@ -358,7 +361,9 @@ def test_fleet_variants_and_future_design():
     cfg = DEFAULTS["daily"]
     vs = variants(cfg)
     assert Variant(None, 1.0, True) in vs and Variant(0.0, 0.0, False) in vs
-    assert len(vs) == len(set(vs)) == (2 * 2 + 1) * len(cfg.level_blends) * len(cfg.follow_shift)
+    ramps = [v for v in vs if v.ramp]
+    assert ramps == [Variant(cfg.default_damping, 1.0, f, False, True) for f in cfg.follow_shift]
+    assert len(vs) == len(set(vs)) == (2 * 2 + 1) * len(cfg.level_blends) * len(cfg.follow_shift) + len(ramps)
     assert not any(v.drift for v in vs if v.damping == 0.0)  # a flat trend has no drift to extend
     hourly = DEFAULTS["hourly"]
     assert variants(hourly) == [Variant(d, b, True) for d in (None, 24.0, 0.0) for b in hourly.level_blends]

@@ -1,7 +1,7 @@
 """Forecast models behind one interface (see base.ForecastModel), and a registry by name.
 
-`get_model("fleet" | "naive" | "prophet", **kwargs)` builds a model from its configured name;
-Prophet is imported only when asked for (importing it costs about a second).
+`get_model("fleet" | "naive" | "prophet" | "profile" | "gbm" | "ensemble", **kwargs)` builds a
+model from its configured name; Prophet and LightGBM are imported only when asked for.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from .base import ForecastModel, ForecastResult, NotFittedError, finalize
 from .fleet import FleetModel
 from .naive import SeasonalNaiveModel
 
-MODEL_NAMES = ("fleet", "prophet", "naive")
+MODEL_NAMES = ("fleet", "prophet", "naive", "profile", "gbm", "ensemble")
 
 
 class UnknownModelError(ValueError):
@@ -24,6 +24,18 @@ def get_model(name: str, **kwargs: object) -> ForecastModel:
         return FleetModel(**kwargs)
     if key == "naive":
         return SeasonalNaiveModel(**kwargs)
+    if key == "profile":
+        from .profile import ProfileModel
+
+        return ProfileModel(**kwargs)
+    if key == "gbm":
+        from .gbm import GBMModel
+
+        return GBMModel(**kwargs)
+    if key == "ensemble":
+        from .gbm import EnsembleModel
+
+        return EnsembleModel(**kwargs)
     if key == "prophet":
         from .prophet import ProphetModel
 

@@ -95,6 +95,16 @@ class FleetConfig:
     calibration_series: int = 300  # aim for this many series × origins in the calibration pool
     calibration_max_series: int = 600  # larger panels hold out a random sample of series
     min_pool: int = 40  # series × origins before a group's hold-out chooses or calibrates on its own
+    # a recent ramp: the residuals' least-squares slope over the last `ramp_window` periods,
+    # extended linearly when it is `ramp_sigmas` standard errors from zero (errors inflated for
+    # the residuals' autocorrelation); candidates: a variant that extends it, or none
+    ramp: tuple[bool, ...] = (False,)
+    ramp_window: int = 84
+    ramp_sigmas: float = 6.0
+    # per-series choice of the variant from the series' own hold-out errors, shrunk to its group's
+    series_choice: bool = True
+    series_origins: int = 2  # hold-out origins per series for that choice (every series is held out)
+    series_confidence: float = 1.2816  # switch only when the shrunk gain is this many posterior sds
 
 
 DEFAULTS: dict[str, FleetConfig] = {
@@ -119,6 +129,8 @@ DEFAULTS: dict[str, FleetConfig] = {
         drift_window=56,
         drift_sigmas=4.0,
         drift=(False, True),
+        ramp=(False, True),
+        ramp_window=84,
         scale_window=182,
         ridge_slope=1e-3,
         ridge_changepoint=1.0,
@@ -443,6 +455,7 @@ class Variant:
     blend: float  # share of the recent median residual added to the forecast
     follow_shift: bool  # a detected recent level shift replaces that correction
     drift: bool = False  # extend the recent drift of the residuals (a ramp the trend has not caught)
+    ramp: bool = False  # re-estimate slope and level on the recent window where a ramp is significant
 
     def label(self) -> str:
         trend = (
@@ -450,7 +463,8 @@ class Variant:
         )
         shift = ", follows shifts" if self.follow_shift else ""
         drift = ", recent drift" if self.drift else ""
-        return f"trend {trend}, level correction {self.blend:g}{shift}{drift}"
+        ramp = ", recent ramp" if self.ramp else ""
+        return f"trend {trend}, level correction {self.blend:g}{shift}{drift}{ramp}"
 
 
 def default_variant(cfg: FleetConfig) -> Variant:
@@ -464,13 +478,19 @@ def variants(cfg: FleetConfig) -> list[Variant]:
     dampings: list[float | None] = [None]
     if cfg.trend:
         dampings += [d for d in (cfg.damping_half_life, 0.0) if d is not None]
-    return [
+    out = [
         Variant(d, b, f, r)
         for d in dict.fromkeys(dampings)
         for b in dict.fromkeys(cfg.level_blends)
         for f in dict.fromkeys(cfg.follow_shift)
         for r in dict.fromkeys(cfg.drift if d != 0.0 else (False,))
     ]
+    # a ramp is extended linearly from the level of its own line; where no ramp is significant
+    # the variant is the default (damped) trend, so choosing it invents no trend: one
+    # candidate per shift option
+    if cfg.trend and True in cfg.ramp:
+        out += [Variant(cfg.default_damping, 1.0, f, False, True) for f in dict.fromkeys(cfg.follow_shift)]
+    return out
 
 
 @dataclass
@@ -481,11 +501,17 @@ class _Fit:
     drift: np.ndarray  # (n,) residual slope per period over the drift window
     scale: np.ndarray  # (n,) robust residual scale (band unit)
     ok: np.ndarray  # (n,) finite fit
+    ramp: np.ndarray  # (n,) residual slope per period over the ramp window (0 = not significant)
+    ramp_level: np.ndarray  # (n,) that line's residual at the last period
+    ramp_t: np.ndarray  # (n,) its t-statistic (autocorrelation-inflated standard error)
 
     def level(self, variant: Variant, half_window: float) -> np.ndarray:
         """Correction added to every future period (at the end of history when drifting)."""
         base = variant.blend * (self.recent + (self.drift * half_window if variant.drift else 0.0))
-        return np.where(np.isnan(self.shift), base, self.shift) if variant.follow_shift else base
+        shifted = np.where(np.isnan(self.shift), base, self.shift) if variant.follow_shift else base
+        if variant.ramp:  # the ramp's own line explains a recent "shift": it sets the level
+            return np.where(self.ramp != 0, self.ramp_level, shifted)
+        return shifted
 
     def take(self, rows: np.ndarray) -> _Fit:
         return _Fit(*(getattr(self, f.name)[rows] for f in dataclasses.fields(_Fit)))
@@ -495,16 +521,21 @@ class _Fit:
     ) -> np.ndarray:
         """(n, H) point forecasts for the periods of index (base: the fit's own part, when known)."""
         out = self.coef @ design.future(index, variant.damping).T if base is None else base.copy()
+        if variant.ramp and variant.damping is not None and (self.ramp != 0).any():
+            on = self.ramp != 0  # a significant ramp: the fitted trend runs on linearly beneath it
+            out[on] = self.coef[on] @ design.future(index, None).T
         out += self.level(variant, design.config.level_window / 2)[:, None]
         if variant.drift:
             out += self.drift[:, None] * design.future_steps(len(index), variant.damping)[None, :]
+        if variant.ramp:
+            out += self.ramp[:, None] * np.arange(1, len(index) + 1, dtype=float)[None, :]
         return out
 
     @staticmethod
     def concat(parts: list[_Fit], K: int) -> _Fit:
         if not parts:
             e = np.empty(0)
-            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool))
+            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool), e, e, e)
         return _Fit(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(_Fit)))
 
 
@@ -542,8 +573,74 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
         scale[few] = _robust_scale(np.where(mask[few][:, ::stride], resid[few][:, ::stride], np.nan))
     recent, shift = _level_correction(resid, mask, scale, cfg)
     drift = _drift(resid, mask, scale, cfg)
+    ramp, ramp_level, ramp_t = _ramp(resid, mask, scale, cfg)
     ok = np.isfinite(coef).all(axis=1) & np.isfinite(recent) & np.isfinite(scale)
-    return _Fit(coef=coef, recent=recent, shift=shift, drift=drift, scale=np.nan_to_num(scale), ok=ok)
+    return _Fit(
+        coef=coef,
+        recent=recent,
+        shift=shift,
+        drift=drift,
+        scale=np.nan_to_num(scale),
+        ok=ok,
+        ramp=ramp,
+        ramp_level=ramp_level,
+        ramp_t=ramp_t,
+    )
+
+
+def _ramp(
+    resid: np.ndarray, mask: np.ndarray, scale: np.ndarray, cfg: FleetConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ramp that began after the trend's last knot: the least-squares slope of the residuals
+    over a recent window, its line's value at the last period, and its t-statistic.
+
+    The trend's knots stop at `changepoint_range` of the span and recency weights average the
+    last year, so a ramp of the last months shows as a sloped residual. Windows of 1/3, 2/3 and
+    all of `ramp_window` are tried, the shortest significant one wins (the latest slope: a ramp
+    that began 3 weeks ago is not diluted by the flat weeks before it). Significant = the slope
+    is `ramp_sigmas` standard errors from zero (σ of the residuals about the line) *and* the line rises by at least 3 residual sigmas over its
+    window — a wandering level or a yearly wave's flank stays well under that. Residuals are
+    winsorised at 3 σ about each week's median first, so a burst cannot tilt the line. Elsewhere the
+    slope is 0 and the variant is a linear trend with the full level correction.
+    """
+    n = resid.shape[0]
+    zero = np.zeros(n)
+    slope_out, level_out, t_out = zero.copy(), zero.copy(), zero.copy()
+    found = np.zeros(n, dtype=bool)
+    if True not in cfg.ramp:
+        return slope_out, level_out, t_out
+    sig = np.where(scale > 0, scale, np.nan)[:, None]
+    for W in sorted({max(cfg.ramp_window // 3, 8), max(2 * cfg.ramp_window // 3, 8), cfg.ramp_window}):
+        if resid.shape[1] < W:
+            break
+        m = mask[:, -W:]
+        r = np.where(m, resid[:, -W:].astype(float), np.nan)
+        # winsorise about each week's median (not about 0: a ramp's residuals are far from 0)
+        wk = W // 7 * 7
+        if wk >= 7:
+            med = nan_row_median(r[:, W - wk :].reshape(-1, 7)).reshape(n, wk // 7)
+            centre = np.repeat(med, 7, axis=1)
+            centre = np.hstack([np.repeat(centre[:, :1], W - wk, axis=1), centre])
+            centre = np.where(np.isnan(centre), 0.0, centre)
+            r = np.clip(r, centre - 3.0 * sig, centre + 3.0 * sig)
+        r = np.where(m, r, 0.0)
+        cnt = m.sum(axis=1)
+        t = np.arange(W, dtype=float)[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tbar = (m * t).sum(axis=1) / cnt
+            rbar = r.sum(axis=1) / cnt
+            dt = np.where(m, t - tbar[:, None], 0.0)
+            sxx = (dt * dt).sum(axis=1)
+            slope = (dt * r).sum(axis=1) / sxx
+            level = rbar + slope * (W - 1 - tbar)
+            e = np.where(m, r - rbar[:, None] - slope[:, None] * dt, 0.0)
+            s2 = (e * e).sum(axis=1) / np.maximum(cnt - 2, 1)
+            tstat = np.nan_to_num(slope / np.sqrt(s2 / sxx))
+            rise = np.nan_to_num(np.abs(slope) * W / sig[:, 0])
+        ok = ~found & (cnt >= W // 2) & np.isfinite(slope) & (np.abs(tstat) > cfg.ramp_sigmas) & (rise >= 3.0)
+        slope_out[ok], level_out[ok], t_out[ok] = slope[ok], level[ok], tstat[ok]
+        found |= ok
+    return slope_out, level_out, t_out
 
 
 def _drift(resid: np.ndarray, mask: np.ndarray, scale: np.ndarray, cfg: FleetConfig) -> np.ndarray:
@@ -667,6 +764,17 @@ class Calibration:
     scores: pd.DataFrame  # group, variant, mase (hold-out), series: the comparison behind the choice
     source: str  # how it was measured (for a run manifest)
     n_errors: int
+    # per panel row: index into variants(cfg) chosen for that series itself, -1 = its group's
+    series_variant: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # (group | '*', variant index, ramp extended) -> (horizon, Q) offsets from the errors of the
+    # series using that variant (a ramp variant errs differently where it extends a ramp)
+    variant_offsets: dict[tuple[str, int, bool], np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def variant_table(self, group: str, v: int, H: int, ramp: bool = False) -> np.ndarray:
+        """(H, Q) offsets of series of a group under variant v: that variant's own pool in the
+        group, else its pool over all groups, else the group's pool."""
+        table = self.variant_offsets.get((group, v, ramp), self.variant_offsets.get(("*", v, ramp)))
+        return _extend(self.offsets[group] if table is None else table, H)
 
     def group_of(self, metrics: np.ndarray) -> np.ndarray:
         """The calibration group of each series: its metric when measured, else '*'."""
@@ -719,6 +827,7 @@ class _HoldOut:
     rows: np.ndarray  # panel rows
     z: np.ndarray  # (V, n, H) errors / residual scale
     mase: np.ndarray  # (V, n) mean |error| / in-sample seasonal-naive MAE
+    ramp_on: np.ndarray  # (n,) a significant ramp at that origin (the ramp variants extended one)
     origins: int = 1
 
     @staticmethod
@@ -727,11 +836,12 @@ class _HoldOut:
             np.concatenate([o.rows for o in outs]),
             np.concatenate([o.z for o in outs], axis=1),
             np.concatenate([o.mase for o in outs], axis=1),
+            np.concatenate([o.ramp_on for o in outs]),
             max(o.origins for o in outs),
         )
 
     def take(self, sel: np.ndarray) -> _HoldOut:
-        return _HoldOut(self.rows[sel], self.z[:, sel], self.mase[:, sel], self.origins)
+        return _HoldOut(self.rows[sel], self.z[:, sel], self.mase[:, sel], self.ramp_on[sel], self.origins)
 
 
 def _gaussian_offsets(H: int) -> np.ndarray:
@@ -765,6 +875,95 @@ def _mean_mase(mase: np.ndarray) -> np.ndarray:
     """Mean hold-out MASE per variant over the series every variant could be scored on."""
     ok = np.isfinite(mase).all(axis=0)
     return mase[:, ok].mean(axis=1) if ok.any() else np.full(mase.shape[0], np.nan)
+
+
+def _series_choice(
+    held: _HoldOut,
+    group_pick: np.ndarray,
+    row_group: np.ndarray,
+    cands: list[Variant],
+    evident: np.ndarray,
+    cfg: FleetConfig,
+    n_panel: int,
+) -> np.ndarray:
+    """Per panel row, the variant the series' own hold-out supports (-1 = its group's choice).
+
+    Empirical Bayes per group and variant v: d_i = the series' mean hold-out MASE under v minus
+    under the group's variant, over its k_i origins. Its noise σ² is the pooled within-series
+    variance of those differences across origins; the spread τ² of true differences is what
+    the spread of the d_i leaves after that noise. The shrunk gain μ + B(d_i − μ), B = τ²/(τ² +
+    σ²/k_i), must beat zero by `series_confidence` posterior standard deviations √(B σ²/k_i):
+    one origin or noisy errors → B small, the series keeps its group's variant.
+
+    A ramp significant at the end of the history (evident) takes a ramp variant: the hold-out
+    cannot have seen a ramp younger than its origin. Only where the ramp variant extended a
+    ramp at an origin and lost there does the series keep the choice above.
+    """
+    out = np.full(n_panel, -1, dtype=np.int64)
+    rows, inv = np.unique(held.rows, return_inverse=True)
+    inv = inv.reshape(-1)
+    m = len(rows)
+    if m == 0:
+        return out
+    V = len(cands)
+    base = held.mase[group_pick, np.arange(len(group_pick))]
+    diff = held.mase - base[None, :]  # (V, entries)
+    ok = np.isfinite(diff)
+    d0 = np.where(ok, diff, 0.0)
+    k = np.zeros((V, m))
+    tot = np.zeros((V, m))
+    for v in range(V):
+        k[v] = np.bincount(inv, weights=ok[v], minlength=m)
+        tot[v] = np.bincount(inv, weights=d0[v], minlength=m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dbar = tot / k
+    dev2 = np.where(ok, (d0 - np.nan_to_num(dbar)[:, inv]) ** 2, 0.0)
+    ss = np.stack([np.bincount(inv, weights=dev2[v], minlength=m) for v in range(V)])
+    group_of_row = np.empty(m, dtype=object)
+    group_of_row[inv] = row_group
+    gpick = np.full(m, -1)
+    gpick[inv] = group_pick
+    best = np.full(m, -1)
+    best_gain = np.zeros(m)
+    for name in np.unique(group_of_row.astype(str)):
+        g = group_of_row == name
+        for v in range(V):
+            has = g & (k[v] > 0) & (gpick != v)
+            if np.count_nonzero(has) < 2:
+                continue
+            dof = np.sum(np.maximum(k[v][has] - 1, 0))
+            d = dbar[v][has]
+            spread = float(np.var(d))
+            sigma2 = float(ss[v][has].sum() / dof) if dof > 0 else spread  # no repeats: no flips
+            mu = float(np.mean(d))
+            tau2 = max(spread - float(np.mean(sigma2 / k[v][has])), 0.0)
+            noise = sigma2 / k[v][has]
+            B = tau2 / (tau2 + noise) if tau2 > 0 else np.zeros_like(noise)
+            post = mu + B * (d - mu)
+            sd = np.sqrt(B * noise)
+            win = (post + cfg.series_confidence * sd < 0) & (post < best_gain[has])
+            idx = np.flatnonzero(has)[win]
+            best[idx], best_gain[idx] = v, post[win]
+    out[rows] = best
+    ramps = [i for i, c in enumerate(cands) if c.ramp]
+    if ramps:
+        # a ramp variant with the group's shift option; lost where it extended a ramp → keep
+        shift_of = np.array([cands[i].follow_shift for i in range(V)])
+        ramp_for = np.array(
+            [next((r for r in ramps if cands[r].follow_shift == f), ramps[0]) for f in shift_of]
+        )
+        rp = ramp_for[group_pick]
+        tried = held.ramp_on & np.isfinite(diff[rp, np.arange(len(rp))])
+        lost_sum = np.bincount(inv, weights=np.where(tried, diff[rp, np.arange(len(rp))], 0.0), minlength=m)
+        lost = (np.bincount(inv, weights=tried, minlength=m) > 0) & (lost_sum > 0)
+        take = evident[rows] & ~lost
+        first_pick = np.full(m, -1)
+        first_pick[inv] = rp
+        out[rows[take]] = first_pick[take]
+        unseen = evident.copy()  # no hold-out at all (too short then): the present evidence alone
+        unseen[rows] = False
+        out[unseen] = ramps[0]
+    return out
 
 
 # --------------------------------------------------------------------------- the model
@@ -844,9 +1043,34 @@ class FleetModel(ForecastModel):
             SeasonalNaiveModel().fit(panel.subset(self._fallback_rows)) if fallback.any() else None
         )
         self._failures = _failures(panel.keys, [(m, r + " → seasonal naive") for m, r in rules], self.name)
+        self._choice = np.full(panel.n_series, -1, dtype=np.int64)
+        if cfg.series_choice and self._rows.size:
+            # every series held out under the chosen structure: the evidence of its own choice
+            held, Hc = self._hold_outs(panel, H, cfg, self._structure, len(self._rows), every=True)
+            if held is not None:
+                evident = np.zeros(panel.n_series, dtype=bool)
+                evident[self._rows] = self._fit.ramp != 0
+                cal = self._calibration_from(held, metric_of, cfg, Hc, evident=evident)
+                self._calibrations = {H: cal}
+                self._choice = cal.series_variant
         if self.horizon:
             self.calibration(self.horizon)
         return self
+
+    @property
+    def series_variants(self) -> pd.DataFrame:
+        """Per fitted series, the variant it uses and whether that is its own choice."""
+        panel = self._require_fitted()
+        cal = self.calibration(self.horizon or DEFAULT_HORIZON[panel.freq])
+        cands = variants(self._cfg)
+        groups = cal.group_of(panel.keys["metric"].to_numpy(dtype=object)[self._rows])
+        own = self._choice[self._rows]
+        labels = [cands[o].label() if o >= 0 else cal.variants[g].label() for o, g in zip(own, groups)]
+        out = panel.keys.iloc[self._rows][["server_id", "metric"]].reset_index(drop=True)
+        out["variant"] = labels
+        out["own_choice"] = own >= 0
+        out["ramp_per_period"] = self._fit.ramp
+        return out
 
     @property
     def structure(self) -> dict[str, str]:
@@ -900,16 +1124,25 @@ class FleetModel(ForecastModel):
             if held[0] is None:
                 self._calibrations[horizon] = self._insample_calibration(panel, cfg)
             else:
-                self._calibrations[horizon] = self._calibration_from(held[0], metric_of, cfg, held[1])
+                self._calibrations[horizon] = self._calibration_from(
+                    held[0], metric_of, cfg, held[1], choice=self._choice
+                )
         return self._calibrations[horizon]
 
     def _hold_outs(
-        self, panel: Panel, H: int, cfg: FleetConfig, structure: dict[str, Structure], n_fitted: int
+        self,
+        panel: Panel,
+        H: int,
+        cfg: FleetConfig,
+        structure: dict[str, Structure],
+        n_fitted: int,
+        every: bool = False,
     ) -> tuple[_HoldOut | None, int]:
         """Rolling-origin errors of every variant inside the training window, and the steps
         measured. Origins step back from the end by the horizon, never into the first half of
         the history; small panels use more origins (up to `max_calibration_origins`) so the
-        pool holds enough series."""
+        pool holds enough series. every: every series at `series_origins` origins or more
+        (the evidence of a per-series choice) instead of a sample."""
         T = panel.length
         min_train = max(MIN_HISTORY[panel.freq], T // 2)
         Hc = min(H, T - min_train)
@@ -917,12 +1150,14 @@ class FleetModel(ForecastModel):
             return None, 0
         cands = variants(cfg)
         want = max(1, math.ceil(cfg.calibration_series / max(n_fitted, 1)))
+        if every:
+            want = max(want, cfg.series_origins)
         outs = []
         for j in range(1, min(cfg.max_calibration_origins, want) + 1):
             origin = T - j * Hc
             if origin < min_train:
                 break
-            out = self._hold_out(panel, origin, Hc, cfg, cands, structure)
+            out = self._hold_out(panel, origin, Hc, cfg, cands, structure, every)
             if out.rows.size:
                 outs.append(out)
         if not outs:
@@ -939,16 +1174,19 @@ class FleetModel(ForecastModel):
         cfg: FleetConfig,
         cands: list[Variant],
         structure: dict[str, Structure],
+        every: bool = False,
     ) -> _HoldOut:
-        """Fit on the first `origin` periods, forecast H steps with every variant, score."""
+        """Fit on the first `origin` periods, forecast H steps with every variant, score.
+        every: hold out every eligible series (per-series choice), not a sample."""
         head = panel.head(origin)
         eligible, _ = _eligibility(head)
         rows = np.flatnonzero(eligible)
-        if rows.size > cfg.calibration_max_series:  # a sample pools plenty of errors per metric
+        if not every and rows.size > cfg.calibration_max_series:  # a sample pools plenty of errors per metric
             rng = np.random.default_rng(origin)
             rows = np.sort(rng.choice(rows, cfg.calibration_max_series, replace=False))
         if rows.size == 0:
-            return _HoldOut(rows, np.empty((len(cands), 0, H)), np.empty((len(cands), 0)))
+            e = np.empty((len(cands), 0))
+            return _HoldOut(rows, np.empty((len(cands), 0, H)), e, np.empty(0, dtype=bool))
         design = build_design(head.index, head.freq, cfg)
         off = _off_columns(design, panel.keys["metric"].to_numpy(dtype=object)[rows], structure)
         fit = _fit_rows(head, rows, design, self.chunk_size, self.workers, off)
@@ -972,12 +1210,23 @@ class FleetModel(ForecastModel):
             np.abs(err, out=err)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mase[i] = np.nansum(err, axis=1) / n_actual / naive_mae
-        return _HoldOut(rows, z, mase)
+        return _HoldOut(rows, z, mase, fit.ramp != 0)
 
     def _calibration_from(
-        self, held: _HoldOut, metric_of: np.ndarray, cfg: FleetConfig, Hc: int
+        self,
+        held: _HoldOut,
+        metric_of: np.ndarray,
+        cfg: FleetConfig,
+        Hc: int,
+        evident: np.ndarray | None = None,
+        choice: np.ndarray | None = None,
     ) -> Calibration:
-        """Per group, the variant with the lowest hold-out MASE, and bands from its errors."""
+        """Per group, the variant with the lowest hold-out MASE; per series, its own variant
+        where its hold-out evidence beats the group's choice after shrinkage (or a given
+        `choice`); bands from the errors of each variant's users.
+
+        evident: per panel row, a significant ramp at the end of the history (see _series_choice).
+        """
         cands = variants(cfg)
         metric = metric_of[held.rows]
         groups = self._groups(metric, cfg)
@@ -992,8 +1241,15 @@ class FleetModel(ForecastModel):
             chosen[name] = cands[int(np.nanargmin(means))] if enough and np.isfinite(means).any() else default
             score_rows += [(name, c.label(), float(means[i]), int(sel.sum())) for i, c in enumerate(cands)]
         row_group = np.where(np.isin(metric, groups), metric, "*")
-        pick = np.array([cands.index(chosen[g]) for g in row_group], dtype=int)
-        z_best = held.z[pick, np.arange(len(metric))]  # each series' errors under its group's variant
+        group_pick = np.array([cands.index(chosen[g]) for g in row_group], dtype=int)
+        n_panel = len(metric_of)
+        if choice is None:
+            choice = np.full(n_panel, -1, dtype=np.int64)
+            if cfg.series_choice and evident is not None:
+                choice = _series_choice(held, group_pick, row_group, cands, evident, cfg, n_panel)
+        own = choice[held.rows]
+        pick = np.where(own >= 0, own, group_pick)
+        z_best = held.z[pick, np.arange(len(metric))]  # each series' errors under the variant it uses
         offsets = {}
         for name in groups:
             sel = metric == name if name != "*" else np.ones(len(metric), dtype=bool)
@@ -1002,6 +1258,21 @@ class FleetModel(ForecastModel):
                 offsets[name] = table
             elif name == "*":
                 offsets[name] = _gaussian_offsets(Hc)
+        # bands per variant: a ramp extended 90 days errs differently from a damped trend
+        variant_offsets: dict[tuple[str, int, bool], np.ndarray] = {}
+        for v in np.unique(pick):
+            # a ramp variant: its errors where it extended a ramp (any series), and where it
+            # did not (its users); any other variant: the errors of its users
+            pools = [(False, pick == v)]
+            if cands[v].ramp:
+                pools = [(False, (pick == v) & ~held.ramp_on), (True, held.ramp_on)]
+            for on, users in pools:
+                for name in groups:
+                    sel = users & ((metric == name) if name != "*" else True)
+                    if np.count_nonzero(sel) >= cfg.min_pool:
+                        table = _pool(held.z[v, sel])
+                        if table is not None:
+                            variant_offsets[(name, int(v), on)] = table
         return Calibration(
             horizon=Hc,
             offsets=offsets,
@@ -1009,6 +1280,8 @@ class FleetModel(ForecastModel):
             scores=pd.DataFrame(score_rows, columns=["group", "variant", "mase", "series"]),
             source=f"rolling-origin errors: {held.origins} origin(s) × {Hc} steps",
             n_errors=int(np.count_nonzero(~np.isnan(z_best))),
+            series_variant=choice,
+            variant_offsets=variant_offsets,
         )
 
     def _insample_calibration(self, panel: Panel, cfg: FleetConfig) -> Calibration:
@@ -1045,11 +1318,19 @@ class FleetModel(ForecastModel):
         if self._rows.size:
             cal = self.calibration(horizon)
             groups = cal.group_of(panel.keys["metric"].to_numpy(dtype=object)[self._rows])
-            offsets = cal.offsets_for(groups, horizon)
+            cands = variants(self._cfg)
+            own = self._choice[self._rows]
+            which = np.where(own >= 0, own, [cands.index(cal.variants[g]) for g in groups])
+            offsets = np.empty((len(self._rows), horizon, len(QUANTILES)))
             p = np.empty((len(self._rows), horizon))
             for name in np.unique(groups):
-                sel = groups == name
-                p[sel] = self._fit.take(sel).point(self._design, index, cal.variants[name])
+                for v in np.unique(which[groups == name]):
+                    sel = (groups == name) & (which == v)
+                    p[sel] = self._fit.take(sel).point(self._design, index, cands[v])
+                    ramped = sel & (self._fit.ramp != 0) & cands[v].ramp
+                    offsets[sel & ~ramped] = cal.variant_table(str(name), int(v), horizon)
+                    if ramped.any():
+                        offsets[ramped] = cal.variant_table(str(name), int(v), horizon, ramp=True)
             point[self._rows] = p
             quantiles[self._rows] = p[:, :, None] + self._fit.scale[:, None, None] * offsets
         if self._fallback is not None:
