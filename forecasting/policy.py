@@ -11,7 +11,8 @@ and its reason names the risk. The order of the rules, first match wins:
 3. DR standby → idle by design: never decommissioned or consolidated; sized with its primary
    ("DR standby");
 4. at risk (a metric's P(breach within the horizon) ≥ ``risk_probability``, or already over) or
-   growing (the expected path rises clearly and even the optimistic one ends above today) →
+   growing (the expected path rises clearly and even the optimistic one ends above today, or the
+   last eight weeks' medians rise clearly) →
    upgrade when the sustained demand does not fit, else keep ("at risk" / "growing");
 5. undersized → upgrade;  idle → decommission review;
 6. a member of a consolidation group → consolidate (each member saves at least the minimum);
@@ -56,6 +57,8 @@ HELD_BACK = (
 GROWTH_POINTS = 5.0
 GROWTH_FRACTION = 0.10
 LEVEL_DAYS = 28  # today's level: mean of the last four weeks
+TREND_WEEKS = 8  # observed trend: a line through the weekly medians of the last eight weeks ...
+TREND_T = 4.0  # ... whose slope is at least this many standard errors above zero
 
 
 @dataclass(frozen=True)
@@ -191,8 +194,42 @@ def guard(inputs: AnalyticsInputs, risk: pd.DataFrame, policy: Policy) -> Guard:
     return Guard(at_risk=at_risk, growing=growing, text=text)
 
 
+def _observed_rise(hist: np.ndarray, per_day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(S,) rise over the last :data:`TREND_WEEKS` weeks (fitted line through the weekly medians:
+    robust to a month-end or one spike), its t-statistic, and the first and last week's fit."""
+    S = hist.shape[0]
+    w = 7 * per_day
+    n = min(TREND_WEEKS, hist.shape[1] // w)
+    if n < 4:
+        nan = np.full(S, np.nan)
+        return nan, nan, nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN weeks
+        weekly = np.nanmedian(hist[:, -n * w :].reshape(S, n, w), axis=2)
+    t = np.arange(n, dtype=float)
+    ok = ~np.isnan(weekly)
+    k = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tm = (t * ok).sum(axis=1) / k
+        ym = np.nansum(weekly, axis=1) / k
+        dt = np.where(ok, t - tm[:, None], 0.0)
+        sxx = (dt * dt).sum(axis=1)
+        slope = (dt * np.where(ok, weekly - ym[:, None], 0.0)).sum(axis=1) / sxx
+        fit = ym[:, None] + slope[:, None] * (t - tm[:, None])
+        resid = np.where(ok, weekly - fit, 0.0)
+        se = np.sqrt((resid * resid).sum(axis=1) / np.maximum(k - 2, 1) / sxx)
+        tstat = np.where(k >= 4, slope / np.maximum(se, 1e-9), np.nan)
+    return slope * (n - 1), tstat, fit[:, [0, -1]]
+
+
 def _growing(inputs: AnalyticsInputs) -> tuple[np.ndarray, np.ndarray]:
-    """(S,) a significant upward trend on any metric, and (S,) the sentence naming the first."""
+    """(S,) a significant upward trend on any metric, and (S,) the sentence naming the first.
+
+    Two readings, either suffices: the forecast (the expected path ends clearly above today's
+    level and even the optimistic one ends above it), or what was observed (the weekly medians of
+    the last eight weeks rise clearly, with a t-statistic ≥ :data:`TREND_T`) — so a ramp the
+    model has not caught up with still keeps the server off every shrinking action.
+    """
     S, H = inputs.n_servers, len(inputs.index)
     out = np.zeros(S, dtype=bool)
     text = np.full(S, "", dtype=object)
@@ -200,30 +237,41 @@ def _growing(inputs: AnalyticsInputs) -> tuple[np.ndarray, np.ndarray]:
         return out, text
     tail = max(1, H // 4)
     window = LEVEL_DAYS * inputs.periods_per_day
-    past = np.flatnonzero(inputs.history_index <= inputs.origin)[-window:]
+    cols = np.flatnonzero(inputs.history_index <= inputs.origin)
+    past = cols[-window:]
+    end = f"{inputs.index[-1]:%d %b %Y}"
     for metric in inputs.metrics:
         hist = inputs.history.get(metric)
         if hist is None or not len(past):
             continue
+        spec = METRICS[metric]
+        unit = " %" if spec.kind == "percent" else f" {spec.unit}"
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no level, no growth
             level = np.nanmean(hist[:, past], axis=1)
             end50 = np.nanmean(inputs.path(metric, I50, adjusted=False)[:, -tail:], axis=1)
             end10 = np.nanmean(inputs.path(metric, I10, adjusted=False)[:, -tail:], axis=1)
             rise = end50 - level
-            floor = GROWTH_POINTS if METRICS[metric].kind == "percent" else GROWTH_FRACTION * np.abs(level)
-            new = (end10 > level) & (rise >= floor) & ~out
-        new &= np.isfinite(rise)
-        if new.any():
-            spec = METRICS[metric]
-            unit = " %" if spec.kind == "percent" else f" {spec.unit}"
-            end = f"{inputs.index[-1]:%d %b %Y}"
-            for i in np.flatnonzero(new):
-                text[i] = (
-                    f"{spec.label} growing: expected {level[i]:.0f}{unit} → {end50[i]:.0f}{unit} by {end} "
-                    f"(even the optimistic forecast ends above today's level)"
-                )
-            out |= new
+            floor = GROWTH_POINTS if spec.kind == "percent" else GROWTH_FRACTION * np.abs(level)
+            ahead = (end10 > level) & (rise >= floor) & np.isfinite(rise) & ~out
+            seen_rise, tstat, ends = inputs.memoised(
+                ("observed-rise", metric),
+                (hist, inputs.history_index, inputs.origin),
+                lambda hist=hist: _observed_rise(hist[:, cols], inputs.periods_per_day),
+            )
+            # ... unless the model expects it to pass (a season's run-up, not a ramp)
+            seen = (seen_rise >= floor) & (tstat >= TREND_T) & (end50 >= level) & ~out & ~ahead
+        for i in np.flatnonzero(ahead):
+            text[i] = (
+                f"{spec.label} growing: expected {level[i]:.0f}{unit} → {end50[i]:.0f}{unit} by {end} "
+                f"(even the optimistic forecast ends above today's level)"
+            )
+        for i in np.flatnonzero(seen):
+            text[i] = (
+                f"{spec.label} growing: weekly median {ends[i, 0]:.0f}{unit} → {ends[i, 1]:.0f}{unit} "
+                f"over the last {TREND_WEEKS} weeks"
+            )
+        out |= ahead | seen
     return out, text
 
 
