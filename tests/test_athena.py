@@ -202,13 +202,20 @@ def athena_rows(table: pa.Table) -> dict:
     def text(v) -> dict:
         if v is None:
             return {}
+        if isinstance(v, bool):
+            return {"VarCharValue": "true" if v else "false"}  # as Athena prints a boolean
         if isinstance(v, float):
             return {"VarCharValue": f"{v:.6E}" if v >= 1000 else repr(v)}  # Athena prints both forms
         return {"VarCharValue": str(v)}
 
     rows = [{"Data": [{"VarCharValue": n} for n in table.column_names]}]
     rows += [{"Data": [text(v) for v in row.values()]} for row in table.to_pylist()]
-    types = {pa.string(): "varchar", pa.large_string(): "varchar", pa.float64(): "double"}
+    types = {
+        pa.string(): "varchar",
+        pa.large_string(): "varchar",
+        pa.float64(): "double",
+        pa.bool_(): "boolean",
+    }
     info = [
         {"Name": f.name, "Label": f.name, "Type": types[f.type], "Nullable": "UNKNOWN"} for f in table.schema
     ]
@@ -318,7 +325,7 @@ def test_metrics_sql_on_duckdb_matches_the_parquet_store(lake, duck, q):
 
 
 def test_inventory_sql_on_duckdb_matches_the_parquet_store(lake, duck):
-    got = run_duck(duck, inventory_query(DB)).to_pandas()
+    got = run_duck(duck, inventory_query(DB)).to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
     pd.testing.assert_frame_equal(got, lake["store"].read_inventory(), check_dtype=False)
 
 
