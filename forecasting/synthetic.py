@@ -253,10 +253,11 @@ class Fleet:
 
     ``metrics`` is sorted by server then time (float32 values; missing periods are absent
     rows). ``inventory`` has the contract's columns and all four optional placement ones:
-    ``dr_role``/``dr_partner_id`` for the DR pairs below, ``anti_affinity_group`` (``grp-0001``…)
-    for clusters of 2–4 prod/uat web, app, mq or db servers that share business unit, region,
-    environment and type (about 12 % of the fleet), and ``pinned`` (True for about 3 %, False
-    otherwise; idle and licence-heavy servers more likely, so the rule changes recommendations).
+    ``dr_role``/``dr_partner_id`` for the DR pairs below; ``anti_affinity_group`` (``aag-0001``…,
+    not to be confused with the consolidation plan's ``grp-`` host groups) for clusters of 2–4
+    prod/uat web, app, mq or db servers sharing business unit, region, environment and type
+    (about 12 % of the fleet); ``pinned``, True for 3 % (licence-bound db/analytics, appliance-like
+    infra; idle servers three times likelier, so the rule changes recommendations), else False.
     ``profiles`` has one row per server, in inventory order:
 
     - ``scenario``: one of :data:`SCENARIOS`; ``peak_timing``: one of :data:`PEAK_TIMINGS`;
@@ -589,7 +590,7 @@ def _assign_placement(rng: np.random.Generator, a: _FleetAttrs) -> None:
             members, placed, g = members[size:], placed + size, g + 1
         if placed >= target:
             break
-    names = np.array([f"grp-{i + 1:04d}" for i in range(g)] + [None], dtype=object)[group]
+    names = np.array([f"aag-{i + 1:04d}" for i in range(g)] + [None], dtype=object)[group]
 
     # pinned: licence-bound (db, analytics) or appliance-like (infra) servers, idle ones likelier
     weight = np.ones(n)

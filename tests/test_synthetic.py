@@ -478,7 +478,7 @@ def test_anti_affinity_groups_are_clusters(big: Fleet) -> None:
     inv = big.inventory
     grouped = inv[inv["anti_affinity_group"].notna()]
     assert 0.10 <= len(grouped) / len(inv) <= 0.15
-    assert grouped["anti_affinity_group"].str.fullmatch(r"grp-\d{4}").all()
+    assert grouped["anti_affinity_group"].str.fullmatch(r"aag-\d{4}").all()
     for _, members in grouped.groupby("anti_affinity_group"):
         assert 2 <= len(members) <= 4
         for col in ("business_unit", "region", "environment", "server_type"):
