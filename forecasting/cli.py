@@ -113,15 +113,17 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, store: Store) -> in
     if info.get("freq") and info["freq"] != args.freq:
         raise UsageError(f"{store.uri} holds {info['freq']} metrics; ingest with --freq {info['freq']}")
     inventory, inv_report = None, None
+    existing = store.read_inventory() if store.has_data() else None
     if args.inventory:
         from .schema import validate_inventory
 
+        # a DR partner may be a server the store already holds
+        known = existing["server_id"].astype(str) if existing is not None else ()
         inventory, inv_report = validate_inventory(
-            read_frame(args.inventory, table="inventory"), str(args.inventory)
+            read_frame(args.inventory, table="inventory"), str(args.inventory), known_servers=known
         )
         if inv_report.findings:
             _print_report(inv_report)
-    existing = store.read_inventory() if store.has_data() else None
     if inventory is None and existing is not None:
         inventory = existing
     elif inventory is not None and existing is not None:

@@ -7,6 +7,7 @@ repaired silently: every dropped row or changed value is counted in a :class:`Va
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -226,7 +227,9 @@ def _coerce_numeric(df: pd.DataFrame, col: str, table: str, report: ValidationRe
 # --------------------------------------------------------------------------- inventory
 
 
-def validate_inventory(raw: pd.DataFrame, source: str = "") -> tuple[pd.DataFrame, ValidationReport]:
+def validate_inventory(
+    raw: pd.DataFrame, source: str = "", known_servers: Iterable[str] = ()
+) -> tuple[pd.DataFrame, ValidationReport]:
     """Check and normalise an inventory table; one row per server_id comes out.
 
     The required columns (:data:`INVENTORY_COLUMNS`) must be there; the optional placement
@@ -236,6 +239,10 @@ def validate_inventory(raw: pd.DataFrame, source: str = "") -> tuple[pd.DataFram
     server itself or no server in the inventory set missing; one-sided DR pairs flagged and kept;
     ``pinned`` parsed from booleans, 0/1 and true/false/yes/no/y/n (any case), anything else set
     missing. Blank text is missing. Each change is counted in the report.
+
+    ``known_servers``: servers that exist outside this table (an inventory file merged into a
+    store's): a DR partner among them is not unknown, and whether it names this server back is
+    left to the validation of the merged inventory.
     """
     report = ValidationReport(source=source)
     require_columns(raw, list(INVENTORY_COLUMNS), "inventory", source)
@@ -287,7 +294,7 @@ def validate_inventory(raw: pd.DataFrame, source: str = "") -> tuple[pd.DataFram
         df.loc[neg, col] = np.nan
 
     df = df.reset_index(drop=True)
-    _validate_placement(df, report)
+    _validate_placement(df, report, pd.Index(list(known_servers), dtype=str))
     df = df[ALL_INVENTORY_COLUMNS]
     report.rows_out["inventory"] = len(df)
     return df, report
@@ -322,7 +329,7 @@ def _pinned_value(v: object) -> object:
     return _BAD
 
 
-def _validate_placement(df: pd.DataFrame, report: ValidationReport) -> None:
+def _validate_placement(df: pd.DataFrame, report: ValidationReport, known: pd.Index) -> None:
     """The optional placement columns, in place: normalised, checked, every change reported.
 
     Called on the deduplicated inventory, so a DR partner is checked against the servers that
@@ -359,7 +366,8 @@ def _validate_placement(df: pd.DataFrame, report: ValidationReport) -> None:
         "dr_partner_id names the server itself, set to missing",
         sid[self_ref].head(3),
     )
-    unknown = partner.notna() & ~self_ref & ~partner.isin(sid)
+    here = partner.isin(sid)
+    unknown = partner.notna() & ~self_ref & ~here & ~partner.isin(known)
     report.add(
         "inventory",
         "unknown_dr_partner",
@@ -374,7 +382,7 @@ def _validate_placement(df: pd.DataFrame, report: ValidationReport) -> None:
     # A names B, but B names another server or none: both statements are kept as given, because
     # each one alone already says "never on the same host" and dropping either could co-locate them.
     back = partner.map(pd.Series(partner.to_numpy(), index=sid.to_numpy()))
-    one_sided = partner.notna() & (back.isna() | (back != sid))
+    one_sided = partner.notna() & here & (back.isna() | (back != sid))
     report.add(
         "inventory",
         "dr_partner_not_reciprocal",

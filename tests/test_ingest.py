@@ -856,3 +856,29 @@ def test_cli_ingest_inventory_rejections_set_the_exit_code(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == EXIT_REJECTED
     assert "invalid_pinned: 1 rejected" in out and "unknown_dr_partner: 1 rejected" in out
+
+
+def test_cli_ingest_inventory_naming_a_partner_already_in_the_store(tmp_path, capsys):
+    from forecasting.cli import EXIT_OK, main
+    from forecasting.sources import open_store
+
+    data = str(tmp_path / "data")
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    known_inventory("ec2-24ae8d").to_csv(first, index=False)
+    known_inventory("ec2-53ea38").assign(dr_role="standby", dr_partner_id="ec2-24ae8d").to_csv(
+        second, index=False
+    )
+    for samples, inv in (
+        ("ec2_cpu_utilization_24ae8d.csv", first),
+        ("ec2_cpu_utilization_53ea38.csv", second),
+    ):
+        code = main(
+            ["--data", data, "ingest", str(NAB / samples), "--inventory", str(inv), "--freq", "hourly"]
+        )
+        assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "unknown_dr_partner" not in out
+    assert "dr_partner_not_reciprocal: 1 flagged" in out  # ec2-24ae8d does not name it back
+    stored = open_store(data).read_inventory().set_index("server_id")
+    assert stored.loc["ec2-53ea38", "dr_partner_id"] == "ec2-24ae8d"
+    assert stored.loc["ec2-53ea38", "dr_role"] == "standby"

@@ -388,3 +388,15 @@ def test_validating_twice_changes_nothing():
     twice, report = validate_inventory(once)
     assert report.clean
     pd.testing.assert_frame_equal(once, twice)
+
+
+def test_dr_partner_may_be_a_server_known_elsewhere():
+    # an inventory file merged into a store: its partner lives in the store, not in the file
+    inv = inventory(2).assign(dr_partner_id=["srv-in-store", "srv-000"])
+    clean, report = validate_inventory(inv, known_servers=["srv-in-store"])
+    assert clean["dr_partner_id"].tolist() == ["srv-in-store", "srv-000"]
+    assert rule_count(report, "unknown_dr_partner") == 0
+    # srv-001 → srv-000 → srv-in-store is one-sided within the file; srv-000's partner is judged later
+    assert finding(report, "dr_partner_not_reciprocal").examples == ["srv-001→srv-000→srv-in-store"]
+    _, alone = validate_inventory(inv)
+    assert rule_count(alone, "unknown_dr_partner") == 1
