@@ -112,16 +112,18 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, store: Store) -> in
     info = store.read_store_info() if store.has_data() else {}
     if info.get("freq") and info["freq"] != args.freq:
         raise UsageError(f"{store.uri} holds {info['freq']} metrics; ingest with --freq {info['freq']}")
-    inventory = None
+    inventory, inv_report = None, None
+    existing = store.read_inventory() if store.has_data() else None
     if args.inventory:
         from .schema import validate_inventory
 
+        # a DR partner may be a server the store already holds
+        known = existing["server_id"].astype(str) if existing is not None else ()
         inventory, inv_report = validate_inventory(
-            read_frame(args.inventory, table="inventory"), str(args.inventory)
+            read_frame(args.inventory, table="inventory"), str(args.inventory), known_servers=known
         )
         if inv_report.findings:
             _print_report(inv_report)
-    existing = store.read_inventory() if store.has_data() else None
     if inventory is None and existing is not None:
         inventory = existing
     elif inventory is not None and existing is not None:
@@ -145,7 +147,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, store: Store) -> in
         f"Ingested {len(result.metrics):,} {args.freq} rows for "
         f"{result.metrics['server_id'].nunique():,} server(s) into {store.uri} in {time.perf_counter() - t0:.1f} s."
     )
-    if _has_rejections(result.report):
+    # the inventory file's own rejections (e.g. a bad pinned value) count too, not just the samples'
+    if _has_rejections(result.report) or (inv_report is not None and _has_rejections(inv_report)):
         _out("Some rows were rejected (see above); the valid rows were written.")
         return EXIT_REJECTED
     return EXIT_OK

@@ -13,7 +13,8 @@ CSV reading policy (stated once):
 - values are typed over the whole column, not the first block: a column becomes numeric
   only if every non-empty value parses as a number, otherwise it stays text so validation
   can report the offending values; identifier columns (``server_id``, ``hostname``, the
-  inventory's text attributes, ``metric``) always stay text, so ``00042`` keeps its zeros;
+  inventory's text attributes and placement columns, ``metric``) always stay text, so
+  ``00042`` keeps its zeros;
 - timestamps stay text; the consumer parses them under its own time-zone policy;
 - ``""``, ``NA``, ``N/A``, ``NaN``, ``nan``, ``null``, ``NULL``, ``None``, ``#N/A`` are missing.
 """
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .schema import INVENTORY_STRING_COLUMNS
+from .schema import INVENTORY_STRING_COLUMNS, OPTIONAL_INVENTORY_COLUMNS
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -39,7 +40,10 @@ SUPPORTED_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
 
 NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "#N/A"]
 # Columns that are identifiers or labels: never converted to numbers.
-TEXT_COLUMNS = frozenset([*INVENTORY_STRING_COLUMNS, "metric", "unit", "timestamp"])
+# ``pinned`` stays text too: validation parses yes/no/1/0 itself and reports what it cannot.
+TEXT_COLUMNS = frozenset(
+    [*INVENTORY_STRING_COLUMNS, *OPTIONAL_INVENTORY_COLUMNS, "metric", "unit", "timestamp"]
+)
 
 _SNIFF_BYTES = 64 * 1024
 _MAX_EXAMPLES = 3

@@ -84,10 +84,12 @@ import pandas as pd
 
 from .files import SUPPORTED_SUFFIXES, FileFormatError, file_stem, file_suffix, read_frame
 from .schema import (
+    ALL_INVENTORY_COLUMNS,
     INVENTORY_COLUMNS,
     INVENTORY_NUMERIC_COLUMNS,
     METRIC_COLUMNS,
     METRICS,
+    OPTIONAL_INVENTORY_COLUMNS,
     PERCENT_CLIP_TOLERANCE,
     UNKNOWN,
     SchemaError,
@@ -950,7 +952,9 @@ def _unknown_servers(server_ids: pd.Index) -> pd.DataFrame:
     frame["hostname"] = ids
     for c in INVENTORY_NUMERIC_COLUMNS:
         frame[c] = np.full(len(ids), np.nan)
-    return pd.DataFrame(frame, columns=list(INVENTORY_COLUMNS))
+    for c, kind in OPTIONAL_INVENTORY_COLUMNS.items():  # placement facts of an unlisted server: unknown
+        frame[c] = pd.array([pd.NA] * len(ids), dtype="boolean" if kind == "bool" else "string")
+    return pd.DataFrame(frame, columns=ALL_INVENTORY_COLUMNS)
 
 
 def _expand(paths: str | Path | Iterable[str | Path]) -> list[Path]:

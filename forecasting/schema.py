@@ -7,6 +7,7 @@ repaired silently: every dropped row or changed value is counted in a :class:`Va
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,6 +31,24 @@ INVENTORY_COLUMNS: dict[str, str] = {
 }
 INVENTORY_STRING_COLUMNS = [c for c, t in INVENTORY_COLUMNS.items() if t == "string"]
 INVENTORY_NUMERIC_COLUMNS = [c for c, t in INVENTORY_COLUMNS.items() if t == "number"]
+
+# Placement facts a planner knows and telemetry cannot show. Optional in every input; validation
+# always outputs all four, missing = unknown. Strings are pandas "string" (missing = pd.NA);
+# ``pinned`` is pandas "boolean" where missing (pd.NA) means unknown, which every consumer treats
+# as *not pinned*: a rule nobody stated cannot block a recommendation, but it is never invented as
+# False either, so a later inventory can still say.
+OPTIONAL_INVENTORY_COLUMNS: dict[str, str] = {
+    "dr_role": "string",  # primary | standby: a standby is idle by design
+    "dr_partner_id": "string",  # the other server of a DR pair: never on the same host
+    "anti_affinity_group": "string",  # members never share a host (cluster nodes, replicas)
+    "pinned": "bool",  # never moved or resized by a recommendation
+}
+OPTIONAL_INVENTORY_STRING_COLUMNS = [c for c, t in OPTIONAL_INVENTORY_COLUMNS.items() if t == "string"]
+# What validate_inventory outputs, in this order: the required columns, then the optional ones.
+ALL_INVENTORY_COLUMNS = [*INVENTORY_COLUMNS, *OPTIONAL_INVENTORY_COLUMNS]
+DR_ROLES = ["primary", "standby"]
+PINNED_TRUE = frozenset({"true", "yes", "y", "1"})
+PINNED_FALSE = frozenset({"false", "no", "n", "0"})
 
 UNKNOWN = "unknown"
 CRITICALITY_ORDER = ["critical", "high", "medium", "low"]  # most to least critical
@@ -208,12 +227,27 @@ def _coerce_numeric(df: pd.DataFrame, col: str, table: str, report: ValidationRe
 # --------------------------------------------------------------------------- inventory
 
 
-def validate_inventory(raw: pd.DataFrame, source: str = "") -> tuple[pd.DataFrame, ValidationReport]:
-    """Check and normalise an inventory table; one row per server_id comes out."""
+def validate_inventory(
+    raw: pd.DataFrame, source: str = "", known_servers: Iterable[str] = ()
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check and normalise an inventory table; one row per server_id comes out.
+
+    The required columns (:data:`INVENTORY_COLUMNS`) must be there; the optional placement
+    columns (:data:`OPTIONAL_INVENTORY_COLUMNS`) are kept when present and always come out, missing
+    where not stated, so every consumer sees one shape. Other columns are dropped. Placement rules:
+    ``dr_role`` lower-cased, anything but primary/standby set missing; ``dr_partner_id`` naming the
+    server itself or no server in the inventory set missing; one-sided DR pairs flagged and kept;
+    ``pinned`` parsed from booleans, 0/1 and true/false/yes/no/y/n (any case), anything else set
+    missing. Blank text is missing. Each change is counted in the report.
+
+    ``known_servers``: servers that exist outside this table (an inventory file merged into a
+    store's): a DR partner among them is not unknown, and whether it names this server back is
+    left to the validation of the merged inventory.
+    """
     report = ValidationReport(source=source)
     require_columns(raw, list(INVENTORY_COLUMNS), "inventory", source)
     report.rows_in["inventory"] = len(raw)
-    df = raw[list(INVENTORY_COLUMNS)].copy()
+    df = raw[[c for c in ALL_INVENTORY_COLUMNS if c in raw.columns]].copy()
 
     sid = df["server_id"].astype("string").str.strip()
     missing = sid.isna() | (sid == "")
@@ -260,8 +294,125 @@ def validate_inventory(raw: pd.DataFrame, source: str = "") -> tuple[pd.DataFram
         df.loc[neg, col] = np.nan
 
     df = df.reset_index(drop=True)
+    _validate_placement(df, report, pd.Index(list(known_servers), dtype=str))
+    df = df[ALL_INVENTORY_COLUMNS]
     report.rows_out["inventory"] = len(df)
     return df, report
+
+
+def _example(server_id: object, value: object) -> str:
+    """``srv-1='value'`` with the value's repr cut short: hostile strings stay readable in a report."""
+    text = repr(value)
+    return f"{server_id}={text[:40] + '…' if len(text) > 40 else text}"
+
+
+_BAD = object()  # marks a pinned value that is not yes/no
+
+
+def _pinned_value(v: object) -> object:
+    """One ``pinned`` cell as True/False, pd.NA for missing, or ``_BAD`` for anything else."""
+    if v is None or v is pd.NA or v is pd.NaT:
+        return pd.NA
+    if isinstance(v, bool | np.bool_):
+        return bool(v)
+    if isinstance(v, int | float | np.integer | np.floating):
+        if np.isnan(v):
+            return pd.NA
+        return bool(v) if v in (0, 1) else _BAD
+    if isinstance(v, str):
+        s = v.strip().lower()
+        if s == "":
+            return pd.NA
+        if s in PINNED_TRUE:
+            return True
+        return False if s in PINNED_FALSE else _BAD
+    return _BAD
+
+
+def _validate_placement(df: pd.DataFrame, report: ValidationReport, known: pd.Index) -> None:
+    """The optional placement columns, in place: normalised, checked, every change reported.
+
+    Called on the deduplicated inventory, so a DR partner is checked against the servers that
+    remain. A value that breaks a rule becomes missing (= unknown), never a guess.
+    """
+    sid = df["server_id"]
+    for col in OPTIONAL_INVENTORY_STRING_COLUMNS:
+        s = (
+            df[col].astype("string").str.strip()
+            if col in df.columns
+            else pd.Series(pd.NA, df.index, "string")
+        )
+        df[col] = s.mask(s == "", pd.NA)  # blank = not stated = unknown, as when the column is absent
+
+    role = df["dr_role"].str.lower()
+    bad = role.notna() & ~role.isin(DR_ROLES)
+    report.add(
+        "inventory",
+        "invalid_dr_role",
+        "rejected",
+        bad.sum(),
+        f"dr_role not one of {'/'.join(DR_ROLES)}, set to missing (unknown)",
+        (_example(k, v) for k, v in zip(sid[bad].head(3), role[bad].head(3), strict=True)),
+    )
+    df["dr_role"] = role.mask(bad, pd.NA)
+
+    partner = df["dr_partner_id"]
+    self_ref = partner.notna() & (partner == sid)
+    report.add(
+        "inventory",
+        "dr_partner_self",
+        "rejected",
+        self_ref.sum(),
+        "dr_partner_id names the server itself, set to missing",
+        sid[self_ref].head(3),
+    )
+    here = partner.isin(sid)
+    unknown = partner.notna() & ~self_ref & ~here & ~partner.isin(known)
+    report.add(
+        "inventory",
+        "unknown_dr_partner",
+        "rejected",
+        unknown.sum(),
+        "dr_partner_id is not a server in the inventory, set to missing",
+        (_example(k, v) for k, v in zip(sid[unknown].head(3), partner[unknown].head(3), strict=True)),
+    )
+    partner = partner.mask(self_ref | unknown, pd.NA)
+    df["dr_partner_id"] = partner
+
+    # A names B, but B names another server or none: both statements are kept as given, because
+    # each one alone already says "never on the same host" and dropping either could co-locate them.
+    back = partner.map(pd.Series(partner.to_numpy(), index=sid.to_numpy()))
+    one_sided = partner.notna() & here & (back.isna() | (back != sid))
+    report.add(
+        "inventory",
+        "dr_partner_not_reciprocal",
+        "flagged",
+        one_sided.sum(),
+        "server A names B as its DR partner but B names another server or none; "
+        "kept as given: each named pair is kept apart",
+        (
+            f"{a}→{b}→{'none' if pd.isna(c) else c}"
+            for a, b, c in zip(
+                sid[one_sided].head(3), partner[one_sided].head(3), back[one_sided].head(3), strict=True
+            )
+        ),
+    )
+
+    raw = df["pinned"] if "pinned" in df.columns else pd.Series(pd.NA, df.index, dtype="boolean")
+    if isinstance(raw.dtype, pd.BooleanDtype) or pd.api.types.is_bool_dtype(raw.dtype):
+        df["pinned"] = raw.astype("boolean")
+        return
+    parsed = raw.map(_pinned_value)
+    bad = parsed.map(lambda v: v is _BAD).astype(bool)
+    report.add(
+        "inventory",
+        "invalid_pinned",
+        "rejected",
+        bad.sum(),
+        "pinned is not a yes/no value (true/false, yes/no, y/n, 1/0), set to missing (not pinned)",
+        (_example(k, v) for k, v in zip(sid[bad].head(3), raw[bad].head(3), strict=True)),
+    )
+    df["pinned"] = parsed.mask(bad, pd.NA).astype("boolean")
 
 
 # --------------------------------------------------------------------------- metrics

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .schema import FREQUENCIES, INVENTORY_COLUMNS, METRIC_COLUMNS, SchemaError, freq_alias
+from .schema import ALL_INVENTORY_COLUMNS, FREQUENCIES, METRIC_COLUMNS, SchemaError, freq_alias
 from .settings import DEFAULT_CRITICALITY_OFFSETS, DEFAULT_THRESHOLDS
 
 __all__ = [
@@ -252,7 +252,13 @@ class Fleet:
     """A generated fleet: contract-shaped inventory and metrics, plus what was planted.
 
     ``metrics`` is sorted by server then time (float32 values; missing periods are absent
-    rows). ``profiles`` has one row per server, in inventory order:
+    rows). ``inventory`` has the contract's columns and all four optional placement ones:
+    ``dr_role``/``dr_partner_id`` for the DR pairs below; ``anti_affinity_group`` (``aag-0001``…,
+    not to be confused with the consolidation plan's ``grp-`` host groups) for clusters of 2–4
+    prod/uat web, app, mq or db servers sharing business unit, region, environment and type
+    (about 12 % of the fleet); ``pinned``, True for 3 % (licence-bound db/analytics, appliance-like
+    infra; idle servers three times likelier, so the rule changes recommendations), else False.
+    ``profiles`` has one row per server, in inventory order:
 
     - ``scenario``: one of :data:`SCENARIOS`; ``peak_timing``: one of :data:`PEAK_TIMINGS`;
     - ``breach_metric`` / ``breach_threshold`` / ``breach_date``: for ``breach_next_quarter``
@@ -260,7 +266,10 @@ class Fleet:
       the criticality offset) and the first period its noise-free path is at or above it
       (after the history for ``breach_next_quarter``, within :data:`FUTURE_DAYS`);
     - ``step_date`` / ``step_factor``: the migration date and CPU level ratio after/before;
-    - ``dr_partner_id`` / ``dr_role`` (``primary`` | ``standby``): disaster-recovery pairs;
+    - ``dr_partner_id`` / ``dr_role`` (``primary`` | ``standby``): disaster-recovery pairs
+      (also in the inventory: a primary and its standby name each other; others have neither);
+    - ``pin_reason``: why a server is ``pinned`` in the inventory (``licence``: a licence bound to
+      the host; ``appliance``: a vendor appliance), missing for the others;
     - ``memory_leak``: memory climbs between monthly patch reboots;
     - ``first_timestamp``: first period with data (servers commissioned during the span);
     - ``gap_periods``: periods missing inside the server's span; ``utc_offset``: local clock.
@@ -326,9 +335,12 @@ def generate_fleet(
             f"{n_servers:,} servers × {n_periods:,} {freq} periods = {n_servers * n_periods:,} rows "
             f"exceeds the generator's limit of {MAX_ROWS:,}: use fewer servers, fewer days or daily data"
         )
-    inv_seq, scen_seq, param_seq, noise_seq = np.random.SeedSequence(seed).spawn(4)
+    # Children of a SeedSequence are stable by index: the fifth stream (placement facts) was added
+    # later without changing the first four, so a seed's metrics and inventory stay as they were.
+    inv_seq, scen_seq, param_seq, noise_seq, place_seq = np.random.SeedSequence(seed).spawn(5)
     fleet = _inventory(np.random.default_rng(inv_seq), n_servers)
     _assign_scenarios(np.random.default_rng(scen_seq), fleet)
+    _assign_placement(np.random.default_rng(place_seq), fleet)
     grid = _Grid(t0, days, per_day)
     cal = _calendar(grid)
     sim = _Simulation(fleet, grid, cal, np.random.default_rng(param_seq), np.random.default_rng(noise_seq))
@@ -336,7 +348,7 @@ def generate_fleet(
     present = sim.present
     metrics = _assemble_metrics(fleet, grid, arrays, present)
     profiles = _profiles(fleet, grid, sim, present)
-    inventory = fleet.frame[list(INVENTORY_COLUMNS)].reset_index(drop=True)
+    inventory = fleet.frame[ALL_INVENTORY_COLUMNS].reset_index(drop=True)
     return Fleet(inventory=inventory, metrics=metrics, profiles=profiles, freq=freq)
 
 
@@ -393,6 +405,7 @@ class _FleetAttrs:
     peak: np.ndarray
     partner: np.ndarray
     dr_role: np.ndarray
+    pin_reason: np.ndarray
 
 
 def _pick(rng: np.random.Generator, weights, n: int) -> np.ndarray:
@@ -543,6 +556,59 @@ def _assign_scenarios(rng: np.random.Generator, a: _FleetAttrs) -> None:
     a.peak = peak.astype(np.int16)
     a.scenario, a.partner, a.dr_role = scenario, partner, dr_role
     _build_frame(a)
+
+
+# Placement facts: share of the fleet in anti-affinity groups, group sizes, share pinned.
+_GROUP_SHARE: Final = 0.12
+_GROUP_SIZES: Final = (2, 3, 4)
+_GROUP_TYPES: Final = ("web", "app", "mq", "db")  # cluster nodes and database replicas
+_PINNED_SHARE: Final = 0.03
+
+
+def _assign_placement(rng: np.random.Generator, a: _FleetAttrs) -> None:
+    """Anti-affinity groups and pinned servers, from their own random stream; DR pairs to the frame.
+
+    Called after the scenarios and the frame are built and touches only the new columns, so
+    everything else a seed produces is what it was before placement facts existed.
+    """
+    n = a.n
+    ids = a.frame["server_id"].to_numpy(dtype=object)
+    type_names = [t.name for t in SERVER_TYPES]
+    standby = a.dr_role == 2  # standbys sit in the DR region: their placement is the DR pair's
+
+    # groups: members of one bucket (business unit, region, environment, type), prod or uat
+    cand = (a.env <= 1) & np.isin(a.stype, [type_names.index(t) for t in _GROUP_TYPES]) & ~standby
+    bucket = ((a.bu.astype(np.int64) * 64 + a.region) * 4 + a.env) * 16 + a.stype
+    group = np.full(n, -1, dtype=np.int64)
+    target, placed, g = round(_GROUP_SHARE * n), 0, 0
+    keys = np.unique(bucket[cand])
+    for key in rng.permutation(keys):
+        members = rng.permutation(np.flatnonzero(cand & (bucket == key)))
+        while len(members) >= 2 and placed < target:
+            size = min(int(rng.choice(_GROUP_SIZES)), len(members))
+            group[np.sort(members[:size])] = g
+            members, placed, g = members[size:], placed + size, g + 1
+        if placed >= target:
+            break
+    names = np.array([f"aag-{i + 1:04d}" for i in range(g)] + [None], dtype=object)[group]
+
+    # pinned: licence-bound (db, analytics) or appliance-like (infra) servers, idle ones likelier
+    weight = np.ones(n)
+    weight[np.isin(a.stype, [type_names.index(t) for t in ("db", "analytics")])] = 3.0
+    weight[a.stype == type_names.index("infra")] = 2.0
+    weight[a.scenario == SCENARIOS.index("idle")] *= 3.0
+    weight[standby] = 0.0
+    pinned = np.zeros(n, dtype=bool)
+    pinned[_choose(rng, np.ones(n, dtype=bool), weight, round(_PINNED_SHARE * n))] = True
+    reason = np.where(a.stype == type_names.index("infra"), "appliance", "licence").astype(object)
+    a.pin_reason = np.where(pinned, reason, None)
+
+    partner = np.where(a.partner >= 0, ids[np.maximum(a.partner, 0)], None)
+    roles = np.array([None, "primary", "standby"], dtype=object)[a.dr_role]
+    a.frame["dr_role"] = pd.array(roles, dtype=_STR)
+    a.frame["dr_partner_id"] = pd.array(partner, dtype=_STR)
+    a.frame["anti_affinity_group"] = pd.array(names, dtype=_STR)
+    a.frame["pinned"] = pd.array(pinned, dtype="boolean")
 
 
 # --------------------------------------------------------------------------- time and calendar
@@ -1250,6 +1316,7 @@ def _profiles(f: _FleetAttrs, g: _Grid, sim: _Simulation, present: np.ndarray) -
             "first_timestamp": at(sim.first),
             "gap_periods": gap_periods.astype(np.int64),
             "utc_offset": sim.utc_offset.astype(np.int64),
+            "pin_reason": pd.array(f.pin_reason, dtype=_STR),
         }
     )
     return out

@@ -26,6 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from forecasting.schema import INVENTORY_COLUMNS, OPTIONAL_INVENTORY_COLUMNS, validate_inventory
 from forecasting.sources import MetricsQuery, NoDataError, StoreError, open_store
 from forecasting.sources.athena import (
     DEFAULT_QUERY_TIMEOUT,
@@ -202,13 +203,20 @@ def athena_rows(table: pa.Table) -> dict:
     def text(v) -> dict:
         if v is None:
             return {}
+        if isinstance(v, bool):
+            return {"VarCharValue": "true" if v else "false"}  # as Athena prints a boolean
         if isinstance(v, float):
             return {"VarCharValue": f"{v:.6E}" if v >= 1000 else repr(v)}  # Athena prints both forms
         return {"VarCharValue": str(v)}
 
     rows = [{"Data": [{"VarCharValue": n} for n in table.column_names]}]
     rows += [{"Data": [text(v) for v in row.values()]} for row in table.to_pylist()]
-    types = {pa.string(): "varchar", pa.large_string(): "varchar", pa.float64(): "double"}
+    types = {
+        pa.string(): "varchar",
+        pa.large_string(): "varchar",
+        pa.float64(): "double",
+        pa.bool_(): "boolean",
+    }
     info = [
         {"Name": f.name, "Label": f.name, "Type": types[f.type], "Nullable": "UNKNOWN"} for f in table.schema
     ]
@@ -318,7 +326,7 @@ def test_metrics_sql_on_duckdb_matches_the_parquet_store(lake, duck, q):
 
 
 def test_inventory_sql_on_duckdb_matches_the_parquet_store(lake, duck):
-    got = run_duck(duck, inventory_query(DB)).to_pandas()
+    got = run_duck(duck, inventory_query(DB)).to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
     pd.testing.assert_frame_equal(got, lake["store"].read_inventory(), check_dtype=False)
 
 
@@ -336,6 +344,36 @@ def test_read_inventory_through_athena(athena, lake, duck, moto_server):
     assert sent["QueryExecutionContext"] == {"Database": DB, "Catalog": "AwsDataCatalog"}
     assert sent["ResultConfiguration"]["OutputLocation"].startswith(STAGING)
     assert "ExecutionParameters" not in sent
+
+
+def test_inventory_table_defined_before_the_placement_columns_still_reads(athena, lake, duck, moto_server):
+    # the query runs on a table whose DDL predates the optional columns (DuckDB stands in for Athena)
+    files = run_duck(duck, inventory_query(DB))
+    con = duckdb.connect()
+    con.register("files", files)
+    con.execute(f"CREATE SCHEMA {DB}")
+    con.execute(f"CREATE VIEW {DB}.inventory AS SELECT {', '.join(INVENTORY_COLUMNS)} FROM files")
+    old = run_duck(con, inventory_query(DB))
+    assert old.column_names == list(INVENTORY_COLUMNS)
+    seed_results(moto_server, athena_rows(old))
+    got = athena.read_inventory()
+    assert list(got.columns) == list(INVENTORY_COLUMNS)
+    clean, report = validate_inventory(got)
+    assert report.clean and clean[list(OPTIONAL_INVENTORY_COLUMNS)].isna().all().all()
+
+
+def test_placement_columns_typed_from_athena_results(athena, lake, duck, moto_server):
+    table = run_duck(duck, inventory_query(DB))
+    n = table.num_rows
+    table = table.set_column(
+        table.schema.get_field_index("pinned"),
+        "pinned",
+        pa.array([True, False] + [None] * (n - 2), pa.bool_()),
+    )
+    seed_results(moto_server, athena_rows(table))
+    got = athena.read_inventory()
+    assert str(got["pinned"].dtype) == "boolean"
+    assert got["pinned"].tolist()[:2] == [True, False] and got["pinned"].isna().sum() == n - 2
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,12 @@ from forecasting.ingest import (
     resolve_metric,
     rollup,
 )
-from forecasting.schema import INVENTORY_COLUMNS, UNKNOWN, SchemaError
+from forecasting.schema import (
+    ALL_INVENTORY_COLUMNS,
+    OPTIONAL_INVENTORY_COLUMNS,
+    UNKNOWN,
+    SchemaError,
+)
 
 NAB = Path(__file__).parent / "data" / "nab" / "realAWSCloudwatch"
 CPU_FILES = {
@@ -449,7 +454,8 @@ def test_nothing_left_is_an_error(tmp_path):
 def test_without_inventory_every_server_is_added_as_unknown():
     result = ingest([NAB / "ec2_cpu_utilization_24ae8d.csv", NET_IN])
     inv = result.inventory
-    assert list(inv.columns) == list(INVENTORY_COLUMNS)
+    assert list(inv.columns) == ALL_INVENTORY_COLUMNS
+    assert inv[list(OPTIONAL_INVENTORY_COLUMNS)].isna().all().all()  # placement facts: unknown
     assert sorted(inv["server_id"]) == ["ec2-24ae8d", "ec2-257a54"]
     assert (inv["business_unit"] == UNKNOWN).all() and (inv["criticality"] == UNKNOWN).all()
     assert (inv["hostname"] == inv["server_id"]).all()
@@ -767,3 +773,112 @@ def test_group_quantile_matches_numpy_for_every_group_size():
     for q in (0.95, 0.5, 0.0, 1.0):
         want = [np.quantile(v[s : s + c], q) for s, c in zip(starts, counts)]
         np.testing.assert_allclose(_group_quantile(v, starts, counts, q), want, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- placement columns
+
+
+def test_given_inventory_keeps_placement_columns():
+    inv = known_inventory("ec2-24ae8d").assign(dr_role="Standby", pinned="yes", anti_affinity_group="grp-1")
+    result = ingest([NAB / "ec2_cpu_utilization_24ae8d.csv"], inventory=inv)
+    row = result.inventory.iloc[0]
+    assert (row["dr_role"], row["pinned"], row["anti_affinity_group"]) == ("standby", True, "grp-1")
+    assert pd.isna(row["dr_partner_id"])
+
+
+def test_added_servers_beside_an_inventory_with_placement_columns_are_unknown():
+    files = [NAB / "ec2_cpu_utilization_24ae8d.csv", NAB / "ec2_cpu_utilization_53ea38.csv"]
+    inv = known_inventory("ec2-24ae8d").assign(pinned=True)
+    result = ingest(files, inventory=inv, add_missing=True)
+    got = result.inventory.set_index("server_id")
+    assert got.loc["ec2-24ae8d", "pinned"] is True or got.loc["ec2-24ae8d", "pinned"] == True  # noqa: E712
+    assert got.loc["ec2-53ea38", list(OPTIONAL_INVENTORY_COLUMNS)].isna().all()
+
+
+@pytest.mark.parametrize("with_columns", [True, False])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_cli_ingest_inventory_file_with_and_without_placement_columns(tmp_path, suffix, with_columns):
+    from forecasting.cli import EXIT_OK, main
+    from forecasting.sources import open_store
+
+    inv = pd.concat([known_inventory("ec2-24ae8d"), known_inventory("00042")], ignore_index=True)
+    if with_columns:
+        inv = inv.assign(
+            dr_role=["primary", "standby"],
+            dr_partner_id=["00042", "ec2-24ae8d"],
+            anti_affinity_group=["grp-0001", None],
+            pinned=["1", "no"],
+        )
+    path = tmp_path / f"inventory{suffix}"
+    inv.to_csv(path, index=False) if suffix == ".csv" else inv.to_parquet(path, index=False)
+    data = tmp_path / "data"
+    code = main(
+        [
+            "--data",
+            str(data),
+            "ingest",
+            str(NAB / "ec2_cpu_utilization_24ae8d.csv"),
+            "--inventory",
+            str(path),
+            "--freq",
+            "hourly",
+        ]
+    )
+    assert code == EXIT_OK
+    stored = open_store(str(data)).read_inventory().set_index("server_id")
+    assert list(stored.columns) == ALL_INVENTORY_COLUMNS[1:]
+    if with_columns:
+        assert stored.loc["00042", "dr_partner_id"] == "ec2-24ae8d"  # leading zeros kept: read as text
+        assert stored.loc["ec2-24ae8d", "dr_partner_id"] == "00042"
+        assert stored["pinned"].tolist() == [True, False]
+        assert stored.loc["ec2-24ae8d", "anti_affinity_group"] == "grp-0001"
+    else:
+        assert stored[list(OPTIONAL_INVENTORY_COLUMNS)].isna().all().all()
+
+
+def test_cli_ingest_inventory_rejections_set_the_exit_code(tmp_path, capsys):
+    from forecasting.cli import EXIT_REJECTED, main
+
+    path = tmp_path / "inventory.csv"
+    known_inventory("ec2-24ae8d").assign(pinned="perhaps", dr_partner_id="ghost").to_csv(path, index=False)
+    code = main(
+        [
+            "--data",
+            str(tmp_path / "d"),
+            "ingest",
+            str(NAB / "ec2_cpu_utilization_24ae8d.csv"),
+            "--inventory",
+            str(path),
+            "--freq",
+            "hourly",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == EXIT_REJECTED
+    assert "invalid_pinned: 1 rejected" in out and "unknown_dr_partner: 1 rejected" in out
+
+
+def test_cli_ingest_inventory_naming_a_partner_already_in_the_store(tmp_path, capsys):
+    from forecasting.cli import EXIT_OK, main
+    from forecasting.sources import open_store
+
+    data = str(tmp_path / "data")
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    known_inventory("ec2-24ae8d").to_csv(first, index=False)
+    known_inventory("ec2-53ea38").assign(dr_role="standby", dr_partner_id="ec2-24ae8d").to_csv(
+        second, index=False
+    )
+    for samples, inv in (
+        ("ec2_cpu_utilization_24ae8d.csv", first),
+        ("ec2_cpu_utilization_53ea38.csv", second),
+    ):
+        code = main(
+            ["--data", data, "ingest", str(NAB / samples), "--inventory", str(inv), "--freq", "hourly"]
+        )
+        assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "unknown_dr_partner" not in out
+    assert "dr_partner_not_reciprocal: 1 flagged" in out  # ec2-24ae8d does not name it back
+    stored = open_store(data).read_inventory().set_index("server_id")
+    assert stored.loc["ec2-53ea38", "dr_partner_id"] == "ec2-24ae8d"
+    assert stored.loc["ec2-53ea38", "dr_role"] == "standby"

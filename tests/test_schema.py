@@ -9,6 +9,7 @@ import pytest
 from forecasting.schema import (
     INVENTORY_COLUMNS,
     MIN_HISTORY,
+    OPTIONAL_INVENTORY_COLUMNS,
     SchemaError,
     freq_alias,
     validate,
@@ -238,3 +239,164 @@ def test_report_lines_and_frame():
 def test_contract_columns_are_complete():
     assert list(INVENTORY_COLUMNS)[:1] == ["server_id"]
     assert len(INVENTORY_COLUMNS) == 11
+
+
+# --------------------------------------------------------------------------- placement columns
+
+
+def finding(report, rule: str):
+    """The one finding of ``rule`` (its report line is what a planner reads)."""
+    found = [f for f in report.findings if f.rule == rule]
+    assert len(found) == 1, [f.line() for f in report.findings]
+    return found[0]
+
+
+def test_optional_columns_absent_come_out_unknown():
+    clean, report = validate_inventory(inventory(2))
+    assert report.clean
+    assert list(clean.columns) == [*INVENTORY_COLUMNS, *OPTIONAL_INVENTORY_COLUMNS]
+    assert str(clean["pinned"].dtype) == "boolean"
+    assert all(str(clean[c].dtype) == "string" for c in ("dr_role", "dr_partner_id", "anti_affinity_group"))
+    assert clean[list(OPTIONAL_INVENTORY_COLUMNS)].isna().all().all()
+    # missing pinned = unknown = not pinned: what a consumer gets with fillna(False)
+    assert not clean["pinned"].fillna(False).any()
+
+
+def test_optional_columns_present_and_clean_are_kept():
+    inv = inventory(3).assign(
+        dr_role=["primary", "standby", None],
+        dr_partner_id=["srv-001", "srv-000", None],
+        anti_affinity_group=["grp-0001", None, "grp-0001"],
+        pinned=[True, False, None],
+    )
+    clean, report = validate_inventory(inv)
+    assert report.clean, report.lines()
+    assert clean["dr_role"].tolist()[:2] == ["primary", "standby"]
+    assert clean["dr_partner_id"].tolist()[:2] == ["srv-001", "srv-000"]
+    assert clean["anti_affinity_group"].tolist()[0] == "grp-0001" and clean["anti_affinity_group"].isna()[1]
+    assert clean["pinned"].tolist()[:2] == [True, False] and clean["pinned"].isna()[2]
+
+
+def test_dr_role_normalised_and_invalid_rejected():
+    inv = inventory(4).assign(dr_role=[" Primary ", "STANDBY", "backup", "  "])
+    clean, report = validate_inventory(inv)
+    assert clean["dr_role"].tolist()[:2] == ["primary", "standby"]
+    assert clean["dr_role"].isna().tolist()[2:] == [True, True]  # invalid and blank: unknown
+    f = finding(report, "invalid_dr_role")
+    assert (f.action, f.count) == ("rejected", 1)
+    assert f.line() == (
+        "[inventory] invalid_dr_role: 1 rejected — dr_role not one of primary/standby, "
+        "set to missing (unknown) (e.g. srv-002='backup')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ([True, False, None], [True, False, None]),
+        ([1, 0, np.nan], [True, False, None]),
+        (["TRUE", "false", ""], [True, False, None]),
+        (["Yes", " no ", "Y"], [True, False, True]),
+        (["n", "1", "0"], [False, True, False]),
+        (pd.array([True, None, False], dtype="boolean"), [True, None, False]),
+    ],
+)
+def test_pinned_parsed_from_bools_numbers_and_words(raw, expected):
+    clean, report = validate_inventory(inventory(3).assign(pinned=raw))
+    assert report.clean, report.lines()
+    assert [None if pd.isna(v) else v for v in clean["pinned"]] == expected
+
+
+def test_pinned_other_values_rejected_to_unknown():
+    clean, report = validate_inventory(inventory(4).assign(pinned=["maybe", 2, "yes", "oui"]))
+    assert clean["pinned"].isna().tolist() == [True, True, False, True]
+    assert clean["pinned"][2]
+    f = finding(report, "invalid_pinned")
+    assert (f.action, f.count) == ("rejected", 3)
+    assert f.line() == (
+        "[inventory] invalid_pinned: 3 rejected — pinned is not a yes/no value (true/false, yes/no, y/n, "
+        "1/0), set to missing (not pinned) (e.g. srv-000='maybe', srv-001=2, srv-003='oui')"
+    )
+
+
+def test_dr_partner_not_in_inventory_rejected():
+    clean, report = validate_inventory(inventory(2).assign(dr_partner_id=["ghost-9", None]))
+    assert clean["dr_partner_id"].isna().all()
+    f = finding(report, "unknown_dr_partner")
+    assert (f.action, f.count, f.examples) == ("rejected", 1, ["srv-000='ghost-9'"])
+    assert "not a server in the inventory, set to missing" in f.line()
+
+
+def test_dr_partner_checked_after_duplicates_and_blank_ids_are_dropped():
+    inv = pd.concat([inventory(2), inventory(1).assign(server_id=" ")], ignore_index=True)
+    inv["dr_partner_id"] = ["srv-001", "srv-000", "srv-000"]
+    clean, report = validate_inventory(inv)
+    assert clean["dr_partner_id"].tolist() == ["srv-001", "srv-000"]
+    assert rule_count(report, "unknown_dr_partner") == 0 and rule_count(report, "missing_server_id") == 1
+
+
+def test_dr_partner_naming_itself_rejected():
+    clean, report = validate_inventory(inventory(2).assign(dr_partner_id=[" srv-000", None]))
+    assert clean["dr_partner_id"].isna().all()
+    f = finding(report, "dr_partner_self")
+    assert (f.action, f.count, f.examples) == ("rejected", 1, ["srv-000"])
+    assert rule_count(report, "unknown_dr_partner") == 0
+
+
+def test_non_reciprocal_dr_pairs_flagged_and_kept():
+    # A names B, B names C, C names B: only A's statement is one-sided
+    inv = inventory(4).assign(dr_partner_id=["srv-001", "srv-002", "srv-001", "srv-002"])
+    clean, report = validate_inventory(inv)
+    assert clean["dr_partner_id"].tolist() == ["srv-001", "srv-002", "srv-001", "srv-002"]  # kept
+    f = finding(report, "dr_partner_not_reciprocal")
+    assert (f.action, f.count) == ("flagged", 2)
+    assert f.examples == ["srv-000→srv-001→srv-002", "srv-003→srv-002→srv-001"]
+    assert "kept as given" in f.line()
+    # B naming nobody is one-sided too
+    _, report = validate_inventory(inventory(2).assign(dr_partner_id=["srv-001", None]))
+    assert finding(report, "dr_partner_not_reciprocal").examples == ["srv-000→srv-001→none"]
+
+
+def test_anti_affinity_group_stripped_blank_is_unknown():
+    clean, report = validate_inventory(inventory(3).assign(anti_affinity_group=[" grp-0012 ", "", "\t"]))
+    assert report.clean
+    assert clean["anti_affinity_group"][0] == "grp-0012"
+    assert clean["anti_affinity_group"].isna().tolist() == [False, True, True]
+
+
+def test_hostile_strings_kept_like_other_text_and_reported_short():
+    long = "g" * 100_000
+    inv = inventory(3)
+    inv["business_unit"] = ["Retail\x1b[31m", "Retail", "Retail"]
+    inv["anti_affinity_group"] = [long, "grp\x00\x07", None]
+    inv["dr_role"] = ["primary\x00", None, None]
+    inv["dr_partner_id"] = ["srv-001\x00; DROP TABLE", None, None]
+    clean, report = validate_inventory(inv)
+    # text is stripped of surrounding whitespace only, as the contract's other string columns are
+    assert clean["business_unit"][0] == "Retail\x1b[31m"
+    assert clean["anti_affinity_group"].tolist()[:2] == [long, "grp\x00\x07"]
+    # values that must be known words or servers are not, so they become unknown, reported
+    assert clean["dr_role"].isna().all() and clean["dr_partner_id"].isna().all()
+    assert rule_count(report, "invalid_dr_role") == 1 and rule_count(report, "unknown_dr_partner") == 1
+    assert all(len(line) < 400 for line in report.lines())  # examples are cut short, escaped
+    assert "srv-000='primary\\x00'" in finding(report, "invalid_dr_role").examples
+
+
+def test_validating_twice_changes_nothing():
+    inv = inventory(3).assign(dr_role=["Primary", "standby", "x"], pinned=["y", "0", "?"])
+    once, _ = validate_inventory(inv)
+    twice, report = validate_inventory(once)
+    assert report.clean
+    pd.testing.assert_frame_equal(once, twice)
+
+
+def test_dr_partner_may_be_a_server_known_elsewhere():
+    # an inventory file merged into a store: its partner lives in the store, not in the file
+    inv = inventory(2).assign(dr_partner_id=["srv-in-store", "srv-000"])
+    clean, report = validate_inventory(inv, known_servers=["srv-in-store"])
+    assert clean["dr_partner_id"].tolist() == ["srv-in-store", "srv-000"]
+    assert rule_count(report, "unknown_dr_partner") == 0
+    # srv-001 → srv-000 → srv-in-store is one-sided within the file; srv-000's partner is judged later
+    assert finding(report, "dr_partner_not_reciprocal").examples == ["srv-001→srv-000→srv-in-store"]
+    _, alone = validate_inventory(inv)
+    assert rule_count(alone, "unknown_dr_partner") == 1

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from forecasting.schema import ALL_INVENTORY_COLUMNS, OPTIONAL_INVENTORY_COLUMNS
 from forecasting.sources import MetricsQuery, NoDataError, StoreError, new_run_id, open_store
 from forecasting.sources.parquet import ParquetStore
 from tests.test_schema import inventory
@@ -49,7 +50,12 @@ def store(tmp_path) -> ParquetStore:
 def test_round_trip(store):
     inv, met = fleet()
     got_inv = store.read_inventory()
-    pd.testing.assert_frame_equal(got_inv.astype(inv.dtypes.to_dict()), inv, check_dtype=False)
+    pd.testing.assert_frame_equal(
+        got_inv[list(inv.columns)].astype(inv.dtypes.to_dict()), inv, check_dtype=False
+    )
+    # an inventory without the optional placement columns is stored with them, all unknown
+    assert list(got_inv.columns) == ALL_INVENTORY_COLUMNS
+    assert got_inv[list(OPTIONAL_INVENTORY_COLUMNS)].isna().all().all()
     got = store.read_metrics().sort_values(["server_id", "timestamp"], ignore_index=True)
     assert list(got.columns) == ["server_id", "timestamp", "cpu_p95", "net_in_p95"]
     expected = met.sort_values(["server_id", "timestamp"], ignore_index=True)
@@ -244,3 +250,23 @@ def test_merge_moves_a_server_that_changed_business_unit(store):
     assert "srv-000" not in set(retail["server_id"])
     assert len(payments) == 400  # its whole history moved, nothing duplicated or lost
     assert len(store.read_metrics()) == 6 * 400
+
+
+def test_placement_columns_round_trip(tmp_path):
+    from forecasting.schema import validate_inventory
+
+    raw = inventory(4).assign(
+        dr_role=["primary", "standby", None, None],
+        dr_partner_id=["srv-001", "srv-000", None, None],
+        anti_affinity_group=[None, None, "grp-0007", "grp-0007"],
+        pinned=["yes", None, "no", None],
+    )
+    clean, _ = validate_inventory(raw)
+    s = open_store(str(tmp_path / "data"))
+    s.write_inventory(clean)
+    back = s.read_inventory()
+    assert list(back.columns) == ALL_INVENTORY_COLUMNS
+    assert str(back["pinned"].dtype) == "boolean"  # unknown stays unknown, not False
+    again, report = validate_inventory(back)
+    assert report.clean
+    pd.testing.assert_frame_equal(again, clean)

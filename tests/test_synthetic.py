@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from forecasting import schema
-from forecasting.schema import INVENTORY_COLUMNS, METRIC_COLUMNS, SchemaError
+from forecasting.schema import INVENTORY_COLUMNS, METRIC_COLUMNS, OPTIONAL_INVENTORY_COLUMNS, SchemaError
 from forecasting.synthetic import (
     BUSINESS_UNITS,
     FUTURE_DAYS,
@@ -43,7 +44,8 @@ def wide(fleet: Fleet) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def prof(fleet: Fleet) -> pd.DataFrame:
-    return fleet.profiles.merge(fleet.inventory, on="server_id", validate="one_to_one").set_index("server_id")
+    inv = fleet.inventory.drop(columns=["dr_role", "dr_partner_id"])  # in both: the profile's are the plan
+    return fleet.profiles.merge(inv, on="server_id", validate="one_to_one").set_index("server_id")
 
 
 def servers(prof: pd.DataFrame, **where) -> list[str]:
@@ -57,7 +59,7 @@ def servers(prof: pd.DataFrame, **where) -> list[str]:
 
 
 def test_frames_have_the_contract_shape(fleet: Fleet) -> None:
-    assert list(fleet.inventory.columns) == list(INVENTORY_COLUMNS)
+    assert list(fleet.inventory.columns) == [*INVENTORY_COLUMNS, *OPTIONAL_INVENTORY_COLUMNS]
     assert list(fleet.metrics.columns) == ["server_id", "timestamp", *METRIC_COLUMNS]
     assert isinstance(fleet.metrics["timestamp"].dtype, pd.DatetimeTZDtype)
     assert str(fleet.metrics["timestamp"].dt.tz) == "UTC"
@@ -412,3 +414,101 @@ def test_hourly_fleet_has_business_hours_in_local_time() -> None:
     if "overnight" in by_hour.index.get_level_values(0):
         batch = by_hour["overnight"]
         assert batch[night].mean() > 1.5 * batch[day].mean()
+
+
+# --------------------------------------------------------------------------- placement facts
+
+# Hashes of fleets generated before the placement facts existed (pandas' hash_pandas_object,
+# pandas 3.1): the new random stream must leave every metric value, inventory column and
+# profile column of a seed exactly as it was, because models are tuned against these series.
+_BEFORE = {
+    (120, 200, "daily", 1234): ("3ea07b0bda4f2422", "7a5697b27b2aa7c4", "e9db188e20b6afef"),
+    (60, 30, "hourly", 7): ("3476129b1382d1cf", "61f61a20e26930c0", "a20b56bead3e0fa7"),
+    (400, 30, "daily", 42): ("b41d5b885dea4bd8", "f1536a734907a09a", "1768dac2b3064ec2"),
+}
+_PROFILE_COLUMNS_BEFORE = [
+    "server_id", "scenario", "peak_timing", "breach_metric", "breach_threshold", "breach_date",
+    "step_date", "step_factor", "dr_partner_id", "dr_role", "memory_leak", "first_timestamp",
+    "gap_periods", "utc_offset",
+]  # fmt: skip
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[
+        :16
+    ]
+
+
+@pytest.mark.parametrize(("n", "days", "freq", "seed"), list(_BEFORE))
+def test_placement_facts_leave_a_seeds_series_unchanged(n: int, days: int, freq: str, seed: int) -> None:
+    f = generate_fleet(n, days=days, freq=freq, seed=seed, start=START)
+    assert list(f.profiles.columns[: len(_PROFILE_COLUMNS_BEFORE)]) == _PROFILE_COLUMNS_BEFORE
+    got = (
+        _digest(f.metrics),
+        _digest(f.inventory[list(INVENTORY_COLUMNS)]),
+        _digest(f.profiles[_PROFILE_COLUMNS_BEFORE]),
+    )
+    assert got == _BEFORE[(n, days, freq, seed)]
+
+
+@pytest.fixture(scope="module")
+def big() -> Fleet:
+    """1,000 servers (enough groups and pins to measure shares); short history, as only the inventory counts."""
+    return generate_fleet(1000, days=60, start=START, seed=1234)
+
+
+def test_inventory_dr_pairs_name_each_other(big: Fleet) -> None:
+    inv = big.inventory.set_index("server_id")
+    prof = big.profiles.set_index("server_id")
+    pd.testing.assert_series_equal(inv["dr_role"], prof["dr_role"], check_dtype=False)
+    pd.testing.assert_series_equal(inv["dr_partner_id"], prof["dr_partner_id"], check_dtype=False)
+    standbys = inv.index[inv["dr_role"] == "standby"]
+    primaries = inv.index[inv["dr_role"] == "primary"]
+    assert len(standbys) == len(primaries) == 25
+    assert (inv.loc[inv.loc[standbys, "dr_partner_id"], "dr_role"] == "primary").all()
+    assert (inv.loc[inv.loc[primaries, "dr_partner_id"], "dr_role"] == "standby").all()
+    partner = inv["dr_partner_id"].dropna()
+    assert (inv.loc[partner.to_numpy(), "dr_partner_id"].to_numpy() == partner.index.to_numpy()).all()
+    assert inv.loc[inv["dr_role"].isna(), "dr_partner_id"].isna().all()
+    _, report = schema.validate_inventory(big.inventory)
+    assert report.clean, report.lines()
+
+
+def test_anti_affinity_groups_are_clusters(big: Fleet) -> None:
+    inv = big.inventory
+    grouped = inv[inv["anti_affinity_group"].notna()]
+    assert 0.10 <= len(grouped) / len(inv) <= 0.15
+    assert grouped["anti_affinity_group"].str.fullmatch(r"aag-\d{4}").all()
+    for _, members in grouped.groupby("anti_affinity_group"):
+        assert 2 <= len(members) <= 4
+        for col in ("business_unit", "region", "environment", "server_type"):
+            assert members[col].nunique() == 1, (col, members)
+    assert set(grouped["environment"]) <= {"prod", "uat"}
+    assert set(grouped["server_type"]) <= {"web", "app", "mq", "db"}
+    assert (grouped["dr_role"] != "standby").all()
+
+
+def test_pinned_servers(big: Fleet) -> None:
+    inv, prof = big.inventory, big.profiles
+    assert str(inv["pinned"].dtype) == "boolean" and inv["pinned"].notna().all()  # known for every server
+    assert inv["pinned"].sum() == 30  # 3 %
+    assert (prof["pin_reason"].notna() == inv["pinned"]).all()
+    assert set(prof["pin_reason"].dropna()) == {"licence", "appliance"}
+    assert (
+        prof.loc[prof["pin_reason"] == "appliance", "server_id"].map(
+            inv.set_index("server_id")["server_type"]
+        )
+        == "infra"
+    ).all()
+    assert (
+        prof.loc[inv["pinned"].to_numpy(), "scenario"] == "idle"
+    ).sum() >= 3  # the rule has idle servers to hold
+    assert not (inv["pinned"] & (inv["dr_role"] == "standby")).any()
+
+
+def test_placement_facts_are_deterministic_and_depend_on_the_seed() -> None:
+    a = generate_fleet(300, days=30, start=START, seed=5).inventory
+    b = generate_fleet(300, days=30, start=START, seed=5).inventory
+    c = generate_fleet(300, days=30, start=START, seed=6).inventory
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["anti_affinity_group"].equals(c["anti_affinity_group"])

@@ -61,7 +61,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..schema import INVENTORY_COLUMNS, METRIC_COLUMNS
+from ..schema import ALL_INVENTORY_COLUMNS, INVENTORY_COLUMNS, METRIC_COLUMNS, OPTIONAL_INVENTORY_COLUMNS
 from .base import PLAN_TABLES, MetricsQuery, NoDataError, Store, StoreError
 from .parquet import PARTITIONING, metrics_schema
 from .s3 import (
@@ -258,8 +258,10 @@ def partition_value(business_unit: str) -> str:
 
 
 def inventory_query(database: str) -> SqlQuery:
-    cols = ", ".join(ident(c) for c in INVENTORY_COLUMNS)
-    return SqlQuery(f"SELECT {cols} FROM {table_ref(database, INVENTORY_TABLE)}")
+    """Every column of the inventory table: ``*`` so a table defined before the optional placement
+    columns existed (DDL is IF NOT EXISTS) still reads, without them; :meth:`AthenaStore.read_inventory`
+    then checks the required ones and keeps the contract's."""
+    return SqlQuery(f"SELECT * FROM {table_ref(database, INVENTORY_TABLE)}")
 
 
 def metrics_query(
@@ -344,8 +346,9 @@ def _default_schemas() -> dict[str, pa.Schema]:
     """Column types when no files exist to read them from: the contract, and plan-store conventions."""
     from .. import plan
 
+    arrow = {"string": pa.string(), "number": pa.float64(), "bool": pa.bool_()}
     inventory = pa.schema(
-        [(c, pa.string() if t == "string" else pa.float64()) for c, t in INVENTORY_COLUMNS.items()]
+        [(c, arrow[t]) for c, t in {**INVENTORY_COLUMNS, **OPTIONAL_INVENTORY_COLUMNS}.items()]
     )
     columns = {
         "forecasts": plan.FORECAST_COLUMNS,
@@ -832,7 +835,9 @@ class AthenaStore(Store):
         missing = [c for c in INVENTORY_COLUMNS if c not in table.column_names]
         if missing:
             raise StoreError(f"Athena table {self.database}.{INVENTORY_TABLE} lacks column(s) {missing}")
-        return table.select(list(INVENTORY_COLUMNS)).to_pandas()
+        table = table.select([c for c in ALL_INVENTORY_COLUMNS if c in table.column_names])
+        # ``pinned`` as the Parquet store returns it: nullable boolean, missing = unknown
+        return table.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
 
     def _business_units(self) -> list[str]:
         """Partition values present under metrics/ (one S3 LIST), for an unfiltered read."""

@@ -29,7 +29,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..schema import INVENTORY_COLUMNS, METRIC_COLUMNS
+from ..schema import INVENTORY_COLUMNS, METRIC_COLUMNS, OPTIONAL_INVENTORY_COLUMNS
 from .base import (
     PLAN_TABLES,
     MetricsQuery,
@@ -146,7 +146,17 @@ class ParquetStore(Store):
         return df
 
     def write_inventory(self, inventory: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(inventory[list(INVENTORY_COLUMNS)], preserve_index=False)
+        """The contract's columns; the optional placement ones always, typed, null where unknown,
+        so the file's schema (and the Athena DDL read from it) does not depend on the data."""
+        frame = inventory[list(INVENTORY_COLUMNS)].copy()
+        for col, kind in OPTIONAL_INVENTORY_COLUMNS.items():
+            dtype = "boolean" if kind == "bool" else "string"
+            frame[col] = (
+                inventory[col].astype(dtype)
+                if col in inventory.columns
+                else pd.Series(pd.NA, frame.index, dtype)
+            )
+        table = pa.Table.from_pandas(frame, preserve_index=False)
         self._write_table(self._p("inventory", "servers.parquet"), table)
 
     # ------------------------------------------------------------------ metrics
