@@ -74,6 +74,19 @@ WHATIF_THRESHOLDS: dict[str, str] = {
     "disk_p95": "whatif-threshold-disk",
 }
 WHATIF_HEADROOM = "whatif-headroom"
+# Policy knobs (app.whatif.POLICY_PARAMS order): shown on /consolidation, hidden on /risk.
+WHATIF_PROPOSE = "whatif-propose"
+WHATIF_MIN_SAVING_PCT = "whatif-min-saving-pct"
+WHATIF_MIN_SAVING_USD = "whatif-min-saving-usd"
+WHATIF_RISK_GUARD = "whatif-risk-guard"
+WHATIF_SIZING_PCT = "whatif-sizing-pct"
+WHATIF_POLICY = [
+    WHATIF_PROPOSE,
+    WHATIF_MIN_SAVING_PCT,
+    WHATIF_MIN_SAVING_USD,
+    WHATIF_RISK_GUARD,
+    WHATIF_SIZING_PCT,
+]
 WHATIF_RESET = "whatif-reset"
 WHATIF_SUMMARY = "whatif-summary"
 WHATIF_STATE = "whatif-state"  # dcc.Store: app.whatif.ScenarioState.to_data()
@@ -108,3 +121,9 @@ CONS_SAVINGS_TABLE = "cons-savings-table"
 CONS_TABS = "cons-tabs"  # recommendations | host plan (mounted when opened)
 CONS_TAB_RECS = "cons-tab-recs"
 CONS_TAB_PLAN = "cons-tab-plan"
+CONS_TAB_HELD = "cons-tab-held"  # servers held back from the plan, and why (mounted when opened)
+CONS_HELD_BADGES = "cons-held-badges"  # counts per held_back category
+CONS_HELD_CHART = "cons-held-chart"
+CONS_HELD_CATEGORY = "cons-held-category"  # category filter of the held-back grid
+CONS_HELD_GRID = "cons-held-grid"
+CONS_HELD_NOTE = "cons-held-note"

@@ -405,6 +405,16 @@ def _positions(ids: pd.Index, server_ids: pd.Series) -> np.ndarray:
     return np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1).astype(np.int64)
 
 
+def _held_back(recs: pd.DataFrame) -> None:
+    """``held_back`` as text, '' where missing: runs published before the policy have none."""
+    if "held_back" not in recs:
+        recs["held_back"] = ""
+    else:
+        recs["held_back"] = (
+            recs["held_back"].astype("object").where(recs["held_back"].notna(), "").astype("str")
+        )
+
+
 def _join(
     frame: pd.DataFrame, name: str, ids: pd.Index, inventory: pd.DataFrame, notes: list[str]
 ) -> tuple[pd.DataFrame, np.ndarray]:
@@ -511,6 +521,8 @@ def build_plan(store: Store, run_id: str, settings: Settings) -> Plan:
         if "server_id" not in raw:
             raise ReadModelError(f"plan table {name} of run {run_id} has no server_id column")
         tables[name], rows[name] = _join(raw, name, ids, inventory, notes)
+    if tables.get("recommendations") is not None:
+        _held_back(tables["recommendations"])
 
     raw_fc = store.read_run_table(run_id, "forecasts")
     forecasts, bounds = (None, None) if raw_fc is None else _compact_forecasts(raw_fc, ids, notes)

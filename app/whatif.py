@@ -1,9 +1,14 @@
 """What-if scenarios for the risk and consolidation pages: their URL form and their results.
 
-A planner's scenario (growth per month, threshold overrides, headroom) lives in the query
-string next to the filters (``?bu=Retail&growth=3&cpu_thr=80``) so a what-if view can be
+A planner's scenario (growth per month, threshold overrides, headroom, and the policy knobs:
+what to propose, minimum saving, risk guard, sizing percentile) lives in the query string next
+to the filters (``?bu=Retail&growth=3&cpu_thr=80&propose=idle``) so a what-if view can be
 bookmarked, shared and exported with its assumptions. Like filters, everything from a URL or
 a browser control is untrusted: parsed with hard limits, out-of-range values dropped.
+
+The policy knobs are applied over the run's own policy (the manifest's ``config.policy``;
+``Policy()`` for runs published before it existed) and only change recommendations: the risk
+page neither computes nor caches by them.
 
 Results come from the engine (:func:`forecasting.whatif.whatif`) over the run's prepared
 inputs (:meth:`app.readmodel.ReadModel.analytics_inputs`), cached per run and scenario in the
@@ -18,14 +23,15 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
 import numpy as np
 import pandas as pd
 
-from forecasting.inputs import AnalyticsInputs
+from forecasting.inputs import AnalyticsError, AnalyticsInputs
+from forecasting.policy import PROPOSALS, Policy
 from forecasting.schema import METRICS
 from forecasting.settings import Settings
 from forecasting.whatif import Scenario, whatif
@@ -43,7 +49,30 @@ HEADROOM_RANGE = (0.0, 60.0)  # % of a host kept free
 THRESHOLD_PARAMS: dict[str, str] = {"cpu_p95": "cpu_thr", "mem_p95": "mem_thr", "disk_p95": "disk_thr"}
 GROWTH_PARAM = "growth"
 HEADROOM_PARAM = "headroom"
-QUERY_KEYS = [GROWTH_PARAM, *THRESHOLD_PARAMS.values(), HEADROOM_PARAM]
+# Policy knobs (forecasting.policy.Policy), in UI units: percent and USD per month.
+PROPOSE_PARAM = "propose"
+MIN_SAVING_PCT_PARAM = "min_saving"  # % of the server's current monthly cost
+MIN_SAVING_USD_PARAM = "min_saving_usd"  # USD per month
+RISK_GUARD_PARAM = "risk_guard"  # P(breach) in % from which a server is never shrunk
+SIZING_PCT_PARAM = "sizing_pct"  # percentile of the period p95s that sizing covers
+MIN_SAVING_PCT_RANGE = (0.0, 95.0)
+MIN_SAVING_USD_RANGE = (0.0, 10_000.0)
+RISK_GUARD_RANGE = (1.0, 100.0)
+SIZING_PCT_RANGE = (50.0, 100.0)
+PROPOSE_LABELS: dict[str, str] = {
+    "idle": "Idle servers only",
+    "overprovisioned": "Idle and over-provisioned (default)",
+    "all": "Everything that fits",
+}
+POLICY_PARAMS = [
+    PROPOSE_PARAM,
+    MIN_SAVING_PCT_PARAM,
+    MIN_SAVING_USD_PARAM,
+    RISK_GUARD_PARAM,
+    SIZING_PCT_PARAM,
+]
+QUERY_KEYS = [GROWTH_PARAM, *THRESHOLD_PARAMS.values(), HEADROOM_PARAM, *POLICY_PARAMS]
+MAX_CHOICE_CHARS = 32
 MAX_QUERY_CHARS = 4096
 MAX_NUMBER_CHARS = 24
 RESULT_MEMO = 6  # scenario results kept per process
@@ -69,13 +98,32 @@ def _number(value: Any, lo: float, hi: float) -> float | None:
     return round(v, 1)
 
 
+def _propose(value: Any) -> str | None:
+    """One of forecasting.policy.PROPOSALS, or None (not given / not acceptable)."""
+    if not isinstance(value, str) or len(value) > MAX_CHOICE_CHARS:
+        return None
+    text = value.strip().lower()
+    return text if text in PROPOSALS else None
+
+
+def _pct(value: float) -> str:
+    return f"{value:g} %"
+
+
 @dataclass(frozen=True)
 class ScenarioState:
-    """One planner's scenario in UI units (percent); the defaults change nothing."""
+    """One planner's scenario in UI units (percent, USD); the defaults change nothing.
+
+    The policy knobs are None when the run's own value applies."""
 
     growth: float = 0.0  # % per month, compounding, every business unit and metric
     thresholds: tuple[tuple[str, float], ...] = ()  # (metric, percent) overrides, sorted
     headroom: float | None = None  # % of a host kept free (None: the run's)
+    propose: str | None = None  # idle | overprovisioned | all
+    min_saving_pct: float | None = None  # % of the current monthly cost
+    min_saving_usd: float | None = None  # USD per month
+    risk_guard: float | None = None  # P(breach) in % from which a server is never shrunk
+    sizing_pct: float | None = None  # percentile of the period p95s
 
     @classmethod
     def of(
@@ -83,15 +131,28 @@ class ScenarioState:
         growth: Any = None,
         thresholds: Mapping[str, Any] | None = None,
         headroom: Any = None,
+        policy: Mapping[str, Any] | None = None,
     ) -> ScenarioState:
-        """From untrusted values: anything out of range or not a number is ignored."""
+        """From untrusted values: anything out of range or not a number is ignored.
+
+        ``policy`` maps the knobs' query names (``POLICY_PARAMS``) to values."""
         g = _number(growth, *GROWTH_RANGE) or 0.0
         thr = []
         for metric in THRESHOLD_PARAMS:
             v = _number((thresholds or {}).get(metric), *THRESHOLD_RANGE)
             if v is not None:
                 thr.append((metric, v))
-        return cls(growth=g, thresholds=tuple(thr), headroom=_number(headroom, *HEADROOM_RANGE))
+        pol = policy if isinstance(policy, Mapping) else {}
+        return cls(
+            growth=g,
+            thresholds=tuple(thr),
+            headroom=_number(headroom, *HEADROOM_RANGE),
+            propose=_propose(pol.get(PROPOSE_PARAM)),
+            min_saving_pct=_number(pol.get(MIN_SAVING_PCT_PARAM), *MIN_SAVING_PCT_RANGE),
+            min_saving_usd=_number(pol.get(MIN_SAVING_USD_PARAM), *MIN_SAVING_USD_RANGE),
+            risk_guard=_number(pol.get(RISK_GUARD_PARAM), *RISK_GUARD_RANGE),
+            sizing_pct=_number(pol.get(SIZING_PCT_PARAM), *SIZING_PCT_RANGE),
+        )
 
     @classmethod
     def from_query(cls, search: str | Mapping[str, Any] | None) -> ScenarioState:
@@ -107,6 +168,7 @@ class ScenarioState:
             raw.get(GROWTH_PARAM),
             {m: raw.get(p) for m, p in THRESHOLD_PARAMS.items()},
             raw.get(HEADROOM_PARAM),
+            {p: raw.get(p) for p in POLICY_PARAMS},
         )
 
     @classmethod
@@ -115,13 +177,32 @@ class ScenarioState:
         if not isinstance(data, dict):
             return cls()
         thr = data.get("thresholds")
-        return cls.of(data.get("growth"), thr if isinstance(thr, dict) else None, data.get("headroom"))
+        pol = data.get("policy")
+        return cls.of(
+            data.get("growth"),
+            thr if isinstance(thr, dict) else None,
+            data.get("headroom"),
+            pol if isinstance(pol, dict) else None,
+        )
+
+    @property
+    def policy_values(self) -> dict[str, Any]:
+        """The policy knobs set, by query name (None-valued knobs left out)."""
+        values = {
+            PROPOSE_PARAM: self.propose,
+            MIN_SAVING_PCT_PARAM: self.min_saving_pct,
+            MIN_SAVING_USD_PARAM: self.min_saving_usd,
+            RISK_GUARD_PARAM: self.risk_guard,
+            SIZING_PCT_PARAM: self.sizing_pct,
+        }
+        return {k: v for k, v in values.items() if v is not None}
 
     def to_data(self) -> dict[str, Any]:
         return {
             "growth": self.growth,
             "thresholds": dict(self.thresholds),
             "headroom": self.headroom,
+            "policy": self.policy_values,
             "query": self.to_query(),
             "keys": QUERY_KEYS,
         }
@@ -131,8 +212,18 @@ class ScenarioState:
         return dict(self.thresholds)
 
     @property
+    def has_policy(self) -> bool:
+        return bool(self.policy_values)
+
+    @property
     def is_base(self) -> bool:
-        return self.growth == 0 and not self.thresholds and self.headroom is None
+        return self.growth == 0 and not self.thresholds and self.headroom is None and not self.has_policy
+
+    def without_policy(self) -> ScenarioState:
+        """The same scenario with every policy knob at the run's value (what the risk page computes)."""
+        return replace(
+            self, propose=None, min_saving_pct=None, min_saving_usd=None, risk_guard=None, sizing_pct=None
+        )
 
     def to_query(self) -> str:
         """Query-string pairs of what differs from the run ('' for the base scenario)."""
@@ -143,17 +234,37 @@ class ScenarioState:
             pairs.append(f"{THRESHOLD_PARAMS[metric]}={value:g}")
         if self.headroom is not None:
             pairs.append(f"{HEADROOM_PARAM}={self.headroom:g}")
+        for key, value in self.policy_values.items():
+            pairs.append(f"{key}={value}" if isinstance(value, str) else f"{key}={value:g}")
         return "&".join(pairs)
 
     def key(self) -> str:
         return self.to_query() or "base"
 
-    def to_scenario(self) -> Scenario:
-        """The engine's scenario (headroom as a fraction)."""
+    def policy_over(self, base: Policy) -> Policy | None:
+        """The run's policy with this scenario's knobs (None when no knob is set)."""
+        if not self.has_policy:
+            return None
+        changes: dict[str, Any] = {}
+        if self.propose is not None:
+            changes["propose"] = self.propose
+        if self.min_saving_pct is not None:
+            changes["min_saving_fraction"] = self.min_saving_pct / 100.0
+        if self.min_saving_usd is not None:
+            changes["min_saving_usd"] = float(self.min_saving_usd)
+        if self.risk_guard is not None:
+            changes["risk_probability"] = self.risk_guard / 100.0
+        if self.sizing_pct is not None:
+            changes["sizing_percentile"] = float(self.sizing_pct)
+        return replace(base, **changes)
+
+    def to_scenario(self, base: BasePolicy | None = None) -> Scenario:
+        """The engine's scenario (headroom as a fraction; policy knobs over the run's policy)."""
         return Scenario(
             growth_pct_per_month=self.growth,
             thresholds=self.threshold_map or None,
             headroom=None if self.headroom is None else self.headroom / 100.0,
+            policy=self.policy_over(base.policy if base is not None else Policy()),
         )
 
     def describe(self, base: BasePolicy | None = None) -> list[str]:
@@ -172,6 +283,22 @@ class ScenarioState:
         if self.headroom is not None:
             was = f" (run: {base.headroom * 100:g} %)" if base is not None else ""
             lines.append(f"Headroom: {self.headroom:g} %{was}")
+        run = base.policy if base is not None else None
+        if self.propose is not None:
+            was = f" (run: {PROPOSE_LABELS[run.propose]})" if run is not None else ""
+            lines.append(f"What to propose: {PROPOSE_LABELS[self.propose]}{was}")
+        if self.min_saving_pct is not None:
+            was = f" (run: {_pct(run.min_saving_fraction * 100)})" if run is not None else ""
+            lines.append(f"Minimum saving: {_pct(self.min_saving_pct)} of the server's cost{was}")
+        if self.min_saving_usd is not None:
+            was = f" (run: ${run.min_saving_usd:,.0f})" if run is not None else ""
+            lines.append(f"Minimum saving: ${self.min_saving_usd:,.0f} per month{was}")
+        if self.risk_guard is not None:
+            was = f" (run: {_pct(run.risk_probability * 100)})" if run is not None else ""
+            lines.append(f"Risk guard: never shrink a server with P(breach) ≥ {_pct(self.risk_guard)}{was}")
+        if self.sizing_pct is not None:
+            was = f" (run: p{run.sizing_percentile:g})" if run is not None else ""
+            lines.append(f"Sizing percentile: p{self.sizing_pct:g} of the period p95s{was}")
         return lines
 
 
@@ -184,15 +311,43 @@ class BasePolicy:
     lead_time_days: dict[str, int]
     headroom: float
     idle_cpu_p95: float
+    policy: Policy = field(default_factory=Policy)  # the run's policy (Policy() for older runs)
 
     def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of forecasting.whatif.whatif for the run's base settings."""
         return {
             "thresholds": self.thresholds,
             "criticality_offsets": self.criticality_offsets,
             "lead_time_days": self.lead_time_days,
             "headroom": self.headroom,
             "idle_cpu_p95": self.idle_cpu_p95,
+            "policy": self.policy,
         }
+
+
+def run_policy(raw: Any) -> Policy:
+    """The run's policy from its manifest's ``config.policy`` (``dataclasses.asdict(Policy)``).
+
+    Tolerant: a run published before the policy existed, or a field missing, unknown or not
+    acceptable to :class:`Policy`, falls back to that field's default (logged, never raised)."""
+    policy = Policy()
+    if not isinstance(raw, Mapping):
+        if raw is not None:
+            log.warning(
+                "manifest config.policy is not a mapping (%s): default policy used", type(raw).__name__
+            )
+        return policy
+    for f in fields(Policy):
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        if isinstance(f.default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        try:
+            policy = replace(policy, **{f.name: value})
+        except (AnalyticsError, TypeError, ValueError) as e:
+            log.warning("manifest config.policy.%s ignored: %s", f.name, e)
+    return policy
 
 
 def base_policy(plan: Plan, settings: Settings) -> BasePolicy:
@@ -209,6 +364,7 @@ def base_policy(plan: Plan, settings: Settings) -> BasePolicy:
         lead_time_days=dict(plan.lead_time_days),
         headroom=h if 0 <= h < 1 else float(settings.headroom),
         idle_cpu_p95=float(plan.idle_cpu_p95),
+        policy=run_policy(cfg.get("policy") if isinstance(cfg, Mapping) else None),
     )
 
 
@@ -341,12 +497,14 @@ def scenario_view(
 
     Each page computes only its half: the risk page re-derives risk (assessing in full only
     the flagged rows, the ones it lists); the consolidation page (``consolidation=True``) re-derives
-    recommendations and re-packs hosts. A setting that cannot change a page's half (headroom
-    for risk, thresholds for sizing) is left out of its computation and cache key, so moving
-    it answers from the plan or the cache.
+    recommendations and re-packs hosts. A setting that cannot change a page's half is left out
+    of its computation and cache key, so moving it answers from the plan or the cache: headroom
+    and the policy knobs (what to propose, minimum saving, risk guard, sizing percentile) only
+    decide recommendations, so the risk page leaves them out. Thresholds stay in the
+    consolidation page's key: the policy's risk guard reads the breach risk they decide.
     """
     base = base_policy(plan, rm.settings)
-    relevant = replace(state, thresholds=()) if consolidation else replace(state, headroom=None)
+    relevant = state if consolidation else replace(state.without_policy(), headroom=None)
     if relevant.is_base:
         return replace(plan_view(plan, base), state=state)
     key = (plan.run_id, relevant.key(), consolidation)
@@ -376,7 +534,7 @@ def compute_view(
     started = time.perf_counter()
     result = whatif(
         inputs,
-        state.to_scenario(),
+        state.to_scenario(base),
         **base.kwargs(),
         risk=not consolidation,
         recommendations=consolidation,
@@ -442,12 +600,15 @@ def subset_inputs(inputs: AnalyticsInputs, rows: np.ndarray) -> AnalyticsInputs:
 # --------------------------------------------------------------------------- page furniture
 
 
-def scenario_panel(query: Mapping[str, Any], *, show_headroom: bool = True) -> list[Any]:
+def scenario_panel(
+    query: Mapping[str, Any], *, show_headroom: bool = True, show_policy: bool | None = None
+) -> list[Any]:
     """The scenario store (seeded from the page's query string) and the what-if card, with the
-    run's own settings as placeholders. Called from page layouts, inside a request."""
+    run's own settings as placeholders. Called from page layouts, inside a request. The policy
+    knobs show where headroom does (the pages that show recommendations) unless told."""
     from dash import dcc
 
-    from components.whatif import whatif_controls
+    from components.whatif import PolicyControls, whatif_controls
 
     from . import get_context, ids
 
@@ -456,6 +617,29 @@ def scenario_panel(query: Mapping[str, Any], *, show_headroom: bool = True) -> l
     plan = ctx.readmodel.snapshot().plan
     base = base_policy(plan, ctx.settings) if plan is not None else None
     base_thresholds = base.thresholds if base is not None else dict(ctx.settings.thresholds)
+    run = base.policy if base is not None else Policy()
+    policy = PolicyControls(
+        propose_id=ids.WHATIF_PROPOSE,
+        min_saving_pct_id=ids.WHATIF_MIN_SAVING_PCT,
+        min_saving_usd_id=ids.WHATIF_MIN_SAVING_USD,
+        risk_guard_id=ids.WHATIF_RISK_GUARD,
+        sizing_pct_id=ids.WHATIF_SIZING_PCT,
+        propose_labels=PROPOSE_LABELS,
+        propose=state.propose,
+        min_saving_pct=state.min_saving_pct,
+        min_saving_usd=state.min_saving_usd,
+        risk_guard=state.risk_guard,
+        sizing_pct=state.sizing_pct,
+        base_propose=run.propose,
+        base_min_saving_pct=round(run.min_saving_fraction * 100, 1),
+        base_min_saving_usd=round(run.min_saving_usd, 1),
+        base_risk_guard=round(run.risk_probability * 100, 1),
+        base_sizing_pct=round(run.sizing_percentile, 1),
+        min_saving_pct_range=MIN_SAVING_PCT_RANGE,
+        min_saving_usd_range=MIN_SAVING_USD_RANGE,
+        risk_guard_range=RISK_GUARD_RANGE,
+        sizing_pct_range=SIZING_PCT_RANGE,
+    )
     return [
         dcc.Store(id=ids.WHATIF_STATE, data=state.to_data()),
         whatif_controls(
@@ -473,5 +657,7 @@ def scenario_panel(query: Mapping[str, Any], *, show_headroom: bool = True) -> l
             base_headroom=base.headroom if base is not None else ctx.settings.headroom,
             headroom_range=HEADROOM_RANGE,
             show_headroom=show_headroom,
+            policy=policy,
+            show_policy=show_headroom if show_policy is None else show_policy,
         ),
     ]

@@ -1,5 +1,6 @@
-"""Consolidation callbacks: KPIs, savings per business unit, recommendations, the packing plan
-and a packed host's summed load, under the filters and the what-if scenario.
+"""Consolidation callbacks: KPIs, savings per business unit, recommendations, the packing plan,
+a packed host's summed load and the servers the policy held back (and why), under the filters
+and the what-if scenario (growth, thresholds, headroom and the policy knobs).
 
 Under a scenario the engine re-sizes and re-packs the whole fleet (app.whatif, cached per run
 and scenario); filters then only mask. The host chart sums its members' demand series
@@ -13,14 +14,20 @@ from typing import Any
 import dash_bootstrap_components as dbc
 import numpy as np
 import pandas as pd
-from dash import Dash, Input, Output
+from dash import Dash, Input, Output, html
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
 from app.filters import FilterState
 from app.readmodel import Plan, ReadModel
 from app.whatif import ScenarioState, ScenarioView, scenario_inputs_for, scenario_view
-from components.consolidation import packed_host_figure, savings_by_unit_figure
+from components.consolidation import (
+    HELD_BACK_COLORS,
+    HELD_BACK_TEXT,
+    held_back_figure,
+    packed_host_figure,
+    savings_by_unit_figure,
+)
 from components.figures import empty_figure
 from components.grid import records
 from components.kpi import kpi_card
@@ -33,6 +40,7 @@ from components.layout import (
     not_in_run,
 )
 from forecasting.consolidation import demand_series
+from forecasting.policy import HELD_BACK
 
 from .whatif import register_grid_tools
 
@@ -52,6 +60,7 @@ RECOMMENDATION_FIELDS = [
     "current_monthly_cost",
     "recommended_monthly_cost",
     "monthly_savings",
+    "held_back",
     "reason",
 ]
 EXPORT_COLUMNS: list[tuple[str, str]] = [
@@ -67,7 +76,21 @@ EXPORT_COLUMNS: list[tuple[str, str]] = [
     ("current_monthly_cost", "Current cost per month (USD)"),
     ("recommended_monthly_cost", "Recommended cost per month (USD)"),
     ("monthly_savings", "Savings per month (USD)"),
+    ("held_back", "Held back"),
     ("reason", "Reason"),
+]
+HELD_TAB = "held-back"  # the value of the held-back tab in ids.CONS_TABS
+ALL_CATEGORIES = "all"
+HELD_FIELDS = [
+    "server_id",
+    "hostname",
+    "business_unit",
+    "environment",
+    "criticality",
+    "action",
+    "held_back",
+    "monthly_savings",
+    "reason",
 ]
 PLAN_FIELDS = [
     "target_group",
@@ -289,6 +312,69 @@ def consolidation_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[Any, ..
     return None, kpis, fig, table, rec_rows, rec_note, records(groups, PLAN_FIELDS), plan_note
 
 
+def held_back_counts(recs: pd.DataFrame | None) -> list[tuple[str, int]]:
+    """(category, servers) for every forecasting.policy.HELD_BACK category with a server, in
+    the policy's order; an unknown category (a newer engine) is counted after them."""
+    if recs is None or not len(recs) or "held_back" not in recs:
+        return []
+    counts = recs["held_back"].astype(str).value_counts()
+    out = [(c, int(counts[c])) for c in HELD_BACK if counts.get(c, 0)]
+    out += [(str(c), int(n)) for c, n in counts.items() if c and c not in HELD_BACK]
+    return out
+
+
+def held_back_category(value: Any) -> str:
+    """The grid's category filter from the browser: a HELD_BACK category, else every category."""
+    return value if isinstance(value, str) and value in HELD_BACK else ALL_CATEGORIES
+
+
+def held_back_badges(counts: list[tuple[str, int]]) -> Any:
+    """One badge per category with its count; hovering says what it means."""
+    if not counts:
+        return html.Span(
+            "No server is held back under these filters and this scenario.", className="text-muted"
+        )
+    badges = [
+        html.Span(
+            [html.Span(f"{n:,}", className="fw-bold me-1"), cat],
+            className="badge rounded-pill held-badge me-2 mb-1",
+            title=HELD_BACK_TEXT.get(cat, ""),
+            style={"backgroundColor": HELD_BACK_COLORS.get(cat, "#6b7785")},
+            **{"data-category": cat},
+        )
+        for cat, n in counts
+    ]
+    total = sum(n for _, n in counts)
+    return html.Div([html.Span(f"{total:,} servers held back: ", className="me-2"), *badges])
+
+
+def held_back_view(rm: ReadModel, data: Any, scenario: Any, category: Any) -> tuple[Any, ...]:
+    """(badges, figure, grid rows, note): the servers the policy kept out of a saving action
+    (or out of a shared host) under the filters and the scenario, with why and the reason."""
+    title = "Servers held back from the plan, by reason"
+    plan, filters, state, message = _resolve(rm, data, scenario)
+    if plan is None:
+        return None, empty_figure(message, title=title), [], message
+    if not plan.has("recommendations") and state.is_base:
+        return None, empty_figure("Recommendations are not in this run", title=title), [], ""
+    if not plan.mask(filters).any():
+        return None, empty_figure("No servers match these filters", title=title), [], "0 servers"
+    view = _view(rm, plan, state)
+    recs = view.recommendation_rows(plan, filters)
+    if recs is None:
+        return None, empty_figure("Recommendations are not in this run", title=title), [], ""
+    counts = held_back_counts(recs)
+    cat = held_back_category(category)
+    held = recs["held_back"].astype(str)
+    shown = recs[(held == cat).to_numpy() if cat != ALL_CATEGORIES else (held != "").to_numpy()]
+    shown = shown.sort_values(["held_back", "server_id"], kind="stable")
+    total = sum(n for _, n in counts)
+    note = f"{len(shown):,} of {total:,} held-back servers" + (
+        f" ({cat}: {HELD_BACK_TEXT.get(cat, '')})" if cat != ALL_CATEGORIES else ""
+    )
+    return held_back_badges(counts), held_back_figure(counts), records(shown, HELD_FIELDS), note
+
+
 def host_chart_view(rm: ReadModel, data: Any, scenario: Any, group: Any) -> dict:
     """The chosen (or biggest) host group's summed CPU and memory against the host's capacity."""
     title = "Packed host: summed load vs capacity"
@@ -373,6 +459,21 @@ def register(app: Dash) -> None:
         if data is None:
             raise PreventUpdate
         return host_chart_view(rm, data, scenario, group)
+
+    @app.callback(
+        Output(ids.CONS_HELD_BADGES, "children"),
+        Output(ids.CONS_HELD_CHART, "figure"),
+        Output(ids.CONS_HELD_GRID, "rowData"),
+        Output(ids.CONS_HELD_NOTE, "children"),
+        Input(ids.FILTERS, "data"),
+        Input(ids.WHATIF_STATE, "data"),
+        Input(ids.CONS_HELD_CATEGORY, "value"),
+        Input(ids.CONS_TABS, "value"),
+    )
+    def _held(data: Any, scenario: Any, category: Any, tab: Any) -> tuple[Any, ...]:
+        if data is None or tab != HELD_TAB:  # computed when the tab is open, not on first render
+            raise PreventUpdate
+        return held_back_view(rm, data, scenario, category)
 
     app.clientside_callback(
         PICK_GROUP_JS,

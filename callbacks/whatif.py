@@ -17,7 +17,18 @@ from dash import Dash, Input, Output, Patch, State, ctx, dcc, no_update
 from app import get_context, ids
 from app.filters import FilterState
 from app.readmodel import Plan, ReadModel
-from app.whatif import ScenarioState, base_policy
+from app.whatif import (
+    MIN_SAVING_PCT_PARAM,
+    MIN_SAVING_USD_PARAM,
+    POLICY_PARAMS,
+    PROPOSE_LABELS,
+    PROPOSE_PARAM,
+    RISK_GUARD_PARAM,
+    SIZING_PCT_PARAM,
+    BasePolicy,
+    ScenarioState,
+    base_policy,
+)
 from components.export import csv_bytes, excel_bytes, export_name, rows_frame
 
 MAX_SEARCH_CHARS = 200
@@ -57,11 +68,29 @@ function (cell) {
 """
 
 
+def _run_policy_values(base: BasePolicy) -> dict[str, Any]:
+    """The run's policy in the controls' units, by query name."""
+    p = base.policy
+    return {
+        PROPOSE_PARAM: p.propose,
+        MIN_SAVING_PCT_PARAM: round(p.min_saving_fraction * 100, 1),
+        MIN_SAVING_USD_PARAM: round(p.min_saving_usd, 1),
+        RISK_GUARD_PARAM: round(p.risk_probability * 100, 1),
+        SIZING_PCT_PARAM: round(p.sizing_percentile, 1),
+    }
+
+
 def scenario_from_controls(
-    rm: ReadModel, growth: Any, thresholds: Mapping[str, Any], headroom: Any
+    rm: ReadModel,
+    growth: Any,
+    thresholds: Mapping[str, Any],
+    headroom: Any,
+    policy: Mapping[str, Any] | None = None,
 ) -> ScenarioState:
-    """The scenario the controls describe; values equal to the run's own count as unchanged."""
-    state = ScenarioState.of(growth, thresholds, headroom)
+    """The scenario the controls describe; values equal to the run's own count as unchanged.
+
+    ``policy`` maps the policy knobs' query names (app.whatif.POLICY_PARAMS) to control values."""
+    state = ScenarioState.of(growth, thresholds, headroom, policy)
     plan = rm.snapshot().plan
     if plan is None:
         return state
@@ -70,7 +99,13 @@ def scenario_from_controls(
     h = state.headroom
     if h is not None and abs(h - base.headroom * 100) < 1e-6:
         h = None
-    return ScenarioState.of(state.growth, thr, h)
+    run = _run_policy_values(base)
+    pol = {
+        k: v
+        for k, v in state.policy_values.items()
+        if not (v == run[k] if isinstance(v, str) else abs(v - run[k]) < 1e-6)
+    }
+    return ScenarioState.of(state.growth, thr, h, pol)
 
 
 def scenario_summary(state: ScenarioState) -> str:
@@ -82,6 +117,16 @@ def scenario_summary(state: ScenarioState) -> str:
     parts += [f"{m.split('_')[0].upper()} threshold {v:g} %" for m, v in state.thresholds]
     if state.headroom is not None:
         parts.append(f"headroom {state.headroom:g} %")
+    if state.propose is not None:
+        parts.append(f"propose: {PROPOSE_LABELS[state.propose].removesuffix(' (default)').lower()}")
+    if state.min_saving_pct is not None:
+        parts.append(f"minimum saving {state.min_saving_pct:g} %")
+    if state.min_saving_usd is not None:
+        parts.append(f"minimum saving ${state.min_saving_usd:,.0f}/month")
+    if state.risk_guard is not None:
+        parts.append(f"risk guard {state.risk_guard:g} %")
+    if state.sizing_pct is not None:
+        parts.append(f"sizing p{state.sizing_pct:g}")
     return "Scenario: " + ", ".join(parts) + " — re-derived by the engine, nothing re-fitted."
 
 
@@ -92,18 +137,23 @@ def controls_view(
     thresholds: Mapping[str, Any],
     headroom: Any,
     current: Any,
+    policy: Mapping[str, Any] | None = None,
 ) -> tuple[Any, ...]:
-    """(store data, summary, growth, *threshold boxes, headroom): control values are only
-    written back on "Reset to plan"."""
+    """(store data, summary, growth, *threshold boxes, headroom, *policy knobs): control values
+    are only written back on "Reset to plan" (the policy knobs: the run's choice to propose,
+    empty number boxes, whose placeholders show the run's values)."""
     n_thr = len(ids.WHATIF_THRESHOLDS)
+    n_pol = len(POLICY_PARAMS)
     if trigger == ids.WHATIF_RESET:
         plan = rm.snapshot().plan
-        base_h = base_policy(plan, rm.settings).headroom * 100 if plan is not None else None
+        base = base_policy(plan, rm.settings) if plan is not None else None
+        base_h = base.headroom * 100 if base is not None else None
+        propose = base.policy.propose if base is not None else no_update
         state = ScenarioState()
-        controls = (0.0, *([None] * n_thr), base_h)
+        controls = (0.0, *([None] * n_thr), base_h, propose, *([None] * (n_pol - 1)))
     else:
-        state = scenario_from_controls(rm, growth, thresholds, headroom)
-        controls = (no_update,) * (n_thr + 2)
+        state = scenario_from_controls(rm, growth, thresholds, headroom, policy)
+        controls = (no_update,) * (n_thr + 2 + n_pol)
     data = state.to_data()
     if trigger is None and ScenarioState.from_data(current) == state:
         data = no_update  # first call: the layout already seeded the store from the URL
@@ -209,16 +259,22 @@ def register(app: Dash) -> None:
         Output(ids.WHATIF_GROWTH, "value"),
         *[Output(i, "value") for i in thr_ids],
         Output(ids.WHATIF_HEADROOM, "value"),
+        *[Output(i, "value") for i in ids.WHATIF_POLICY],
         Input(ids.WHATIF_GROWTH, "value"),
         *[Input(i, "value") for i in thr_ids],
         Input(ids.WHATIF_HEADROOM, "value"),
+        *[Input(i, "value") for i in ids.WHATIF_POLICY],
         Input(ids.WHATIF_RESET, "n_clicks"),
         State(ids.WHATIF_STATE, "data"),
     )
     def _controls(growth: Any, *rest: Any) -> tuple[Any, ...]:
-        *thr, headroom, _reset, current = rest
+        n = len(thr_ids)
+        thr, headroom = rest[:n], rest[n]
+        knobs = rest[n + 1 : n + 1 + len(POLICY_PARAMS)]
+        current = rest[-1]
         trigger = ctx.triggered_id if ctx.triggered else None
-        return controls_view(rm, trigger, growth, dict(zip(metrics, thr)), headroom, current)
+        policy = dict(zip(POLICY_PARAMS, knobs, strict=True))
+        return controls_view(rm, trigger, growth, dict(zip(metrics, thr)), headroom, current, policy)
 
     app.clientside_callback(
         WRITE_URL_JS,

@@ -156,3 +156,58 @@ def savings_by_unit_figure(savings: pd.DataFrame, *, height: int = 340) -> Figur
     layout.update(barmode="stack", legend={"title": {"text": "Action  "}})
     layout["yaxis"]["tickprefix"] = "$"
     return _figure(traces, layout)
+
+
+# --------------------------------------------------------------------------- held back
+
+# What each forecasting.policy.HELD_BACK category means, in a planner's words.
+HELD_BACK_TEXT = {
+    "at risk": "a metric may cross its threshold within the horizon (P(breach) at or above the risk guard) "
+    "or is already over: never downsized or consolidated",
+    "growing": "its forecast rises clearly, even the optimistic one: never downsized or consolidated",
+    "pinned": "pinned in the inventory: never moved or resized by a recommendation",
+    "DR standby": "a DR standby: idle by design, sized with its primary, never decommissioned or consolidated",
+    "no saving": "a smaller size or a shared host would save less than the minimum saving",
+    "anti-affinity": "may not share a host with a server already in a group (DR pair or anti-affinity group)",
+    "no fit": "no shared host fits it with headroom kept: right-sized or kept on its own",
+    "not proposed": "the policy does not propose this change (see What to propose)",
+    "no data": "no CPU data or capacity to size it from",
+}
+HELD_BACK_COLORS = {
+    "at risk": "#D55E00",
+    "growing": "#E69F00",
+    "pinned": "#6b7785",
+    "DR standby": "#6b7785",
+    "no saving": "#56B4E9",
+    "anti-affinity": "#CC79A7",
+    "no fit": "#0072B2",
+    "not proposed": "#999999",
+    "no data": "#bbbbbb",
+}
+
+
+def held_back_figure(counts: Sequence[tuple[str, int]], *, height: int = 300) -> Figure:
+    """Servers held back from the plan per category (``counts``: (category, servers), display
+    order), as horizontal bars: the first category on top."""
+    title = "Servers held back from the plan, by reason"
+    shown = [(c, n) for c, n in counts if n > 0]
+    if not shown:
+        return empty_figure("No server is held back under these filters", title=title, height=height)
+    cats = [c for c, _ in shown][::-1]
+    vals = [int(n) for _, n in shown][::-1]
+    trace = {
+        "type": "bar",
+        "orientation": "h",
+        "name": "servers",
+        "x": vals,
+        "y": cats,
+        "text": [f"{v:,}" for v in vals],
+        "textposition": "auto",
+        "marker": {"color": [HELD_BACK_COLORS.get(c, PRIMARY) for c in cats]},
+        "customdata": [HELD_BACK_TEXT.get(c, "") for c in cats],
+        "hovertemplate": "%{y}: %{x:,} servers<br>%{customdata}<extra></extra>",
+    }
+    layout = _base_layout(title, height, xtitle="Servers", ytitle="Why held back")
+    layout.update(showlegend=False, margin={"l": 110})
+    layout["yaxis"]["automargin"] = True
+    return _figure([trace], layout)

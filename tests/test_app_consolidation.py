@@ -66,10 +66,21 @@ def test_scenario_repacks_and_headroom_changes_the_plan(readmodel):
     assert "over capacity" in _json(loose[1])  # the fleet-wide replay check under no filter
 
 
+# The fixture's published plan packs no host (the default policy consolidates over-provisioned
+# servers only, each saving the minimum); "everything that fits" does.
+PACKED = ScenarioState(propose="all").to_data()
+
+
+def _packed(readmodel, plan):
+    from app.whatif import scenario_view
+
+    return scenario_view(readmodel, plan, ScenarioState(propose="all"), consolidation=True).consolidation
+
+
 def test_host_chart_sums_the_members_against_capacity(readmodel, plan):
-    fig = cons.host_chart_view(readmodel, ALL, BASE, None)
+    fig = cons.host_chart_view(readmodel, ALL, PACKED, None)
     go.Figure(fig)
-    c = plan.table("consolidation")
+    c = _packed(readmodel, plan)
     biggest = c.groupby("target_group").size().sort_values(ascending=False, kind="stable")
     first = sorted(biggest[biggest == biggest.max()].index)[0]
     assert fig["layout"]["title"]["text"].startswith(f"{first}: summed load of {biggest.max()} servers")
@@ -80,18 +91,24 @@ def test_host_chart_sums_the_members_against_capacity(readmodel, plan):
     usable = next(t for t in fig["data"] if t["name"].startswith("CPU usable"))
     assert usable["y"][0] < cap["y"][0]
     other = sorted(set(c["target_group"]) - {first})[0]
-    assert cons.host_chart_view(readmodel, ALL, BASE, other)["layout"]["title"]["text"].startswith(other)
-    assert cons.host_chart_view(readmodel, ALL, BASE, "<bogus>")["layout"]["title"]["text"].startswith(first)
+    assert cons.host_chart_view(readmodel, ALL, PACKED, other)["layout"]["title"]["text"].startswith(other)
+    assert cons.host_chart_view(readmodel, ALL, PACKED, "<bogus>")["layout"]["title"]["text"].startswith(
+        first
+    )
+    assert cons.host_chart_view(readmodel, ALL, BASE, None)["layout"]["annotations"][0]["text"].startswith(
+        "No host groups"
+    )
 
 
 def test_growth_raises_the_packed_hosts_forecast_load(readmodel, plan):
-    group = plan.table("consolidation")["target_group"].iloc[0]
-    flat = cons.host_chart_view(readmodel, ALL, BASE, group)
+    packed = _packed(readmodel, plan)
+    group = packed["target_group"].iloc[0]
+    flat = cons.host_chart_view(readmodel, ALL, PACKED, group)
     # under a scenario the plan is re-packed; chart the same members through the scenario's inputs
     from app.whatif import scenario_inputs_for
     from forecasting.consolidation import demand_series
 
-    members = plan.table("consolidation").query("target_group == @group")["server_id"].tolist()
+    members = packed.query("target_group == @group")["server_id"].tolist()
     base_cpu, *_ = demand_series(scenario_inputs_for(readmodel, plan, ScenarioState(), members))
     grown_cpu, *_ = demand_series(scenario_inputs_for(readmodel, plan, ScenarioState(growth=5), members))
     assert np.nansum(grown_cpu[:, -1]) > np.nansum(base_cpu[:, -1])

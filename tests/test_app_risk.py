@@ -109,10 +109,14 @@ def test_reset_puts_the_controls_back_to_the_plan(readmodel, plan):
     data, summary, growth, *rest = cw.controls_view(
         readmodel, ids.WHATIF_RESET, 5, {"cpu_p95": 60}, 40, ScenarioState(growth=5).to_data()
     )
-    *thresholds, headroom = rest
+    n = len(ids.WHATIF_THRESHOLDS)
+    thresholds, headroom, (propose, *numbers) = rest[:n], rest[n], rest[n + 1 :]
     assert ScenarioState.from_data(data).is_base and summary.startswith("As planned")
     assert growth == 0 and thresholds == [None, None, None]
     assert headroom == pytest.approx(base_policy(plan, readmodel.settings).headroom * 100)
+    # the policy knobs go back to the run's: its choice to propose, empty boxes (run's placeholders)
+    assert propose == base_policy(plan, readmodel.settings).policy.propose
+    assert numbers == [None] * (len(ids.WHATIF_POLICY) - 1)
 
 
 def test_first_call_does_not_rewrite_the_store_seeded_from_the_url(readmodel):

@@ -70,7 +70,8 @@ def test_risk_and_consolidation_pages_load_without_console_errors(dash_duo, fixt
     assert "Utilization risk" in links and "Consolidation" in links
     screenshot(dash_duo, tmp_path / "risk.png", height=1500)
 
-    dash_duo.driver.get(dash_duo.server_url + "/consolidation")
+    # the fixture's published plan packs no host; "everything that fits" does
+    dash_duo.driver.get(dash_duo.server_url + "/consolidation?propose=all")
     dash_duo.wait_for_element("#cons-kpis-hosts .kpi-value", timeout=20)
     dash_duo.wait_for_element("#cons-recs-grid .ag-center-cols-container .ag-row", timeout=20)
     assert not dash_duo.find_elements("#cons-plan-grid")  # the host plan tab mounts when opened

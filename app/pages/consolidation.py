@@ -1,5 +1,6 @@
 """Consolidation (/consolidation): right-sizing and decommission recommendations, the host
-packing plan with a packed host's load against its capacity, and savings per business unit."""
+packing plan with a packed host's load against its capacity, savings per business unit, and
+the servers the policy held back from the plan with why."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from components.grid import (
     text_column,
 )
 from components.layout import loading, page_header, section
+from forecasting.policy import HELD_BACK
 
 ACTION_ORDER = "{upgrade: 0, decommission: 1, consolidate: 2, 'right-size': 3, keep: 4}"
 
@@ -42,7 +44,25 @@ RECOMMENDATION_COLUMN_DEFS = [
     money_column(
         "monthly_savings", "Savings / month", minWidth=115, filter="agNumberColumnFilter", sort="desc"
     ),
+    text_column("held_back", "Held back", minWidth=110, tooltipField="held_back"),
     text_column("reason", "Reason", minWidth=320, flex=1, tooltipField="reason"),
+]
+
+HELD_COLUMN_DEFS = [
+    server_link_column(pinned="left", minWidth=115, maxWidth=130),
+    text_column("business_unit", "Business unit", minWidth=130),
+    text_column("environment", "Env", minWidth=75, maxWidth=95),
+    text_column("criticality", "Criticality", minWidth=95, maxWidth=115),
+    {
+        "field": "action",
+        "headerName": "Action",
+        "minWidth": 110,
+        "maxWidth": 130,
+        "cellClass": {"function": "'action-cell action-' + params.value"},
+    },
+    text_column("held_back", "Held back", minWidth=120, maxWidth=150),
+    money_column("monthly_savings", "Savings / month", minWidth=110, maxWidth=130),
+    text_column("reason", "Reason", minWidth=360, flex=1, tooltipField="reason"),
 ]
 
 PLAN_COLUMN_DEFS = [
@@ -139,7 +159,8 @@ def layout(**query: Any) -> html.Div:
                                             )
                                         ),
                                     ],
-                                    subtitle="Every server whose action is not 'keep'. Exports contain exactly the rows shown.",
+                                    subtitle="Every server whose action is not 'keep'; 'Held back' says why a "
+                                    "right-sized server is not on a shared host. Exports contain exactly the rows shown.",
                                 ),
                                 className="mb-3",
                             ),
@@ -204,9 +225,89 @@ def layout(**query: Any) -> html.Div:
                             ),
                         ],
                     ),
+                    dcc.Tab(
+                        label="Held back, and why",
+                        value="held-back",
+                        id=ids.CONS_TAB_HELD,
+                        children=[held_back_section()],
+                    ),
                 ],
             ),
         ]
+    )
+
+
+def held_back_section() -> dbc.Card:
+    """Counts per held_back category (badges and a bar chart) and a grid of those servers,
+    filterable by category; callbacks/consolidation.py fills it when the tab is opened."""
+    return section(
+        "Servers held back from the plan",
+        [
+            loading(html.Div(id=ids.CONS_HELD_BADGES, className="mb-2 held-badges")),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        loading(
+                            dcc.Graph(
+                                id=ids.CONS_HELD_CHART,
+                                config=GRAPH_CONFIG,
+                                style={**GRAPH_STYLE, "minHeight": "300px"},
+                            )
+                        ),
+                        lg=4,
+                        className="mb-3",
+                    ),
+                    dbc.Col(
+                        [
+                            html.Div(
+                                [
+                                    html.Label(
+                                        "Reason",
+                                        htmlFor=ids.CONS_HELD_CATEGORY,
+                                        className="filter-label mb-0",
+                                    ),
+                                    dbc.Select(
+                                        id=ids.CONS_HELD_CATEGORY,
+                                        options=[
+                                            {"label": "Every reason", "value": "all"},
+                                            *({"label": c, "value": c} for c in HELD_BACK),
+                                        ],
+                                        value="all",
+                                        size="sm",
+                                        style={"maxWidth": "220px"},
+                                    ),
+                                    html.Div(
+                                        id=ids.CONS_HELD_NOTE,
+                                        className="small text-muted",
+                                        **{"aria-live": "polite"},
+                                    ),
+                                ],
+                                className="d-flex align-items-center gap-2 mb-2",
+                            ),
+                            loading(
+                                data_grid(
+                                    ids.CONS_HELD_GRID,
+                                    [],
+                                    HELD_COLUMN_DEFS,
+                                    height=420,
+                                    options={
+                                        "localeText": {
+                                            "noRowsToShow": "No held-back servers under these filters"
+                                        },
+                                        "tooltipShowDelay": 300,
+                                    },
+                                )
+                            ),
+                        ],
+                        lg=8,
+                        className="mb-3",
+                    ),
+                ],
+                className="g-3",
+            ),
+        ],
+        subtitle="Servers the policy kept out of a saving action (or off a shared host), and why: "
+        "the reason names the risk or the rule. Follows the filters and the what-if, policy knobs included.",
     )
 
 
