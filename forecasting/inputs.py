@@ -16,7 +16,14 @@ import pandas as pd
 
 from .calendar import MONTH_END_DAYS
 from .plan import QUANTILE_COLUMNS, QUANTILES
-from .schema import FREQUENCIES, INVENTORY_COLUMNS, METRICS, freq_alias, require_columns
+from .schema import (
+    FREQUENCIES,
+    INVENTORY_COLUMNS,
+    METRICS,
+    OPTIONAL_INVENTORY_COLUMNS,
+    freq_alias,
+    require_columns,
+)
 
 LEVELS = np.asarray(QUANTILES, dtype=float)
 I10, I50, I90 = QUANTILES.index(0.1), QUANTILES.index(0.5), QUANTILES.index(0.9)
@@ -37,7 +44,7 @@ PEAK_NAMES = {MONTH_END: "month-end", QUARTER_END: "quarter-end"}
 
 
 # Optional inventory columns the placement rules read (absent = unknown, no constraint).
-PLACEMENT_COLUMNS = ("dr_role", "dr_partner_id", "anti_affinity_group", "pinned")
+PLACEMENT_COLUMNS = tuple(OPTIONAL_INVENTORY_COLUMNS)
 
 
 class AnalyticsError(ValueError):
