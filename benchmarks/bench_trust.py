@@ -40,12 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import pandas as pd
 
+from forecasting.policy import Policy
+
 START = "2022-01-01"
 DAYS = 1461
 SEEDS = (1234, 7, 42)
-# A consolidation is worth its migration risk only above this saving (per server and month).
-MIN_SAVING_SHARE = 0.10
-MIN_SAVING_USD = 20.0
 SHRINKING = ("consolidate", "decommission", "right-size")
 FLAG_SEVERITIES = ("medium", "high", "critical")
 RUN_TARGET_S = 20.0
@@ -113,7 +112,7 @@ def trust_figures(
 
     rec = recommendations
     cons = rec[rec["action"] == "consolidate"]
-    floor = np.maximum(MIN_SAVING_SHARE * cons["current_monthly_cost"].astype(float), MIN_SAVING_USD)
+    floor = Policy().min_saving(cons["current_monthly_cost"].to_numpy(dtype=float))  # the default policy's
     savings = cons["monthly_savings"].astype(float)
     out["consolidations"] = len(cons)
     out["consolidations_below_minimum"] = int((savings.fillna(-np.inf) < floor).sum())
@@ -276,7 +275,7 @@ def real_data(quick: bool) -> None:
             f"  the real-data table needs benchmarks/real_data.py (real_accuracy), not importable here: {e}"
         )
         return
-    table = real_accuracy(["fleet", "naive"], quick=quick)
+    table = real_accuracy(["fleet", "naive", "profile", "gbm", "ensemble"], quick=quick)
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 140):
         print("  " + table.to_string().replace("\n", "\n  "))
     mase = _column(table, "mase", any_of=("naive", "rel", "ratio", "scaled"))
