@@ -172,12 +172,13 @@ def _held_by_packing(
     ids = pd.Index(inputs.server_ids)
     alone = ids.get_indexer(pd.concat([cons.standalone["server_id"], cons.unplaceable["server_id"]]))
     held[alone[alone >= 0]] = "no fit"
-    grouped = set(cons.plan["server_id"])
-    for a, b in rules.anti_affinity:
-        for x, y in ((a, b), (b, a)):
-            i = ids.get_indexer([x])[0]
-            if i >= 0 and held[i] == "no fit" and y in grouped:
-                held[i] = "anti-affinity"
+    if rules.anti_affinity:
+        pairs = ids.get_indexer(np.asarray(rules.anti_affinity, dtype=object).ravel()).reshape(-1, 2)
+        pairs = np.concatenate([pairs, pairs[:, ::-1]])
+        pairs = pairs[(pairs >= 0).all(axis=1)]
+        grouped = np.zeros(len(ids), dtype=bool)
+        grouped[ids.get_indexer(cons.plan["server_id"])] = True
+        held[pairs[(held[pairs[:, 0]] == "no fit") & grouped[pairs[:, 1]], 0]] = "anti-affinity"
     return held
 
 

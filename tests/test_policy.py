@@ -343,3 +343,14 @@ def test_policy_invariants(servers: dict[str, dict], propose: str) -> None:
     assert (rec.loc[pinned, "action"] == "keep").all()
     standby = [s for s, spec in servers.items() if spec.get("dr_role") == "standby" and s not in pinned]
     assert not rec.loc[standby, "action"].isin(["decommission", "consolidate"]).any()
+
+
+def test_a_server_kept_apart_by_anti_affinity_says_so() -> None:
+    # already on the smallest size: a shared host is their only saving
+    servers = small_fleet(3, cpu=10.0, cpu_cores=2.0, memory_gb=8.0, monthly_cost_usd=100.0)
+    servers["s0"]["anti_affinity_group"] = servers["s1"]["anti_affinity_group"] = "cluster-1"
+    rec = build(servers, policy=Policy(propose="all"))
+    grouped = rec[rec["action"] == "consolidate"]
+    assert len(grouped) == 2 and not {"s0", "s1"} <= set(grouped.index)
+    alone = rec[rec["action"] != "consolidate"]
+    assert list(alone["held_back"]) == ["anti-affinity"]

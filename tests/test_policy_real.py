@@ -60,4 +60,8 @@ def test_a_cpu_only_fleet_is_sized_on_cpu_with_memory_as_provisioned(recs) -> No
     sized = recs[recs["action"] == "right-size"]
     assert len(sized) >= 3
     assert (sized["recommended_memory_gb"] >= 16.0).all() and (sized["recommended_cores"] < 4.0).all()
-    assert sized["reason"].str.contains("memory kept as provisioned (16 GB: no memory metric)", regex=False).all()
+    assert (
+        sized["reason"]
+        .str.contains("memory kept as provisioned (16 GB: no memory metric)", regex=False)
+        .all()
+    )
