@@ -134,6 +134,9 @@ def facts_view(plan: Plan, server_id: str) -> Any:
         ("Size", _size(s)),
         ("Monthly cost", format_money(_num(s.get("monthly_cost_usd")))),
     ]
+    placement = placement_text(s)
+    if placement:
+        rows.append(("Placement", placement))
     recs = plan.server_rows("recommendations", server_id)
     if recs is not None and len(recs):
         r = recs.iloc[0]
@@ -147,6 +150,26 @@ def facts_view(plan: Plan, server_id: str) -> Any:
             )
         )
     return facts_table(rows)
+
+
+def _text(v: Any) -> str:
+    """A present inventory string ('' for missing / NA)."""
+    return "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v).strip()
+
+
+def placement_text(s: dict) -> str:
+    """The placement facts the policy obeys, in words ('' when the inventory says none)."""
+    parts = []
+    role, partner = _text(s.get("dr_role")), _text(s.get("dr_partner_id"))
+    if role or partner:
+        parts.append(f"DR {role or 'pair'}" + (f" (partner {partner})" if partner else ""))
+    group = _text(s.get("anti_affinity_group"))
+    if group:
+        parts.append(f"anti-affinity group {group}: never shares a host with its members")
+    pinned = s.get("pinned")
+    if pinned is True or (isinstance(pinned, np.bool_) and bool(pinned)):
+        parts.append("pinned: never moved or resized")
+    return " · ".join(parts)
 
 
 def _num(v: Any) -> float | None:

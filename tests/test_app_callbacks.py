@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import dash
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from dash import Patch, no_update
@@ -313,3 +314,15 @@ def test_page_layouts_render_without_data_access():
     assert server.title("srv-00042") == "srv-00042 · Server forecast"
     assert server.title() == "Server forecast · Capacity Forecaster"
     assert ids.NF_HOME in _json(not_found.layout())
+
+
+def test_server_facts_name_the_placement_rules(readmodel, plan):
+    inv = readmodel.plan().inventory
+    standby = inv[inv["dr_role"] == "standby"].iloc[0]
+    _, facts, *_ = srv.server_view(readmodel, standby["server_id"])
+    text = _json(facts)
+    assert f"DR standby (partner {standby['dr_partner_id']})" in text
+    assert srv.placement_text({"pinned": True, "anti_affinity_group": "aag-0001"}) == (
+        "anti-affinity group aag-0001: never shares a host with its members · pinned: never moved or resized"
+    )
+    assert srv.placement_text({"dr_role": pd.NA, "pinned": pd.NA}) == ""
