@@ -377,9 +377,13 @@ def decide(facts: Facts, policy: Policy) -> pd.DataFrame:
     rest = free & (proposed == "keep") & ~facts.member
     held[rest] = np.where(facts.candidate[rest], facts.held[rest], "not proposed")
     if policy.propose != "all":
+        scope = (
+            "idle servers only"
+            if policy.propose == "idle"
+            else "consolidation of over-provisioned servers only"
+        )
         reason[rest & ~facts.candidate] = [
-            f"{r} (the policy proposes consolidation for over-provisioned servers only)"
-            for r in reason[rest & ~facts.candidate]
+            f"{r} (the policy proposes {scope})" for r in reason[rest & ~facts.candidate]
         ]
     frame["action"] = action
     frame["reason"] = reason
