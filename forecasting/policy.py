@@ -169,25 +169,36 @@ def guard(inputs: AnalyticsInputs, risk: pd.DataFrame, policy: Policy) -> Guard:
             pos = pd.Index(inputs.server_ids).get_indexer(rows["server_id"])
             at_risk[pos] = True
             order = np.lexsort((-np.nan_to_num(rows["breach_probability"].to_numpy(dtype=float)), pos))
-            seen: dict[int, list[str]] = {}
-            for k in order:
-                r = rows.iloc[k]
-                spec = METRICS[str(r["metric"])]
+            expected = pd.DatetimeIndex(rows["breach_expected"])
+            when = expected.where(expected.notna(), pd.DatetimeIndex(rows["breach_pessimistic"]))
+            # plain Python values: the sentences are formatted per row
+            cols = zip(
+                rows["metric"].astype(str).tolist(),
+                rows["status"].astype(str).tolist(),
+                rows["threshold"].to_numpy(dtype=float).tolist(),
+                rows["breach_probability"].to_numpy(dtype=float).tolist(),
+                expected.notna().tolist(),
+                [f"{w:%d %b %Y}" if pd.notna(w) else "" for w in when],
+                strict=True,
+            )
+            parts = []
+            for metric, status, thr, p, has_expected, day in cols:
+                spec = METRICS[metric]
                 unit = " %" if spec.kind == "percent" else f" {spec.unit}"
-                if r["status"] == "already_over":
-                    part = f"{spec.label} already over {r['threshold']:g}{unit}"
+                if status == "already_over":
+                    parts.append(f"{spec.label} already over {thr:g}{unit}")
                 else:
-                    when = r["breach_expected"] if pd.notna(r["breach_expected"]) else r["breach_pessimistic"]
-                    label = "expected" if pd.notna(r["breach_expected"]) else "pessimistic"
-                    part = (
-                        f"{spec.label} at risk ({r['breach_probability']:.0%} chance of crossing "
-                        f"{r['threshold']:g}{unit} within the horizon"
-                        + (f", {label} {pd.Timestamp(when):%d %b %Y}" if pd.notna(when) else "")
+                    label = "expected" if has_expected else "pessimistic"
+                    parts.append(
+                        f"{spec.label} at risk ({p:.0%} chance of crossing {thr:g}{unit} within the horizon"
+                        + (f", {label} {day}" if day else "")
                         + ")"
                     )
-                seen.setdefault(int(pos[k]), []).append(part)
-            for i, parts in seen.items():
-                text[i] = "; ".join(parts)
+            seen: dict[int, list[str]] = {}
+            for k in order.tolist():
+                seen.setdefault(int(pos[k]), []).append(parts[k])
+            for i, texts in seen.items():
+                text[i] = "; ".join(texts)
     growing, grow_text = _growing(inputs)
     growing &= ~at_risk
     text = np.where(growing, grow_text, text)
