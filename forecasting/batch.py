@@ -226,6 +226,14 @@ def summary_lines(manifest: dict, risk: pd.DataFrame) -> list[str]:
             + f" (server × metric); {risk.loc[risk['days_to_breach'] <= 30, 'server_id'].nunique():,} servers breach within 30 days"
         )
     c = manifest.get("consolidation") or {}
+    acts = {k: v for k, v in (c.get("actions") or {}).items() if v and k != "keep"}
+    if acts:
+        held = c.get("held_back") or {}
+        lines.append(
+            "  recommendations: "
+            + ", ".join(f"{v:,} {k}" for k, v in acts.items())
+            + (" (held back: " + ", ".join(f"{v:,} {k}" for k, v in held.items()) + ")" if held else "")
+        )
     if c:
         lines.append(
             f"  consolidation: {c.get('servers_freed', 0):,} servers freed, "
