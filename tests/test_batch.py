@@ -45,7 +45,8 @@ def assert_complete(store, run_id: str) -> None:
 
 def test_run_writes_every_table(fleet_store):
     settings = load_settings(data=fleet_store.uri, horizon=30)
-    manifest = run_batch(fleet_store, settings, progress=False)
+    said: list[str] = []
+    manifest = run_batch(fleet_store, settings, progress=False, echo=said.append)
     run = fleet_store.latest_run_id()
     assert run == manifest["run_id"]
     assert_complete(fleet_store, run)
@@ -66,6 +67,13 @@ def test_run_writes_every_table(fleet_store):
     assert manifest["input"]["servers"] == 60
     assert set(manifest["scores"]) == {"fleet", "naive"}
     assert manifest["code_version"]
+    # the run's policy is recorded, and the summary says what it proposes and what it held back
+    assert manifest["config"]["policy"]["propose"] == "overprovisioned"
+    counts = recs["action"].value_counts()
+    line = next(x for x in said if x.startswith("  recommendations: "))
+    assert f"{counts['decommission']:,} decommission" in line
+    held = recs.loc[recs["held_back"] != "", "held_back"].value_counts()
+    assert all(f"{n:,} {why}" in line for why, n in held.items())
 
 
 def test_percent_forecasts_in_bounds(fleet_store):
