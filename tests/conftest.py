@@ -7,6 +7,8 @@ collide on dash_duo's default port counter.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -173,12 +175,17 @@ def kpi(dash_duo: Any, name: str) -> str:
 
 
 def screenshot(dash_duo: Any, path: Path, height: int = 1800) -> Path:
-    """Full-width capture at 1280 px (taller window so the page fits), then back to 1280×800."""
+    """Full-width capture at 1280 px (taller window so the page fits), then back to 1280×800.
+    With CAPFC_SCREENSHOTS=docs/screenshots the README's copy is refreshed too."""
     driver = dash_duo.driver
     driver.set_window_size(1280, height)
     path.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(path))
     driver.set_window_size(1280, 800)
+    target = os.environ.get("CAPFC_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(target) / path.name)
     return path
 
 

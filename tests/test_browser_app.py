@@ -8,10 +8,7 @@ along the way; set CAPFC_SCREENSHOTS=docs/screenshots to refresh the README's co
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -21,13 +18,6 @@ from tests.conftest import choose, click, console_errors, kpi, screenshot, start
 pytestmark = pytest.mark.browser
 
 GRAPHS = ["#ov-heatmap", "#ov-distribution", "#ov-trend"]
-
-
-def _keep(shot: Path) -> None:
-    target = os.environ.get("CAPFC_SCREENSHOTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(target) / shot.name)
 
 
 def _overview_ready(dash_duo, servers: str | None = None) -> None:
@@ -60,8 +50,7 @@ def test_every_page_loads_without_console_errors(dash_duo, fixture_app, plan, tm
     assert [link.text for link in links][:2] == ["Overview", "Server forecast"]
     assert "active" in links[0].get_attribute("class")
     assert dash_duo.find_element("#shell-as-of").text.startswith(f"run {plan.run_id}")
-    shot = screenshot(dash_duo, tmp_path / "overview.png", height=1900)
-    _keep(shot)
+    screenshot(dash_duo, tmp_path / "overview.png", height=1900)
 
     dash_duo.driver.get(dash_duo.server_url + "/servers")
     dash_duo.wait_for_contains_text("#srv-message", "Choose a server", timeout=15)
@@ -75,8 +64,7 @@ def test_every_page_loads_without_console_errors(dash_duo, fixture_app, plan, tm
     assert "active" in dash_duo.driver.find_elements("css selector", ".app-navbar .nav-link")[
         1
     ].get_attribute("class")
-    shot = screenshot(dash_duo, tmp_path / "server.png", height=2300)
-    _keep(shot)
+    screenshot(dash_duo, tmp_path / "server.png", height=2300)
 
     dash_duo.driver.get(dash_duo.server_url + "/no/such/page")
     dash_duo.wait_for_text_to_equal(".page-title", "Page not found", timeout=15)
@@ -111,7 +99,7 @@ def test_business_unit_filter_narrows_kpis_and_top_risks_and_stays_in_url(
     units = _grid_column(dash_duo, "ov-top-risks-grid", "business_unit")
     assert units and set(units) == {"Markets"}
     assert _query(dash_duo) == {"bu": ["Markets"]}
-    _keep(screenshot(dash_duo, tmp_path / "overview-filtered.png", height=1900))
+    screenshot(dash_duo, tmp_path / "overview-filtered.png", height=1900)
 
     # navigating keeps the filter: the nav link carries the query string
     dash_duo.find_element(".app-navbar .nav-link[href^='/servers']").click()

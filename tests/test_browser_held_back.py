@@ -8,9 +8,7 @@ counts follow, the choice lands in the URL, and no error alert or console error 
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
@@ -107,10 +105,7 @@ def test_held_back_section_and_what_to_propose(dash_duo, fixture_app, readmodel,
     assert {h for _, _, h in _rows(dash_duo, "cons-held-grid")} == {"not proposed"}
     Select(dash_duo.find_element("#cons-held-category")).select_by_value("all")
     _settle(dash_duo)
-    shot = screenshot(dash_duo, tmp_path / "consolidation-held-back.png", height=2000)
-    if os.environ.get("CAPFC_SCREENSHOT_DIR"):  # docs: CAPFC_SCREENSHOT_DIR=docs/screenshots
-        Path(os.environ["CAPFC_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
-        (Path(os.environ["CAPFC_SCREENSHOT_DIR"]) / shot.name).write_bytes(shot.read_bytes())
+    screenshot(dash_duo, tmp_path / "consolidation-held-back.png", height=2000)
 
     # "What to propose": idle servers only
     select = dash_duo.find_element("#whatif-propose")
