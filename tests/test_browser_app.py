@@ -64,7 +64,7 @@ def test_every_page_loads_without_console_errors(dash_duo, fixture_app, plan, tm
     assert "active" in dash_duo.driver.find_elements("css selector", ".app-navbar .nav-link")[
         1
     ].get_attribute("class")
-    screenshot(dash_duo, tmp_path / "server.png", height=2300)
+    shot = screenshot(dash_duo, tmp_path / "server.png", height=2300)
 
     dash_duo.driver.get(dash_duo.server_url + "/no/such/page")
     dash_duo.wait_for_text_to_equal(".page-title", "Page not found", timeout=15)
