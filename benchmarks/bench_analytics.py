@@ -33,11 +33,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from forecasting.analytics import analyze, recommend, recommend_from_inputs
-from forecasting.consolidation import PlacementRules, consolidate, replay_plan
+from forecasting.consolidation import consolidate, replay_plan
 from forecasting.inputs import prepare
 from forecasting.models import get_model
 from forecasting.panel import build_panel
 from forecasting.plan import QUANTILE_COLUMNS, QUANTILES
+from forecasting.policy import Policy
 from forecasting.rightsizing import DEFAULT_CATALOG, size_servers, validate_catalog
 from forecasting.risk import assess_risk, risk_table
 from forecasting.settings import Settings
@@ -110,31 +111,26 @@ def main(argv: list[str] | None = None) -> int:
         f"fleet: {n:,} servers × {days:,} days (generated in {t_gen:.1f} s); {args.model} forecast of "
         f"{HOLDOUT_DAYS} days for {panel.n_series:,} series in {t_fc:.1f} s; {len(forecasts):,} forecast rows"
     )
-    # DR pairs the planner knows about (the synthetic fleet records them)
-    prof = fleet.profiles
-    pairs = tuple(
-        (a, b)
-        for a, b in zip(prof["server_id"], prof["dr_partner_id"], strict=True)
-        if isinstance(b, str) and a < b
-    )
-    rules = PlacementRules(anti_affinity=pairs)
+    # the placement rules the default policy derives from the inventory (DR pairs, anti-affinity
+    # groups, one business unit per host); the analyses below read them from the inventory too
+    rules = Policy().placement_rules(inventory)
     catalog = validate_catalog(DEFAULT_CATALOG)
 
     # ---------------------------------------------------------------- speed
     t_batch, c_batch, analysis = timed(
-        lambda: analyze(forecasts, history, inventory, rules=rules, **policy, **base), repeat
+        lambda: analyze(forecasts, history, inventory, **policy, **base), repeat
     )
     risk, recs = analysis.risk, analysis.recommendations
 
     def two_entry_points():
         assess_risk(forecasts, history, inventory, **base)
-        recommend(forecasts, history, inventory, rules=rules, **policy)
+        recommend(forecasts, history, inventory, **policy)
 
     t_two, c_two, _ = timed(two_entry_points, max(1, repeat - 2))
     t_prep, c_prep, inputs = timed(lambda: prepare(forecasts, history, inventory), repeat)
     t_risk, c_risk, _ = timed(lambda: risk_table(inputs, **base), repeat)
     t_recs, c_recs, _ = timed(
-        lambda: recommend_from_inputs(inputs, rules=rules, profiles=False, **policy), repeat
+        lambda: recommend_from_inputs(inputs, profiles=False, **policy), repeat
     )
     t_base, _, _ = timed(lambda: baseline_risk(forecasts, cfg.thresholds), 1)
 
