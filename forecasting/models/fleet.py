@@ -101,6 +101,16 @@ class FleetConfig:
     ramp: tuple[bool, ...] = (False,)
     ramp_window: int = 84
     ramp_sigmas: float = 6.0
+    # a ramp evident in the series itself (not in the residuals of a fit that may have absorbed it
+    # into its yearly wave): the robust slope of the weekly medians over the last
+    # `series_ramp_weeks` weeks against the slopes of the same weeks one and two years earlier
+    # (a true yearly season rises there too); evident where the difference is `series_ramp_sigmas`
+    # standard errors above zero and the excess rise over the window is `series_ramp_rise` daily
+    # noise sigmas. Such a series is fitted without the yearly Fourier terms and takes the ramp
+    # variant. 0 weeks = off.
+    series_ramp_weeks: int = 0
+    series_ramp_sigmas: float = 5.0
+    series_ramp_rise: float = 3.0
     # per-series choice of the variant from the series' own hold-out errors, shrunk to its group's
     series_choice: bool = True
     series_origins: int = 2  # hold-out origins per series for that choice (every series is held out)
@@ -131,6 +141,7 @@ DEFAULTS: dict[str, FleetConfig] = {
         drift=(False, True),
         ramp=(False, True),
         ramp_window=84,
+        series_ramp_weeks=12,  # a quarter: the slope a 90-day forecast would extend
         scale_window=182,
         ridge_slope=1e-3,
         ridge_changepoint=1.0,
@@ -504,13 +515,17 @@ class _Fit:
     ramp: np.ndarray  # (n,) residual slope per period over the ramp window (0 = not significant)
     ramp_level: np.ndarray  # (n,) that line's residual at the last period
     ramp_t: np.ndarray  # (n,) its t-statistic (autocorrelation-inflated standard error)
+    series_ramp: np.ndarray  # (n,) slope of a ramp evident in the series itself (0 = none; see _series_ramp)
 
     def level(self, variant: Variant, half_window: float) -> np.ndarray:
         """Correction added to every future period (at the end of history when drifting)."""
         base = variant.blend * (self.recent + (self.drift * half_window if variant.drift else 0.0))
         shifted = np.where(np.isnan(self.shift), base, self.shift) if variant.follow_shift else base
         if variant.ramp:  # the ramp's own line explains a recent "shift": it sets the level
-            return np.where(self.ramp != 0, self.ramp_level, shifted)
+            shifted = np.where(self.ramp != 0, self.ramp_level, shifted)
+            # a ramp in the series: the level window's median residual sits half a window back
+            own = self.recent + self.series_ramp * half_window
+            return np.where(self.series_ramp != 0, own, shifted)
         return shifted
 
     def take(self, rows: np.ndarray) -> _Fit:
@@ -521,21 +536,28 @@ class _Fit:
     ) -> np.ndarray:
         """(n, H) point forecasts for the periods of index (base: the fit's own part, when known)."""
         out = self.coef @ design.future(index, variant.damping).T if base is None else base.copy()
+        own = self.series_ramp != 0
         if variant.ramp and variant.damping is not None and (self.ramp != 0).any():
-            on = self.ramp != 0  # a significant ramp: the fitted trend runs on linearly beneath it
+            on = (
+                self.ramp != 0
+            ) & ~own  # a ramp in the residuals: the fitted trend runs on linearly beneath it
             out[on] = self.coef[on] @ design.future(index, None).T
+        if variant.ramp and own.any():
+            # a ramp evident in the series: its own slope replaces the trend, held at its last value
+            out[own] = self.coef[own] @ design.future(index, 0.0).T
         out += self.level(variant, design.config.level_window / 2)[:, None]
         if variant.drift:
             out += self.drift[:, None] * design.future_steps(len(index), variant.damping)[None, :]
         if variant.ramp:
-            out += self.ramp[:, None] * np.arange(1, len(index) + 1, dtype=float)[None, :]
+            slope = np.where(own, self.series_ramp, self.ramp)
+            out += slope[:, None] * np.arange(1, len(index) + 1, dtype=float)[None, :]
         return out
 
     @staticmethod
     def concat(parts: list[_Fit], K: int) -> _Fit:
         if not parts:
             e = np.empty(0)
-            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool), e, e, e)
+            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool), e, e, e, e)
         return _Fit(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(_Fit)))
 
 
@@ -545,6 +567,11 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
     X, w = design.x32, design.weights.astype(np.float32)
     T = X.shape[0]
     mask = ~np.isnan(values)
+    series_ramp = _series_ramp(values, mask, design.freq, cfg)
+    if series_ramp.any():  # fitted without the seasonalities that could absorb the ramp
+        wave = np.isin(design.period, [p * PERIODS_PER_DAY[design.freq] for p in cfg.optional_seasonalities])
+        off = np.zeros((len(values), design.n_terms), dtype=bool) if off is None else off.copy()
+        off[series_ramp != 0] |= wave[None, :]
     # The (n × T) passes run in float32 (half the memory traffic); the solves stay float64.
     y0 = np.where(mask, values, 0.0).astype(np.float32)
     wm = mask * w[None, :]
@@ -571,6 +598,12 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
     few = np.count_nonzero(mask[:, -W:], axis=1) < 10
     if few.any():
         scale[few] = _robust_scale(np.where(mask[few][:, ::stride], resid[few][:, ::stride], np.nan))
+    own = series_ramp != 0
+    if own.any():
+        # a fit that did not follow a ramp has residuals that run away over the ramp: the band
+        # unit of such a series is its scatter about the ramp's line (the residuals' own line
+        # over the ramp window)
+        scale[own] = _scatter_about_line(resid[own], mask[own], 7 * cfg.series_ramp_weeks)
     recent, shift = _level_correction(resid, mask, scale, cfg)
     drift = _drift(resid, mask, scale, cfg)
     ramp, ramp_level, ramp_t = _ramp(resid, mask, scale, cfg)
@@ -585,6 +618,7 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
         ramp=ramp,
         ramp_level=ramp_level,
         ramp_t=ramp_t,
+        series_ramp=series_ramp,
     )
 
 
@@ -641,6 +675,117 @@ def _ramp(
         slope_out[ok], level_out[ok], t_out[ok] = slope[ok], level[ok], tstat[ok]
         found |= ok
     return slope_out, level_out, t_out
+
+
+_THEIL_SEN_EFFICIENCY = 0.91  # its variance vs least squares' under normal errors (≈ 1/0.91)
+
+
+def _weekly_slope(
+    values: np.ndarray, mask: np.ndarray, end: int, weeks: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Theil–Sen slope (per period) of the weekly medians of the `weeks` weeks ending at `end`,
+    and its standard error from the medians' robust scatter about that line (NaN where fewer
+    than half the weeks have 4 observed days).
+
+    A week's median is one value per week whatever the weekday profile, and a book-close day
+    or a burst cannot move it; Theil–Sen (the median of pairwise slopes) is not tilted by a
+    stray week either.
+    """
+    n = values.shape[0]
+    P = weeks * 7
+    seg = np.where(mask[:, end - P : end], values[:, end - P : end], np.nan).reshape(n * weeks, 7)
+    counts = np.count_nonzero(~np.isnan(seg), axis=1).reshape(n, weeks)
+    med = nan_row_median(seg).reshape(n, weeks)
+    med[counts < 4] = np.nan
+    i, j = np.triu_indices(weeks, 1)
+    slope = nan_row_median((med[:, j] - med[:, i]) / (7.0 * (j - i)))
+    t = 7.0 * np.arange(weeks)
+    resid = med - slope[:, None] * t[None, :]
+    sigma = _MAD_TO_SIGMA * nan_row_median(np.abs(resid - nan_row_median(resid)[:, None]))
+    have = np.count_nonzero(~np.isnan(med), axis=1)
+    seen = ~np.isnan(med)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_bar = (seen * t[None, :]).sum(axis=1) / have
+        sxx = (seen * (t[None, :] - t_bar[:, None]) ** 2).sum(axis=1)
+        se = sigma / np.sqrt(sxx * _THEIL_SEN_EFFICIENCY)
+    bad = have < max(weeks // 2, 3)
+    return np.where(bad, np.nan, slope), np.where(bad, np.nan, se)
+
+
+def _scatter_about_line(resid: np.ndarray, mask: np.ndarray, W: int) -> np.ndarray:
+    """(n,) robust scale of the last W residuals about their own least-squares line."""
+    m = mask[:, -W:]
+    r = np.where(m, resid[:, -W:].astype(float), 0.0)
+    t = np.arange(r.shape[1], dtype=float)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cnt = m.sum(axis=1)
+        tbar = (m * t).sum(axis=1) / cnt
+        rbar = r.sum(axis=1) / cnt
+        dt = np.where(m, t - tbar[:, None], 0.0)
+        slope = (dt * r).sum(axis=1) / (dt * dt).sum(axis=1)
+    dev = np.where(m, r - rbar[:, None] - slope[:, None] * dt, np.nan)
+    return _robust_scale(dev)
+
+
+def _series_ramp(values: np.ndarray, mask: np.ndarray, freq: str, cfg: FleetConfig) -> np.ndarray:
+    """(n,) slope per period of a ramp evident in the series itself at its end (0 = none).
+
+    A ramp the fit absorbed into its yearly wave or its knots leaves no slope in the residuals,
+    so it is looked for in the data: the slope b of the last `series_ramp_weeks` weekly medians
+    is compared with the slopes b₁, b₂ of the same weeks one and two years (52, 104 weeks)
+    earlier, where observed; a yearly season rises at the same time every year, a ramp does
+    not. Evident where b − mean(b_k) exceeds `series_ramp_sigmas` standard errors (from each
+    window's scatter about its line) *and* the window's excess rise is at least
+    `series_ramp_rise` daily noise sigmas (robust scale of the week-on-week differences), so a
+    tiny but very regular acceleration of a smooth series does not count. Only rises count: a
+    fall extended linearly would shrink a server that is merely quieter.
+
+    Daily series with at least a year and a window of history only (the yearly terms need two
+    years anyway); elsewhere 0.
+    """
+    n, T = values.shape
+    W = cfg.series_ramp_weeks
+    out = np.zeros(n)
+    if W < 2 or freq != "daily" or T < 52 * 7 + 7 * W or n == 0:
+        return out
+    last = np.where(mask[:, -7 * W :], values[:, -7 * W :], np.nan)
+    weekly_diff = last[:, 7:] - last[:, :-7]
+    noise = _MAD_TO_SIGMA * nan_row_median(np.abs(weekly_diff - nan_row_median(weekly_diff)[:, None]))
+    noise /= math.sqrt(2.0)
+    found = np.zeros(n, dtype=bool)
+    # the whole window decides; its last two thirds, where significant too, give the latest slope
+    # (a ramp that began two months ago is not diluted by the flat weeks before it)
+    for weeks in (W, max(2 * W // 3, 3)):
+        excess, z = _excess_slope(values, mask, weeks)
+        evident = (z > cfg.series_ramp_sigmas) & (excess * 7 * weeks >= cfg.series_ramp_rise * noise)
+        if weeks == W:
+            found = evident
+        else:
+            evident &= found & (excess > out)
+        out[evident & found] = excess[evident & found]
+    return out
+
+
+def _excess_slope(values: np.ndarray, mask: np.ndarray, weeks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slope of the last `weeks` weekly medians beyond the mean slope of the same weeks one and
+    two years earlier (where observed), and its z-score (NaN where nothing to compare with)."""
+    T = values.shape[1]
+    b, se = _weekly_slope(values, mask, T, weeks)
+    prev, prev_var = [], []
+    for lag in (52 * 7, 104 * 7):
+        if T - lag - 7 * weeks >= 0:
+            bk, sk = _weekly_slope(values, mask, T - lag, weeks)
+            prev.append(bk)
+            prev_var.append(sk**2)
+    prev_b, prev_v = np.vstack(prev), np.vstack(prev_var)
+    k = np.count_nonzero(~np.isnan(prev_b), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = np.nanmean(prev_b, axis=0)
+        ref_var = np.nansum(np.where(np.isnan(prev_b), np.nan, prev_v), axis=0) / np.maximum(k, 1) ** 2
+        excess = b - ref
+        z = np.where(k > 0, excess / np.sqrt(se**2 + ref_var), np.nan)
+    return excess, z
 
 
 def _drift(resid: np.ndarray, mask: np.ndarray, scale: np.ndarray, cfg: FleetConfig) -> np.ndarray:
@@ -770,10 +915,15 @@ class Calibration:
     # series using that variant (a ramp variant errs differently where it extends a ramp)
     variant_offsets: dict[tuple[str, int, bool], np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def variant_table(self, group: str, v: int, H: int, ramp: bool = False) -> np.ndarray:
+    def variant_table(self, group: str, v: int, H: int, ramp: int = 0) -> np.ndarray:
         """(H, Q) offsets of series of a group under variant v: that variant's own pool in the
-        group, else its pool over all groups, else the group's pool."""
-        table = self.variant_offsets.get((group, v, ramp), self.variant_offsets.get(("*", v, ramp)))
+        group, else its pool over all groups (ramp kind 2 falls back to kind 1, a ramp in the
+        residuals), else the group's pool."""
+        table = None
+        for kind in dict.fromkeys((int(ramp), min(int(ramp), 1))):
+            table = self.variant_offsets.get((group, v, kind), self.variant_offsets.get(("*", v, kind)))
+            if table is not None:
+                break
         return _extend(self.offsets[group] if table is None else table, H)
 
     def group_of(self, metrics: np.ndarray) -> np.ndarray:
@@ -829,6 +979,16 @@ class _HoldOut:
     mase: np.ndarray  # (V, n) mean |error| / in-sample seasonal-naive MAE
     ramp_on: np.ndarray  # (n,) a significant ramp at that origin (the ramp variants extended one)
     origins: int = 1
+    # (n,) the ramp was evident in the series itself at that origin (fitted without the yearly wave)
+    series_on: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.series_on is None:
+            self.series_on = np.zeros(len(self.rows), dtype=bool)
+
+    def ramp_kind(self) -> np.ndarray:
+        """(n,) 0 = no ramp, 1 = a ramp in the residuals, 2 = a ramp evident in the series."""
+        return np.where(self.series_on, 2, np.where(self.ramp_on, 1, 0))
 
     @staticmethod
     def stack(outs: list[_HoldOut]) -> _HoldOut:
@@ -838,10 +998,18 @@ class _HoldOut:
             np.concatenate([o.mase for o in outs], axis=1),
             np.concatenate([o.ramp_on for o in outs]),
             max(o.origins for o in outs),
+            np.concatenate([o.series_on for o in outs]),
         )
 
     def take(self, sel: np.ndarray) -> _HoldOut:
-        return _HoldOut(self.rows[sel], self.z[:, sel], self.mase[:, sel], self.ramp_on[sel], self.origins)
+        return _HoldOut(
+            self.rows[sel],
+            self.z[:, sel],
+            self.mase[:, sel],
+            self.ramp_on[sel],
+            self.origins,
+            self.series_on[sel],
+        )
 
 
 def _gaussian_offsets(H: int) -> np.ndarray:
@@ -1049,7 +1217,7 @@ class FleetModel(ForecastModel):
             held, Hc = self._hold_outs(panel, H, cfg, self._structure, len(self._rows), every=True)
             if held is not None:
                 evident = np.zeros(panel.n_series, dtype=bool)
-                evident[self._rows] = self._fit.ramp != 0
+                evident[self._rows] = (self._fit.ramp != 0) | (self._fit.series_ramp != 0)
                 cal = self._calibration_from(held, metric_of, cfg, Hc, evident=evident)
                 self._calibrations = {H: cal}
                 self._choice = cal.series_variant
@@ -1070,6 +1238,7 @@ class FleetModel(ForecastModel):
         out["variant"] = labels
         out["own_choice"] = own >= 0
         out["ramp_per_period"] = self._fit.ramp
+        out["series_ramp_per_period"] = self._fit.series_ramp
         return out
 
     @property
@@ -1186,7 +1355,13 @@ class FleetModel(ForecastModel):
             rows = np.sort(rng.choice(rows, cfg.calibration_max_series, replace=False))
         if rows.size == 0:
             e = np.empty((len(cands), 0))
-            return _HoldOut(rows, np.empty((len(cands), 0, H)), e, np.empty(0, dtype=bool))
+            return _HoldOut(
+                rows,
+                np.empty((len(cands), 0, H)),
+                e,
+                np.empty(0, dtype=bool),
+                series_on=np.empty(0, dtype=bool),
+            )
         design = build_design(head.index, head.freq, cfg)
         off = _off_columns(design, panel.keys["metric"].to_numpy(dtype=object)[rows], structure)
         fit = _fit_rows(head, rows, design, self.chunk_size, self.workers, off)
@@ -1210,7 +1385,8 @@ class FleetModel(ForecastModel):
             np.abs(err, out=err)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mase[i] = np.nansum(err, axis=1) / n_actual / naive_mae
-        return _HoldOut(rows, z, mase, fit.ramp != 0)
+        series_on = fit.series_ramp != 0
+        return _HoldOut(rows, z, mase, (fit.ramp != 0) | series_on, series_on=series_on)
 
     def _calibration_from(
         self,
@@ -1259,13 +1435,14 @@ class FleetModel(ForecastModel):
             elif name == "*":
                 offsets[name] = _gaussian_offsets(Hc)
         # bands per variant: a ramp extended 90 days errs differently from a damped trend
-        variant_offsets: dict[tuple[str, int, bool], np.ndarray] = {}
+        variant_offsets: dict[tuple[str, int, int], np.ndarray] = {}
         for v in np.unique(pick):
             # a ramp variant: its errors where it extended a ramp (any series), and where it
             # did not (its users); any other variant: the errors of its users
-            pools = [(False, pick == v)]
-            if cands[v].ramp:
-                pools = [(False, (pick == v) & ~held.ramp_on), (True, held.ramp_on)]
+            pools = [(0, pick == v)]
+            if cands[v].ramp:  # per kind of ramp: in the residuals (1), evident in the series (2)
+                kind = held.ramp_kind()
+                pools = [(0, (pick == v) & (kind == 0)), (1, kind == 1), (2, kind == 2)]
             for on, users in pools:
                 for name in groups:
                     sel = users & ((metric == name) if name != "*" else True)
@@ -1327,10 +1504,12 @@ class FleetModel(ForecastModel):
                 for v in np.unique(which[groups == name]):
                     sel = (groups == name) & (which == v)
                     p[sel] = self._fit.take(sel).point(self._design, index, cands[v])
-                    ramped = sel & (self._fit.ramp != 0) & cands[v].ramp
-                    offsets[sel & ~ramped] = cal.variant_table(str(name), int(v), horizon)
-                    if ramped.any():
-                        offsets[ramped] = cal.variant_table(str(name), int(v), horizon, ramp=True)
+                    kind = np.where(self._fit.series_ramp != 0, 2, np.where(self._fit.ramp != 0, 1, 0))
+                    kind = np.where(sel & cands[v].ramp, kind, 0)
+                    offsets[sel & (kind == 0)] = cal.variant_table(str(name), int(v), horizon)
+                    for k in (1, 2):
+                        if (sel & (kind == k)).any():
+                            offsets[sel & (kind == k)] = cal.variant_table(str(name), int(v), horizon, ramp=k)
             point[self._rows] = p
             quantiles[self._rows] = p[:, :, None] + self._fit.scale[:, None, None] * offsets
         if self._fallback is not None:
