@@ -251,6 +251,12 @@ class Design:
         return on
 
     @cached_property
+    def holidays(self) -> np.ndarray:
+        """(T,) periods on a public holiday (the calendar's holiday column)."""
+        col = np.flatnonzero(self.kind == "calendar")[CALENDAR_FEATURES.index("holiday")]
+        return self.X[:, col] != 0
+
+    @cached_property
     def x32(self) -> np.ndarray:
         return self.X.astype(np.float32)
 
@@ -523,9 +529,8 @@ class _Fit:
         shifted = np.where(np.isnan(self.shift), base, self.shift) if variant.follow_shift else base
         if variant.ramp:  # the ramp's own line explains a recent "shift": it sets the level
             shifted = np.where(self.ramp != 0, self.ramp_level, shifted)
-            # a ramp in the series: the level window's median residual sits half a window back
-            own = self.recent + self.series_ramp * half_window
-            return np.where(self.series_ramp != 0, own, shifted)
+            # a ramp in the series: its level correction is already at the last period
+            return np.where(self.series_ramp != 0, self.recent, shifted)
         return shifted
 
     def take(self, rows: np.ndarray) -> _Fit:
@@ -567,7 +572,7 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
     X, w = design.x32, design.weights.astype(np.float32)
     T = X.shape[0]
     mask = ~np.isnan(values)
-    series_ramp = _series_ramp(values, mask, design.freq, cfg)
+    series_ramp = _series_ramp(values, mask, design.freq, cfg, design.holidays)
     if series_ramp.any():  # fitted without the seasonalities that could absorb the ramp
         wave = np.isin(design.period, [p * PERIODS_PER_DAY[design.freq] for p in cfg.optional_seasonalities])
         off = np.zeros((len(values), design.n_terms), dtype=bool) if off is None else off.copy()
@@ -603,8 +608,13 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
         # a fit that did not follow a ramp has residuals that run away over the ramp: the band
         # unit of such a series is its scatter about the ramp's line (the residuals' own line
         # over the ramp window)
-        scale[own] = _scatter_about_line(resid[own], mask[own], 7 * cfg.series_ramp_weeks)
+        # ... combined with the ramp's rise over its window: an extended ramp errs mostly by its
+        # slope (it slows, stops or steepens), in proportion to that slope
+        W = 7 * cfg.series_ramp_weeks
+        scale[own] = np.hypot(_scatter_about_line(resid[own], mask[own], W), series_ramp[own] * W)
     recent, shift = _level_correction(resid, mask, scale, cfg)
+    if own.any():
+        recent[own] = _ramp_level(resid[own], mask[own], coef[own], design, series_ramp[own])
     drift = _drift(resid, mask, scale, cfg)
     ramp, ramp_level, ramp_t = _ramp(resid, mask, scale, cfg)
     ok = np.isfinite(coef).all(axis=1) & np.isfinite(recent) & np.isfinite(scale)
@@ -677,39 +687,22 @@ def _ramp(
     return slope_out, level_out, t_out
 
 
-_THEIL_SEN_EFFICIENCY = 0.91  # its variance vs least squares' under normal errors (≈ 1/0.91)
+def _ramp_level(
+    resid: np.ndarray, mask: np.ndarray, coef: np.ndarray, design: Design, slope: np.ndarray
+) -> np.ndarray:
+    """(n,) level correction of a series with an evident ramp: the median of its last
+    `level_window` values without their seasonal terms, each carried to the last period along
+    the ramp's slope, minus the fitted trend there (which the forecast holds flat).
 
-
-def _weekly_slope(
-    values: np.ndarray, mask: np.ndarray, end: int, weeks: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Theil–Sen slope (per period) of the weekly medians of the `weeks` weeks ending at `end`,
-    and its standard error from the medians' robust scatter about that line (NaN where fewer
-    than half the weeks have 4 observed days).
-
-    A week's median is one value per week whatever the weekday profile, and a book-close day
-    or a burst cannot move it; Theil–Sen (the median of pairwise slopes) is not tilted by a
-    stray week either.
+    The plain level correction (the median residual of the window) sits half a window back on a
+    ramp and counts the fit's own slope over that half window twice.
     """
-    n = values.shape[0]
-    P = weeks * 7
-    seg = np.where(mask[:, end - P : end], values[:, end - P : end], np.nan).reshape(n * weeks, 7)
-    counts = np.count_nonzero(~np.isnan(seg), axis=1).reshape(n, weeks)
-    med = nan_row_median(seg).reshape(n, weeks)
-    med[counts < 4] = np.nan
-    i, j = np.triu_indices(weeks, 1)
-    slope = nan_row_median((med[:, j] - med[:, i]) / (7.0 * (j - i)))
-    t = 7.0 * np.arange(weeks)
-    resid = med - slope[:, None] * t[None, :]
-    sigma = _MAD_TO_SIGMA * nan_row_median(np.abs(resid - nan_row_median(resid)[:, None]))
-    have = np.count_nonzero(~np.isnan(med), axis=1)
-    seen = ~np.isnan(med)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t_bar = (seen * t[None, :]).sum(axis=1) / have
-        sxx = (seen * (t[None, :] - t_bar[:, None]) ** 2).sum(axis=1)
-        se = sigma / np.sqrt(sxx * _THEIL_SEN_EFFICIENCY)
-    bad = have < max(weeks // 2, 3)
-    return np.where(bad, np.nan, slope), np.where(bad, np.nan, se)
+    L = design.config.level_window
+    trend = np.isin(design.kind, ("intercept", "slope", "changepoint", "step"))
+    fitted_trend = coef[:, trend] @ design.X[-L:, trend].T  # (n, L)
+    ahead = (L - 1 - np.arange(L, dtype=float))[None, :]
+    carried = resid[:, -L:] + fitted_trend - fitted_trend[:, -1:] + slope[:, None] * ahead
+    return np.nan_to_num(nan_row_median(np.where(mask[:, -L:], carried, np.nan)))
 
 
 def _scatter_about_line(resid: np.ndarray, mask: np.ndarray, W: int) -> np.ndarray:
@@ -727,65 +720,91 @@ def _scatter_about_line(resid: np.ndarray, mask: np.ndarray, W: int) -> np.ndarr
     return _robust_scale(dev)
 
 
-def _series_ramp(values: np.ndarray, mask: np.ndarray, freq: str, cfg: FleetConfig) -> np.ndarray:
+def _weekly_medians(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n, T // 7) median of each whole week counted back from the last period (NaN where a week
+    has fewer than 4 observed days): one value per week whatever the weekday profile, and a
+    book-close day or a burst cannot move it."""
+    n, T = values.shape
+    weeks = T // 7
+    seg = np.where(mask[:, T - 7 * weeks :], values[:, T - 7 * weeks :], np.nan).reshape(n * weeks, 7)
+    med = nan_row_median(seg).reshape(n, weeks)
+    med[np.count_nonzero(~np.isnan(seg), axis=1).reshape(n, weeks) < 4] = np.nan
+    return med
+
+
+def _rolling_slopes(med: np.ndarray, w: int) -> np.ndarray:
+    """(n, weeks − w + 1) least-squares slope per day of every run of w weekly medians (column j
+    ends at week j + w), NaN where fewer than half of its weeks are observed."""
+    ok = ~np.isnan(med)
+    t = np.arange(med.shape[1], dtype=float)[None, :]
+    y = np.where(ok, med, 0.0)
+    sums = [np.pad(np.cumsum(a, axis=1), ((0, 0), (1, 0))) for a in (ok * 1.0, ok * t, y, ok * t * t, y * t)]
+    s0, st, sy, stt, sty = (c[:, w:] - c[:, :-w] for c in sums)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (s0 * sty - st * sy) / (s0 * stt - st * st) / 7.0
+    return np.where(s0 >= max(w // 2, 3), slope, np.nan)
+
+
+def _series_ramp(
+    values: np.ndarray, mask: np.ndarray, freq: str, cfg: FleetConfig, holiday: np.ndarray | None = None
+) -> np.ndarray:
     """(n,) slope per period of a ramp evident in the series itself at its end (0 = none).
 
     A ramp the fit absorbed into its yearly wave or its knots leaves no slope in the residuals,
-    so it is looked for in the data: the slope b of the last `series_ramp_weeks` weekly medians
-    is compared with the slopes b₁, b₂ of the same weeks one and two years (52, 104 weeks)
-    earlier, where observed; a yearly season rises at the same time every year, a ramp does
-    not. Evident where b − mean(b_k) exceeds `series_ramp_sigmas` standard errors (from each
-    window's scatter about its line) *and* the window's excess rise is at least
-    `series_ramp_rise` daily noise sigmas (robust scale of the week-on-week differences), so a
-    tiny but very regular acceleration of a smooth series does not count. Only rises count: a
-    fall extended linearly would shrink a server that is merely quieter.
+    so it is looked for in the data. Statistic: the slope of the last `series_ramp_weeks` weekly
+    medians minus the mean slope of the same weeks one and two years (52, 104 weeks) earlier —
+    a yearly season rises at the same time every year, a ramp does not. Its yardstick is the
+    series' own history: the robust spread (MAD) of that statistic over every earlier window
+    that does not overlap the last one. A wandering level, a fill-and-purge sawtooth or a
+    season that varies from year to year has spread enough to explain its latest quarter; a
+    ramp out of a quiet history does not. Evident where the statistic exceeds
+    `series_ramp_sigmas` such spreads *and* the window's excess rise is `series_ramp_rise`
+    daily noise sigmas (robust scale of the week-on-week differences), so a tiny but regular
+    acceleration of a very smooth series does not count. Only rises count: a fall extended
+    linearly would shrink a server that is merely quieter.
 
-    Daily series with at least a year and a window of history only (the yearly terms need two
-    years anyway); elsewhere 0.
+    The slope extended is the window's own (not its excess: the yearly wave is left out of such
+    a series' fit); where the last two thirds of the window are evident too, their steeper slope
+    (a ramp that began two months ago is not diluted by the flat weeks before it).
+
+    holiday: (T,) public holidays, left out of the weekly medians (a Christmas week is not a
+    fall). Daily series with at least a year, a window and 8 earlier windows of history;
+    elsewhere 0.
     """
     n, T = values.shape
     W = cfg.series_ramp_weeks
     out = np.zeros(n)
-    if W < 2 or freq != "daily" or T < 52 * 7 + 7 * W or n == 0:
+    min_past = 8
+    if W < 2 or freq != "daily" or n == 0 or T // 7 - 2 * W - min_past < 52:
         return out
+    med = _weekly_medians(values, mask if holiday is None else mask & ~holiday[None, :])
     last = np.where(mask[:, -7 * W :], values[:, -7 * W :], np.nan)
     weekly_diff = last[:, 7:] - last[:, :-7]
     noise = _MAD_TO_SIGMA * nan_row_median(np.abs(weekly_diff - nan_row_median(weekly_diff)[:, None]))
     noise /= math.sqrt(2.0)
     found = np.zeros(n, dtype=bool)
-    # the whole window decides; its last two thirds, where significant too, give the latest slope
-    # (a ramp that began two months ago is not diluted by the flat weeks before it)
-    for weeks in (W, max(2 * W // 3, 3)):
-        excess, z = _excess_slope(values, mask, weeks)
-        evident = (z > cfg.series_ramp_sigmas) & (excess * 7 * weeks >= cfg.series_ramp_rise * noise)
-        if weeks == W:
+    for w in (W, max(2 * W // 3, 3)):
+        b = _rolling_slopes(med, w)  # column j: the window ending at week j + w
+        refs = np.full((2, *b.shape), np.nan)  # the same windows 52 and 104 weeks earlier
+        for k, lag in enumerate((52, 104)):
+            if lag < b.shape[1]:
+                refs[k][:, lag:] = b[:, :-lag]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            excess = b - np.nanmean(refs, axis=0)
+            past = excess[:, : excess.shape[1] - w]  # windows ending before the last one starts
+            centre = np.nanmedian(past, axis=1)
+            spread = _MAD_TO_SIGMA * np.nanmedian(np.abs(past - centre[:, None]), axis=1)
+        enough = np.count_nonzero(~np.isnan(past), axis=1) >= min_past
+        now, slope = excess[:, -1], b[:, -1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            evident = enough & (now - centre > cfg.series_ramp_sigmas * spread)
+            evident &= now * 7 * w >= cfg.series_ramp_rise * noise
+        if w == W:
             found = evident
-        else:
-            evident &= found & (excess > out)
-        out[evident & found] = excess[evident & found]
+        evident &= found & (slope > out)
+        out[evident] = slope[evident]
     return out
-
-
-def _excess_slope(values: np.ndarray, mask: np.ndarray, weeks: int) -> tuple[np.ndarray, np.ndarray]:
-    """Slope of the last `weeks` weekly medians beyond the mean slope of the same weeks one and
-    two years earlier (where observed), and its z-score (NaN where nothing to compare with)."""
-    T = values.shape[1]
-    b, se = _weekly_slope(values, mask, T, weeks)
-    prev, prev_var = [], []
-    for lag in (52 * 7, 104 * 7):
-        if T - lag - 7 * weeks >= 0:
-            bk, sk = _weekly_slope(values, mask, T - lag, weeks)
-            prev.append(bk)
-            prev_var.append(sk**2)
-    prev_b, prev_v = np.vstack(prev), np.vstack(prev_var)
-    k = np.count_nonzero(~np.isnan(prev_b), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ref = np.nanmean(prev_b, axis=0)
-        ref_var = np.nansum(np.where(np.isnan(prev_b), np.nan, prev_v), axis=0) / np.maximum(k, 1) ** 2
-        excess = b - ref
-        z = np.where(k > 0, excess / np.sqrt(se**2 + ref_var), np.nan)
-    return excess, z
 
 
 def _drift(resid: np.ndarray, mask: np.ndarray, scale: np.ndarray, cfg: FleetConfig) -> np.ndarray:
@@ -1261,6 +1280,7 @@ class FleetModel(ForecastModel):
             best = None
             for st, (out, _) in per.items():
                 sel = metric_of[out.rows] == name if name != "*" else np.ones(out.rows.size, dtype=bool)
+                sel = sel & ~out.series_on  # an evident ramp is fitted without the wave anyway
                 if np.count_nonzero(np.isfinite(out.mase[:, sel]).all(axis=0)) < cfg.min_pool:
                     continue  # too few series to choose on: keep every seasonality
                 score = np.nanmin(_mean_mase(out.mase[:, sel])) if sel.any() else np.nan
@@ -1409,8 +1429,11 @@ class FleetModel(ForecastModel):
         default = default_variant(cfg)
         chosen: dict[str, Variant] = {}
         score_rows = []
+        # series with a ramp evident in the data take the ramp variant and bands of their own:
+        # the group's choice and bands are those of the rest
+        plain = ~held.series_on
         for name in groups:
-            sel = metric == name if name != "*" else np.ones(len(metric), dtype=bool)
+            sel = (metric == name if name != "*" else np.ones(len(metric), dtype=bool)) & plain
             means = _mean_mase(held.mase[:, sel])
             enough = np.count_nonzero(np.isfinite(held.mase[:, sel]).all(axis=0)) >= cfg.min_pool
             # a choice among many variants on a few series would flatter the winner's errors
@@ -1428,7 +1451,7 @@ class FleetModel(ForecastModel):
         z_best = held.z[pick, np.arange(len(metric))]  # each series' errors under the variant it uses
         offsets = {}
         for name in groups:
-            sel = metric == name if name != "*" else np.ones(len(metric), dtype=bool)
+            sel = (metric == name if name != "*" else np.ones(len(metric), dtype=bool)) & plain
             table = _pool(z_best[sel])
             if table is not None:
                 offsets[name] = table
