@@ -522,6 +522,8 @@ class _Fit:
     ramp_level: np.ndarray  # (n,) that line's residual at the last period
     ramp_t: np.ndarray  # (n,) its t-statistic (autocorrelation-inflated standard error)
     series_ramp: np.ndarray  # (n,) slope of a ramp evident in the series itself (0 = none; see _series_ramp)
+    season_path: np.ndarray  # (n, SEASON_WEEKS) its year-ago path, week by week
+    ramp_unit: np.ndarray  # (n,) band unit of that ramp's forecast (= scale where there is none)
 
     def level(self, variant: Variant, half_window: float) -> np.ndarray:
         """Correction added to every future period (at the end of history when drifting)."""
@@ -556,13 +558,16 @@ class _Fit:
         if variant.ramp:
             slope = np.where(own, self.series_ramp, self.ramp)
             out += slope[:, None] * np.arange(1, len(index) + 1, dtype=float)[None, :]
+            if own.any():  # ... on the path of the same weeks a year ago
+                out[own] += _weekly_to_periods(self.season_path[own], len(index))
         return out
 
     @staticmethod
     def concat(parts: list[_Fit], K: int) -> _Fit:
         if not parts:
             e = np.empty(0)
-            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool), e, e, e, e)
+            empty = np.empty((0, SEASON_WEEKS))
+            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool), e, e, e, e, empty, e)
         return _Fit(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(_Fit)))
 
 
@@ -572,7 +577,7 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
     X, w = design.x32, design.weights.astype(np.float32)
     T = X.shape[0]
     mask = ~np.isnan(values)
-    series_ramp = _series_ramp(values, mask, design.freq, cfg, design.holidays)
+    series_ramp, local_slope, season_path = _series_ramp(values, mask, design.freq, cfg, design.holidays)
     if series_ramp.any():  # fitted without the seasonalities that could absorb the ramp
         wave = np.isin(design.period, [p * PERIODS_PER_DAY[design.freq] for p in cfg.optional_seasonalities])
         off = np.zeros((len(values), design.n_terms), dtype=bool) if off is None else off.copy()
@@ -605,16 +610,19 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
         scale[few] = _robust_scale(np.where(mask[few][:, ::stride], resid[few][:, ::stride], np.nan))
     own = series_ramp != 0
     if own.any():
-        # a fit that did not follow a ramp has residuals that run away over the ramp: the band
-        # unit of such a series is its scatter about the ramp's line (the residuals' own line
-        # over the ramp window)
-        # ... combined with the ramp's rise over its window: an extended ramp errs mostly by its
-        # slope (it slows, stops or steepens), in proportion to that slope
+        # a fit that did not follow a ramp has residuals that run away over the ramp: the scale
+        # of such a series is its scatter about the ramp's line (the residuals' own line over
+        # the ramp window); the band unit of its ramp's forecast combines it with the ramp's
+        # rise over the window: an extended ramp errs mostly by its slope (it slows, stops or
+        # steepens), in proportion to that slope
         W = 7 * cfg.series_ramp_weeks
-        scale[own] = np.hypot(_scatter_about_line(resid[own], mask[own], W), series_ramp[own] * W)
+        scale[own] = _scatter_about_line(resid[own], mask[own], W)
+    ramp_unit = scale.copy()
+    if own.any():
+        ramp_unit[own] = np.hypot(scale[own], series_ramp[own] * W)
     recent, shift = _level_correction(resid, mask, scale, cfg)
     if own.any():
-        recent[own] = _ramp_level(resid[own], mask[own], coef[own], design, series_ramp[own])
+        recent[own] = _ramp_level(resid[own], mask[own], coef[own], design, local_slope[own])
     drift = _drift(resid, mask, scale, cfg)
     ramp, ramp_level, ramp_t = _ramp(resid, mask, scale, cfg)
     ok = np.isfinite(coef).all(axis=1) & np.isfinite(recent) & np.isfinite(scale)
@@ -629,6 +637,8 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
         ramp_level=ramp_level,
         ramp_t=ramp_t,
         series_ramp=series_ramp,
+        season_path=season_path,
+        ramp_unit=np.nan_to_num(ramp_unit),
     )
 
 
@@ -745,10 +755,16 @@ def _rolling_slopes(med: np.ndarray, w: int) -> np.ndarray:
     return np.where(s0 >= max(w // 2, 3), slope, np.nan)
 
 
+SEASON_WEEKS = 53  # weeks of the year-ago path kept for a ramp's forecast (longer horizons: its last)
+
+
 def _series_ramp(
     values: np.ndarray, mask: np.ndarray, freq: str, cfg: FleetConfig, holiday: np.ndarray | None = None
-) -> np.ndarray:
-    """(n,) slope per period of a ramp evident in the series itself at its end (0 = none).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ramp evident in the series itself at its end: (n,) its slope per period beyond the
+    same weeks' slope a year or two earlier (0 = no evident ramp), (n,) its own slope at the
+    end, and (n, SEASON_WEEKS) the path of the year-ago weeks from the same week on (the mean
+    over the years available of the change of the smoothed weekly medians since that week).
 
     A ramp the fit absorbed into its yearly wave or its knots leaves no slope in the residuals,
     so it is looked for in the data. Statistic: the slope of the last `series_ramp_weeks` weekly
@@ -763,9 +779,13 @@ def _series_ramp(
     acceleration of a very smooth series does not count. Only rises count: a fall extended
     linearly would shrink a server that is merely quieter.
 
-    The slope extended is the window's own (not its excess: the yearly wave is left out of such
-    a series' fit); where the last two thirds of the window are evident too, their steeper slope
-    (a ramp that began two months ago is not diluted by the flat weeks before it).
+    Such a series is fitted without its yearly wave and its trend is held flat: its forecast is
+    the level at the end, plus the year-ago path (the season and the growth of a year ago), plus
+    the excess slope — a yearly-differenced extrapolation, the same comparison as the test's.
+    The year-ago path and slope count as far as the two years agree (see _year_ago_path): a
+    series without a season extends its own slope, not a year-ago wiggle.
+    Where the last two thirds of the window are evident too, their steeper slope is used (a ramp
+    that began two months ago is not diluted by the flat weeks before it).
 
     holiday: (T,) public holidays, left out of the weekly medians (a Christmas week is not a
     fall). Daily series with at least a year, a window and 8 earlier windows of history;
@@ -773,10 +793,11 @@ def _series_ramp(
     """
     n, T = values.shape
     W = cfg.series_ramp_weeks
-    out = np.zeros(n)
+    out, local = np.zeros(n), np.zeros(n)
+    season = np.zeros((n, SEASON_WEEKS))
     min_past = 8
     if W < 2 or freq != "daily" or n == 0 or T // 7 - 2 * W - min_past < 52:
-        return out
+        return out, local, season
     med = _weekly_medians(values, mask if holiday is None else mask & ~holiday[None, :])
     last = np.where(mask[:, -7 * W :], values[:, -7 * W :], np.nan)
     weekly_diff = last[:, 7:] - last[:, :-7]
@@ -802,9 +823,53 @@ def _series_ramp(
             evident &= now * 7 * w >= cfg.series_ramp_rise * noise
         if w == W:
             found = evident
-        evident &= found & (slope > out)
-        out[evident] = slope[evident]
-    return out
+        evident &= found & (slope > local)
+        out[evident], local[evident] = now[evident], slope[evident]
+    if found.any():
+        # the season's share: the year-ago path and slope count as far as two years agree
+        path, share = _year_ago_path(med[found])
+        season[found] = share[:, None] * path
+        ref = local[found] - out[found]
+        out[found] = local[found] - share * ref
+    return out, local, season
+
+
+def _weekly_to_periods(path: np.ndarray, H: int) -> np.ndarray:
+    """(n, H) a week-by-week path (week 0 = the last week of history, centred 3.5 days back)
+    at each of the next H daily periods, linearly between week centres."""
+    x = np.clip((np.arange(1, H + 1) + 3.5) / 7.0, 0, path.shape[1] - 1)
+    k0 = np.minimum(np.floor(x).astype(int), path.shape[1] - 2)
+    f = x - k0
+    return path[:, k0] * (1 - f) + path[:, k0 + 1] * f
+
+
+def _year_ago_path(med: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, SEASON_WEEKS) change of the 3-week running mean of the weekly medians from the week
+    one and two years before the last one, week by week (the mean of the two years' paths), and
+    (n,) how far it is a season rather than noise: the James–Stein factor 1 − noise / total in
+    [0, 1], the noise measured by the two years' difference. 0 with fewer than two years."""
+    n, weeks = med.shape
+    ok = ~np.isnan(med)
+    pad = lambda a: np.pad(a, ((0, 0), (1, 1)))  # noqa: E731
+    y, c = pad(np.where(ok, med, 0.0)), pad(ok * 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smooth = (y[:, :-2] + y[:, 1:-1] + y[:, 2:]) / (c[:, :-2] + c[:, 1:-1] + c[:, 2:])
+    paths = []
+    for years in (1, 2):
+        start = weeks - 1 - 52 * years
+        if start < 0:
+            continue
+        seg = smooth[:, start : start + SEASON_WEEKS]
+        seg = np.pad(seg, ((0, 0), (0, SEASON_WEEKS - seg.shape[1])), mode="edge") if seg.shape[1] else seg
+        paths.append(seg - seg[:, :1])
+    if len(paths) < 2:
+        return np.zeros((n, SEASON_WEEKS)), np.zeros(n)
+    mean = np.nan_to_num(0.5 * (paths[0] + paths[1]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        noise = np.nanmean((0.5 * (paths[0] - paths[1])) ** 2, axis=1)
+        total = np.mean(mean**2, axis=1)
+        shrink = np.nan_to_num(np.clip(1.0 - noise / total, 0.0, 1.0))
+    return mean, shrink
 
 
 def _drift(resid: np.ndarray, mask: np.ndarray, scale: np.ndarray, cfg: FleetConfig) -> np.ndarray:
@@ -936,14 +1001,12 @@ class Calibration:
 
     def variant_table(self, group: str, v: int, H: int, ramp: int = 0) -> np.ndarray:
         """(H, Q) offsets of series of a group under variant v: that variant's own pool in the
-        group, else its pool over all groups (ramp kind 2 falls back to kind 1, a ramp in the
-        residuals), else the group's pool."""
-        table = None
-        for kind in dict.fromkeys((int(ramp), min(int(ramp), 1))):
-            table = self.variant_offsets.get((group, v, kind), self.variant_offsets.get(("*", v, kind)))
-            if table is not None:
-                break
+        group, else its pool over all groups, else the group's pool."""
+        table = self.variant_offsets.get((group, v, ramp), self.variant_offsets.get(("*", v, ramp)))
         return _extend(self.offsets[group] if table is None else table, H)
+
+    def has_table(self, group: str, v: int, ramp: int) -> bool:
+        return (group, v, ramp) in self.variant_offsets or ("*", v, ramp) in self.variant_offsets
 
     def group_of(self, metrics: np.ndarray) -> np.ndarray:
         """The calibration group of each series: its metric when measured, else '*'."""
@@ -1397,11 +1460,12 @@ class FleetModel(ForecastModel):
         index = panel.index[window]
         n_actual = np.count_nonzero(~np.isnan(actual), axis=1)
         base = {d: fit.coef @ design.future(index, d).T for d in {v.damping for v in cands}}
+        unit_ramp = np.where(fit.series_ramp != 0, fit.ramp_unit, fit.scale)
         for i, v in enumerate(cands):
             err = fit.point(design, index, v, base[v.damping])
             np.clip(err, 0.0, upper, out=err)
             np.subtract(actual, err, out=err)
-            z[i] = err / fit.scale[:, None]
+            z[i] = err / (unit_ramp if v.ramp else fit.scale)[:, None]
             np.abs(err, out=err)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mase[i] = np.nansum(err, axis=1) / n_actual / naive_mae
@@ -1523,6 +1587,7 @@ class FleetModel(ForecastModel):
             which = np.where(own >= 0, own, [cands.index(cal.variants[g]) for g in groups])
             offsets = np.empty((len(self._rows), horizon, len(QUANTILES)))
             p = np.empty((len(self._rows), horizon))
+            unit = self._fit.scale.copy()
             for name in np.unique(groups):
                 for v in np.unique(which[groups == name]):
                     sel = (groups == name) & (which == v)
@@ -1530,11 +1595,16 @@ class FleetModel(ForecastModel):
                     kind = np.where(self._fit.series_ramp != 0, 2, np.where(self._fit.ramp != 0, 1, 0))
                     kind = np.where(sel & cands[v].ramp, kind, 0)
                     offsets[sel & (kind == 0)] = cal.variant_table(str(name), int(v), horizon)
-                    for k in (1, 2):
-                        if (sel & (kind == k)).any():
-                            offsets[sel & (kind == k)] = cal.variant_table(str(name), int(v), horizon, ramp=k)
+                    if (sel & (kind == 1)).any():
+                        offsets[sel & (kind == 1)] = cal.variant_table(str(name), int(v), horizon, ramp=1)
+                    two = sel & (kind == 2)
+                    if two.any() and cal.has_table(str(name), int(v), 2):  # the ramp's own unit and pool
+                        offsets[two] = cal.variant_table(str(name), int(v), horizon, ramp=2)
+                        unit[two] = self._fit.ramp_unit[two]
+                    elif two.any():  # none measured: the bands of ramps in the residuals
+                        offsets[two] = cal.variant_table(str(name), int(v), horizon, ramp=1)
             point[self._rows] = p
-            quantiles[self._rows] = p[:, :, None] + self._fit.scale[:, None, None] * offsets
+            quantiles[self._rows] = p[:, :, None] + unit[:, None, None] * offsets
         if self._fallback is not None:
             fb = self._fallback.predict(horizon)
             point[self._fallback_rows] = fb.point
