@@ -360,9 +360,29 @@ def _columns(pos: np.ndarray, index: pd.DatetimeIndex, design: Design) -> np.nda
         for k in range(1, order + 1):
             arg = 2.0 * np.pi * k * days / p_days
             cols += [np.sin(arg)[:, None], np.cos(arg)[:, None]]
-    cal = calendar_features(index)
-    cols += [cal[c].to_numpy(dtype=float)[:, None] for c in CALENDAR_FEATURES]
+    cols.append(_calendar_columns(pd.DatetimeIndex(index)))
     return np.hstack(cols)
+
+
+_CALENDARS: dict[tuple, np.ndarray] = {}
+_CALENDARS_LOCK = threading.Lock()
+
+
+def _calendar_columns(index: pd.DatetimeIndex) -> np.ndarray:
+    """(T, len(CALENDAR_FEATURES)) calendar regressors of a grid, remembered per grid: every
+    hold-out, backtest cut-off and forecast of a run asks for the same few (holiday tables are slow)."""
+    key = (index[0], index[-1], len(index)) if len(index) else ("empty",)
+    with _CALENDARS_LOCK:
+        hit = _CALENDARS.get(key)
+    if hit is None:
+        cal = calendar_features(index)
+        hit = np.column_stack([cal[c].to_numpy(dtype=float) for c in CALENDAR_FEATURES])
+        hit.setflags(write=False)
+        with _CALENDARS_LOCK:
+            if len(_CALENDARS) > 64:
+                _CALENDARS.clear()
+            _CALENDARS[key] = hit
+    return hit
 
 
 # --------------------------------------------------------------------------- solver
@@ -798,11 +818,37 @@ def _series_ramp(
     min_past = 8
     if W < 2 or freq != "daily" or n == 0 or T // 7 - 2 * W - min_past < 52:
         return out, local, season
-    med = _weekly_medians(values, mask if holiday is None else mask & ~holiday[None, :])
+    if holiday is not None:
+        mask = mask & ~holiday[None, :]
     last = np.where(mask[:, -7 * W :], values[:, -7 * W :], np.nan)
     weekly_diff = last[:, 7:] - last[:, :-7]
     noise = _MAD_TO_SIGMA * nan_row_median(np.abs(weekly_diff - nan_row_median(weekly_diff)[:, None]))
     noise /= math.sqrt(2.0)
+    # first the cheap part on the last window and the same weeks a year earlier: only series
+    # whose excess rise could count need their whole history's yardstick
+    # (a gate at half the rise criterion, against the year-ago window alone)
+    D, Y = 7 * W, 7 * 52
+    now_med = _weekly_medians(values[:, -D:], mask[:, -D:])
+    ago_med = _weekly_medians(values[:, -D - Y : -Y], mask[:, -D - Y : -Y])
+    gate = np.zeros(n, dtype=bool)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for w in (W, max(2 * W // 3, 3)):
+            rise = (
+                (_rolling_slopes(now_med[:, -w:], w)[:, -1] - _rolling_slopes(ago_med[:, -w:], w)[:, -1])
+                * 7
+                * w
+            )
+            gate |= rise >= 0.5 * cfg.series_ramp_rise * noise
+    maybe = np.flatnonzero(gate)
+    if maybe.size == 0:
+        return out, local, season
+    values, mask, noise = values[maybe], mask[maybe], noise[maybe]
+    n = len(maybe)
+    sub_out, sub_local, sub_season = np.zeros(n), np.zeros(n), np.zeros((n, SEASON_WEEKS))
+    out_all, local_all, season_all = out, local, season
+    out, local, season = sub_out, sub_local, sub_season
+    med = _weekly_medians(values, mask)
     found = np.zeros(n, dtype=bool)
     for w in (W, max(2 * W // 3, 3)):
         b = _rolling_slopes(med, w)  # column j: the window ending at week j + w
@@ -814,8 +860,8 @@ def _series_ramp(
             warnings.simplefilter("ignore", RuntimeWarning)
             excess = b - np.nanmean(refs, axis=0)
             past = excess[:, : excess.shape[1] - w]  # windows ending before the last one starts
-            centre = np.nanmedian(past, axis=1)
-            spread = _MAD_TO_SIGMA * np.nanmedian(np.abs(past - centre[:, None]), axis=1)
+            centre = nan_row_median(past)
+            spread = _MAD_TO_SIGMA * nan_row_median(np.abs(past - centre[:, None]))
         enough = np.count_nonzero(~np.isnan(past), axis=1) >= min_past
         now, slope = excess[:, -1], b[:, -1]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -831,7 +877,8 @@ def _series_ramp(
         season[found] = share[:, None] * path
         ref = local[found] - out[found]
         out[found] = local[found] - share * ref
-    return out, local, season
+    out_all[maybe], local_all[maybe], season_all[maybe] = out, local, season
+    return out_all, local_all, season_all
 
 
 def _weekly_to_periods(path: np.ndarray, H: int) -> np.ndarray:
@@ -930,17 +977,84 @@ def _robust_scale(resid: np.ndarray, centre: bool = True) -> np.ndarray:
     return np.fmax(mad, 0.5 * mean_abs)
 
 
+class _FitMemo:
+    """The last few fits, keyed by the data they saw: a backtest cut-off's fit is the forecast's
+    hold-out fit at the same origin, and its own hold-outs are the next cut-off's fits.
+
+    The key is the identity of the values' buffer (the memo holds a reference to it, so the
+    buffer cannot be freed and its address reused), the view's address and shape (a panel's
+    head is a view of the same buffer), the rows, the switched-off terms and the design's grid
+    and configuration. Panels are treated as immutable: values changed in place after a fit
+    are not seen by the memo.
+    """
+
+    def __init__(self, size: int = 12) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: dict[tuple, tuple[_Fit, np.ndarray]] = {}
+
+    @staticmethod
+    def key(
+        values: np.ndarray, rows: np.ndarray, design: Design, off: np.ndarray | None, *extra: object
+    ) -> tuple:
+        root = values
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        return (
+            id(root),
+            values.__array_interface__["data"][0],
+            values.shape,
+            values.strides,
+            hash(np.ascontiguousarray(rows).tobytes()),
+            None if off is None else hash(np.packbits(off, axis=None).tobytes() + bytes(off.shape[1])),
+            design.freq,
+            design.index[0],
+            len(design.index),
+            design.config,
+            *extra,
+        ), root
+
+    def get(self, key: tuple) -> _Fit | None:
+        with self._lock:
+            item = self._items.pop(key, None)
+            if item is not None:
+                self._items[key] = item  # most recent last
+            return None if item is None else item[0]
+
+    def put(self, key: tuple, root: np.ndarray, fit: _Fit) -> None:
+        with self._lock:
+            self._items[key] = (fit, root)
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
+
+
+_MEMO = _FitMemo()
+
+
 def _fit_rows(
     panel: Panel, rows: np.ndarray, design: Design, chunk: int, workers: int, off: np.ndarray | None = None
 ) -> _Fit:
     """Fit the given rows of a panel in memory-bounded blocks, `workers` blocks at a time.
-    off: (len(rows), K) terms switched off per series (None = all the design allows).
+    off: (len(rows), K) terms switched off per series (None = all the design allows). The last
+    few fits are remembered (see _FitMemo): the result is shared, not to be modified.
 
     Threads suffice: numpy releases the GIL in the products, sorts and elementwise passes.
     """
     n = len(rows)
     if n == 0:
         return _Fit.concat([], design.n_terms)
+    key, root = _MEMO.key(panel.values, rows, design, off, chunk, workers)
+    fit = _MEMO.get(key)
+    if fit is None:
+        fit = _fit_rows_now(panel, rows, design, chunk, workers, off)
+        _MEMO.put(key, root, fit)
+    return fit
+
+
+def _fit_rows_now(
+    panel: Panel, rows: np.ndarray, design: Design, chunk: int, workers: int, off: np.ndarray | None
+) -> _Fit:
+    n = len(rows)
     n_blocks = max(math.ceil(n / chunk), min(workers, math.ceil(n / 256)))
     n_blocks = math.ceil(n_blocks / workers) * workers if n_blocks > 1 else 1
     size = math.ceil(n / n_blocks)
@@ -1030,6 +1144,9 @@ def _extend(table: np.ndarray, H: int) -> np.ndarray:
     return np.vstack([table, table[-1][None, :] * growth])
 
 
+_POOL_ROWS = 2000  # series × origins whose errors make a pool's quantiles (more: a stride of them)
+
+
 def _pool(z: np.ndarray) -> np.ndarray | None:
     """Offsets (H, Q) from standardised errors z (rows × H, NaN = no actual).
 
@@ -1037,6 +1154,8 @@ def _pool(z: np.ndarray) -> np.ndarray | None:
     distribution (its quantiles after dividing by that spread) is pooled over all steps, so a
     short hold-out still pins down the 2.5 % and 97.5 % tails.
     """
+    if z.shape[0] > _POOL_ROWS:  # a deterministic stride: plenty for a 2.5 % tail, a fraction of the sort
+        z = z[:: math.ceil(z.shape[0] / _POOL_ROWS)]
     counts = np.count_nonzero(~np.isnan(z), axis=0)
     if counts.sum() < 20:
         return None
