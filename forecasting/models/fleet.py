@@ -16,7 +16,12 @@ Why it is accurate on real data (spikes, level shifts, ramps, mostly-flat lines)
 - a level correction from the median residual of the last days, a recent level shift followed
   at once, a significant recent drift extended, a trend that is linear, damped or flat;
 - which of those extensions (a "variant") and whether the yearly seasonality is used are
-  chosen per metric by a hold-out inside the training window, by MASE.
+  chosen per metric by a hold-out inside the training window, by MASE;
+- a ramp evident in the series itself (its last quarter's slope beyond the same weeks' slope a
+  year or two earlier, measured against the series' own history of such differences; see
+  _series_ramp) is not left to the yearly wave, which would absorb it and extrapolate a dip:
+  that series is fitted without the wave and forecast as level + its excess slope + the
+  year-ago path, with bands from the hold-out errors of such ramps.
 
 Why its bands hold: quantiles are not from an assumed normal but from the model's own
 rolling-origin errors in that hold-out, per horizon step, pooled over the series of a metric
