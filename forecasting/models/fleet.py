@@ -1269,10 +1269,15 @@ def _series_choice(
     σ²/k_i), must beat zero by `series_confidence` posterior standard deviations √(B σ²/k_i):
     one origin or noisy errors → B small, the series keeps its group's variant.
 
-    A ramp significant at the end of the history (evident) takes a ramp variant: the hold-out
-    cannot have seen a ramp younger than its origin. Only where the ramp variant extended a
-    ramp at an origin and lost there does the series keep the choice above.
+    A ramp significant at the end of the history (evident: 1 in the residuals, 2 in the series
+    itself) takes a ramp variant: the hold-out cannot have seen a ramp younger than its origin.
+    Only where the ramp variant extended a ramp in the residuals at an origin and lost there does
+    the series keep the choice above; a ramp evident in the series was already measured against
+    the series' own history of slope changes (see _series_ramp), an older origin's loss (a ramp
+    then younger, or none) does not overrule it.
     """
+    in_series = np.asarray(evident) == 2
+    evident = np.asarray(evident) != 0
     out = np.full(n_panel, -1, dtype=np.int64)
     rows, inv = np.unique(held.rows, return_inverse=True)
     inv = inv.reshape(-1)
@@ -1330,7 +1335,7 @@ def _series_choice(
         tried = held.ramp_on & np.isfinite(diff[rp, np.arange(len(rp))])
         lost_sum = np.bincount(inv, weights=np.where(tried, diff[rp, np.arange(len(rp))], 0.0), minlength=m)
         lost = (np.bincount(inv, weights=tried, minlength=m) > 0) & (lost_sum > 0)
-        take = evident[rows] & ~lost
+        take = evident[rows] & (~lost | in_series[rows])
         first_pick = np.full(m, -1)
         first_pick[inv] = rp
         out[rows[take]] = first_pick[take]
@@ -1422,8 +1427,8 @@ class FleetModel(ForecastModel):
             # every series held out under the chosen structure: the evidence of its own choice
             held, Hc = self._hold_outs(panel, H, cfg, self._structure, len(self._rows), every=True)
             if held is not None:
-                evident = np.zeros(panel.n_series, dtype=bool)
-                evident[self._rows] = (self._fit.ramp != 0) | (self._fit.series_ramp != 0)
+                evident = np.zeros(panel.n_series, dtype=np.int8)  # 1: in the residuals, 2: in the series
+                evident[self._rows] = np.where(self._fit.series_ramp != 0, 2, (self._fit.ramp != 0) * 1)
                 cal = self._calibration_from(held, metric_of, cfg, Hc, evident=evident)
                 self._calibrations = {H: cal}
                 self._choice = cal.series_variant
