@@ -166,3 +166,33 @@ def test_default_hourly_model_beats_the_seasonal_naive_on_real_azure_vms():
 
 def test_variant_labels_name_the_ramp():
     assert "recent ramp" in Variant(None, 1.0, False, False, True).label()
+
+
+def yearly(T: int, seed: int | None, level: float = 40.0, amplitude: float = 8.0) -> np.ndarray:
+    """A weekly cycle, a yearly wave (trough in mid-January), noise (none with seed None)."""
+    t = np.arange(T)
+    wave = amplitude * np.sin(2 * np.pi * (t - 120) / 365.25)
+    noise = 0.0 if seed is None else np.random.default_rng(seed).standard_normal(T)
+    return level + wave + 2.0 * np.sin(2 * np.pi * t / 7) + noise
+
+
+def test_a_ramp_on_a_yearly_season_is_not_absorbed_by_the_yearly_wave():
+    """A ramp of the last 120 days on top of a yearly season: the yearly Fourier terms could
+    absorb it and extrapolate a dip; detected on the series itself, it is extended instead.
+    A series with the season alone gets no invented crossing."""
+    T, H, slope, began, threshold = 3 * 365, 90, 0.3, 120, 80.0
+    ramp = yearly(T, 100) + slope * np.maximum(np.arange(T) - (T - began), 0)
+    rows = [yearly(T, s) for s in range(30)] + [ramp]
+    m = FleetModel(horizon=H).fit(daily_panel(rows))
+    r = m.predict(H)
+    q50 = r.quantiles[:, :, QUANTILES.index(0.5)]
+    truth = (yearly(T + H, None) + slope * np.maximum(np.arange(T + H) - (T - began), 0))[T:]
+    true_day = int(np.argmax(truth >= threshold)) + 1
+    assert (truth >= threshold).any() and 10 <= true_day <= 80
+    crossing = np.flatnonzero(q50[-1] >= threshold)
+    assert crossing.size, "the ramp was absorbed: no crossing within the horizon"
+    assert abs((crossing[0] + 1) - true_day) <= 7
+    sv = m.series_variants
+    assert sv["series_ramp_per_period"].iloc[-1] > 0
+    assert (sv["series_ramp_per_period"].iloc[:-1] == 0).all()  # the season alone is no ramp
+    assert (q50[:-1] < 60.0).all()  # ... and crosses nothing (its peak is 48 + weekly + noise)

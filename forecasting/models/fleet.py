@@ -16,7 +16,12 @@ Why it is accurate on real data (spikes, level shifts, ramps, mostly-flat lines)
 - a level correction from the median residual of the last days, a recent level shift followed
   at once, a significant recent drift extended, a trend that is linear, damped or flat;
 - which of those extensions (a "variant") and whether the yearly seasonality is used are
-  chosen per metric by a hold-out inside the training window, by MASE.
+  chosen per metric by a hold-out inside the training window, by MASE;
+- a ramp evident in the series itself (its last quarter's slope beyond the same weeks' slope a
+  year or two earlier, measured against the series' own history of such differences; see
+  _series_ramp) is not left to the yearly wave, which would absorb it and extrapolate a dip:
+  that series is fitted without the wave and forecast as level + its excess slope + the
+  year-ago path, with bands from the hold-out errors of such ramps.
 
 Why its bands hold: quantiles are not from an assumed normal but from the model's own
 rolling-origin errors in that hold-out, per horizon step, pooled over the series of a metric
@@ -101,6 +106,16 @@ class FleetConfig:
     ramp: tuple[bool, ...] = (False,)
     ramp_window: int = 84
     ramp_sigmas: float = 6.0
+    # a ramp evident in the series itself (not in the residuals of a fit that may have absorbed it
+    # into its yearly wave): the robust slope of the weekly medians over the last
+    # `series_ramp_weeks` weeks against the slopes of the same weeks one and two years earlier
+    # (a true yearly season rises there too); evident where the difference is `series_ramp_sigmas`
+    # standard errors above zero and the excess rise over the window is `series_ramp_rise` daily
+    # noise sigmas. Such a series is fitted without the yearly Fourier terms and takes the ramp
+    # variant. 0 weeks = off.
+    series_ramp_weeks: int = 0
+    series_ramp_sigmas: float = 5.0
+    series_ramp_rise: float = 3.0
     # per-series choice of the variant from the series' own hold-out errors, shrunk to its group's
     series_choice: bool = True
     series_origins: int = 2  # hold-out origins per series for that choice (every series is held out)
@@ -131,6 +146,7 @@ DEFAULTS: dict[str, FleetConfig] = {
         drift=(False, True),
         ramp=(False, True),
         ramp_window=84,
+        series_ramp_weeks=12,  # a quarter: the slope a 90-day forecast would extend
         scale_window=182,
         ridge_slope=1e-3,
         ridge_changepoint=1.0,
@@ -240,6 +256,12 @@ class Design:
         return on
 
     @cached_property
+    def holidays(self) -> np.ndarray:
+        """(T,) periods on a public holiday (the calendar's holiday column)."""
+        col = np.flatnonzero(self.kind == "calendar")[CALENDAR_FEATURES.index("holiday")]
+        return self.X[:, col] != 0
+
+    @cached_property
     def x32(self) -> np.ndarray:
         return self.X.astype(np.float32)
 
@@ -343,9 +365,29 @@ def _columns(pos: np.ndarray, index: pd.DatetimeIndex, design: Design) -> np.nda
         for k in range(1, order + 1):
             arg = 2.0 * np.pi * k * days / p_days
             cols += [np.sin(arg)[:, None], np.cos(arg)[:, None]]
-    cal = calendar_features(index)
-    cols += [cal[c].to_numpy(dtype=float)[:, None] for c in CALENDAR_FEATURES]
+    cols.append(_calendar_columns(pd.DatetimeIndex(index)))
     return np.hstack(cols)
+
+
+_CALENDARS: dict[tuple, np.ndarray] = {}
+_CALENDARS_LOCK = threading.Lock()
+
+
+def _calendar_columns(index: pd.DatetimeIndex) -> np.ndarray:
+    """(T, len(CALENDAR_FEATURES)) calendar regressors of a grid, remembered per grid: every
+    hold-out, backtest cut-off and forecast of a run asks for the same few (holiday tables are slow)."""
+    key = (index[0], index[-1], len(index)) if len(index) else ("empty",)
+    with _CALENDARS_LOCK:
+        hit = _CALENDARS.get(key)
+    if hit is None:
+        cal = calendar_features(index)
+        hit = np.column_stack([cal[c].to_numpy(dtype=float) for c in CALENDAR_FEATURES])
+        hit.setflags(write=False)
+        with _CALENDARS_LOCK:
+            if len(_CALENDARS) > 64:
+                _CALENDARS.clear()
+            _CALENDARS[key] = hit
+    return hit
 
 
 # --------------------------------------------------------------------------- solver
@@ -504,13 +546,18 @@ class _Fit:
     ramp: np.ndarray  # (n,) residual slope per period over the ramp window (0 = not significant)
     ramp_level: np.ndarray  # (n,) that line's residual at the last period
     ramp_t: np.ndarray  # (n,) its t-statistic (autocorrelation-inflated standard error)
+    series_ramp: np.ndarray  # (n,) slope of a ramp evident in the series itself (0 = none; see _series_ramp)
+    season_path: np.ndarray  # (n, SEASON_WEEKS) its year-ago path, week by week
+    ramp_unit: np.ndarray  # (n,) band unit of that ramp's forecast (= scale where there is none)
 
     def level(self, variant: Variant, half_window: float) -> np.ndarray:
         """Correction added to every future period (at the end of history when drifting)."""
         base = variant.blend * (self.recent + (self.drift * half_window if variant.drift else 0.0))
         shifted = np.where(np.isnan(self.shift), base, self.shift) if variant.follow_shift else base
         if variant.ramp:  # the ramp's own line explains a recent "shift": it sets the level
-            return np.where(self.ramp != 0, self.ramp_level, shifted)
+            shifted = np.where(self.ramp != 0, self.ramp_level, shifted)
+            # a ramp in the series: its level correction is already at the last period
+            return np.where(self.series_ramp != 0, self.recent, shifted)
         return shifted
 
     def take(self, rows: np.ndarray) -> _Fit:
@@ -521,21 +568,31 @@ class _Fit:
     ) -> np.ndarray:
         """(n, H) point forecasts for the periods of index (base: the fit's own part, when known)."""
         out = self.coef @ design.future(index, variant.damping).T if base is None else base.copy()
+        own = self.series_ramp != 0
         if variant.ramp and variant.damping is not None and (self.ramp != 0).any():
-            on = self.ramp != 0  # a significant ramp: the fitted trend runs on linearly beneath it
+            on = (
+                self.ramp != 0
+            ) & ~own  # a ramp in the residuals: the fitted trend runs on linearly beneath it
             out[on] = self.coef[on] @ design.future(index, None).T
+        if variant.ramp and own.any():
+            # a ramp evident in the series: its own slope replaces the trend, held at its last value
+            out[own] = self.coef[own] @ design.future(index, 0.0).T
         out += self.level(variant, design.config.level_window / 2)[:, None]
         if variant.drift:
             out += self.drift[:, None] * design.future_steps(len(index), variant.damping)[None, :]
         if variant.ramp:
-            out += self.ramp[:, None] * np.arange(1, len(index) + 1, dtype=float)[None, :]
+            slope = np.where(own, self.series_ramp, self.ramp)
+            out += slope[:, None] * np.arange(1, len(index) + 1, dtype=float)[None, :]
+            if own.any():  # ... on the path of the same weeks a year ago
+                out[own] += _weekly_to_periods(self.season_path[own], len(index))
         return out
 
     @staticmethod
     def concat(parts: list[_Fit], K: int) -> _Fit:
         if not parts:
             e = np.empty(0)
-            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool), e, e, e)
+            empty = np.empty((0, SEASON_WEEKS))
+            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool), e, e, e, e, empty, e)
         return _Fit(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(_Fit)))
 
 
@@ -545,6 +602,11 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
     X, w = design.x32, design.weights.astype(np.float32)
     T = X.shape[0]
     mask = ~np.isnan(values)
+    series_ramp, local_slope, season_path = _series_ramp(values, mask, design.freq, cfg, design.holidays)
+    if series_ramp.any():  # fitted without the seasonalities that could absorb the ramp
+        wave = np.isin(design.period, [p * PERIODS_PER_DAY[design.freq] for p in cfg.optional_seasonalities])
+        off = np.zeros((len(values), design.n_terms), dtype=bool) if off is None else off.copy()
+        off[series_ramp != 0] |= wave[None, :]
     # The (n × T) passes run in float32 (half the memory traffic); the solves stay float64.
     y0 = np.where(mask, values, 0.0).astype(np.float32)
     wm = mask * w[None, :]
@@ -571,7 +633,21 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
     few = np.count_nonzero(mask[:, -W:], axis=1) < 10
     if few.any():
         scale[few] = _robust_scale(np.where(mask[few][:, ::stride], resid[few][:, ::stride], np.nan))
+    own = series_ramp != 0
+    if own.any():
+        # a fit that did not follow a ramp has residuals that run away over the ramp: the scale
+        # of such a series is its scatter about the ramp's line (the residuals' own line over
+        # the ramp window); the band unit of its ramp's forecast combines it with the ramp's
+        # rise over the window: an extended ramp errs mostly by its slope (it slows, stops or
+        # steepens), in proportion to that slope
+        W = 7 * cfg.series_ramp_weeks
+        scale[own] = _scatter_about_line(resid[own], mask[own], W)
+    ramp_unit = scale.copy()
+    if own.any():
+        ramp_unit[own] = np.hypot(scale[own], series_ramp[own] * W)
     recent, shift = _level_correction(resid, mask, scale, cfg)
+    if own.any():
+        recent[own] = _ramp_level(resid[own], mask[own], coef[own], design, local_slope[own])
     drift = _drift(resid, mask, scale, cfg)
     ramp, ramp_level, ramp_t = _ramp(resid, mask, scale, cfg)
     ok = np.isfinite(coef).all(axis=1) & np.isfinite(recent) & np.isfinite(scale)
@@ -585,6 +661,9 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
         ramp=ramp,
         ramp_level=ramp_level,
         ramp_t=ramp_t,
+        series_ramp=series_ramp,
+        season_path=season_path,
+        ramp_unit=np.nan_to_num(ramp_unit),
     )
 
 
@@ -641,6 +720,208 @@ def _ramp(
         slope_out[ok], level_out[ok], t_out[ok] = slope[ok], level[ok], tstat[ok]
         found |= ok
     return slope_out, level_out, t_out
+
+
+def _ramp_level(
+    resid: np.ndarray, mask: np.ndarray, coef: np.ndarray, design: Design, slope: np.ndarray
+) -> np.ndarray:
+    """(n,) level correction of a series with an evident ramp: the median of its last
+    `level_window` values without their seasonal terms, each carried to the last period along
+    the ramp's slope, minus the fitted trend there (which the forecast holds flat).
+
+    The plain level correction (the median residual of the window) sits half a window back on a
+    ramp and counts the fit's own slope over that half window twice.
+    """
+    L = design.config.level_window
+    trend = np.isin(design.kind, ("intercept", "slope", "changepoint", "step"))
+    fitted_trend = coef[:, trend] @ design.X[-L:, trend].T  # (n, L)
+    ahead = (L - 1 - np.arange(L, dtype=float))[None, :]
+    carried = resid[:, -L:] + fitted_trend - fitted_trend[:, -1:] + slope[:, None] * ahead
+    return np.nan_to_num(nan_row_median(np.where(mask[:, -L:], carried, np.nan)))
+
+
+def _scatter_about_line(resid: np.ndarray, mask: np.ndarray, W: int) -> np.ndarray:
+    """(n,) robust scale of the last W residuals about their own least-squares line."""
+    m = mask[:, -W:]
+    r = np.where(m, resid[:, -W:].astype(float), 0.0)
+    t = np.arange(r.shape[1], dtype=float)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cnt = m.sum(axis=1)
+        tbar = (m * t).sum(axis=1) / cnt
+        rbar = r.sum(axis=1) / cnt
+        dt = np.where(m, t - tbar[:, None], 0.0)
+        slope = (dt * r).sum(axis=1) / (dt * dt).sum(axis=1)
+    dev = np.where(m, r - rbar[:, None] - slope[:, None] * dt, np.nan)
+    return _robust_scale(dev)
+
+
+def _weekly_medians(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(n, T // 7) median of each whole week counted back from the last period (NaN where a week
+    has fewer than 4 observed days): one value per week whatever the weekday profile, and a
+    book-close day or a burst cannot move it."""
+    n, T = values.shape
+    weeks = T // 7
+    seg = np.where(mask[:, T - 7 * weeks :], values[:, T - 7 * weeks :], np.nan).reshape(n * weeks, 7)
+    med = nan_row_median(seg).reshape(n, weeks)
+    med[np.count_nonzero(~np.isnan(seg), axis=1).reshape(n, weeks) < 4] = np.nan
+    return med
+
+
+def _rolling_slopes(med: np.ndarray, w: int) -> np.ndarray:
+    """(n, weeks − w + 1) least-squares slope per day of every run of w weekly medians (column j
+    ends at week j + w), NaN where fewer than half of its weeks are observed."""
+    ok = ~np.isnan(med)
+    t = np.arange(med.shape[1], dtype=float)[None, :]
+    y = np.where(ok, med, 0.0)
+    sums = [np.pad(np.cumsum(a, axis=1), ((0, 0), (1, 0))) for a in (ok * 1.0, ok * t, y, ok * t * t, y * t)]
+    s0, st, sy, stt, sty = (c[:, w:] - c[:, :-w] for c in sums)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (s0 * sty - st * sy) / (s0 * stt - st * st) / 7.0
+    return np.where(s0 >= max(w // 2, 3), slope, np.nan)
+
+
+SEASON_WEEKS = 53  # weeks of the year-ago path kept for a ramp's forecast (longer horizons: its last)
+
+
+def _series_ramp(
+    values: np.ndarray, mask: np.ndarray, freq: str, cfg: FleetConfig, holiday: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ramp evident in the series itself at its end: (n,) its slope per period beyond the
+    same weeks' slope a year or two earlier (0 = no evident ramp), (n,) its own slope at the
+    end, and (n, SEASON_WEEKS) the path of the year-ago weeks from the same week on (the mean
+    over the years available of the change of the smoothed weekly medians since that week).
+
+    A ramp the fit absorbed into its yearly wave or its knots leaves no slope in the residuals,
+    so it is looked for in the data. Statistic: the slope of the last `series_ramp_weeks` weekly
+    medians minus the mean slope of the same weeks one and two years (52, 104 weeks) earlier —
+    a yearly season rises at the same time every year, a ramp does not. Its yardstick is the
+    series' own history: the robust spread (MAD) of that statistic over every earlier window
+    that does not overlap the last one. A wandering level, a fill-and-purge sawtooth or a
+    season that varies from year to year has spread enough to explain its latest quarter; a
+    ramp out of a quiet history does not. Evident where the statistic exceeds
+    `series_ramp_sigmas` such spreads *and* the window's excess rise is `series_ramp_rise`
+    daily noise sigmas (robust scale of the week-on-week differences), so a tiny but regular
+    acceleration of a very smooth series does not count. Only rises count: a fall extended
+    linearly would shrink a server that is merely quieter.
+
+    Such a series is fitted without its yearly wave and its trend is held flat: its forecast is
+    the level at the end, plus the year-ago path (the season and the growth of a year ago), plus
+    the excess slope — a yearly-differenced extrapolation, the same comparison as the test's.
+    The year-ago path and slope count as far as the two years agree (see _year_ago_path): a
+    series without a season extends its own slope, not a year-ago wiggle.
+    Where the last two thirds of the window are evident too, their steeper slope is used (a ramp
+    that began two months ago is not diluted by the flat weeks before it).
+
+    holiday: (T,) public holidays, left out of the weekly medians (a Christmas week is not a
+    fall). Daily series with at least a year, a window and 8 earlier windows of history;
+    elsewhere 0.
+    """
+    n, T = values.shape
+    W = cfg.series_ramp_weeks
+    out, local = np.zeros(n), np.zeros(n)
+    season = np.zeros((n, SEASON_WEEKS))
+    min_past = 8
+    if W < 2 or freq != "daily" or n == 0 or T // 7 - 2 * W - min_past < 52:
+        return out, local, season
+    if holiday is not None:
+        mask = mask & ~holiday[None, :]
+    last = np.where(mask[:, -7 * W :], values[:, -7 * W :], np.nan)
+    weekly_diff = last[:, 7:] - last[:, :-7]
+    noise = _MAD_TO_SIGMA * nan_row_median(np.abs(weekly_diff - nan_row_median(weekly_diff)[:, None]))
+    noise /= math.sqrt(2.0)
+    # first the cheap part on the last window and the same weeks a year earlier: only series
+    # whose excess rise could count need their whole history's yardstick
+    # (a gate at half the rise criterion, against the year-ago window alone)
+    D, Y = 7 * W, 7 * 52
+    now_med = _weekly_medians(values[:, -D:], mask[:, -D:])
+    ago_med = _weekly_medians(values[:, -D - Y : -Y], mask[:, -D - Y : -Y])
+    gate = np.zeros(n, dtype=bool)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for w in (W, max(2 * W // 3, 3)):
+            rise = (
+                (_rolling_slopes(now_med[:, -w:], w)[:, -1] - _rolling_slopes(ago_med[:, -w:], w)[:, -1])
+                * 7
+                * w
+            )
+            gate |= rise >= 0.5 * cfg.series_ramp_rise * noise
+    maybe = np.flatnonzero(gate)
+    if maybe.size == 0:
+        return out, local, season
+    values, mask, noise = values[maybe], mask[maybe], noise[maybe]
+    n = len(maybe)
+    sub_out, sub_local, sub_season = np.zeros(n), np.zeros(n), np.zeros((n, SEASON_WEEKS))
+    out_all, local_all, season_all = out, local, season
+    out, local, season = sub_out, sub_local, sub_season
+    med = _weekly_medians(values, mask)
+    found = np.zeros(n, dtype=bool)
+    for w in (W, max(2 * W // 3, 3)):
+        b = _rolling_slopes(med, w)  # column j: the window ending at week j + w
+        refs = np.full((2, *b.shape), np.nan)  # the same windows 52 and 104 weeks earlier
+        for k, lag in enumerate((52, 104)):
+            if lag < b.shape[1]:
+                refs[k][:, lag:] = b[:, :-lag]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            excess = b - np.nanmean(refs, axis=0)
+            past = excess[:, : excess.shape[1] - w]  # windows ending before the last one starts
+            centre = nan_row_median(past)
+            spread = _MAD_TO_SIGMA * nan_row_median(np.abs(past - centre[:, None]))
+        enough = np.count_nonzero(~np.isnan(past), axis=1) >= min_past
+        now, slope = excess[:, -1], b[:, -1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            evident = enough & (now - centre > cfg.series_ramp_sigmas * spread)
+            evident &= now * 7 * w >= cfg.series_ramp_rise * noise
+        if w == W:
+            found = evident
+        evident &= found & (slope > local)
+        out[evident], local[evident] = now[evident], slope[evident]
+    if found.any():
+        # the season's share: the year-ago path and slope count as far as two years agree
+        path, share = _year_ago_path(med[found])
+        season[found] = share[:, None] * path
+        ref = local[found] - out[found]
+        out[found] = local[found] - share * ref
+    out_all[maybe], local_all[maybe], season_all[maybe] = out, local, season
+    return out_all, local_all, season_all
+
+
+def _weekly_to_periods(path: np.ndarray, H: int) -> np.ndarray:
+    """(n, H) a week-by-week path (week 0 = the last week of history, centred 3.5 days back)
+    at each of the next H daily periods, linearly between week centres."""
+    x = np.clip((np.arange(1, H + 1) + 3.5) / 7.0, 0, path.shape[1] - 1)
+    k0 = np.minimum(np.floor(x).astype(int), path.shape[1] - 2)
+    f = x - k0
+    return path[:, k0] * (1 - f) + path[:, k0 + 1] * f
+
+
+def _year_ago_path(med: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, SEASON_WEEKS) change of the 3-week running mean of the weekly medians from the week
+    one and two years before the last one, week by week (the mean of the two years' paths), and
+    (n,) how far it is a season rather than noise: the James–Stein factor 1 − noise / total in
+    [0, 1], the noise measured by the two years' difference. 0 with fewer than two years."""
+    n, weeks = med.shape
+    ok = ~np.isnan(med)
+    pad = lambda a: np.pad(a, ((0, 0), (1, 1)))  # noqa: E731
+    y, c = pad(np.where(ok, med, 0.0)), pad(ok * 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smooth = (y[:, :-2] + y[:, 1:-1] + y[:, 2:]) / (c[:, :-2] + c[:, 1:-1] + c[:, 2:])
+    paths = []
+    for years in (1, 2):
+        start = weeks - 1 - 52 * years
+        if start < 0:
+            continue
+        seg = smooth[:, start : start + SEASON_WEEKS]
+        seg = np.pad(seg, ((0, 0), (0, SEASON_WEEKS - seg.shape[1])), mode="edge") if seg.shape[1] else seg
+        paths.append(seg - seg[:, :1])
+    if len(paths) < 2:
+        return np.zeros((n, SEASON_WEEKS)), np.zeros(n)
+    mean = np.nan_to_num(0.5 * (paths[0] + paths[1]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        noise = np.nanmean((0.5 * (paths[0] - paths[1])) ** 2, axis=1)
+        total = np.mean(mean**2, axis=1)
+        shrink = np.nan_to_num(np.clip(1.0 - noise / total, 0.0, 1.0))
+    return mean, shrink
 
 
 def _drift(resid: np.ndarray, mask: np.ndarray, scale: np.ndarray, cfg: FleetConfig) -> np.ndarray:
@@ -701,17 +982,84 @@ def _robust_scale(resid: np.ndarray, centre: bool = True) -> np.ndarray:
     return np.fmax(mad, 0.5 * mean_abs)
 
 
+class _FitMemo:
+    """The last few fits, keyed by the data they saw: a backtest cut-off's fit is the forecast's
+    hold-out fit at the same origin, and its own hold-outs are the next cut-off's fits.
+
+    The key is the identity of the values' buffer (the memo holds a reference to it, so the
+    buffer cannot be freed and its address reused), the view's address and shape (a panel's
+    head is a view of the same buffer), the rows, the switched-off terms and the design's grid
+    and configuration. Panels are treated as immutable: values changed in place after a fit
+    are not seen by the memo.
+    """
+
+    def __init__(self, size: int = 12) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: dict[tuple, tuple[_Fit, np.ndarray]] = {}
+
+    @staticmethod
+    def key(
+        values: np.ndarray, rows: np.ndarray, design: Design, off: np.ndarray | None, *extra: object
+    ) -> tuple:
+        root = values
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        return (
+            id(root),
+            values.__array_interface__["data"][0],
+            values.shape,
+            values.strides,
+            hash(np.ascontiguousarray(rows).tobytes()),
+            None if off is None else hash(np.packbits(off, axis=None).tobytes() + bytes(off.shape[1])),
+            design.freq,
+            design.index[0],
+            len(design.index),
+            design.config,
+            *extra,
+        ), root
+
+    def get(self, key: tuple) -> _Fit | None:
+        with self._lock:
+            item = self._items.pop(key, None)
+            if item is not None:
+                self._items[key] = item  # most recent last
+            return None if item is None else item[0]
+
+    def put(self, key: tuple, root: np.ndarray, fit: _Fit) -> None:
+        with self._lock:
+            self._items[key] = (fit, root)
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
+
+
+_MEMO = _FitMemo()
+
+
 def _fit_rows(
     panel: Panel, rows: np.ndarray, design: Design, chunk: int, workers: int, off: np.ndarray | None = None
 ) -> _Fit:
     """Fit the given rows of a panel in memory-bounded blocks, `workers` blocks at a time.
-    off: (len(rows), K) terms switched off per series (None = all the design allows).
+    off: (len(rows), K) terms switched off per series (None = all the design allows). The last
+    few fits are remembered (see _FitMemo): the result is shared, not to be modified.
 
     Threads suffice: numpy releases the GIL in the products, sorts and elementwise passes.
     """
     n = len(rows)
     if n == 0:
         return _Fit.concat([], design.n_terms)
+    key, root = _MEMO.key(panel.values, rows, design, off, chunk, workers)
+    fit = _MEMO.get(key)
+    if fit is None:
+        fit = _fit_rows_now(panel, rows, design, chunk, workers, off)
+        _MEMO.put(key, root, fit)
+    return fit
+
+
+def _fit_rows_now(
+    panel: Panel, rows: np.ndarray, design: Design, chunk: int, workers: int, off: np.ndarray | None
+) -> _Fit:
+    n = len(rows)
     n_blocks = max(math.ceil(n / chunk), min(workers, math.ceil(n / 256)))
     n_blocks = math.ceil(n_blocks / workers) * workers if n_blocks > 1 else 1
     size = math.ceil(n / n_blocks)
@@ -770,11 +1118,14 @@ class Calibration:
     # series using that variant (a ramp variant errs differently where it extends a ramp)
     variant_offsets: dict[tuple[str, int, bool], np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def variant_table(self, group: str, v: int, H: int, ramp: bool = False) -> np.ndarray:
+    def variant_table(self, group: str, v: int, H: int, ramp: int = 0) -> np.ndarray:
         """(H, Q) offsets of series of a group under variant v: that variant's own pool in the
         group, else its pool over all groups, else the group's pool."""
         table = self.variant_offsets.get((group, v, ramp), self.variant_offsets.get(("*", v, ramp)))
         return _extend(self.offsets[group] if table is None else table, H)
+
+    def has_table(self, group: str, v: int, ramp: int) -> bool:
+        return (group, v, ramp) in self.variant_offsets or ("*", v, ramp) in self.variant_offsets
 
     def group_of(self, metrics: np.ndarray) -> np.ndarray:
         """The calibration group of each series: its metric when measured, else '*'."""
@@ -798,6 +1149,9 @@ def _extend(table: np.ndarray, H: int) -> np.ndarray:
     return np.vstack([table, table[-1][None, :] * growth])
 
 
+_POOL_ROWS = 2000  # series × origins whose errors make a pool's quantiles (more: a stride of them)
+
+
 def _pool(z: np.ndarray) -> np.ndarray | None:
     """Offsets (H, Q) from standardised errors z (rows × H, NaN = no actual).
 
@@ -805,6 +1159,8 @@ def _pool(z: np.ndarray) -> np.ndarray | None:
     distribution (its quantiles after dividing by that spread) is pooled over all steps, so a
     short hold-out still pins down the 2.5 % and 97.5 % tails.
     """
+    if z.shape[0] > _POOL_ROWS:  # a deterministic stride: plenty for a 2.5 % tail, a fraction of the sort
+        z = z[:: math.ceil(z.shape[0] / _POOL_ROWS)]
     counts = np.count_nonzero(~np.isnan(z), axis=0)
     if counts.sum() < 20:
         return None
@@ -829,6 +1185,16 @@ class _HoldOut:
     mase: np.ndarray  # (V, n) mean |error| / in-sample seasonal-naive MAE
     ramp_on: np.ndarray  # (n,) a significant ramp at that origin (the ramp variants extended one)
     origins: int = 1
+    # (n,) the ramp was evident in the series itself at that origin (fitted without the yearly wave)
+    series_on: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.series_on is None:
+            self.series_on = np.zeros(len(self.rows), dtype=bool)
+
+    def ramp_kind(self) -> np.ndarray:
+        """(n,) 0 = no ramp, 1 = a ramp in the residuals, 2 = a ramp evident in the series."""
+        return np.where(self.series_on, 2, np.where(self.ramp_on, 1, 0))
 
     @staticmethod
     def stack(outs: list[_HoldOut]) -> _HoldOut:
@@ -838,10 +1204,18 @@ class _HoldOut:
             np.concatenate([o.mase for o in outs], axis=1),
             np.concatenate([o.ramp_on for o in outs]),
             max(o.origins for o in outs),
+            np.concatenate([o.series_on for o in outs]),
         )
 
     def take(self, sel: np.ndarray) -> _HoldOut:
-        return _HoldOut(self.rows[sel], self.z[:, sel], self.mase[:, sel], self.ramp_on[sel], self.origins)
+        return _HoldOut(
+            self.rows[sel],
+            self.z[:, sel],
+            self.mase[:, sel],
+            self.ramp_on[sel],
+            self.origins,
+            self.series_on[sel],
+        )
 
 
 def _gaussian_offsets(H: int) -> np.ndarray:
@@ -895,10 +1269,15 @@ def _series_choice(
     σ²/k_i), must beat zero by `series_confidence` posterior standard deviations √(B σ²/k_i):
     one origin or noisy errors → B small, the series keeps its group's variant.
 
-    A ramp significant at the end of the history (evident) takes a ramp variant: the hold-out
-    cannot have seen a ramp younger than its origin. Only where the ramp variant extended a
-    ramp at an origin and lost there does the series keep the choice above.
+    A ramp significant at the end of the history (evident: 1 in the residuals, 2 in the series
+    itself) takes a ramp variant: the hold-out cannot have seen a ramp younger than its origin.
+    Only where the ramp variant extended a ramp in the residuals at an origin and lost there does
+    the series keep the choice above; a ramp evident in the series was already measured against
+    the series' own history of slope changes (see _series_ramp), an older origin's loss (a ramp
+    then younger, or none) does not overrule it.
     """
+    in_series = np.asarray(evident) == 2
+    evident = np.asarray(evident) != 0
     out = np.full(n_panel, -1, dtype=np.int64)
     rows, inv = np.unique(held.rows, return_inverse=True)
     inv = inv.reshape(-1)
@@ -956,7 +1335,7 @@ def _series_choice(
         tried = held.ramp_on & np.isfinite(diff[rp, np.arange(len(rp))])
         lost_sum = np.bincount(inv, weights=np.where(tried, diff[rp, np.arange(len(rp))], 0.0), minlength=m)
         lost = (np.bincount(inv, weights=tried, minlength=m) > 0) & (lost_sum > 0)
-        take = evident[rows] & ~lost
+        take = evident[rows] & (~lost | in_series[rows])
         first_pick = np.full(m, -1)
         first_pick[inv] = rp
         out[rows[take]] = first_pick[take]
@@ -1048,8 +1427,8 @@ class FleetModel(ForecastModel):
             # every series held out under the chosen structure: the evidence of its own choice
             held, Hc = self._hold_outs(panel, H, cfg, self._structure, len(self._rows), every=True)
             if held is not None:
-                evident = np.zeros(panel.n_series, dtype=bool)
-                evident[self._rows] = self._fit.ramp != 0
+                evident = np.zeros(panel.n_series, dtype=np.int8)  # 1: in the residuals, 2: in the series
+                evident[self._rows] = np.where(self._fit.series_ramp != 0, 2, (self._fit.ramp != 0) * 1)
                 cal = self._calibration_from(held, metric_of, cfg, Hc, evident=evident)
                 self._calibrations = {H: cal}
                 self._choice = cal.series_variant
@@ -1070,6 +1449,7 @@ class FleetModel(ForecastModel):
         out["variant"] = labels
         out["own_choice"] = own >= 0
         out["ramp_per_period"] = self._fit.ramp
+        out["series_ramp_per_period"] = self._fit.series_ramp
         return out
 
     @property
@@ -1092,6 +1472,7 @@ class FleetModel(ForecastModel):
             best = None
             for st, (out, _) in per.items():
                 sel = metric_of[out.rows] == name if name != "*" else np.ones(out.rows.size, dtype=bool)
+                sel = sel & ~out.series_on  # an evident ramp is fitted without the wave anyway
                 if np.count_nonzero(np.isfinite(out.mase[:, sel]).all(axis=0)) < cfg.min_pool:
                     continue  # too few series to choose on: keep every seasonality
                 score = np.nanmin(_mean_mase(out.mase[:, sel])) if sel.any() else np.nan
@@ -1186,7 +1567,13 @@ class FleetModel(ForecastModel):
             rows = np.sort(rng.choice(rows, cfg.calibration_max_series, replace=False))
         if rows.size == 0:
             e = np.empty((len(cands), 0))
-            return _HoldOut(rows, np.empty((len(cands), 0, H)), e, np.empty(0, dtype=bool))
+            return _HoldOut(
+                rows,
+                np.empty((len(cands), 0, H)),
+                e,
+                np.empty(0, dtype=bool),
+                series_on=np.empty(0, dtype=bool),
+            )
         design = build_design(head.index, head.freq, cfg)
         off = _off_columns(design, panel.keys["metric"].to_numpy(dtype=object)[rows], structure)
         fit = _fit_rows(head, rows, design, self.chunk_size, self.workers, off)
@@ -1202,15 +1589,17 @@ class FleetModel(ForecastModel):
         index = panel.index[window]
         n_actual = np.count_nonzero(~np.isnan(actual), axis=1)
         base = {d: fit.coef @ design.future(index, d).T for d in {v.damping for v in cands}}
+        unit_ramp = np.where(fit.series_ramp != 0, fit.ramp_unit, fit.scale)
         for i, v in enumerate(cands):
             err = fit.point(design, index, v, base[v.damping])
             np.clip(err, 0.0, upper, out=err)
             np.subtract(actual, err, out=err)
-            z[i] = err / fit.scale[:, None]
+            z[i] = err / (unit_ramp if v.ramp else fit.scale)[:, None]
             np.abs(err, out=err)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mase[i] = np.nansum(err, axis=1) / n_actual / naive_mae
-        return _HoldOut(rows, z, mase, fit.ramp != 0)
+        series_on = fit.series_ramp != 0
+        return _HoldOut(rows, z, mase, (fit.ramp != 0) | series_on, series_on=series_on)
 
     def _calibration_from(
         self,
@@ -1233,8 +1622,11 @@ class FleetModel(ForecastModel):
         default = default_variant(cfg)
         chosen: dict[str, Variant] = {}
         score_rows = []
+        # series with a ramp evident in the data take the ramp variant and bands of their own:
+        # the group's choice and bands are those of the rest
+        plain = ~held.series_on
         for name in groups:
-            sel = metric == name if name != "*" else np.ones(len(metric), dtype=bool)
+            sel = (metric == name if name != "*" else np.ones(len(metric), dtype=bool)) & plain
             means = _mean_mase(held.mase[:, sel])
             enough = np.count_nonzero(np.isfinite(held.mase[:, sel]).all(axis=0)) >= cfg.min_pool
             # a choice among many variants on a few series would flatter the winner's errors
@@ -1252,20 +1644,21 @@ class FleetModel(ForecastModel):
         z_best = held.z[pick, np.arange(len(metric))]  # each series' errors under the variant it uses
         offsets = {}
         for name in groups:
-            sel = metric == name if name != "*" else np.ones(len(metric), dtype=bool)
+            sel = (metric == name if name != "*" else np.ones(len(metric), dtype=bool)) & plain
             table = _pool(z_best[sel])
             if table is not None:
                 offsets[name] = table
             elif name == "*":
                 offsets[name] = _gaussian_offsets(Hc)
         # bands per variant: a ramp extended 90 days errs differently from a damped trend
-        variant_offsets: dict[tuple[str, int, bool], np.ndarray] = {}
+        variant_offsets: dict[tuple[str, int, int], np.ndarray] = {}
         for v in np.unique(pick):
             # a ramp variant: its errors where it extended a ramp (any series), and where it
             # did not (its users); any other variant: the errors of its users
-            pools = [(False, pick == v)]
-            if cands[v].ramp:
-                pools = [(False, (pick == v) & ~held.ramp_on), (True, held.ramp_on)]
+            pools = [(0, pick == v)]
+            if cands[v].ramp:  # per kind of ramp: in the residuals (1), evident in the series (2)
+                kind = held.ramp_kind()
+                pools = [(0, (pick == v) & (kind == 0)), (1, kind == 1), (2, kind == 2)]
             for on, users in pools:
                 for name in groups:
                     sel = users & ((metric == name) if name != "*" else True)
@@ -1323,16 +1716,24 @@ class FleetModel(ForecastModel):
             which = np.where(own >= 0, own, [cands.index(cal.variants[g]) for g in groups])
             offsets = np.empty((len(self._rows), horizon, len(QUANTILES)))
             p = np.empty((len(self._rows), horizon))
+            unit = self._fit.scale.copy()
             for name in np.unique(groups):
                 for v in np.unique(which[groups == name]):
                     sel = (groups == name) & (which == v)
                     p[sel] = self._fit.take(sel).point(self._design, index, cands[v])
-                    ramped = sel & (self._fit.ramp != 0) & cands[v].ramp
-                    offsets[sel & ~ramped] = cal.variant_table(str(name), int(v), horizon)
-                    if ramped.any():
-                        offsets[ramped] = cal.variant_table(str(name), int(v), horizon, ramp=True)
+                    kind = np.where(self._fit.series_ramp != 0, 2, np.where(self._fit.ramp != 0, 1, 0))
+                    kind = np.where(sel & cands[v].ramp, kind, 0)
+                    offsets[sel & (kind == 0)] = cal.variant_table(str(name), int(v), horizon)
+                    if (sel & (kind == 1)).any():
+                        offsets[sel & (kind == 1)] = cal.variant_table(str(name), int(v), horizon, ramp=1)
+                    two = sel & (kind == 2)
+                    if two.any() and cal.has_table(str(name), int(v), 2):  # the ramp's own unit and pool
+                        offsets[two] = cal.variant_table(str(name), int(v), horizon, ramp=2)
+                        unit[two] = self._fit.ramp_unit[two]
+                    elif two.any():  # none measured: the bands of ramps in the residuals
+                        offsets[two] = cal.variant_table(str(name), int(v), horizon, ramp=1)
             point[self._rows] = p
-            quantiles[self._rows] = p[:, :, None] + self._fit.scale[:, None, None] * offsets
+            quantiles[self._rows] = p[:, :, None] + unit[:, None, None] * offsets
         if self._fallback is not None:
             fb = self._fallback.predict(horizon)
             point[self._fallback_rows] = fb.point
