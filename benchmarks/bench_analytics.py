@@ -129,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     t_two, c_two, _ = timed(two_entry_points, max(1, repeat - 2))
     t_prep, c_prep, inputs = timed(lambda: prepare(forecasts, history, inventory), repeat)
     t_risk, c_risk, _ = timed(lambda: risk_table(inputs, **base), repeat)
-    t_recs, c_recs, _ = timed(
-        lambda: recommend_from_inputs(inputs, profiles=False, **policy), repeat
-    )
+    t_recs, c_recs, _ = timed(lambda: recommend_from_inputs(inputs, profiles=False, **policy), repeat)
     t_base, _, _ = timed(lambda: baseline_risk(forecasts, cfg.thresholds), 1)
 
     scenario = Scenario(growth_pct_per_month={"Payments": 5.0, "*": 1.0}, thresholds={"cpu_p95": 80.0})
