@@ -982,83 +982,16 @@ def _robust_scale(resid: np.ndarray, centre: bool = True) -> np.ndarray:
     return np.fmax(mad, 0.5 * mean_abs)
 
 
-class _FitMemo:
-    """The last few fits, keyed by the data they saw: a backtest cut-off's fit is the forecast's
-    hold-out fit at the same origin, and its own hold-outs are the next cut-off's fits.
-
-    The key is the identity of the values' buffer (the memo holds a reference to it, so the
-    buffer cannot be freed and its address reused), the view's address and shape (a panel's
-    head is a view of the same buffer), the rows, the switched-off terms and the design's grid
-    and configuration. Panels are treated as immutable: values changed in place after a fit
-    are not seen by the memo.
-    """
-
-    def __init__(self, size: int = 12) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._items: dict[tuple, tuple[_Fit, np.ndarray]] = {}
-
-    @staticmethod
-    def key(
-        values: np.ndarray, rows: np.ndarray, design: Design, off: np.ndarray | None, *extra: object
-    ) -> tuple:
-        root = values
-        while isinstance(root.base, np.ndarray):
-            root = root.base
-        return (
-            id(root),
-            values.__array_interface__["data"][0],
-            values.shape,
-            values.strides,
-            hash(np.ascontiguousarray(rows).tobytes()),
-            None if off is None else hash(np.packbits(off, axis=None).tobytes() + bytes(off.shape[1])),
-            design.freq,
-            design.index[0],
-            len(design.index),
-            design.config,
-            *extra,
-        ), root
-
-    def get(self, key: tuple) -> _Fit | None:
-        with self._lock:
-            item = self._items.pop(key, None)
-            if item is not None:
-                self._items[key] = item  # most recent last
-            return None if item is None else item[0]
-
-    def put(self, key: tuple, root: np.ndarray, fit: _Fit) -> None:
-        with self._lock:
-            self._items[key] = (fit, root)
-            while len(self._items) > self.size:
-                self._items.pop(next(iter(self._items)))
-
-
-_MEMO = _FitMemo()
-
-
 def _fit_rows(
     panel: Panel, rows: np.ndarray, design: Design, chunk: int, workers: int, off: np.ndarray | None = None
 ) -> _Fit:
     """Fit the given rows of a panel in memory-bounded blocks, `workers` blocks at a time.
-    off: (len(rows), K) terms switched off per series (None = all the design allows). The last
-    few fits are remembered (see _FitMemo): the result is shared, not to be modified.
+    off: (len(rows), K) terms switched off per series (None = all the design allows).
 
     Threads suffice: numpy releases the GIL in the products, sorts and elementwise passes.
     """
-    n = len(rows)
-    if n == 0:
+    if len(rows) == 0:
         return _Fit.concat([], design.n_terms)
-    key, root = _MEMO.key(panel.values, rows, design, off, chunk, workers)
-    fit = _MEMO.get(key)
-    if fit is None:
-        fit = _fit_rows_now(panel, rows, design, chunk, workers, off)
-        _MEMO.put(key, root, fit)
-    return fit
-
-
-def _fit_rows_now(
-    panel: Panel, rows: np.ndarray, design: Design, chunk: int, workers: int, off: np.ndarray | None
-) -> _Fit:
     n = len(rows)
     n_blocks = max(math.ceil(n / chunk), min(workers, math.ceil(n / 256)))
     n_blocks = math.ceil(n_blocks / workers) * workers if n_blocks > 1 else 1
