@@ -148,17 +148,18 @@ def _pack_saving(
     cand = cand.copy()
     offered = np.full(inputs.n_servers, np.nan)
     for _ in range(int(cand.sum()) + 1):  # every round drops at least one candidate
-        cons = consolidate(inputs, cand, rules=rules, **kw)
+        cons = consolidate(inputs, cand, rules=rules, compare=False, **kw)  # the plan alone
         if not len(cons.plan):
-            return cons, cand, offered
+            break
         rows = ids.get_indexer(cons.plan["server_id"])
         share = cons.allocated_cost.reindex(cons.plan["server_id"]).to_numpy(dtype=float)
         ok = members_saving(share, cost[rows], alt[rows], policy)
         if ok.all():
-            return cons, cand, offered
+            break
         cand[rows[~ok]] = False
         offered[rows[~ok]] = share[~ok]
-    raise AssertionError("unreachable: every round drops a candidate")  # pragma: no cover
+    # the final candidates once more, with the sum-of-peaks baseline and the replays
+    return consolidate(inputs, cand, rules=rules, **kw), cand, offered
 
 
 def _held_by_packing(

@@ -646,12 +646,10 @@ def _partitions(inv: pd.DataFrame, rules: PlacementRules) -> np.ndarray:
 
 
 def _anti_pairs(ids: pd.Index, pairs: Iterable[tuple[str, str]]) -> np.ndarray:
-    rows = []
-    for a, b in pairs:
-        ia, ib = ids.get_indexer([a, b])
-        if ia >= 0 and ib >= 0:
-            rows.append((ia, ib))
-    return np.asarray(rows, dtype=int).reshape(-1, 2)
+    """(k, 2) item indices of the pairs whose two servers are both among ``ids``."""
+    flat = np.asarray(list(pairs), dtype=object).reshape(-1)
+    rows = ids.get_indexer(flat).reshape(-1, 2) if len(flat) else np.empty((0, 2), dtype=int)
+    return rows[(rows >= 0).all(axis=1)]
 
 
 @dataclass(frozen=True)
@@ -791,6 +789,7 @@ def consolidate(
     quantile: str = "q90",
     history_periods: int | None = None,
     actuals: pd.DataFrame | None = None,
+    compare: bool = True,
 ) -> ConsolidationResult:
     """Peak-aware consolidation plan for ``candidates`` (server ids or a mask; None = every server).
 
@@ -799,7 +798,9 @@ def consolidate(
     today's level) plus the ``quantile`` forecast path (:func:`demand_series`); the pessimistic
     q90 path by default, because a shared host must survive its members' bad days together. Servers in ``rules.excluded_criticality``
     are reported unplaceable. Both plans are replayed on ``actuals`` (wide metrics, e.g. a
-    held-out period) or, without it, on the whole history in ``inputs``.
+    held-out period) or, without it, on the whole history in ``inputs``. ``compare=False`` skips the
+    sum-of-peaks plan and both replays (their figures then describe the peak-aware plan, unreplayed):
+    for callers that read only the plan and the cost shares.
     """
     if not 0 <= headroom < 1:
         raise AnalyticsError(f"headroom {headroom} must be in [0, 1)")
@@ -853,7 +854,7 @@ def consolidate(
         "host_label": host,
     }
     smart = pack(cpu, mem, method="peak-aware", **kw)
-    naive = pack(cpu, mem, method="sum-of-peaks", **kw)
+    naive = pack(cpu, mem, method="sum-of-peaks", **kw) if compare else smart
     reason = smart.reason.copy()
     reason[excluded] = [
         f"{t} servers are excluded from consolidation by the placement rules" for t in tier[excluded]
@@ -868,9 +869,15 @@ def consolidate(
             np.nanmax(np.where(np.isnan(mem), 0.0, mem), axis=1, initial=0.0),
         )
     gs = _groups(sub, smart, peaks, catalog, headroom, "grp", paid, equiv)
-    gn = _groups(sub, naive, peaks, catalog, headroom, "naive", paid, equiv)
+    gn = _groups(sub, naive, peaks, catalog, headroom, "naive", paid, equiv) if compare else gs
 
-    if actuals is not None:
+    if not compare:
+        actual, rows, source = (
+            (np.zeros((len(items), 0)),) * 2 + (np.zeros((len(items), 0), dtype=bool),),
+            None,
+            "",
+        )
+    elif actuals is not None:
         actual = _replay_arrays(*_actual_arrays(sub["server_id"], sub, actuals))
         rows, source = None, "actuals"
     else:  # the fleet's history in cores and GB: the same for every scenario, so once per run

@@ -423,41 +423,43 @@ def _size_standbys(frame: pd.DataFrame, facts: Facts, held: np.ndarray) -> None:
     rows = np.flatnonzero(facts.standby & ~facts.pinned)  # a pinned standby keeps, like any pinned server
     if not len(rows):
         return
+    held[rows] = "DR standby"
     ids = frame["server_id"].to_numpy(dtype=object)
     action = frame["action"].to_numpy(dtype=object)
+    p = facts.partner[rows]
+    prim = np.where(p >= 0, action[np.maximum(p, 0)], "")
+    guarded = facts.guard.at_risk[rows] | facts.guard.growing[rows]
     cols = ["recommended_size", "recommended_cores", "recommended_memory_gb"]
-    for i in rows:
-        p = int(facts.partner[i])
-        prim = action[p] if p >= 0 else ""
-        held[i] = "DR standby"
-        base = "DR standby: idle by design, never decommissioned or consolidated"
-        guarded = bool(facts.guard.at_risk[i] or facts.guard.growing[i])
-        if prim == "upgrade" or (prim == "right-size" and not guarded):
-            cores_now = float(frame.at[i, "current_cores"])
-            mem_now = float(frame.at[i, "current_memory_gb"])
-            new = [frame.at[p, c] for c in cols]
-            if (float(new[1]), float(new[2])) != (cores_now, mem_now):
-                # priced as the primary's change: the pair runs on one shape at one rate card
-                ratio = float(frame.at[p, "recommended_monthly_cost"]) / float(
-                    frame.at[p, "current_monthly_cost"]
-                )
-                new_cost = float(frame.at[i, "current_monthly_cost"]) * ratio
-                frame.loc[i, cols] = new
-                frame.at[i, "action"] = prim
-                frame.at[i, "recommended_monthly_cost"] = new_cost
-                frame.at[i, "monthly_savings"] = float(frame.at[i, "current_monthly_cost"]) - new_cost
-                frame.at[i, "target_group"] = ""
-                frame.at[i, "reason"] = (
-                    f"{base}; sized with its primary {ids[p]}, which is to {prim} to "
-                    f"{new[0]} ({float(new[1]):g} vCPU / {float(new[2]):g} GB)"
-                )
-                continue
-        frame.at[i, "action"] = "keep"
-        _restore_size(frame, np.arange(len(frame)) == i)
-        with_p = f"; sized with its primary {ids[p]} ({prim or 'keep'})" if p >= 0 else "; no primary named"
-        risk = (
-            f"; {facts.guard.text[i]}: not downsized with its primary"
-            if guarded and prim == "right-size"
-            else ""
-        )
-        frame.at[i, "reason"] = base + with_p + risk
+    new = frame[cols].to_numpy(dtype=object)[np.maximum(p, 0)]
+    same = (new[:, 1].astype(float) == frame["current_cores"].to_numpy(dtype=float)[rows]) & (
+        new[:, 2].astype(float) == frame["current_memory_gb"].to_numpy(dtype=float)[rows]
+    )
+    follow = ((prim == "upgrade") | ((prim == "right-size") & ~guarded)) & ~same
+    base = "DR standby: idle by design, never decommissioned or consolidated"
+    f, k = rows[follow], rows[~follow]
+    if len(f):
+        pf = p[follow]
+        # priced as the primary's change: the pair runs on one shape at one rate card
+        cost = frame["current_monthly_cost"].to_numpy(dtype=float)
+        ratio = frame["recommended_monthly_cost"].to_numpy(dtype=float)[pf] / cost[pf]
+        frame.loc[f, cols] = new[follow]
+        frame.loc[f, "action"] = prim[follow]
+        frame.loc[f, "recommended_monthly_cost"] = cost[f] * ratio
+        frame.loc[f, "monthly_savings"] = cost[f] - cost[f] * ratio
+        frame.loc[f, "target_group"] = ""
+        frame.loc[f, "reason"] = [
+            f"{base}; sized with its primary {ids[q]}, which is to {a} to {n[0]} ({float(n[1]):g} vCPU / "
+            f"{float(n[2]):g} GB)"
+            for q, a, n in zip(pf, prim[follow], new[follow], strict=True)
+        ]
+    if len(k):
+        frame.loc[k, "action"] = "keep"
+        _restore_size(frame, np.isin(np.arange(len(frame)), k))
+        frame.loc[k, "reason"] = [
+            base
+            + (f"; sized with its primary {ids[q]} ({a or 'keep'})" if q >= 0 else "; no primary named")
+            + (f"; {t}: not downsized with its primary" if g and a == "right-size" else "")
+            for q, a, g, t in zip(
+                p[~follow], prim[~follow], guarded[~follow], facts.guard.text[k], strict=True
+            )
+        ]
