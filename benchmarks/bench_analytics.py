@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     s = c.summary
     print()
     print(
-        f"packing the {s.candidates:,} keep / right-size servers on {s.host_size} hosts "
+        f"packing the {s.candidates:,} servers the policy lets share a host on {s.host_size} hosts "
         f"(q90 paths + last year at today's level, {cfg.headroom * 100:.0f} % headroom), replayed on the held-out "
         f"{HOLDOUT_DAYS} days:"
     )
