@@ -24,6 +24,7 @@ from .consolidation import (
     PlacementRules,
     WorkloadProfiles,
     consolidate,
+    demand_series,
     workload_profiles,
 )
 from .inputs import AnalyticsInputs, prepare
@@ -147,6 +148,7 @@ def _pack_saving(
     ids = pd.Index(inputs.server_ids)
     cand = cand.copy()
     offered = np.full(inputs.n_servers, np.nan)
+    kw["demand"] = demand_series(inputs, quantile=kw["quantile"])[:2]  # one scenario: the same every round
     for _ in range(int(cand.sum()) + 1):  # every round drops at least one candidate
         cons = consolidate(inputs, cand, rules=rules, compare=False, **kw)  # the plan alone
         if not len(cons.plan):
@@ -232,11 +234,17 @@ def recommend_from_inputs(
         sizing_percentile=policy.sizing_percentile,
     )
     g = guard(inputs, risk, policy)
-    pinned, standby, partner = placement_facts(inputs.inventory)
+    # the inventory's placement facts do not change with a scenario's growth: once per run
+    inv = inputs.inventory
+    pinned, standby, partner = inputs.memoised(("placement", "facts"), (inv,), lambda: placement_facts(inv))
     sizable = sizing.demand["sizable"].to_numpy(dtype=bool)
     sizing_action = sizing.frame["action"].to_numpy(dtype=object)
     cand = consolidation_candidates(sizing_action, sizable, g, pinned, standby, policy)
-    rules = policy.placement_rules(inputs.inventory)
+    rules = inputs.memoised(
+        ("placement", "rules", policy.cross_business_unit, policy.critical_per_host),
+        (inv,),
+        lambda: policy.placement_rules(inv),
+    )
     cons = None
     offered = np.full(inputs.n_servers, np.nan)
     if consolidation:

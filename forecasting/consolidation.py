@@ -790,6 +790,7 @@ def consolidate(
     history_periods: int | None = None,
     actuals: pd.DataFrame | None = None,
     compare: bool = True,
+    demand: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ConsolidationResult:
     """Peak-aware consolidation plan for ``candidates`` (server ids or a mask; None = every server).
 
@@ -800,7 +801,9 @@ def consolidate(
     are reported unplaceable. Both plans are replayed on ``actuals`` (wide metrics, e.g. a
     held-out period) or, without it, on the whole history in ``inputs``. ``compare=False`` skips the
     sum-of-peaks plan and both replays (their figures then describe the peak-aware plan, unreplayed):
-    for callers that read only the plan and the cost shares.
+    for callers that read only the plan and the cost shares. ``demand``: :func:`demand_series`'s
+    (cpu, mem) for the whole inventory when the caller already has it (packing several candidate
+    sets of one scenario).
     """
     if not 0 <= headroom < 1:
         raise AnalyticsError(f"headroom {headroom} must be in [0, 1)")
@@ -825,7 +828,7 @@ def consolidate(
             if len(np.unique(items)) != len(items):
                 raise AnalyticsError("consolidation candidates list a server more than once")
 
-    cpu_all, mem_all, _ = demand_series(inputs, quantile=quantile, history_periods=history_periods)
+    cpu_all, mem_all = demand or demand_series(inputs, quantile=quantile, history_periods=history_periods)[:2]
     cpu, mem = cpu_all[items], mem_all[items]
     sub = inv.iloc[items].reset_index(drop=True)
     tier = sub["criticality"].to_numpy(dtype=object)

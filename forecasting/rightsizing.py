@@ -108,10 +108,10 @@ def _size_label(cores: np.ndarray, memory: np.ndarray, catalog: pd.DataFrame) ->
         catalog.assign(_k=list(key)).sort_values("monthly_cost_usd", kind="stable").drop_duplicates("_k")
     )
     lookup = dict(zip(cheapest["_k"], cheapest["size"], strict=True))
-    pairs = pd.MultiIndex.from_arrays([np.asarray(cores, dtype=float), np.asarray(memory, dtype=float)])
-    codes, shapes = pd.factorize(pairs, use_na_sentinel=False)  # few distinct shapes: label each once
+    pairs = np.rec.fromarrays([np.asarray(cores, dtype=float), np.asarray(memory, dtype=float)])
+    shapes, codes = np.unique(pairs, return_inverse=True)  # few distinct shapes: label each once
     labels = []
-    for c, m in shapes:
+    for c, m in shapes.tolist():
         if not (np.isfinite(c) and np.isfinite(m)):
             labels.append("unknown")
         else:
