@@ -37,6 +37,7 @@ REDIS_RETRY_AFTER_SECONDS = 10.0
 # ours is kept without expiry, unlike Dash's, which would expire with Celery's results.
 SIGNING_SECRET_KEY = "capfc:dash-signing-secret"
 QUEUE = "capfc-background"
+FAST_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
 def celery_app(redis_url: str) -> Any:
@@ -59,6 +60,11 @@ def celery_app(redis_url: str) -> Any:
             "socket_timeout": REDIS_TIMEOUT_SECONDS,
             "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
         },
+        # Redis down: a click fails in seconds with the page's alert (Celery's defaults retry
+        # for ~20 s per call, holding a gunicorn thread)
+        task_publish_retry_policy=FAST_RETRY,
+        result_backend_transport_options={"retry_policy": FAST_RETRY},
+        broker_connection_timeout=REDIS_TIMEOUT_SECONDS,
     )
     return app
 

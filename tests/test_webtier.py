@@ -216,6 +216,61 @@ def test_a_redis_outage_falls_back_to_the_store(plan_store_root, plan, monkeypat
     assert down.get(rm._key("status")) is None
 
 
+def test_a_redis_outage_fails_a_reforecast_fast_and_the_app_recovers_without_a_restart(
+    plan_store_root,
+    plan,
+    tmp_path,
+):
+    """Redis down: pages and readiness still answer, choosing a model fails within seconds (not
+    Celery's ~20 s of retries per call); Redis back on the same address: jobs queue again."""
+    from app import create_app
+
+    server = RedisServer()
+    server.stop()  # keep its address, with nothing listening
+    try:
+        settings = Settings(data=str(plan_store_root), redis_url=server.url)
+        app = create_app(settings, cache_type="simple", cache_dir=str(tmp_path / "cache"))
+        client = app.server.test_client()
+
+        def choose(model: str) -> tuple[int, float, Any]:
+            page = client.get(f"/servers/{SERVER}")
+            assert page.status_code == 200
+            match = re.search(
+                rb'<script id="_dash-config" type="application/json">(.*?)</script>', page.data, re.S
+            )
+            end_id = json.loads(match.group(1))["end_id"]
+            started = time.monotonic()
+            answer = client.post(
+                "/_dash-update-component?" + urllib.parse.urlencode({"endId": end_id}),
+                json=reforecast_payload(model, SERVER),
+            )
+            return answer.status_code, time.monotonic() - started, answer.get_json(silent=True)
+
+        status, seconds, _ = choose("naive")
+        assert status == 204 and seconds < 5  # no job, no hang (the server log has the error)
+        assert client.get(READY_PATH).status_code == 200
+        server.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(server.port),
+                "--save",
+                "",
+                "--dir",
+                str(server.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        assert server._wait_up()
+        status, _, handles = choose("naive")
+        assert status == 200 and {"cacheKey", "job"} <= set(handles)
+        assert server.client().llen("capfc-background") == 1  # queued for a worker
+    finally:
+        server.close()
+
+
 # --------------------------------------------------------------------------- two instances over HTTP
 
 
