@@ -438,6 +438,7 @@ def test_a_reforecast_started_on_one_instance_completes_when_polled_on_another(
         assert data["server_id"] == SERVER and data["model"] == "prophet"
         assert data["forecast"] == expected["forecast"] and data["breaches"] == expected["breaches"]
         assert message.startswith("Prophet re-forecast in")
+        assert progress >= 1  # the worker's progress (metric i of 5) reached B's polls too
         print(f"\nre-forecast started on A, answered on B after {seconds:.1f} s ({progress} progress polls)")
         # the job ran in the worker, not in either web instance
         ping = celery_app(redis_server.url).control.ping(timeout=5)
