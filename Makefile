@@ -31,6 +31,7 @@ serve: install  ## the container's exact command: gunicorn on $$PORT (default 80
 
 test: install lint  ## every test: unit, integration, browser
 	bash scripts/ensure-browser.sh
+	bash scripts/ensure-redis.sh
 	$(PY) -m pytest -n 2 --headless
 
 test-fast: install  ## unit tests only (no browser, no slow)

@@ -1,7 +1,8 @@
 """WSGI entry point for gunicorn: ``gunicorn --config gunicorn.conf.py app.wsgi:server``.
 
 Settings come from the environment (CAPFC_*), as everywhere; each worker builds the same
-app and shares loaded runs through the file-system cache.
+app and shares loaded runs through the file-system cache. With CAPFC_REDIS_URL, several
+instances share background jobs (run by ``celery -A app.worker worker``) and the current run.
 """
 
 from __future__ import annotations

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
         None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL / AWS)"
     )
     cache_ttl_seconds: int = Field(300, ge=0)
+    redis_url: str | None = Field(
+        None,
+        description="Redis for the web tier's shared state (background-callback jobs run by a Celery "
+        "worker, the current run id): redis://host:6379/0 or rediss://… (ElastiCache); unset = "
+        "one instance: local disk cache and in-process jobs",
+    )
+    ready_max_plan_age_hours: float | None = Field(
+        None, gt=0, description="plan age beyond which /readyz says 'stale' (still 200: keep serving)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
 
@@ -101,6 +110,15 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown criticality tier(s) {sorted(unknown)}; known: {CRITICALITY_ORDER}")
         return {**DEFAULT_CRITICALITY_OFFSETS, **v}
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        # never echo the value: it may carry a password (an ElastiCache AUTH token)
+        v = v.strip() if v else None
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v or None
 
     @field_validator("data")
     @classmethod
