@@ -32,7 +32,7 @@ from forecasting.consolidation import warm_up
 from forecasting.settings import Settings, load_settings
 from forecasting.sources import Store, StoreError, open_store
 
-from . import ids
+from . import ids, requestlog
 from .filters import LABELS, PLACEHOLDERS
 from .pages import PageSpec
 from .readmodel import ReadModel, ReadModelError
@@ -147,6 +147,9 @@ def create_app(
         dash.register_page(spec.key, **spec.register_kwargs())
     app.layout = _shell_layout
     _add_health_endpoint(app)
+    requestlog.install(
+        app.server, list(dash.page_registry.values()), readmodel, app.config.routes_pathname_prefix
+    )
     # The composition root is the one place app code meets callbacks (DESIGN.md §2 has
     # callbacks → app): it hands the app to callbacks.register and uses nothing else of it.
     import callbacks

@@ -77,13 +77,14 @@ def run_batch(
     echo: Callable[[str], Any] | None = None,
     progress: bool = True,
     run_id: str | None = None,
-    trigger: str = "cli",
+    trigger: str | None = None,
 ) -> dict:
     """Forecast the whole fleet and publish a run; returns its manifest.
 
-    ``trigger`` says what started the run ('cli', 's3', 'schedule', …): it and the run id
-    (chosen at the start, so every log line of the run carries it) go on every log line,
-    and the run's metrics are written as one EMF line at its end (forecasting.observability).
+    ``trigger`` says what started the run ('cli', 's3', 'schedule', …; default: the one a
+    Lambda invocation bound, else 'cli'): it and the run id (chosen at the start) go on every
+    log line of the run, and the run's metrics are written as one EMF line at its end
+    (forecasting.observability.batch_run).
     """
     run_id = run_id or new_run_id()
     with batch_run(run_id, trigger) as metrics:

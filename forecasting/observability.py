@@ -92,6 +92,7 @@ class _State:
 
 
 _state = _State()
+_FORMATTER_API = LambdaPowertoolsFormatter()  # only for its thread-safe key accessors
 
 
 # --------------------------------------------------------------------------- logging
@@ -186,9 +187,10 @@ def log_format() -> LogFormat:
 
 
 def gunicorn_logconfig(level: str = "INFO", fmt: LogFormat = "json") -> dict[str, Any]:
-    """``logconfig_dict`` for gunicorn.conf.py: gunicorn's own loggers and the root logger
+    """``logconfig_dict`` for gunicorn.conf.py: gunicorn's error log and the root logger
     (where the app's loggers propagate) print through one handler in the same format, at
-    ``level`` (gunicorn's default config drops the app's INFO lines)."""
+    ``level`` (gunicorn's default config drops the app's INFO lines). gunicorn's access log is
+    off: the app writes one access line per request, with what only it knows."""
     factory = "forecasting.observability.json_formatter" if fmt == "json" else None
     formatter = {"()": factory, "service": SERVICE_WEB} if factory else {"format": TEXT_FORMAT}
     return {
@@ -206,7 +208,9 @@ def gunicorn_logconfig(level: str = "INFO", fmt: LogFormat = "json") -> dict[str
         "loggers": {
             # gunicorn's records reach the root handler: no handlers of their own (no doubles)
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": level, "handlers": [], "propagate": True},
+            # gunicorn logs access through this logger whenever a logconfig is given; the app
+            # writes the access line (app/requestlog.py: route template, callback, request id)
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
             **{name: {"level": "WARNING"} for name in QUIET_LOGGERS},
         },
     }
@@ -222,6 +226,11 @@ def bind_context(**keys: Any) -> None:
 
 def unbind_context(*names: str) -> None:
     remove_context_keys(names)
+
+
+def bound_context() -> dict[str, Any]:
+    """The keys bound for the current thread/context."""
+    return dict(_FORMATTER_API.thread_safe_get_current_keys())
 
 
 def clear_context() -> None:
@@ -253,6 +262,17 @@ def request_id_from(headers: Mapping[str, str]) -> str:
         if root and _ID_OK.match(root):
             return root
     return uuid.uuid4().hex
+
+
+AUDIT_LOGGER = "capfc.audit"
+
+
+def audit(event: str, message: str | None = None, **fields: Any) -> None:
+    """An audit event (an export, a what-if, a re-forecast): one INFO line on the
+    ``capfc.audit`` logger with ``audit: true`` and ``event``, plus the context keys bound for
+    the request (``request_id``, and ``user`` once sign-in binds it) and ``fields``. Filter
+    them in CloudWatch with ``filter audit = 1``."""
+    logging.getLogger(AUDIT_LOGGER).info(message or event, extra={"audit": True, "event": event, **fields})
 
 
 # --------------------------------------------------------------------------- metrics
@@ -305,12 +325,19 @@ class RunMetrics:
 
 
 @contextmanager
-def batch_run(run_id: str, trigger: str, *, service: str = SERVICE_BATCH) -> Iterator[RunMetrics]:
+def batch_run(
+    run_id: str, trigger: str | None = None, *, service: str = SERVICE_BATCH
+) -> Iterator[RunMetrics]:
     """Bind ``run_id`` and ``trigger`` to every log line of the run, time it, and at the end
     write the run's metrics — ``RunSucceeded``/``RunFailed`` (1 or 0), ``RunDurationSeconds``
-    and whatever the run added — as one EMF line, also when the run fails."""
+    and whatever the run added — as one EMF line, also when the run fails.
+
+    Without ``trigger`` the one already bound (a Lambda invocation's) is used, else 'cli'.
+    The keys bound before the run are back afterwards."""
     metrics = RunMetrics()
     t0 = time.perf_counter()
+    before = bound_context()
+    trigger = trigger or before.get("trigger") or "cli"
     bind_context(run_id=run_id, trigger=trigger)
     ok = False
     try:
@@ -333,6 +360,7 @@ def batch_run(run_id: str, trigger: str, *, service: str = SERVICE_BATCH) -> Ite
                 extra={"duration_ms": round(seconds * 1000, 1), "metrics": _plain(metrics.values)},
             )
         unbind_context("run_id", "trigger")
+        bind_context(**{k: before[k] for k in ("run_id", "trigger") if k in before})
 
 
 def _plain(values: Mapping[str, tuple[float, str]]) -> dict[str, float]:
@@ -400,17 +428,23 @@ def lambda_entry(
     """
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def with_keys(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+            # bound inside Powertools' wrapper: its clear_state drops keys bound before it
+            request_id = getattr(context, "aws_request_id", None) or uuid.uuid4().hex
+            bind_context(request_id=request_id, trigger=trigger_of(event), handler=fn.__name__)
+            try:
+                return fn(event, context, *args, **kwargs)
+            except Exception:
+                log.exception("handler %s failed", fn.__name__)
+                raise
+            finally:
+                clear_context()
+
         @functools.wraps(fn)
         def invoke(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
             logger = _lambda_logger(service)
-            inner = logger.inject_lambda_context(fn, log_event=log_event, clear_state=True)
-            request_id = getattr(context, "aws_request_id", None) or uuid.uuid4().hex
-            with log_context(request_id=request_id, trigger=trigger_of(event), handler=fn.__name__):
-                try:
-                    return inner(event, context, *args, **kwargs)
-                except Exception:
-                    log.exception("handler %s failed", fn.__name__)
-                    raise
+            inner = logger.inject_lambda_context(with_keys, log_event=log_event, clear_state=True)
+            return inner(event, context, *args, **kwargs)
 
         return invoke
 
