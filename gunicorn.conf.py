@@ -8,7 +8,7 @@ background callbacks, so no request should come near the timeout.
 
 import os
 
-from forecasting.observability import gunicorn_logconfig
+from forecasting.observability import flush_metrics, gunicorn_logconfig
 from forecasting.settings import SettingsError, load_settings
 
 
@@ -44,3 +44,8 @@ accesslog = None
 errorlog = "-"
 # Workers each import the app; the file-system cache lets them share loaded runs.
 preload_app = False
+
+
+def worker_exit(server, worker):  # gunicorn calls it with these two
+    """Write the request metrics a worker still buffers before it goes (also done at exit)."""
+    flush_metrics()

@@ -27,9 +27,11 @@ run starts do not inherit them.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -279,23 +281,29 @@ def audit(event: str, message: str | None = None, **fields: Any) -> None:
 
 
 def emit_metrics(
-    values: Mapping[str, float | tuple[float, str]],
+    values: Mapping[str, float | tuple[float, str] | list[tuple[float, str]]],
     *,
     service: str = SERVICE_BATCH,
     dimensions: Mapping[str, str] | None = None,
     also_by_service: bool = False,
     metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Write one EMF line with ``values`` (``name: value`` or ``name: (value, unit)``; the
-    default unit is Count) and return it. ``dimensions`` are added to ``service``;
+    """Write one EMF line with ``values`` (``name: value``, ``name: (value, unit)`` or a list
+    of such pairs; the default unit is Count) and return it. ``dimensions`` are added to ``service``;
     ``also_by_service`` adds the service-only dimension set too (one line feeds a per-route
     and a whole-service metric). In text format the values are logged at DEBUG instead."""
     if not values:
         return None
     m = EphemeralMetrics(namespace=NAMESPACE, service=service)
     for name, value in values.items():
-        v, unit = value if isinstance(value, tuple) else (value, "Count")
-        m.add_metric(name=name, unit=unit, value=float(v))
+        items = [
+            i if isinstance(i, tuple) else (i, "Count")
+            for i in (value if isinstance(value, list) else [value])
+        ]
+        m.add_metric(name=name, unit=items[0][1], value=float(items[0][0]))  # checks name, unit, value
+        # the rest straight into the metric's value list: add_metric formats the whole list into
+        # a debug string on every call, which made a 99-value line cost O(n²)
+        m.metric_set[name]["Value"].extend(float(v) for v, _unit in items[1:])
     for k, v in (dimensions or {}).items():
         m.add_dimension(name=k, value=str(v))
     if also_by_service and dimensions:
@@ -367,15 +375,97 @@ def _plain(values: Mapping[str, tuple[float, str]]) -> dict[str, float]:
     return {k: round(v, 3) for k, (v, _unit) in values.items()}
 
 
-def request_metrics(route: str, status: int, duration_ms: float, *, service: str = SERVICE_WEB) -> None:
-    """One EMF line per web request: ``RequestLatencyMs`` and ``Http5xx`` (0/1), by
-    (service, route) and by service alone, for latency per page and one 5xx alarm."""
-    emit_metrics(
-        {"RequestLatencyMs": (duration_ms, "Milliseconds"), "Http5xx": 1 if status >= 500 else 0},
-        service=service,
-        dimensions={"route": route},
+VALUES_PER_LINE = 99  # EMF holds up to 100 values per metric; Powertools prints by itself at 100
+FLUSH_SECONDS = 15.0
+
+
+class MetricsBuffer:
+    """Per-request values collected in memory and written as few EMF lines: every
+    ``interval`` seconds (a daemon thread, started on first use, so in each gunicorn worker
+    after the fork), when a metric reaches ``VALUES_PER_LINE`` values, and at exit.
+
+    Why: one EMF line per request cost about as much as the access line itself; an append
+    under a lock costs a few microseconds. CloudWatch keeps every value (an EMF metric is a
+    list of values), so percentiles and sample counts are the same as with one line each.
+    """
+
+    def __init__(self, service: str, interval: float = FLUSH_SECONDS) -> None:
+        self.service, self.interval = service, interval
+        self._reset()
+        atexit.register(self.flush)
+        if hasattr(os, "register_at_fork"):  # a forked child starts empty, without the thread
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[tuple[tuple[str, str], ...], bool], dict[str, tuple[str, list[float]]]] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(
+        self,
+        values: Mapping[str, tuple[float, str]],
+        dimensions: Mapping[str, str] | None = None,
+        *,
+        also_by_service: bool = False,
+    ) -> None:
+        key = (tuple(sorted((dimensions or {}).items())), also_by_service)
+        full = False
+        with self._lock:
+            bucket = self._values.setdefault(key, {})
+            for name, (value, unit) in values.items():
+                series = bucket.setdefault(name, (unit, []))[1]
+                series.append(float(value))
+                full = full or len(series) >= VALUES_PER_LINE
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="capfc-metrics", daemon=True)
+                self._thread.start()
+        if full:
+            self.flush()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            try:
+                self.flush()
+            except Exception:  # never let metrics kill the thread; say so once per failure
+                log.exception("metrics flush failed")
+
+    def flush(self) -> int:
+        """Write what is buffered; returns the number of EMF lines written."""
+        with self._lock:
+            batch, self._values = self._values, {}
+        lines = 0
+        for (dims, by_service), bucket in batch.items():
+            longest = max(len(v) for _unit, v in bucket.values())
+            for start in range(0, longest, VALUES_PER_LINE):
+                chunk = {n: (u, v[start : start + VALUES_PER_LINE]) for n, (u, v) in bucket.items()}
+                emit_metrics(
+                    {n: [(x, u) for x in v] for n, (u, v) in chunk.items() if v},
+                    service=self.service,
+                    dimensions=dict(dims),
+                    also_by_service=by_service,
+                )
+                lines += 1
+        return lines
+
+
+_web_metrics = MetricsBuffer(SERVICE_WEB)
+
+
+def request_metrics(route: str, status: int, duration_ms: float) -> None:
+    """Record one web request: ``RequestLatencyMs`` and ``Http5xx`` (0/1), by (service,
+    route) and by service alone (latency per page, one 5xx alarm). Buffered: see
+    ``MetricsBuffer``; ``flush_metrics`` writes them now."""
+    _web_metrics.add(
+        {"RequestLatencyMs": (duration_ms, "Milliseconds"), "Http5xx": (1 if status >= 500 else 0, "Count")},
+        {"route": route},
         also_by_service=True,
     )
+
+
+def flush_metrics() -> int:
+    """Write buffered request metrics now (gunicorn's worker_exit hook; tests)."""
+    return _web_metrics.flush()
 
 
 class Throttle:
