@@ -7,8 +7,9 @@ User errors print one line starting with "error:" on stderr, never a traceback.
 Output: a command's *answer* (the validation report, `report`, `athena-ddl`, `--help`) is plain
 text on stdout, for a person or a pipe. Everything else is a log record: progress, the summaries
 of `generate`, `ingest` and `run`, and errors; with the default CAPFC_LOG_FORMAT=json these are
-JSON lines on stdout (with the run's metrics as CloudWatch EMF lines), with `text` readable lines
-on stderr plus progress bars (forecasting.observability).
+JSON lines on stdout (with the run's metrics as CloudWatch EMF lines) — on stderr for the
+commands with an answer, so stdout holds only the answer — and with `text` readable lines on
+stderr plus progress bars (forecasting.observability).
 """
 
 from __future__ import annotations
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--metrics", help="validate this metrics file instead of the store")
     v.add_argument("--freq", choices=list(FREQUENCIES))
     v.add_argument("--limit", type=int, default=40, help="findings to print (default 40)")
-    v.set_defaults(func=cmd_validate)
+    v.set_defaults(func=cmd_validate, answers=True)
 
     r = sub.add_parser(
         "run", help="batch job: forecast every server × metric, backtest, risk, recommendations, publish"
@@ -327,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="print the top risks and the consolidation summary of a run")
     rep.add_argument("--top", type=int, default=15)
     rep.add_argument("--run", help="run id (default: the latest)")
-    rep.set_defaults(func=cmd_report)
+    rep.set_defaults(func=cmd_report, answers=True)
 
     a = sub.add_parser("athena-ddl", help="print the Athena/Glue table definitions for an athena:// data URI")
     a.add_argument(
@@ -335,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read column types from the Parquet files already in the location",
     )
-    a.set_defaults(func=cmd_athena_ddl, needs_store=False)
+    a.set_defaults(func=cmd_athena_ddl, needs_store=False, answers=True)
 
     for name, func, text in (
         ("has-data", cmd_has_data, "exit 0 when the store holds data (for scripts)"),
@@ -349,7 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(data=args.data, config=args.config)
-        configure_logging(settings.log_level, SERVICE_BATCH, settings.log_format)
+        # commands that answer on stdout keep it for the answer: their log lines go to stderr
+        stream = "stderr" if getattr(args, "answers", False) else None
+        configure_logging(settings.log_level, SERVICE_BATCH, settings.log_format, stream=stream)
         store = (
             open_store(settings.data, endpoint_url=settings.s3_endpoint_url)
             if getattr(args, "needs_store", True)

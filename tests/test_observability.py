@@ -495,10 +495,11 @@ def test_cli_text_format_is_readable_and_answers_stay_plain(tmp_path):
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout == ""  # generate has no answer, only progress
     assert "INFO    forecasting.cli: Done in" in gen.stderr and '{"' not in gen.stderr
-    checked = run_cli("--data", data, "validate")  # JSON logs, but the report stays plain text
-    report = [line for line in checked.stdout.splitlines() if not line.startswith("{")]
-    assert any(line.startswith("Result: OK — 5 servers") for line in report)
-    assert all(json.loads(line) for line in checked.stdout.splitlines() if line.startswith("{"))
+    checked = run_cli("--data", data, "validate")  # JSON logs on stderr; stdout is the report
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("Validation of") and "{" not in checked.stdout
+    assert "Result: OK — 5 servers" in checked.stdout
+    assert "validate" in {r.get("step") for r in parse_lines(checked.stderr)}
 
 
 # --------------------------------------------------------------------------- gunicorn, real process
