@@ -68,9 +68,10 @@ _LOCK = threading.RLock()  # one lock for every write to stdout: log lines and E
 log = logging.getLogger(__name__)
 
 
-class _Stdout(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is at the time (pytest's capture, a redirect), and
-    shares one lock with the EMF writer so a log line and a metric line never interleave."""
+class StdStreamHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is at the time of each record
+    (pytest's capture, a redirect), and shares one lock with the EMF writer, so a log line
+    and a metric line never interleave."""
 
     def __init__(self, stream_name: Literal["stdout", "stderr"] = "stdout") -> None:
         super().__init__()
@@ -136,7 +137,7 @@ def configure_logging(
         raise ValueError(f"log format {fmt!r}: use 'json' or 'text'")
     level_no = _level(level)
     formatter = json_formatter(service) if fmt == "json" else text_formatter()
-    handler = _Stdout(stream or ("stdout" if fmt == "json" else "stderr"))
+    handler = StdStreamHandler(stream or ("stdout" if fmt == "json" else "stderr"))
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -192,7 +193,11 @@ def gunicorn_logconfig(level: str = "INFO", fmt: LogFormat = "json") -> dict[str
     """``logconfig_dict`` for gunicorn.conf.py: gunicorn's error log and the root logger
     (where the app's loggers propagate) print through one handler in the same format, at
     ``level`` (gunicorn's default config drops the app's INFO lines). gunicorn's access log is
-    off: the app writes one access line per request, with what only it knows."""
+    off: the app writes one access line per request, with what only it knows.
+
+    Also records ``fmt`` for this process (gunicorn's master; its workers inherit it), so
+    metrics follow the format as after ``configure_logging``."""
+    _state.fmt = fmt
     factory = "forecasting.observability.json_formatter" if fmt == "json" else None
     formatter = {"()": factory, "service": SERVICE_WEB} if factory else {"format": TEXT_FORMAT}
     return {
@@ -201,7 +206,7 @@ def gunicorn_logconfig(level: str = "INFO", fmt: LogFormat = "json") -> dict[str
         "formatters": {"capfc": formatter},
         "handlers": {
             "capfc": {
-                "class": "forecasting.observability._Stdout",
+                "class": "forecasting.observability.StdStreamHandler",
                 "formatter": "capfc",
                 "stream_name": "stdout" if fmt == "json" else "stderr",
             }
