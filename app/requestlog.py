@@ -39,7 +39,7 @@ access = logging.getLogger("app.access")
 REQUEST_ID_HEADER = "X-Request-Id"
 DASH_UPDATE = "_dash-update-component"
 UNMATCHED = "<unmatched>"  # no route answered (a 404 from Flask itself)
-PAGE_CATCH_ALL = ("/", "/<path:path>")  # Dash's page routes: refined to the page's template
+PAGE_ROUTES = ("/", "/<path:path>")  # Dash's page routes (after its prefix): refined to the page's template
 PLAN_AGE_EVERY_SECONDS = 60.0
 
 
@@ -48,6 +48,7 @@ class PageRoutes:
 
     def __init__(self, pages: list[dict[str, Any]], prefix: str = "/") -> None:
         self.prefix = prefix.rstrip("/")
+        self.page_rules = {self.prefix + r for r in PAGE_ROUTES}
         self.patterns: list[tuple[re.Pattern[str], str]] = []
         for page in pages:
             template = page.get("path_template") or page.get("path")
@@ -71,7 +72,7 @@ def route_of(pages: PageRoutes) -> str:
     rule = request.url_rule.rule if request.url_rule is not None else None
     if rule is None:
         return UNMATCHED
-    if rule.endswith(PAGE_CATCH_ALL) and request.method == "GET":
+    if rule in pages.page_rules and request.method == "GET":
         return pages.template(request.path) or rule
     return rule
 

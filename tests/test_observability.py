@@ -595,3 +595,20 @@ def test_gunicorn_access_error_and_app_lines_are_json(plan_store_root, plan, tmp
     assert len(by_route["/servers/<server_id>"]) == 1 and len(by_route["/risk"]) == 1
     assert by_route["/healthz"]
     assert any("PlanAgeHours" in b for b in blobs)
+
+
+def test_page_routes_map_urls_to_templates_under_a_prefix():
+    from app.requestlog import PageRoutes
+
+    pages = [
+        {"path": "/"},
+        {"path": "/risk"},
+        {"path": "/servers/none", "path_template": "/servers/<server_id>"},
+    ]
+    routes = PageRoutes(pages, prefix="/capfc/")
+    assert routes.page_rules == {"/capfc/", "/capfc/<path:path>"}
+    assert routes.template("/capfc/servers/srv-00042") == "/servers/<server_id>"
+    assert routes.template("/capfc/risk/") == "/risk"
+    assert routes.template("/capfc/") == "/"
+    assert routes.template("/capfc/servers/a/b") is None
+    assert routes.template("/capfc/risk.json") is None
