@@ -31,7 +31,7 @@ from forecasting.consolidation import warm_up
 from forecasting.settings import Settings, load_settings
 from forecasting.sources import Store, StoreError, open_store
 
-from . import ids
+from . import ids, requestlog
 from .background import WebTier, web_tier
 from .filters import LABELS, PLACEHOLDERS
 from .health import HEALTH_PATH as HEALTH_PATH
@@ -171,6 +171,9 @@ def create_app(
         dash.register_page(spec.key, **spec.register_kwargs())
     app.layout = _shell_layout
     add_health_endpoints(app.server, lambda: readmodel.store, settings)
+    requestlog.install(
+        app.server, list(dash.page_registry.values()), readmodel, app.config.routes_pathname_prefix
+    )
     # The composition root is the one place app code meets callbacks (DESIGN.md §2 has
     # callbacks → app): it hands the app to callbacks.register and uses nothing else of it.
     import callbacks

@@ -910,6 +910,11 @@ class ReadModel:
             self._plan = plan
             return plan
 
+    def loaded_plan(self) -> Plan | None:
+        """The plan this process holds in memory, without touching the store or the cache
+        (for cheap gauges such as the plan's age)."""
+        return self._plan
+
     def warm(self) -> threading.Thread:
         """Load the current run in a background thread (at worker start), so the first visitor
         after a deploy or a new run does not wait for it; requests meanwhile wait on the lock."""

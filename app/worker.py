@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
+from forecasting.observability import SERVICE_WEB, configure_logging
 from forecasting.settings import load_settings
 
 from . import create_app, get_context
@@ -25,6 +26,14 @@ log = logging.getLogger(__name__)
 settings = load_settings()
 if not settings.redis_url:
     raise SystemExit("app.worker needs CAPFC_REDIS_URL (the Redis the web instances share)")
+
+
+@setup_logging.connect
+def _json_logs(**_: object) -> None:
+    """Keep the one JSON log format: without this hook Celery installs its own on the root logger."""
+    configure_logging(settings.log_level, SERVICE_WEB, settings.log_format)
+
+
 # No packing-kernel warm-up thread: the worker forks its pool and its jobs never pack.
 dash_app = create_app(settings, warm_up_kernels=False)
 context = get_context(dash_app)

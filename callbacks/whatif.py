@@ -30,6 +30,7 @@ from app.whatif import (
     base_policy,
 )
 from components.export import csv_bytes, excel_bytes, export_name, rows_frame
+from forecasting.observability import SERVICE_WEB, audit, emit_metrics
 
 MAX_SEARCH_CHARS = 200
 EXCEL_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -205,6 +206,19 @@ def export_download(
     state = ScenarioState.from_data(scenario_data)
     frame = rows_frame(rows if isinstance(rows, list) else [], columns)
     about = export_comments(title, plan, filters, state, rm, len(frame))
+    audit(
+        "export",
+        f"export {stem} as {kind}: {len(frame):,} rows",
+        export=stem,
+        format=kind,
+        rows=len(frame),
+        run_id=plan.run_id,
+        filters=filters.describe(),
+        scenario=[line for key, line in about if key == "Scenario"],
+    )
+    emit_metrics(
+        {"ExportRows": len(frame)}, service=SERVICE_WEB, dimensions={"export": stem}, also_by_service=True
+    )
     if kind == "xlsx":
         content = excel_bytes(frame, sheet=title, about=about)
         return dcc.send_bytes(content, export_name(stem, "xlsx"), type=EXCEL_MIME)

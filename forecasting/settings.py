@@ -86,8 +86,24 @@ class Settings(BaseSettings):
     ready_max_plan_age_hours: float | None = Field(
         None, gt=0, description="plan age beyond which /readyz says 'stale' (still 200: keep serving)"
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="lowest level logged, every entry point (CLI, Lambda, gunicorn, app)"
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json (one object per line, for CloudWatch) or text (a developer's terminal)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("thresholds")
     @classmethod
