@@ -58,6 +58,12 @@ def _fingerprint(inventory: pd.DataFrame, metrics: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
+def model_factory(name: str, settings: Settings, horizon: int) -> Callable[[], Any]:
+    """A fresh, configured model of a registry name (the batch job and every shard use this)."""
+    options = {"naive": {}, "prophet": {"workers": settings.workers}}
+    return lambda: get_model(name, **options.get(name, {"horizon": horizon, "workers": settings.workers}))
+
+
 def _peak_rss_mb() -> float:
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if platform.system() != "Darwin" else kb / 1024 / 1024
@@ -73,8 +79,13 @@ def run_batch(
     echo: Callable[[str], Any] | None = None,
     progress: bool = True,
     run_id: str | None = None,
+    input_snapshot: dict | None = None,
+    trigger: str | None = None,
 ) -> dict:
-    """Forecast the whole fleet and publish a run; returns its manifest."""
+    """Forecast the whole fleet and publish a run; returns its manifest.
+
+    input_snapshot: the objects the run read (forecasting.shards.snapshot_input), recorded in the
+    manifest so an event-driven run is recognised by its input; trigger: what started it."""
     say = echo or (lambda _msg: None)
     model_name = model or settings.model
     timings: dict[str, float] = {}
@@ -108,8 +119,7 @@ def run_batch(
     done("panel")
 
     def factory(name: str):
-        options = {"naive": {}, "prophet": {"workers": settings.workers}}
-        return lambda: get_model(name, **options.get(name, {"horizon": h, "workers": settings.workers}))
+        return model_factory(name, settings, h)
 
     stage("forecast")
     result = factory(model_name)().fit(panel).predict(h)
@@ -163,7 +173,9 @@ def run_batch(
             "end": str(v.metrics["timestamp"].max()),
             "fingerprint": _fingerprint(v.inventory, v.metrics),
             "validation": [f.line() for f in v.report.findings],
+            **({"snapshot": input_snapshot} if input_snapshot is not None else {}),
         },
+        **({"trigger": trigger} if trigger else {}),
         "config": {
             "model": model_name,
             "horizon": h,
