@@ -405,6 +405,8 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
     """Every shard done → analytics over the whole fleet → the run's tables, manifest, LATEST last.
 
     A missing shard publishes nothing (ShardError naming it): readers stay on the previous run.
+    A run overtaken by one planned later (a newer input, published first) is not published either
+    — LATEST only moves forward — and ``{"run_id", "superseded_by"}`` is returned.
     """
     t0 = time.perf_counter()
     ps = object_store(store)
@@ -414,6 +416,13 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
         return store.read_manifest(run_id)
     plan, done, missing = shard_status(store, run_id)
     ctx = {"run_id": run_id, "trigger": plan.get("trigger")}
+    latest = store.latest_run_id()
+    if latest and latest.split("-")[0] > run_id.split("-")[0]:
+        # a run planned later (newer input) is already published: LATEST only moves forward
+        log.warning("run superseded by %s: not published", latest, extra=ctx)
+        if cleanup:
+            _delete_partials(ps, run_id)
+        return {"run_id": run_id, "superseded_by": latest}
     if missing:
         raise ShardError(
             f"run {run_id}: shard(s) {', '.join(map(str, missing))} of {plan['n_shards']} did not finish; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,19 @@ def test_plan_shard_publish_on_the_local_store(small):
     # the partial tables are removed once published: a late shard finds no plan, and says so
     with pytest.raises(ShardError, match="has no shard plan"):
         run_shard(store, settings, run_id, 0)
+
+
+def test_a_run_overtaken_by_a_newer_one_is_not_published(small):
+    store, settings, _ = small
+    older = plan_shards(store, settings)
+    for item in older["shards"]:
+        run_shard(store, settings, item["run_id"], item["shard"])
+    append_day(store)
+    time.sleep(1.1)  # run ids order by the second they were planned
+    newer = run_sharded(store, settings)["run_id"]
+    out = publish_shards(store, settings, older["run_id"])
+    assert out == {"run_id": older["run_id"], "superseded_by": newer}
+    assert store.latest_run_id() == newer and store.list_runs() == [newer]
 
 
 def test_input_changing_under_a_run_stops_it(small):

@@ -360,6 +360,8 @@ def publish(event: dict, context: Any = None, *, settings: Settings | None = Non
         raise EventError(f"the publish task needs {{'run_id'}}, got {event!r:.200}")
     settings = settings or load_settings()
     manifest = publish_shards(_open(settings), settings, str(event["run_id"]))
+    if "superseded_by" in manifest:
+        return {"status": "superseded", **manifest}
     return {
         "status": "published",
         "run_id": manifest["run_id"],
