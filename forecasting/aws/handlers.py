@@ -201,7 +201,7 @@ def trigger(event: dict, context: Any = None, *, settings: Settings | None = Non
         stale = _stale(store, ev, loc[1])
         if stale:
             log.info(
-                "stale event for %s: run %s already read it or a newer version",
+                "stale event for %s: run %s already read a newer version",
                 ev.key,
                 stale,
                 extra={**ctx, "run_id": stale},
