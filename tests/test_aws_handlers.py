@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -113,6 +115,14 @@ def test_recorded_payloads_parse_or_fail_clearly():
     del broken["detail"]["object"]
     with pytest.raises(EventError, match=r"detail\.object\.key"):
         parse_event(broken)
+
+
+def test_handlers_import_neither_boto3_nor_dash():
+    """A cold start pays for boto3 only when a handler needs it (S3 store, Step Functions)."""
+    code = "import sys, forecasting.aws.handlers; print(sorted(m for m in ('boto3', 'botocore', 'dash') if m in sys.modules))"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- in-Lambda runs on S3
