@@ -32,6 +32,10 @@ boundary (a risk guard probability of 20 %, a minimum saving) can land on the ot
 on a 200-server fleet in 2–4 shards (tests/test_shards.py states the tolerance): see the
 README's "Event-driven batch on AWS". Making the pooled statistics a reduce over shards (so
 sharded = unsharded exactly) is the scale-out issue's job.
+
+One validation count differs too: a shard reads the metrics of its own inventory servers only,
+so rows of servers missing from the inventory are read by no shard and not counted as
+"rejected" in the manifest (the one-process run counts them). They are never used either way.
 """
 
 from __future__ import annotations
