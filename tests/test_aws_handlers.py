@@ -256,7 +256,7 @@ def interpreter(shard=handlers.shard) -> Interpreter:
 
 
 @pytest.fixture
-def state_machine(moto_server, monkeypatch) -> str:
+def state_machine(moto_server, aws_env, monkeypatch) -> str:
     """The machine registered with moto's Step Functions API (records executions, runs none)."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", moto_server.url)
     sfn = moto_server.client("stepfunctions")
