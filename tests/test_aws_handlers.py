@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -192,13 +194,17 @@ def test_trigger_prefix_over_the_outputs_is_refused(lake, monkeypatch, seaweed):
 
 
 @pytest.mark.slow
-def test_schedule_runs_on_the_local_store(tmp_path, monkeypatch, fast_env):
+def test_schedule_runs_on_the_local_store(tmp_path, monkeypatch, fast_env, caplog):
     root = tmp_path / "store"
     monkeypatch.setenv("CAPFC_DATA", str(root))
     store = open_store(str(root))
     write_fleet(store, n=8)
-    out = handlers.trigger(recorded("scheduler-input.json"), None)
+    caplog.set_level(logging.INFO, logger="forecasting.aws.handlers")
+    out = handlers.trigger(recorded("scheduler-input.json"), SimpleNamespace(aws_request_id="req-1"))
     assert out["status"] == "published" and out["trigger"] == "schedule"
+    # context travels as logging extras (the observability helper formats them as JSON fields)
+    tagged = [r for r in caplog.records if getattr(r, "run_id", None) == out["run_id"]]
+    assert tagged and all(r.trigger == "schedule" and r.request_id == "req-1" for r in tagged)
     assert store.read_manifest(out["run_id"])["trigger"] == "schedule"
     # the classic rule's shape starts the same run: same input → the same, completed run
     same = handlers.trigger(recorded("scheduled-event.json"), None)
