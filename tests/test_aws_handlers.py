@@ -18,25 +18,21 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 
 from forecasting.aws import DEFINITION_PLACEHOLDERS, STATE_MACHINE_DEFINITION, handlers
 from forecasting.aws.handlers import EventError, parse_event
-from forecasting.schema import validate
 from forecasting.settings import SettingsError
 from forecasting.shards import ShardError, snapshot_input
 from forecasting.sources import open_store
 from forecasting.sources.s3 import StoreUnavailableError
-from forecasting.synthetic import generate_fleet
 from tests.s3server import ADMIN, aws_env, moto_server, seaweed
 from tests.sfn_interpreter import Interpreter, check_definition, substitute
+from tests.small_fleet import append_day, write_fleet
 
 __all__ = ["aws_env", "moto_server", "seaweed"]  # fixtures, imported for pytest
 
 EVENTS = Path(__file__).parent / "data" / "events"
-START = "2025-01-01"
-DAYS = 150
 _prefixes = itertools.count()
 
 
@@ -53,21 +49,6 @@ def s3_event(bucket: str, key: str, client) -> dict:
     ev["detail"]["bucket"]["name"] = bucket
     ev["detail"]["object"].update(key=key, size=head["ContentLength"], etag=head["ETag"].strip('"'))
     return ev
-
-
-def write_fleet(store, n: int = 12, seed: int = 3, days: int = DAYS, start: str = START) -> None:
-    fleet = generate_fleet(n, days=days, start=start, seed=seed)
-    v = validate(fleet.inventory, fleet.metrics, "daily")
-    store.write_inventory(v.inventory)
-    store.write_metrics(v.metrics, v.inventory, freq="daily")
-
-
-def append_day(store) -> None:
-    """New telemetry: one more day for every server (merged: partitions are rewritten)."""
-    metrics = store.read_metrics()
-    last = metrics[metrics["timestamp"] == metrics["timestamp"].max()].copy()
-    last["timestamp"] = last["timestamp"] + pd.Timedelta(days=1)
-    store.write_metrics(last, store.read_inventory(), freq="daily", mode="merge")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from forecasting.shards import (
     snapshot_input,
 )
 from forecasting.sources import open_store
-from tests.test_aws_handlers import append_day, write_fleet
+from tests.small_fleet import append_day, write_fleet
 
 
 @pytest.fixture
