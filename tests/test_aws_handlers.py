@@ -222,6 +222,29 @@ def test_state_machine_definition_is_well_formed():
     assert any("Nowhere" in p for p in problems) and any("Publish: needs exactly one" in p for p in problems)
 
 
+@pytest.mark.slow
+def test_state_machine_definition_passes_cfn_lint():
+    """cfn-lint checks the definition against the States Language schema AWS publishes (E3601),
+    as CloudFormation receives it from CDK: Definition with DefinitionSubstitutions."""
+    import cfnlint.api
+
+    def template(definition: dict) -> str:
+        machine = {
+            "Type": "AWS::StepFunctions::StateMachine",
+            "Properties": {
+                "RoleArn": "arn:aws:iam::123456789012:role/capfc-state-machine",
+                "Definition": definition,
+                "DefinitionSubstitutions": ARNS,
+            },
+        }
+        return json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": {"Machine": machine}})
+
+    assert [str(m) for m in cfnlint.api.lint(template(load_definition()))] == []
+    broken = load_definition()
+    broken["States"]["Shards"]["Type"] = "Loop"
+    assert any("E3601" in str(m) for m in cfnlint.api.lint(template(broken)))
+
+
 ARNS = {
     "PlanFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:capfc-plan",
     "ShardFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:capfc-shard",
