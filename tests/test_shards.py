@@ -64,6 +64,7 @@ def test_snapshot_key_follows_the_input_only(small):
     assert snapshot_input(store)["key"] != first["key"]
 
 
+@pytest.mark.slow
 def test_plan_shard_publish_on_the_local_store(small):
     store, settings, _ = small
     planned = plan_shards(store, settings, trigger="schedule")
@@ -100,6 +101,7 @@ def test_plan_shard_publish_on_the_local_store(small):
         run_shard(store, settings, run_id, 0)
 
 
+@pytest.mark.slow
 def test_a_run_overtaken_by_a_newer_one_is_not_published(small):
     store, settings, _ = small
     older = plan_shards(store, settings)
