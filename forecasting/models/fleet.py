@@ -116,6 +116,12 @@ class FleetConfig:
     series_ramp_weeks: int = 0
     series_ramp_sigmas: float = 5.0
     series_ramp_rise: float = 3.0
+    # a slow ramp under wandering noise (memory) may not stand out over a quarter but does over
+    # a longer window: the same test over `series_ramp_long_weeks` also makes a ramp evident,
+    # provided the last quarter still rises by `series_ramp_rise` noise sigmas beyond a year ago;
+    # it is extended at that quarter's slope (a level shift inside the long window, flat since,
+    # extends nothing). 0 = off.
+    series_ramp_long_weeks: int = 0
     # per-series choice of the variant from the series' own hold-out errors, shrunk to its group's
     series_choice: bool = True
     series_origins: int = 2  # hold-out origins per series for that choice (every series is held out)
@@ -147,6 +153,7 @@ DEFAULTS: dict[str, FleetConfig] = {
         ramp=(False, True),
         ramp_window=84,
         series_ramp_weeks=12,  # a quarter: the slope a 90-day forecast would extend
+        series_ramp_long_weeks=26,  # half a year: the evidence of a slow ramp
         scale_window=182,
         ridge_slope=1e-3,
         ridge_changepoint=1.0,
@@ -873,7 +880,10 @@ def _series_ramp(
     The year-ago path and slope count as far as the two years agree (see _year_ago_path): a
     series without a season extends its own slope, not a year-ago wiggle.
     Where the last two thirds of the window are evident too, their steeper slope is used (a ramp
-    that began two months ago is not diluted by the flat weeks before it).
+    that began two months ago is not diluted by the flat weeks before it). A slow ramp under
+    wandering noise (memory's) can stay within the spread of its quarter-long slopes and still
+    stand out over `series_ramp_long_weeks`: the same test there makes it evident as long as the
+    last quarter still passes the rise criterion, and the quarter's slope is the one extended.
 
     holiday: (T,) public holidays, left out of the weekly medians (a Christmas week is not a
     fall). Daily series with at least a year, a window and 8 earlier windows of history;
@@ -918,7 +928,9 @@ def _series_ramp(
     out, local, season = sub_out, sub_local, sub_season
     med = _weekly_medians(values, mask)
     found = np.zeros(n, dtype=bool)
-    for w in (W, max(2 * W // 3, 3)):
+    long_w = cfg.series_ramp_long_weeks
+    long_evident = np.zeros(n, dtype=bool)
+    for w in ([long_w] if long_w > W else []) + [W, max(2 * W // 3, 3)]:
         b = _rolling_slopes(med, w)  # column j: the window ending at week j + w
         refs = np.full((2, *b.shape), np.nan)  # the same windows 52 and 104 weeks earlier
         for k, lag in enumerate((52, 104)):
@@ -933,10 +945,14 @@ def _series_ramp(
         enough = np.count_nonzero(~np.isnan(past), axis=1) >= min_past
         now, slope = excess[:, -1], b[:, -1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            evident = enough & (now - centre > cfg.series_ramp_sigmas * spread)
-            evident &= now * 7 * w >= cfg.series_ramp_rise * noise
+            standout = enough & (now - centre > cfg.series_ramp_sigmas * spread)
+            rising = now * 7 * w >= cfg.series_ramp_rise * noise
+        if w == long_w and w > W:
+            long_evident = standout
+            continue
+        evident = standout & rising
         if w == W:
-            found = evident
+            found = evident = evident | (long_evident & rising)
         evident &= found & (slope > local)
         out[evident], local[evident] = now[evident], slope[evident]
     if found.any():
