@@ -3,6 +3,7 @@ ensemble models (interface, registry, the real Azure copy)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from forecasting.backtest import backtest, summarize
 from forecasting.models import MODEL_NAMES, FleetModel, get_model
-from forecasting.models.fleet import DEFAULTS, Variant, _HoldOut, _series_choice, variants
+from forecasting.models.fleet import DEFAULTS, Variant, _HoldOut, _series_choice, _series_ramp, variants
 from forecasting.panel import Panel, build_panel
 from forecasting.plan import QUANTILES
 from forecasting.settings import Settings
@@ -230,3 +231,39 @@ def test_a_ramp_with_weekly_peaks_that_grow_with_it_is_caught_on_its_peaks():
     assert crossing.size, "the weekend peaks were forecast at their old size: no crossing"
     assert abs((crossing[0] + 1) - true_day) <= 7
     assert (q50[:-1] < 60.0).all()  # flat servers: peaks of 51 + noise, nothing crosses
+
+
+def wander(T: int, seed: int, sd: float = 1.5, phi: float = 0.97) -> np.ndarray:
+    """AR(1) noise that wanders for weeks (memory's): marginal sd `sd`, lag-one correlation `phi`."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal(T) * sd * np.sqrt(1 - phi**2)
+    x = np.empty(T)
+    x[0] = rng.standard_normal() * sd
+    for t in range(1, T):
+        x[t] = phi * x[t - 1] + e[t]
+    return x
+
+
+@pytest.mark.slow
+def test_a_slow_ramp_under_wandering_noise_is_evident_over_half_a_year():
+    """A memory-like series: a slow ramp for half a year under noise that wanders for weeks. Its
+    quarter-long slope stays within the spread of its history's (the quarter test alone misses
+    it); over half a year it stands out, and it is extended to a crossing. Wandering series
+    without a ramp are not ramps."""
+    T, H, slope, began, threshold = 3 * 365, 90, 0.1, 180, 85.0
+    rise = slope * np.maximum(np.arange(T + H) - (T - began), 0)
+    rows = [60.0 + wander(T, s) for s in range(30)] + [60.0 + wander(T, 100) + rise[:T]]
+    panel = daily_panel(rows, metric="mem_p95")
+    quarter_only = dataclasses.replace(DEFAULTS["daily"], series_ramp_long_weeks=0)
+    alone, _, _ = _series_ramp(panel.values, panel.observed, "daily", quarter_only)
+    assert not alone.any()  # the quarter's test alone: no ramp anywhere
+    m = FleetModel(horizon=H).fit(panel)
+    sv = m.series_variants
+    assert sv["series_ramp_per_period"].iloc[-1] > 0
+    assert (sv["series_ramp_per_period"].iloc[:-1] == 0).all()
+    q50 = m.predict(H).quantiles[:, :, QUANTILES.index(0.5)]
+    true_day = (threshold - 60.0 - slope * began) / slope  # 70 days after the end
+    crossing = np.flatnonzero(q50[-1] >= threshold)
+    assert crossing.size, "the slow ramp was not extended: no crossing within the horizon"
+    assert abs((crossing[0] + 1) - true_day) <= 7
+    assert (q50[:-1] < 70.0).all()
