@@ -21,7 +21,9 @@ Why it is accurate on real data (spikes, level shifts, ramps, mostly-flat lines)
   year or two earlier, measured against the series' own history of such differences; see
   _series_ramp) is not left to the yearly wave, which would absorb it and extrapolate a dip:
   that series is fitted without the wave and forecast as level + its excess slope + the
-  year-ago path, with bands from the hold-out errors of such ramps.
+  year-ago path, with bands from the hold-out errors of such ramps; its weekly and calendar
+  swings are scaled to its forecast level (a ramp's peaks grow with it, see _season_level),
+  and a slow ramp under wandering noise counts when it stands out over half a year.
 
 Why its bands hold: quantiles are not from an assumed normal but from the model's own
 rolling-origin errors in that hold-out, per horizon step, pooled over the series of a metric
