@@ -24,7 +24,10 @@ from .consolidation import (
     PlacementRules,
     WorkloadProfiles,
     consolidate,
+    default_host_size,
     demand_series,
+    packing_peaks,
+    placement_partitions,
     workload_profiles,
 )
 from .inputs import AnalyticsInputs, prepare
@@ -138,7 +141,13 @@ def _pack_saving(
     """Pack the candidates; drop every member whose share of its host would not save the policy's
     minimum (or would cost more than its own right-size) and pack again, until all members save.
     Returns the final result, the candidates it packed, and (S,) the share a dropped server was
-    last offered (NaN for the others)."""
+    last offered (NaN for the others).
+
+    A placement partition packs the same whatever happens in the others (servers of two
+    partitions never share a host), so a round re-packs only the partitions where the last one
+    dropped a member, on the host size of all the remaining candidates; when that size changes,
+    every partition is packed again. The result is the same as re-packing everything each round.
+    """
     cost = inputs.inventory["monthly_cost_usd"].to_numpy(dtype=float)
     alt = np.where(
         sizing.frame["action"].to_numpy(dtype=object) == "right-size",
@@ -149,8 +158,23 @@ def _pack_saving(
     cand = cand.copy()
     offered = np.full(inputs.n_servers, np.nan)
     kw["demand"] = demand_series(inputs, quantile=kw["quantile"])[:2]  # one scenario: the same every round
+    inv = inputs.inventory
+    part = inputs.memoised(  # partition codes
+        ("placement", "partitions", rules.same_business_unit),
+        (inv,),
+        lambda: pd.factorize(pd.Series(placement_partitions(inv, rules), dtype=object))[0],
+    )
+    fixed = kw.get("host_size")
+    peaks = packing_peaks(inputs, kw["demand"], rules) if fixed is None else None
+    touched = np.ones(inputs.n_servers, dtype=bool)  # first round: every partition
+    host = None
     for _ in range(int(cand.sum()) + 1):  # every round drops at least one candidate
-        cons = consolidate(inputs, cand, rules=rules, compare=False, **kw)  # the plan alone
+        now = fixed or default_host_size(kw["catalog"], peaks[0][cand], peaks[1][cand])
+        if now != host:  # another host size: every partition packs differently
+            touched[:] = True
+            host = now
+        round_kw = {**kw, "host_size": host}
+        cons = consolidate(inputs, cand & touched, rules=rules, compare=False, **round_kw)  # the plan alone
         if not len(cons.plan):
             break
         rows = ids.get_indexer(cons.plan["server_id"])
@@ -160,6 +184,9 @@ def _pack_saving(
             break
         cand[rows[~ok]] = False
         offered[rows[~ok]] = share[~ok]
+        hit = np.zeros(int(part.max()) + 1, dtype=bool)
+        hit[part[rows[~ok]]] = True
+        touched = hit[part]
     # the final candidates once more, with the sum-of-peaks baseline and the replays
     return consolidate(inputs, cand, rules=rules, **kw), cand, offered
 

@@ -20,6 +20,7 @@ this module depends only on the prepared inputs.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -638,6 +639,35 @@ class ConsolidationResult:
     replay: Replay
 
 
+def _default_host(catalog: pd.DataFrame, cpu: np.ndarray, mem: np.ndarray) -> str:
+    with np.errstate(invalid="ignore"):
+        return default_host_size(
+            catalog, np.nanmax(cpu, axis=1, initial=0.0), np.nanmax(mem, axis=1, initial=0.0)
+        )
+
+
+def packing_peaks(
+    inputs: AnalyticsInputs, demand: tuple[np.ndarray, np.ndarray], rules: PlacementRules | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S,) CPU and memory peaks of every server's packing demand as :func:`consolidate` sizes its
+    default host from them (0 for tiers the rules exclude): the host of candidates ``c`` is
+    ``default_host_size(catalog, cpu[c], mem[c])``."""
+    rules = rules or PlacementRules()
+    tier = inputs.inventory["criticality"].to_numpy(dtype=object)
+    excluded = np.isin(tier, list(rules.excluded_criticality))[:, None]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return tuple(  # type: ignore[return-value]
+            np.nanmax(np.where(excluded, np.nan, d), axis=1, initial=0.0) for d in demand
+        )
+
+
+def placement_partitions(inventory: pd.DataFrame, rules: PlacementRules | None = None) -> np.ndarray:
+    """(S,) each server's packing partition: servers of different partitions never share a host,
+    so a partition packs the same whatever happens in the others."""
+    return _partitions(inventory, rules or PlacementRules())
+
+
 def _partitions(inv: pd.DataFrame, rules: PlacementRules) -> np.ndarray:
     key = inv["region"].astype(str) + "|" + inv["environment"].astype(str)
     if rules.same_business_unit:
@@ -835,13 +865,7 @@ def consolidate(
     excluded = np.isin(tier, list(rules.excluded_criticality))
     cpu = np.where(excluded[:, None], np.nan, cpu)
     mem = np.where(excluded[:, None], np.nan, mem)
-    if host_size is None:
-        with np.errstate(invalid="ignore"):
-            host = default_host_size(
-                catalog, np.nanmax(cpu, axis=1, initial=0.0), np.nanmax(mem, axis=1, initial=0.0)
-            )
-    else:
-        host = host_size
+    host = host_size if host_size is not None else _default_host(catalog, cpu, mem)
     hrow = catalog[catalog["size"].astype(str) == host]
     if hrow.empty:
         raise AnalyticsError(f"host size {host!r} is not in the catalog")

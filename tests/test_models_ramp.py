@@ -3,6 +3,7 @@ ensemble models (interface, registry, the real Azure copy)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from forecasting.backtest import backtest, summarize
 from forecasting.models import MODEL_NAMES, FleetModel, get_model
-from forecasting.models.fleet import DEFAULTS, Variant, _HoldOut, _series_choice, variants
+from forecasting.models.fleet import DEFAULTS, Variant, _HoldOut, _series_choice, _series_ramp, variants
 from forecasting.panel import Panel, build_panel
 from forecasting.plan import QUANTILES
 from forecasting.settings import Settings
@@ -196,3 +197,73 @@ def test_a_ramp_on_a_yearly_season_is_not_absorbed_by_the_yearly_wave():
     assert sv["series_ramp_per_period"].iloc[-1] > 0
     assert (sv["series_ramp_per_period"].iloc[:-1] == 0).all()  # the season alone is no ramp
     assert (q50[:-1] < 60.0).all()  # ... and crosses nothing (its peak is 48 + weekly + noise)
+
+
+def weekend_peaks(T: int, seed: int | None, level: np.ndarray | float = 30.0) -> np.ndarray:
+    """Load whose weekend batch peaks are a share of the level (×1.7 on Saturdays and Sundays,
+    ×0.95 on weekdays): multiplicative, as when more users bring more of the same work."""
+    days = pd.date_range("2022-01-03", periods=T, freq="D", tz="UTC")  # daily_panel's grid
+    shape = np.where(days.day_of_week >= 5, 1.7, 0.95)
+    noise = 0.0 if seed is None else 0.02 * np.random.default_rng(seed).standard_normal(T)
+    return level * shape * (1.0 + noise)
+
+
+@pytest.mark.slow
+def test_a_ramp_with_weekly_peaks_that_grow_with_it_is_caught_on_its_peaks():
+    """A ramp of the last 120 days whose weekend peaks grow with the level: weekly terms fitted
+    at the older, lower level would forecast peaks that are too small and no crossing; scaled
+    to the ramp's level they cross the threshold on the weekend the truth does. The same shape
+    without a ramp gets no invented crossing."""
+    T, H, slope, began, threshold = 3 * 365, 90, 0.1, 120, 80.0
+
+    def level(n: int) -> np.ndarray:
+        return 30.0 + slope * np.maximum(np.arange(n) - (T - began), 0)
+
+    rows = [weekend_peaks(T, s) for s in range(30)] + [weekend_peaks(T, 100, level(T))]
+    m = FleetModel(horizon=H).fit(daily_panel(rows, metric="cpu_p95"))
+    q50 = m.predict(H).quantiles[:, :, QUANTILES.index(0.5)]
+    truth = weekend_peaks(T + H, None, level(T + H))[T:]
+    assert weekend_peaks(T, None, level(T)).max() < threshold  # below it throughout history
+    true_day = int(np.argmax(truth >= threshold)) + 1
+    assert (truth >= threshold).any() and 30 <= true_day <= 70
+    assert m.series_variants["series_ramp_per_period"].iloc[-1] > 0
+    crossing = np.flatnonzero(q50[-1] >= threshold)
+    assert crossing.size, "the weekend peaks were forecast at their old size: no crossing"
+    assert abs((crossing[0] + 1) - true_day) <= 7
+    assert (q50[:-1] < 60.0).all()  # flat servers: peaks of 51 + noise, nothing crosses
+
+
+def wander(T: int, seed: int, sd: float = 1.5, phi: float = 0.97) -> np.ndarray:
+    """AR(1) noise that wanders for weeks (memory's): marginal sd `sd`, lag-one correlation `phi`."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal(T) * sd * np.sqrt(1 - phi**2)
+    x = np.empty(T)
+    x[0] = rng.standard_normal() * sd
+    for t in range(1, T):
+        x[t] = phi * x[t - 1] + e[t]
+    return x
+
+
+@pytest.mark.slow
+def test_a_slow_ramp_under_wandering_noise_is_evident_over_half_a_year():
+    """A memory-like series: a slow ramp for half a year under noise that wanders for weeks. Its
+    quarter-long slope stays within the spread of its history's (the quarter test alone misses
+    it); over half a year it stands out, and it is extended to a crossing. Wandering series
+    without a ramp are not ramps."""
+    T, H, slope, began, threshold = 3 * 365, 90, 0.1, 180, 85.0
+    rise = slope * np.maximum(np.arange(T + H) - (T - began), 0)
+    rows = [60.0 + wander(T, s) for s in range(30)] + [60.0 + wander(T, 100) + rise[:T]]
+    panel = daily_panel(rows, metric="mem_p95")
+    quarter_only = dataclasses.replace(DEFAULTS["daily"], series_ramp_long_weeks=0)
+    alone, _, _ = _series_ramp(panel.values, panel.observed, "daily", quarter_only)
+    assert not alone.any()  # the quarter's test alone: no ramp anywhere
+    m = FleetModel(horizon=H).fit(panel)
+    sv = m.series_variants
+    assert sv["series_ramp_per_period"].iloc[-1] > 0
+    assert (sv["series_ramp_per_period"].iloc[:-1] == 0).all()
+    q50 = m.predict(H).quantiles[:, :, QUANTILES.index(0.5)]
+    true_day = (threshold - 60.0 - slope * began) / slope  # 70 days after the end
+    crossing = np.flatnonzero(q50[-1] >= threshold)
+    assert crossing.size, "the slow ramp was not extended: no crossing within the horizon"
+    assert abs((crossing[0] + 1) - true_day) <= 7
+    assert (q50[:-1] < 70.0).all()

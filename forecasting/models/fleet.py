@@ -21,7 +21,9 @@ Why it is accurate on real data (spikes, level shifts, ramps, mostly-flat lines)
   year or two earlier, measured against the series' own history of such differences; see
   _series_ramp) is not left to the yearly wave, which would absorb it and extrapolate a dip:
   that series is fitted without the wave and forecast as level + its excess slope + the
-  year-ago path, with bands from the hold-out errors of such ramps.
+  year-ago path, with bands from the hold-out errors of such ramps; its weekly and calendar
+  swings are scaled to its forecast level (a ramp's peaks grow with it, see _season_level),
+  and a slow ramp under wandering noise counts when it stands out over half a year.
 
 Why its bands hold: quantiles are not from an assumed normal but from the model's own
 rolling-origin errors in that hold-out, per horizon step, pooled over the series of a metric
@@ -116,6 +118,12 @@ class FleetConfig:
     series_ramp_weeks: int = 0
     series_ramp_sigmas: float = 5.0
     series_ramp_rise: float = 3.0
+    # a slow ramp under wandering noise (memory) may not stand out over a quarter but does over
+    # a longer window: the same test over `series_ramp_long_weeks` also makes a ramp evident,
+    # provided the last quarter still rises by `series_ramp_rise` noise sigmas beyond a year ago;
+    # it is extended at that quarter's slope (a level shift inside the long window, flat since,
+    # extends nothing). 0 = off.
+    series_ramp_long_weeks: int = 0
     # per-series choice of the variant from the series' own hold-out errors, shrunk to its group's
     series_choice: bool = True
     series_origins: int = 2  # hold-out origins per series for that choice (every series is held out)
@@ -147,6 +155,7 @@ DEFAULTS: dict[str, FleetConfig] = {
         ramp=(False, True),
         ramp_window=84,
         series_ramp_weeks=12,  # a quarter: the slope a 90-day forecast would extend
+        series_ramp_long_weeks=26,  # half a year: the evidence of a slow ramp
         scale_window=182,
         ridge_slope=1e-3,
         ridge_changepoint=1.0,
@@ -549,6 +558,7 @@ class _Fit:
     series_ramp: np.ndarray  # (n,) slope of a ramp evident in the series itself (0 = none; see _series_ramp)
     season_path: np.ndarray  # (n, SEASON_WEEKS) its year-ago path, week by week
     ramp_unit: np.ndarray  # (n,) band unit of that ramp's forecast (= scale where there is none)
+    season_level: np.ndarray  # (n,) level its seasonal terms were fitted at (0 = additive; see _season_level)
 
     def level(self, variant: Variant, half_window: float) -> np.ndarray:
         """Correction added to every future period (at the end of history when drifting)."""
@@ -585,6 +595,7 @@ class _Fit:
             out += slope[:, None] * np.arange(1, len(index) + 1, dtype=float)[None, :]
             if own.any():  # ... on the path of the same weeks a year ago
                 out[own] += _weekly_to_periods(self.season_path[own], len(index))
+                out[own] = _scale_seasonal(out[own], self.coef[own], self.season_level[own], design, index)
         return out
 
     @staticmethod
@@ -592,7 +603,7 @@ class _Fit:
         if not parts:
             e = np.empty(0)
             empty = np.empty((0, SEASON_WEEKS))
-            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool), e, e, e, e, empty, e)
+            return _Fit(np.empty((0, K)), e, e, e, e, np.empty(0, dtype=bool), e, e, e, e, empty, e, e)
         return _Fit(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(_Fit)))
 
 
@@ -646,8 +657,12 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
     if own.any():
         ramp_unit[own] = np.hypot(scale[own], series_ramp[own] * W)
     recent, shift = _level_correction(resid, mask, scale, cfg)
+    season_level = np.zeros(len(values))
     if own.any():
-        recent[own] = _ramp_level(resid[own], mask[own], coef[own], design, local_slope[own])
+        season_level[own] = _season_level(coef[own], mask[own], design)
+        recent[own] = _ramp_level(
+            resid[own], mask[own], coef[own], design, local_slope[own], season_level[own]
+        )
     drift = _drift(resid, mask, scale, cfg)
     ramp, ramp_level, ramp_t = _ramp(resid, mask, scale, cfg)
     ok = np.isfinite(coef).all(axis=1) & np.isfinite(recent) & np.isfinite(scale)
@@ -664,6 +679,7 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
         series_ramp=series_ramp,
         season_path=season_path,
         ramp_unit=np.nan_to_num(ramp_unit),
+        season_level=season_level,
     )
 
 
@@ -723,21 +739,77 @@ def _ramp(
 
 
 def _ramp_level(
-    resid: np.ndarray, mask: np.ndarray, coef: np.ndarray, design: Design, slope: np.ndarray
+    resid: np.ndarray,
+    mask: np.ndarray,
+    coef: np.ndarray,
+    design: Design,
+    slope: np.ndarray,
+    season_level: np.ndarray | None = None,
 ) -> np.ndarray:
     """(n,) level correction of a series with an evident ramp: the median of its last
     `level_window` values without their seasonal terms, each carried to the last period along
     the ramp's slope, minus the fitted trend there (which the forecast holds flat).
 
     The plain level correction (the median residual of the window) sits half a window back on a
-    ramp and counts the fit's own slope over that half window twice.
+    ramp and counts the fit's own slope over that half window twice. With a `season_level`
+    (see _season_level) the seasonal terms removed are those scaled to each day's level.
     """
     L = design.config.level_window
-    trend = np.isin(design.kind, ("intercept", "slope", "changepoint", "step"))
+    trend = _trend_kinds(design)
     fitted_trend = coef[:, trend] @ design.X[-L:, trend].T  # (n, L)
     ahead = (L - 1 - np.arange(L, dtype=float))[None, :]
     carried = resid[:, -L:] + fitted_trend - fitted_trend[:, -1:] + slope[:, None] * ahead
+    if season_level is not None:
+        # resid = y − level − seasonal: the seasonal part at this level is seasonal × level / ref
+        seasonal = coef[:, ~trend] @ design.X[-L:, ~trend].T
+        tail = np.where(mask[:, -L:], resid[:, -L:], np.nan)
+        level = fitted_trend + np.nan_to_num(nan_row_median(tail))[:, None]
+        carried -= seasonal * (_season_factor(level, season_level) - 1.0)
     return np.nan_to_num(nan_row_median(np.where(mask[:, -L:], carried, np.nan)))
+
+
+def _trend_kinds(design: Design) -> np.ndarray:
+    return np.isin(design.kind, ("intercept", "slope", "changepoint", "step"))
+
+
+def _season_level(coef: np.ndarray, mask: np.ndarray, design: Design) -> np.ndarray:
+    """(n,) the level a ramp's seasonal terms were fitted at: the recency-weighted mean of its
+    fitted trend over its observed periods (0 where it is not positive).
+
+    Load that ramps up ramps up its weekly and book-close swings with it (more users, more of
+    the same peaks): the swings are shares of the level, not fixed amounts. A weighted least
+    squares fit of additive terms to y = level × (1 + a·s) estimates a·(weighted mean level), so
+    the fitted terms are scaled by level / that mean to follow the level (see _scale_seasonal).
+    """
+    trend = _trend_kinds(design)
+    fitted = coef[:, trend] @ design.X[:, trend].T  # (n, T)
+    w = mask * design.weights[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = (np.where(mask, fitted, 0.0) * w).sum(axis=1) / w.sum(axis=1)
+    return np.where(np.isfinite(ref) & (ref > 0), ref, 0.0)
+
+
+# a level this many times the one the seasonal terms were fitted at scales them no further
+# (a guard against a reference level near zero, not a tuning knob)
+_SEASON_FACTOR_MAX = 4.0
+
+
+def _season_factor(level: np.ndarray, season_level: np.ndarray) -> np.ndarray:
+    """Level / the seasonal terms' reference level (1 where there is none), within [0, max]."""
+    ref = season_level[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = np.where(ref > 0, level / ref, 1.0)
+    return np.clip(np.nan_to_num(f, nan=1.0), 0.0, _SEASON_FACTOR_MAX)
+
+
+def _scale_seasonal(
+    out: np.ndarray, coef: np.ndarray, season_level: np.ndarray, design: Design, index: pd.DatetimeIndex
+) -> np.ndarray:
+    """A ramp's forecast with its seasonal terms scaled to its forecast level (see _season_level)."""
+    trend = _trend_kinds(design)
+    seasonal = coef[:, ~trend] @ design.future(index, 0.0)[:, ~trend].T
+    level = out - seasonal
+    return level + seasonal * _season_factor(level, season_level)
 
 
 def _scatter_about_line(resid: np.ndarray, mask: np.ndarray, W: int) -> np.ndarray:
@@ -810,7 +882,10 @@ def _series_ramp(
     The year-ago path and slope count as far as the two years agree (see _year_ago_path): a
     series without a season extends its own slope, not a year-ago wiggle.
     Where the last two thirds of the window are evident too, their steeper slope is used (a ramp
-    that began two months ago is not diluted by the flat weeks before it).
+    that began two months ago is not diluted by the flat weeks before it). A slow ramp under
+    wandering noise (memory's) can stay within the spread of its quarter-long slopes and still
+    stand out over `series_ramp_long_weeks`: the same test there makes it evident as long as the
+    last quarter still passes the rise criterion, and the quarter's slope is the one extended.
 
     holiday: (T,) public holidays, left out of the weekly medians (a Christmas week is not a
     fall). Daily series with at least a year, a window and 8 earlier windows of history;
@@ -855,7 +930,9 @@ def _series_ramp(
     out, local, season = sub_out, sub_local, sub_season
     med = _weekly_medians(values, mask)
     found = np.zeros(n, dtype=bool)
-    for w in (W, max(2 * W // 3, 3)):
+    long_w = cfg.series_ramp_long_weeks
+    long_evident = np.zeros(n, dtype=bool)
+    for w in ([long_w] if long_w > W else []) + [W, max(2 * W // 3, 3)]:
         b = _rolling_slopes(med, w)  # column j: the window ending at week j + w
         refs = np.full((2, *b.shape), np.nan)  # the same windows 52 and 104 weeks earlier
         for k, lag in enumerate((52, 104)):
@@ -870,10 +947,14 @@ def _series_ramp(
         enough = np.count_nonzero(~np.isnan(past), axis=1) >= min_past
         now, slope = excess[:, -1], b[:, -1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            evident = enough & (now - centre > cfg.series_ramp_sigmas * spread)
-            evident &= now * 7 * w >= cfg.series_ramp_rise * noise
+            standout = enough & (now - centre > cfg.series_ramp_sigmas * spread)
+            rising = now * 7 * w >= cfg.series_ramp_rise * noise
+        if w == long_w and w > W:
+            long_evident = standout
+            continue
+        evident = standout & rising
         if w == W:
-            found = evident
+            found = evident = evident | (long_evident & rising)
         evident &= found & (slope > local)
         out[evident], local[evident] = now[evident], slope[evident]
     if found.any():
