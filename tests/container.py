@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,20 @@ IMAGE = "capacity-forecaster:test"
 # The base image's CA bundle: update-ca-certificates wrote the host's extra CAs into it.
 BASE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 APP_UID = "10001:10001"  # the image's USER; a mounted store must be writable by it
+REGION = "us-east-1"
+
+# TEMPORARY until forecasting/aws/handlers.py lands on main: a stand-in handler mounted from tests/.
+LAMBDA_HANDLER = "capfc_stub_handlers.trigger"
+LAMBDA_STUB_DIR = ROOT / "tests" / "lambda_stub"
+# What the project's EventBridge Scheduler target sends (its input template, filled in).
+SCHEDULE_EVENT = {
+    "trigger": "schedule",
+    "schedule": "arn:aws:scheduler:us-east-1:123456789012:schedule/default/capfc-daily",
+    "scheduled_time": "2026-12-04T06:00:00Z",
+    "execution_id": "3f1c2b7e-5a0d-4c1e-9a55-0d6c3b2a1e11",
+}
+# As in Lambda and on a hardened task: the image read-only, only /tmp writable.
+READ_ONLY = ("--read-only", "--tmpfs", "/tmp:rw,exec")
 
 
 def docker(*args: str, timeout: float = 300, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -151,3 +166,61 @@ def make_writable_for_app(path: Path) -> None:
     else:  # pragma: no cover - the engine needs root here anyway
         for p in [path, *path.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o777 if p.is_dir() else p.stat().st_mode | 0o666)
+
+
+def web_args(port: int, store: Path) -> list[str]:
+    """``docker run`` options for the web entry point (the image's CMD) on loopback ``port``."""
+    return [
+        "--network", "host",
+        "--env", f"PORT={port}", "--env", "WEB_CONCURRENCY=1",
+        # loopback only here (the image binds 0.0.0.0 for its host's load balancer)
+        "--env", f"GUNICORN_CMD_ARGS=--bind=127.0.0.1:{port}",
+        "--volume", f"{store}:/data",
+    ]  # fmt: skip
+
+
+def lambda_args(runtime_address: str, store: Path) -> list[str]:
+    """``docker run`` options (before the image) for the Lambda entry against a Runtime API."""
+    return [
+        "--network", "host", *READ_ONLY,
+        "--env", f"AWS_LAMBDA_RUNTIME_API={runtime_address}",
+        "--env", "AWS_LAMBDA_FUNCTION_NAME=capfc-trigger",
+        "--env", "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
+        "--env", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=3008",
+        "--env", "AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/capfc-trigger",
+        "--env", "AWS_LAMBDA_LOG_STREAM_NAME=2026/12/04/[$LATEST]0123456789abcdef",
+        "--env", f"AWS_REGION={REGION}",
+        "--env", "CAPFC_DATA=/data",
+        "--volume", f"{store}:/data",
+        "--volume", f"{LAMBDA_STUB_DIR}:/opt/capfc-test:ro", "--env", "PYTHONPATH=/opt/capfc-test",
+        "--entrypoint", "python",
+    ]  # fmt: skip
+
+
+def lambda_command() -> list[str]:
+    """The Lambda entry point's command after the image (the contract's awslambdaric call)."""
+    return ["-m", "awslambdaric", LAMBDA_HANDLER]
+
+
+def wait_healthy(base_url: str, name: str, timeout: float = 120.0) -> dict:
+    """Poll ``/healthz`` until it reports the plan loaded; fails if the container exits."""
+    deadline = time.monotonic() + timeout
+    health: dict = {}
+    while time.monotonic() < deadline:
+        state = json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
+        if not state["Running"]:
+            raise AssertionError(f"the container exited ({state['ExitCode']}):\n{logs(name)}")
+        try:
+            with urllib.request.urlopen(base_url + "/healthz", timeout=2) as r:
+                health = json.loads(r.read())
+        except (OSError, ValueError):
+            health = {}
+        if health and health.get("data") != "starting":
+            return health
+        time.sleep(0.3)
+    raise AssertionError(f"{base_url}/healthz not ready within {timeout:.0f} s ({health}):\n{logs(name)}")
+
+
+def logs(name: str) -> str:
+    proc = docker("logs", name, check=False, timeout=30)
+    return (proc.stdout + proc.stderr)[-4000:]

@@ -33,27 +33,25 @@ from forecasting.sources import open_store
 from tests.conftest import free_port
 from tests.container import (
     APP_UID,
+    REGION,
     ROOT,
+    SCHEDULE_EVENT,
     Build,
     build_image,
     docker,
     image_config,
+    lambda_args,
+    lambda_command,
+    logs,
     make_writable_for_app,
+    wait_healthy,
+    web_args,
 )
 from tests.lambda_runtime import FakeLambdaRuntime
-from tests.s3server import ADMIN, REGION, SeaweedServer, seaweed
+from tests.s3server import ADMIN, SeaweedServer, seaweed
 
 __all__ = ["seaweed"]  # fixture, imported for pytest
 
-# TEMPORARY until forecasting/aws/handlers.py lands on main: a stand-in handler mounted from tests/.
-LAMBDA_HANDLER = "capfc_stub_handlers.trigger"
-LAMBDA_STUB_DIR = ROOT / "tests" / "lambda_stub"
-SCHEDULE_EVENT = {
-    "trigger": "schedule",
-    "schedule": "arn:aws:scheduler:us-east-1:123456789012:schedule/default/capfc-daily",
-    "scheduled_time": "2026-12-04T06:00:00Z",
-    "execution_id": "3f1c2b7e-5a0d-4c1e-9a55-0d6c3b2a1e11",
-}
 _names = itertools.count()
 
 
@@ -121,11 +119,6 @@ def containers() -> Iterator[list[str]]:
         docker("rm", "--force", "--volumes", name, check=False, timeout=60)
 
 
-def _logs(name: str) -> str:
-    proc = docker("logs", name, check=False, timeout=30)
-    return (proc.stdout + proc.stderr)[-4000:]
-
-
 def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -156,7 +149,7 @@ def test_image_is_non_root_and_carries_no_secrets(image):
     listing = docker(
         "run", "--rm", "--network", "none", image.image, "sh", "-c",
         "id -u; ls -a /app; test ! -e /root/.aws && test ! -e /app/.aws && echo no-aws; "
-        "ls /app/forecasting/__pycache__ | head -n 1",
+        "ls /app/forecasting/__pycache__ | head -n 1; ls /tmp/numba-cache",
     ).stdout.split()  # fmt: skip
     assert listing[0] == "10001"
     assert (
@@ -164,6 +157,7 @@ def test_image_is_non_root_and_carries_no_secrets(image):
     )
     assert "no-aws" in listing
     assert any(name.endswith(".pyc") for name in listing)  # bytecode compiled at build time
+    assert any(name.startswith("forecasting_") for name in listing)  # numba kernels compiled too
     assert image.size_bytes < 2.0e9
 
 
@@ -178,39 +172,18 @@ def test_web_entry_point_serves_health_and_pages(image, planned_template, tmp_pa
     name = _name("web")
     containers.append(name)
     t0 = time.monotonic()
-    docker(
-        "run", "--detach", "--name", name, "--network", "host",
-        "--read-only", "--tmpfs", "/tmp:rw,exec",
-        "--env", f"PORT={port}", "--env", "WEB_CONCURRENCY=1",
-        # loopback only in the tests (the image binds 0.0.0.0 for its host's load balancer)
-        "--env", f"GUNICORN_CMD_ARGS=--bind=127.0.0.1:{port}",
-        "--volume", f"{store}:/data",
-        image.image,
-    )  # fmt: skip
+    docker("run", "--detach", "--name", name, *web_args(port, store), image.image)
     base = f"http://127.0.0.1:{port}"
-    deadline = t0 + 120
-    health: dict = {}
-    while time.monotonic() < deadline:
-        state = json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
-        assert state["Running"], f"the web container exited ({state['ExitCode']}):\n{_logs(name)}"
-        try:
-            status, body = _get(base + "/healthz", timeout=2)
-        except OSError:
-            status, body = 0, b""
-        if status == 200:
-            health = json.loads(body)
-            if health.get("data") != "starting":
-                break
-        time.sleep(0.3)
+    health = wait_healthy(base, name)
     up = time.monotonic() - t0
-    assert health == {"status": "ok", "run_id": run_id, "data": "ok"}, f"{health}\n{_logs(name)}"
+    assert health == {"status": "ok", "run_id": run_id, "data": "ok"}, f"{health}\n{logs(name)}"
     print(f"\nweb: /healthz ready with the plan {up:.1f} s after docker run")
     status, page = _get(base + "/", timeout=30)
     assert status == 200 and b"_dash-renderer" in page and b"Capacity Forecaster" in page
     status, layout = _get(base + "/_dash-layout", timeout=30)
     assert status == 200 and run_id.encode() in layout
-    logs = _logs(name)
-    assert "Permission denied" not in logs and "Traceback" not in logs, logs
+    text = logs(name)
+    assert "Permission denied" not in text and "Traceback" not in text, text
 
 
 # --------------------------------------------------------------------------- 2. Lambda
@@ -226,28 +199,20 @@ def test_lambda_entry_point_runs_the_batch_for_a_schedule_event(image, fleet_tem
     try:
         t0 = time.monotonic()
         docker(
-            "run", "--detach", "--name", name, "--network", "host",
-            # as in Lambda: a read-only image, only /tmp writable, HOME not writable
-            "--read-only", "--tmpfs", "/tmp:rw,exec",
-            "--env", f"AWS_LAMBDA_RUNTIME_API={runtime.address}",
-            "--env", "AWS_LAMBDA_FUNCTION_NAME=capfc-trigger",
-            "--env", "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
-            "--env", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=3008",
-            "--env", "AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/capfc-trigger",
-            "--env", "AWS_LAMBDA_LOG_STREAM_NAME=2026/12/04/[$LATEST]0123456789abcdef",
-            "--env", f"AWS_REGION={REGION}",
-            "--env", "CAPFC_DATA=/data",
-            "--volume", f"{store}:/data",
-            "--volume", f"{LAMBDA_STUB_DIR}:/opt/capfc-test:ro", "--env", "PYTHONPATH=/opt/capfc-test",
-            "--entrypoint", "python",
-            image.image, "-m", "awslambdaric", LAMBDA_HANDLER,
-        )  # fmt: skip
+            "run",
+            "--detach",
+            "--name",
+            name,
+            *lambda_args(runtime.address, store),
+            image.image,
+            *lambda_command(),
+        )
         try:
             init = runtime.wait_for_first_next(timeout=120) - t0
         except (TimeoutError, RuntimeError) as e:
-            raise AssertionError(f"{e}\n{_logs(name)}") from None
+            raise AssertionError(f"{e}\n{logs(name)}") from None
         first = runtime.invoke(SCHEDULE_EVENT, timeout=300)
-        assert first.outcome == "response", f"{first.body}\n{_logs(name)}"
+        assert first.outcome == "response", f"{first.body}\n{logs(name)}"
         result = first.body
         assert result["status"] == "published" and result["trigger"] == "schedule", result
         published = open_store(str(store)).latest_run_id()
@@ -273,7 +238,7 @@ def test_lambda_entry_point_runs_the_batch_for_a_schedule_event(image, fleet_tem
 
 
 def _task(image: str, *args: str, env: dict[str, str] | None = None, volume: Path | None = None):
-    cmd = ["run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp:rw,exec"]
+    cmd = ["run", "--rm", "--network", "host"]
     for key, value in (env or {}).items():
         cmd += ["--env", f"{key}={value}"]
     if volume is not None:
