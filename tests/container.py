@@ -123,7 +123,7 @@ def pip_build_args() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Build:
-    image: str
+    image: str  # the built image's id (sha256:…)
     seconds: float
     size_bytes: int
     cached_steps: int  # build steps answered from the layer cache
@@ -142,12 +142,13 @@ def build_image(tag: str = IMAGE, *, no_cache: bool = False) -> Build:
         t0 = time.perf_counter()
         proc = docker(*cmd, "-t", tag, str(ROOT), timeout=1800)
         seconds = time.perf_counter() - t0
-    size = int(docker("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
+        # the image id, not the tag: another checkout's session may retag it meanwhile
+        image_id, size = docker("image", "inspect", "--format", "{{.Id}} {{.Size}}", tag).stdout.split()
     lines = proc.stdout.splitlines()
     return Build(
-        image=tag,
+        image=image_id,
+        size_bytes=int(size),
         seconds=seconds,
-        size_bytes=size,
         cached_steps=sum("Using cache" in line for line in lines),
         steps=sum(line.startswith("Step ") for line in lines),
     )

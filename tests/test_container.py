@@ -67,7 +67,7 @@ def image() -> Build:
     """The project's image, built once per session on the local debootstrap base."""
     build = build_image()
     print(
-        f"\nimage {build.image}: {build.size_bytes / 1e9:.2f} GB, built in {build.seconds:.1f} s "
+        f"\nimage {build.image[7:19]}: {build.size_bytes / 1e9:.2f} GB, built in {build.seconds:.1f} s "
         f"({build.cached_steps}/{build.steps} steps from the layer cache)"
     )
     return build
