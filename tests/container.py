@@ -203,23 +203,32 @@ def lambda_command() -> list[str]:
     return ["-m", "awslambdaric", LAMBDA_HANDLER]
 
 
-def wait_healthy(base_url: str, name: str, timeout: float = 120.0) -> dict:
-    """Poll ``/healthz`` until it reports the plan loaded; fails if the container exits."""
-    deadline = time.monotonic() + timeout
-    health: dict = {}
+def wait_ready(base_url: str, name: str, timeout: float = 120.0) -> tuple[float, dict]:
+    """Poll ``/healthz`` (alive), then ``/readyz`` (plan readable) until both answer 200.
+
+    Returns the seconds until ``/healthz`` first answered and the ``/readyz`` body; fails as soon
+    as the container exits.
+    """
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    alive: float | None = None
+    body: dict = {}
     while time.monotonic() < deadline:
         state = json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
         if not state["Running"]:
             raise AssertionError(f"the container exited ({state['ExitCode']}):\n{logs(name)}")
+        path = "/healthz" if alive is None else "/readyz"
         try:
-            with urllib.request.urlopen(base_url + "/healthz", timeout=2) as r:
-                health = json.loads(r.read())
+            with urllib.request.urlopen(base_url + path, timeout=2) as r:
+                body = json.loads(r.read())
+                if alive is None:
+                    alive = time.monotonic() - t0
+                    continue
+                return alive, body
         except (OSError, ValueError):
-            health = {}
-        if health and health.get("data") != "starting":
-            return health
+            pass  # not up yet, or 503 (not ready)
         time.sleep(0.3)
-    raise AssertionError(f"{base_url}/healthz not ready within {timeout:.0f} s ({health}):\n{logs(name)}")
+    raise AssertionError(f"{base_url} not ready within {timeout:.0f} s ({body}):\n{logs(name)}")
 
 
 def logs(name: str) -> str:

@@ -1,6 +1,6 @@
 """The image, built in a real Docker engine and started for real through its three entry points.
 
-- web: the image's CMD (gunicorn) on ``$PORT``, polled on ``/healthz``, then a page;
+- web: the image's CMD (gunicorn) on ``$PORT``, polled on ``/healthz`` and ``/readyz``, then a page;
 - Lambda: ``python -m awslambdaric <handler>`` against a loopback fake of the Lambda Runtime API
   (tests/lambda_runtime.py; Lambda's own service cannot run here), fed an EventBridge Scheduler
   event, with a read-only root file system and a tmpfs ``/tmp`` as in Lambda;
@@ -44,7 +44,7 @@ from tests.container import (
     lambda_command,
     logs,
     make_writable_for_app,
-    wait_healthy,
+    wait_ready,
     web_args,
 )
 from tests.lambda_runtime import FakeLambdaRuntime
@@ -174,10 +174,11 @@ def test_web_entry_point_serves_health_and_pages(image, planned_template, tmp_pa
     t0 = time.monotonic()
     docker("run", "--detach", "--name", name, *web_args(port, store), image.image)
     base = f"http://127.0.0.1:{port}"
-    health = wait_healthy(base, name)
+    alive, ready = wait_ready(base, name)
     up = time.monotonic() - t0
-    assert health == {"status": "ok", "run_id": run_id, "data": "ok"}, f"{health}\n{logs(name)}"
-    print(f"\nweb: /healthz ready with the plan {up:.1f} s after docker run")
+    assert ready["status"] == "ok" and ready["run_id"] == run_id, f"{ready}\n{logs(name)}"
+    assert _get(base + "/healthz") == (200, b'{"status": "ok"}')
+    print(f"\nweb: /healthz answered {alive:.1f} s, /readyz with the plan {up:.1f} s after docker run")
     status, page = _get(base + "/", timeout=30)
     assert status == 200 and b"_dash-renderer" in page and b"Capacity Forecaster" in page
     status, layout = _get(base + "/_dash-layout", timeout=30)
