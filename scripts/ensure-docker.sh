@@ -23,6 +23,15 @@ RECIPE=1
 
 docker_() { docker -H "$HOST" "$@"; }
 
+# Quick exit when everything is there; otherwise one caller at a time (make test, CI and the
+# test fixture may all call this).
+if docker_ image inspect --format '{{ index .Config.Labels "capfc.base.recipe" }}' "$BASE" 2>/dev/null \
+  | grep -qx "$RECIPE"; then
+  exit 0
+fi
+exec 9>"/tmp/capfc-ensure-docker.lock"
+flock 9
+
 # 1. Packages ---------------------------------------------------------------------------------
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
@@ -77,7 +86,15 @@ mirror="$(
 )"
 mirror="${mirror:-http://deb.debian.org/debian}"
 rootfs="$(mktemp -d /var/tmp/capfc-rootfs.XXXXXX)"
-trap 'rm -rf "$rootfs"' EXIT
+# debootstrap mounts /proc (and /sys) inside the target; unmount before removing it on failure.
+cleanup() {
+  local m
+  for m in proc sys; do
+    if mountpoint -q "$rootfs/$m"; then umount -R "$rootfs/$m" || true; fi
+  done
+  rm -rf "$rootfs"
+}
+trap cleanup EXIT
 echo "ensure-docker: building $BASE with debootstrap from $mirror" >&2
 start=$(date +%s)
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
