@@ -118,6 +118,8 @@ def pip_build_args() -> dict[str, str]:
         args["PIP_TRUSTED_HOST"] = conf["trusted-host"]
     if conf.get("cert"):
         args["PIP_CERT"] = BASE_CA_BUNDLE
+    if conf.get("default-timeout"):  # a slow index on a busy machine
+        args["PIP_DEFAULT_TIMEOUT"] = conf["default-timeout"]
     return args
 
 

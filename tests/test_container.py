@@ -44,6 +44,7 @@ from tests.container import (
     lambda_command,
     logs,
     make_writable_for_app,
+    pip_build_args,
     wait_ready,
     web_args,
 )
@@ -136,6 +137,17 @@ def test_dockerfile_is_hadolint_clean():
         [str(hadolint), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_build_reaches_the_hosts_package_index_without_secrets(monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.mirror.example/simple")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "file:///opt/wheels/simple https://extra.example/simple")
+    args = pip_build_args()
+    assert args["PIP_INDEX_URL"] == "https://pypi.mirror.example/simple"
+    assert args["PIP_EXTRA_INDEX_URL"] == "https://extra.example/simple"  # file:// is not in the build
+    monkeypatch.setenv("PIP_INDEX_URL", "https://user:token@pypi.mirror.example/simple")
+    with pytest.raises(RuntimeError, match="credentials"):
+        pip_build_args()
 
 
 @pytest.mark.slow
