@@ -32,16 +32,9 @@ BASE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 APP_UID = "10001:10001"  # the image's USER; a mounted store must be writable by it
 REGION = "us-east-1"
 
-# TEMPORARY until forecasting/aws/handlers.py lands on main: a stand-in handler mounted from tests/.
-LAMBDA_HANDLER = "capfc_stub_handlers.trigger"
-LAMBDA_STUB_DIR = ROOT / "tests" / "lambda_stub"
-# What the project's EventBridge Scheduler target sends (its input template, filled in).
-SCHEDULE_EVENT = {
-    "trigger": "schedule",
-    "schedule": "arn:aws:scheduler:us-east-1:123456789012:schedule/default/capfc-daily",
-    "scheduled_time": "2026-12-04T06:00:00Z",
-    "execution_id": "3f1c2b7e-5a0d-4c1e-9a55-0d6c3b2a1e11",
-}
+# The Lambda entry point of the contract, and the recorded EventBridge Scheduler input.
+LAMBDA_HANDLER = "forecasting.aws.handlers.trigger"
+SCHEDULE_EVENT = json.loads((ROOT / "tests" / "data" / "events" / "scheduler-input.json").read_text())
 # As in Lambda and on a hardened task: the image read-only, only /tmp writable.
 READ_ONLY = ("--read-only", "--tmpfs", "/tmp:rw,exec")
 
@@ -195,7 +188,6 @@ def lambda_args(runtime_address: str, store: Path) -> list[str]:
         "--env", f"AWS_REGION={REGION}",
         "--env", "CAPFC_DATA=/data",
         "--volume", f"{store}:/data",
-        "--volume", f"{LAMBDA_STUB_DIR}:/opt/capfc-test:ro", "--env", "PYTHONPATH=/opt/capfc-test",
         "--entrypoint", "python",
     ]  # fmt: skip
 

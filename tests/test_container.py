@@ -237,10 +237,22 @@ def test_lambda_entry_point_runs_the_batch_for_a_schedule_event(image, fleet_tem
             f"first invocation {first.duration:.1f} s"
         )
 
-        # a malformed event: the function reports an error, the runtime keeps serving
+        # the scheduler delivering the same event again: the run is keyed by its input, not rerun
+        again = runtime.invoke(SCHEDULE_EVENT, timeout=120)
+        assert again.outcome == "response", f"{again.body}\n{logs(name)}"
+        assert again.body["status"] == "duplicate" and again.body["run_id"] == published, again.body
+        assert open_store(str(store)).latest_run_id() == published
+
+        # a malformed event: the function reports an error naming it, the runtime keeps serving
         bad = runtime.invoke({"Records": "nope"}, timeout=60)
-        assert bad.outcome == "error" and bad.body["errorType"] and bad.body["errorMessage"], bad.body
+        assert bad.outcome == "error" and bad.body["errorType"] == "EventError", bad.body
+        assert "EventBridge" in bad.body["errorMessage"], bad.body
         assert open_store(str(store)).latest_run_id() == published  # nothing published for it
+        # the function's logs are JSON lines carrying the invocation's request id (Powertools)
+        lines = [
+            json.loads(line) for line in docker("logs", name).stdout.splitlines() if line.startswith("{")
+        ]
+        assert any(line.get("request_id") == first.request_id for line in lines), logs(name)
         assert runtime.unknown == [] and runtime.init_errors == []
         assert json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)["Running"]
     finally:
