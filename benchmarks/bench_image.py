@@ -120,7 +120,7 @@ def main() -> None:
                 f"{first.duration:.1f} s",
                 "",
             )
-            _row(f"Lambda: second invocation ({second.body.get('status')})", f"{second.duration:.1f} s", "")
+            _row(f"Lambda: second invocation ({second.body.get('status')})", f"{second.duration:.2f} s", "")
         finally:
             runtime.close()
             docker("rm", "--force", f"{name}-fn", check=False)
