@@ -1,10 +1,25 @@
-# Capacity Forecaster web app: gunicorn on $PORT (default 8080) with a health check, for AWS
-# App Runner or any container host. The same image runs the batch job:
-#   docker run … capacity-forecaster python -m forecasting run
+# Capacity Forecaster: one image, three entry points.
+#   web (App Runner / ECS):  the CMD below, gunicorn on $PORT (default 8080), GET /healthz
+#   batch as a Lambda:       python -m awslambdaric forecasting.aws.handlers.trigger  (or plan,
+#                            shard, publish: the Step Functions task steps)
+#   batch as a task:         python -m forecasting run   (Fargate / AWS Batch; exit 0/2/3/4)
 #
-# The base image is a build argument so it can come from a private registry or a local build.
+# The base image is a build argument. Production passes a real Python base pinned by digest,
+# e.g. --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:<digest>, so a rebuild cannot
+# silently change the OS layer. The tests pass a local debootstrap base (no registry is
+# reachable there; see scripts/ensure-docker.sh). Any base works that has `python` (3.11+) with
+# pip on PATH and the `groupadd`/`useradd` tools.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
+
+# pip's index settings, for builds behind a private index or mirror. Build arguments, not ENV:
+# they reach the pip step only and are not in the image's environment. Never put credentials
+# in them (they show in `docker history`); use a BuildKit secret for an authenticated index.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
+ARG PIP_CERT
+ARG PIP_DEFAULT_TIMEOUT
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -16,13 +31,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: rebuilt only when requirements.txt changes.
+# Dependencies first, in their own layer: rebuilt only when requirements.txt changes. Compiled
+# to bytecode here, since the unprivileged user cannot write __pycache__ next to root-owned code
+# and would otherwise recompile every module at each start (see the README's image figures).
 COPY requirements.txt ./
-RUN python -m pip install --no-compile -r requirements.txt
+RUN python -m pip install --no-cache-dir -r requirements.txt \
+    && python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
-# An unprivileged user; the code stays root-owned (read-only to the app), data is its own.
-RUN groupadd --system capfc \
-    && useradd --system --gid capfc --home-dir /app --no-create-home --shell /usr/sbin/nologin capfc \
+# An unprivileged user; the code stays root-owned (read-only to the app), data is its own. A
+# numeric id in USER lets a host check "not root" without reading /etc/passwd (runAsNonRoot).
+RUN groupadd --system --gid 10001 capfc \
+    && useradd --system --uid 10001 --gid capfc --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin capfc \
     && mkdir -p /data \
     && chown capfc:capfc /data
 
@@ -32,8 +52,14 @@ COPY components/ components/
 COPY callbacks/ callbacks/
 COPY app/ app/
 COPY assets/ assets/
+# Bytecode for the code, and numba's packing kernels compiled once here (~9 s per start
+# otherwise): the cache lands in $NUMBA_CACHE_DIR, which stays writable for the app user. A
+# host that mounts an empty /tmp (Lambda) compiles them again on its first consolidation.
+RUN python -m compileall -q -j 0 /app \
+    && python -c "from forecasting.consolidation import warm_up; warm_up()" \
+    && chown -R capfc:capfc "$NUMBA_CACHE_DIR"
 
-USER capfc
+USER 10001:10001
 EXPOSE 8080
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

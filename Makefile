@@ -33,9 +33,10 @@ run: demo-data  ## serve the app on http://127.0.0.1:8050
 serve: install  ## the container's exact command: gunicorn on $$PORT (default 8080)
 	PORT=$(PORT) $(VENV)/bin/gunicorn --config gunicorn.conf.py app.wsgi:server
 
-test: install lint  ## every test: unit, integration, browser
+test: install lint  ## every test: unit, integration, browser, the image built and run
 	bash scripts/ensure-browser.sh
 	bash scripts/ensure-redis.sh
+	bash scripts/ensure-docker.sh
 	$(PY) -m pytest -n 2 --headless
 
 test-fast: install  ## unit tests only (no browser, no slow)

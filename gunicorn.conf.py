@@ -42,6 +42,9 @@ logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)
 loglevel = _settings.log_level.lower()
 accesslog = None
 errorlog = "-"
+# gunicorn 25+ opens a control socket under $HOME; in the image $HOME is the root-owned /app, so
+# it fails with "Permission denied: '/app/.gunicorn'". Nothing here uses `gunicornc`.
+control_socket_disable = True
 # Workers each import the app; the file-system cache lets them share loaded runs.
 preload_app = False
 
