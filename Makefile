@@ -9,7 +9,7 @@ SERVERS ?= 1000
 PORT ?= 8080
 export CAPFC_DATA := $(DATA)
 
-.PHONY: install run demo-data test test-fast lint format bench serve clean
+.PHONY: install run demo-data test test-fast lint format bench serve clean diagrams
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,3 +55,6 @@ bench: install  ## benchmarks: figures and ratios against a baseline, side by si
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+diagrams:  ## render docs/*.dot (Graphviz) to the committed PNG/SVG pictures
+	bash scripts/render-diagrams.sh
