@@ -143,7 +143,7 @@ def test_csv_export_downloads_the_rows_the_grid_shows(dash_duo, fixture_app, rea
     click(dash_duo, dash_duo.find_element("#risk-export-csv"))
     path = _wait_download(Path(dash_duo.download_path), ".csv")
     text = path.read_text(encoding="utf-8-sig")
-    assert "# Filters: Business unit: Markets" in text
+    assert '# Filters,"Business unit: Markets"' in text
     body = pd.read_csv(io.StringIO(text), comment="#")
     assert [f"{s}/cpu_p95" for s in body["Server"]] == shown
     assert set(body["Business unit"]) == {"Markets"} and set(body["Metric"]) == {"CPU p95"}
