@@ -25,6 +25,7 @@ from typing import Any
 import diskcache
 import flask
 from dash import Dash
+from dash.exceptions import DependencyException
 from flask import Response, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
@@ -77,6 +78,7 @@ HSTS_MAX_AGE = 63_072_000  # two years, as hstspreload.org asks
 # Paths whose responses are the same for everybody and hold no data: cacheable.
 STATIC_PREFIXES = ("/assets/", "/_dash-component-suites/", "/_favicon.ico")
 CALLBACK_PATH = "/_dash-update-component"
+HEALTH_ENDPOINT = "healthz"  # the view function of app/__init__.py's /healthz
 TEXT = "text/plain; charset=utf-8"
 
 
@@ -305,6 +307,11 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
         },
     )
 
+    # the load balancer's (or App Runner's) health check speaks plain HTTP to the container
+    health = server.view_functions.get(HEALTH_ENDPOINT)
+    if health is not None:
+        talisman(force_https=False)(health)
+
     # Dash Pages adds an inline script (the title callback) on the first request, after this
     # runs: the hashes are refreshed before each page request, in the policy Talisman sends.
     @server.before_request
@@ -389,6 +396,11 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
     def _too_large(_e: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
         log.warning("request refused: body over %s bytes", settings.max_request_bytes)
         return plain(413, f"Request too large: at most {settings.max_request_bytes:,} bytes.")
+
+    @server.errorhandler(DependencyException)
+    def _unknown_bundle(_e: DependencyException):  # type: ignore[no-untyped-def]
+        log.warning("%s %s: no such component bundle", request.method, request.path)
+        return plain(404, "404 Not Found.")
 
     @server.errorhandler(HTTPException)
     def _http_error(e: HTTPException):  # type: ignore[no-untyped-def]
