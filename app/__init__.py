@@ -33,7 +33,7 @@ from forecasting.settings import Settings, load_settings
 from forecasting.sources import Store, open_store
 
 from . import ids, security
-from .errors import report, user_message
+from .errors import UserFacingError, report, user_message
 from .filters import LABELS, PLACEHOLDERS
 from .pages import PageSpec
 from .readmodel import ReadModel
@@ -241,6 +241,10 @@ def _on_error(err: Exception) -> None:
     """Any callback failure: the detail and traceback go to the log under a reference; the
     planner sees a generic alert naming that reference (never the exception's text, which can
     name buckets, endpoints or IAM actions)."""
+    if isinstance(err, UserFacingError):  # e.g. the background job cap: a plain, expected refusal
+        log.warning("callback refused: %s", err.message)
+        set_props(ids.ERROR_ALERT, {"is_open": True, "children": [html.Strong("Not done. "), err.message]})
+        return
     ref = report(log, "callback failed", err)
     set_props(
         ids.ERROR_ALERT,

@@ -13,6 +13,15 @@ import logging
 import secrets
 from typing import Any
 
+
+class UserFacingError(Exception):
+    """An error whose message is written for users (no internal detail): shown as it is."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
 REF_CHARS = 8  # 32 bits of hex: unique enough to find one log entry in a day's logs
 
 

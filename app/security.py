@@ -36,7 +36,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from forecasting.settings import Settings
 
 from . import ids
-from .errors import report, user_message
+from .errors import UserFacingError, report, user_message
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +206,9 @@ def validate_callback_body(app: Dash, body: Any) -> None:
 # ---------------------------------------------------------------- background job cap
 
 
-class JobLimitError(Exception):
-    """Too many background jobs running, on this instance or for this user."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+class JobLimitError(UserFacingError):
+    """Too many background jobs running, on this instance or for this user. Raised inside the
+    callback: the page's alert shows the message (app._on_error), no job process starts."""
 
 
 class JobSlots:
@@ -235,21 +232,29 @@ class JobSlots:
         jobs = self.cache.get(self.KEY) or {}
         return {k: v for k, v in jobs.items() if _alive(is_running, v["job"])}
 
+    def refusal(self, user: str, is_running: Callable[[Any], bool]) -> str | None:
+        """Why ``user`` may not start a job now (a plain sentence), or None if they may."""
+        jobs = self.running(is_running)
+        mine = sum(1 for v in jobs.values() if v["user"] == user)
+        if mine >= self.max_per_user:
+            return (
+                f"You already have {mine} re-forecast(s) running (at most {self.max_per_user} at once). "
+                "Wait for one to finish or cancel it, then try again."
+            )
+        if len(jobs) >= self.max_jobs:
+            return f"The server is running {len(jobs)} re-forecasts, its limit. Try again in a minute."
+        return None
+
     def start(self, user: str, spawn: Callable[[], Any], is_running: Callable[[Any], bool]) -> Any:
-        """Run ``spawn()`` (which starts a job and returns its handle) if both caps allow."""
+        """Run ``spawn()`` (which starts a job and returns its handle) if both caps allow; the
+        check and the registration are one transaction, so two workers cannot both take the
+        last slot."""
         with self._lock, self.cache.transact():
-            jobs = self.running(is_running)
-            mine = sum(1 for v in jobs.values() if v["user"] == user)
-            if mine >= self.max_per_user:
-                raise JobLimitError(
-                    f"You already have {mine} re-forecast(s) running (at most {self.max_per_user} at once). "
-                    "Wait for one to finish or cancel it, then try again."
-                )
-            if len(jobs) >= self.max_jobs:
-                raise JobLimitError(
-                    f"The server is running {len(jobs)} re-forecasts, its limit. Try again in a minute."
-                )
+            why = self.refusal(user, is_running)
+            if why is not None:
+                raise JobLimitError(why)
             job = spawn()
+            jobs = self.running(is_running)
             jobs[f"{user}:{job}:{time.time()}"] = {"user": user, "job": job, "started": time.time()}
             self.cache.set(self.KEY, jobs)
             return job
@@ -342,6 +347,7 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
 
     slots = JobSlots(os.path.join(cache_dir, "job-slots"), settings.max_jobs, settings.max_jobs_per_user)
     cap_background_jobs(app, slots)
+    manager = app._background_manager
 
     @server.before_request
     def _check_callback_request():  # type: ignore[no-untyped-def]
@@ -365,6 +371,11 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
             log.warning("callback request refused: %s", e)
             return plain(400, f"Bad request: {e}.")
         flask.g.capfc_expensive = expensive_kind(body, request.args)
+        if flask.g.capfc_expensive == "re-forecast" and manager is not None:
+            why = slots.refusal(user_id(), manager.job_running)
+            if why is not None:  # answered as the callback would: the status line says why
+                log.warning("background job refused for %s: %s", user_id(), why)
+                return flask.jsonify({"multi": True, "response": {ids.SRV_MODEL_STATUS: {"children": why}}})
         return None
 
     @server.after_request
@@ -386,11 +397,6 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
             f"Too many {kind} requests: at most {e.description}. Wait a little, then try again.",
         )
         return resp
-
-    @server.errorhandler(JobLimitError)
-    def _too_many_jobs(e: JobLimitError):  # type: ignore[no-untyped-def]
-        log.warning("background job refused for %s: %s", user_id(), e.message)
-        return plain(429, e.message, Retry_After="30")
 
     @server.errorhandler(RequestEntityTooLarge)
     def _too_large(_e: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
