@@ -23,6 +23,10 @@ demo-data: install  ## generate a demo fleet when the store is empty, then a pla
 	@$(PY) -m forecasting has-data || $(PY) -m forecasting generate --servers $(SERVERS)
 	@$(PY) -m forecasting has-plan || $(PY) -m forecasting run
 
+# A developer's terminal gets readable log lines; everything else (serve, the container, Lambda,
+# the CLI) writes JSON. CAPFC_LOG_FORMAT=json make run shows what production writes.
+run demo-data: export CAPFC_LOG_FORMAT ?= text
+
 run: demo-data  ## serve the app on http://127.0.0.1:8050
 	$(PY) -m app
 
@@ -31,6 +35,7 @@ serve: install  ## the container's exact command: gunicorn on $$PORT (default 80
 
 test: install lint  ## every test: unit, integration, browser
 	bash scripts/ensure-browser.sh
+	bash scripts/ensure-redis.sh
 	$(PY) -m pytest -n 2 --headless
 
 test-fast: install  ## unit tests only (no browser, no slow)

@@ -1,11 +1,15 @@
 """gunicorn settings for the container (AWS App Runner) and `make serve`: one command, both places.
 
 Environment: PORT (default 8080), WEB_CONCURRENCY (workers, default 2), GUNICORN_THREADS
-(default 4), GUNICORN_TIMEOUT (seconds, default 60). Long work (a Prophet re-forecast) runs in
+(default 4), GUNICORN_TIMEOUT (seconds, default 60); logging follows CAPFC_LOG_LEVEL and
+CAPFC_LOG_FORMAT like every other entry point. Long work (a Prophet re-forecast) runs in
 background callbacks, so no request should come near the timeout.
 """
 
 import os
+
+from forecasting.observability import flush_metrics, gunicorn_logconfig
+from forecasting.settings import SettingsError, load_settings
 
 
 def _int(name: str, default: int) -> int:
@@ -26,9 +30,18 @@ worker_class = "gthread"
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = 30
 keepalive = 5
-accesslog = "-"
+# Logs: gunicorn's own lines and the app's, through one JSON handler on stdout at CAPFC_LOG_LEVEL
+# (CAPFC_LOG_FORMAT=text for a terminal). gunicorn's access log is off: the app writes one access
+# line per request with what only it knows (route template, Dash callback, request id, user):
+# app/requestlog.py. Two access lines per request would double the log volume for nothing.
+try:
+    _settings = load_settings()
+except SettingsError as e:
+    raise SystemExit(str(e)) from None
+logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)
+loglevel = _settings.log_level.lower()
+accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # Workers each import the app; the file-system cache lets them share loaded runs.
 preload_app = False
 # HTTPS and client-address detection behind a proxy is the app's ProxyFix (CAPFC_PROXY_HOPS: how
@@ -36,3 +49,8 @@ preload_app = False
 # no forwarded header, so there is one mechanism, the same under `python -m app`.
 forwarded_allow_ips = ""
 secure_scheme_headers: dict[str, str] = {}
+
+
+def worker_exit(server, worker):  # gunicorn calls it with these two
+    """Write the request metrics a worker still buffers before it goes (also done at exit)."""
+    flush_metrics()

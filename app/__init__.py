@@ -20,10 +20,9 @@ from typing import Any, Literal
 
 import dash
 import dash_bootstrap_components as dbc
-import diskcache
 import plotly.io.json
-from dash import Dash, DiskcacheManager, dcc, html, set_props
-from flask import current_app, jsonify
+from dash import Dash, dcc, html, set_props
+from flask import current_app
 from flask_caching import Cache
 
 from components.filterbar import filter_bar
@@ -32,9 +31,13 @@ from forecasting.consolidation import warm_up
 from forecasting.settings import Settings, load_settings
 from forecasting.sources import Store, open_store
 
-from . import ids, security
+from . import ids, requestlog, security
+from .background import WebTier, web_tier
 from .errors import UserFacingError, report, user_message
 from .filters import LABELS, PLACEHOLDERS
+from .health import HEALTH_PATH as HEALTH_PATH
+from .health import READY_PATH as READY_PATH
+from .health import add_health_endpoints
 from .pages import PageSpec
 from .readmodel import ReadModel
 
@@ -43,7 +46,6 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 APP_TITLE = "Capacity Forecaster"
-HEALTH_PATH = "/healthz"
 # Bundles Dash loads on demand that every dashboard page needs (paths under _dash-component-suites).
 LAZY_SCRIPTS = (
     "dash/dcc/async-graph.js",
@@ -60,6 +62,7 @@ class AppContext:
     settings: Settings
     readmodel: ReadModel
     cache_dir: str
+    web: WebTier | None = None  # background manager; with Redis, its Celery app (app.worker)
 
 
 class _Dash(Dash):
@@ -75,6 +78,20 @@ class _Dash(Dash):
 
     def _setup_plotlyjs(self) -> None:
         self._plotlyjs_url = ""
+
+    # Set by create_app when instances share Redis (app.background.SharedSigningSecret).
+    shared_signing_secret: Any = None
+
+    def _get_signing_secret(self) -> bytes:
+        """The secret background-job handles are signed with, the same on every instance.
+
+        Overrides a private hook of the pinned Dash version, which otherwise memoises a secret
+        per process that expires in the result store (see app.background);
+        tests/test_webtier.py polls a job started on one instance from another.
+        """
+        if self.shared_signing_secret is not None and not getattr(self.server, "secret_key", None):
+            return self.shared_signing_secret()
+        return super()._get_signing_secret()
 
 
 def get_context(app: Dash | None = None) -> AppContext:
@@ -96,18 +113,23 @@ def create_app(
     *,
     cache_type: Literal["filesystem", "simple"] = "filesystem",
     cache_dir: str | None = None,
+    warm_up_kernels: bool = True,
 ) -> Dash:
     """Build the app. Without ``store`` the store named by ``settings.data`` is opened lazily,
     so the app starts (and shows a banner) even when the store is briefly unreachable.
 
     ``cache_type='filesystem'`` shares loaded runs across gunicorn workers (DESIGN.md §6);
-    ``'simple'`` keeps them in the process (tests, single-process runs).
+    ``'simple'`` keeps them in the process (tests, single-process runs). Loaded runs stay per
+    instance (a run never changes); with ``settings.redis_url`` the background jobs and which
+    run is current are shared by every instance (app.background). ``warm_up_kernels=False``
+    skips compiling the packing kernel (the Celery worker, which forks and never packs).
     """
     settings = settings or load_settings()
     cache_dir = cache_dir or default_cache_dir(settings)
     os.makedirs(cache_dir, exist_ok=True)
 
-    background = DiskcacheManager(diskcache.Cache(os.path.join(cache_dir, "background")), expire=600)
+    web = web_tier(settings.redis_url, cache_dir)
+    background = web.manager
     app = _Dash(
         __name__,
         use_pages=True,
@@ -120,6 +142,7 @@ def create_app(
         on_error=_on_error,
         meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
     )
+    app.shared_signing_secret = web.signing_secret
     app.server.config["CACHE_TYPE"] = "FileSystemCache" if cache_type == "filesystem" else "SimpleCache"
     cache = Cache(
         app.server,
@@ -133,19 +156,23 @@ def create_app(
     with app.server.app_context():
         backend = cache.cache
     source: Store | Any = store if store is not None else (lambda: _open(settings))
-    readmodel = ReadModel(source, settings, backend)
-    app.server.extensions[EXTENSION] = AppContext(settings, readmodel, cache_dir)
+    readmodel = ReadModel(source, settings, backend, shared=web.run_status)
+    app.server.extensions[EXTENSION] = AppContext(settings, readmodel, cache_dir, web)
 
     # Dash answers through plotly's JSON encoder; with orjson installed its "auto" engine first
     # walks every grid row in Python (4× slower than the standard encoder on a 10,000-row grid)
     plotly.io.json.config.default_engine = "json"
     # compile the packing kernel while the app boots, not on the first what-if
-    threading.Thread(target=warm_up, name="capfc-warm-up", daemon=True).start()
+    if warm_up_kernels:
+        threading.Thread(target=warm_up, name="capfc-warm-up", daemon=True).start()
     _preload_lazy_scripts(app)
     for spec in discover_pages():
         dash.register_page(spec.key, **spec.register_kwargs())
     app.layout = _shell_layout
-    _add_health_endpoint(app)
+    add_health_endpoints(app.server, lambda: readmodel.store, settings)
+    requestlog.install(
+        app.server, list(dash.page_registry.values()), readmodel, app.config.routes_pathname_prefix
+    )
     # The composition root is the one place app code meets callbacks (DESIGN.md §2 has
     # callbacks → app): it hands the app to callbacks.register and uses nothing else of it.
     import callbacks
@@ -259,26 +286,3 @@ def _on_error(err: Exception) -> None:
             ],
         },
     )
-
-
-def _add_health_endpoint(app: Dash) -> None:
-    """GET /healthz: 200 while the process serves requests; the body says what data it has.
-
-    It never fails on data trouble (restarting a container does not fix an unreachable store;
-    the banner tells users instead) and never waits on the store: it reports the last status
-    the app saw ("starting" before the first check).
-    """
-
-    @app.server.route(HEALTH_PATH)
-    def healthz():  # type: ignore[no-untyped-def]
-        status = get_context(app).readmodel.last_status()
-        if status is None:
-            return jsonify({"status": "ok", "run_id": None, "data": "starting"}), 200
-        body = {
-            "status": "ok",
-            "run_id": status.run_id,
-            "data": "stale" if status.stale else ("ok" if status.run_id else "no-run"),
-        }
-        if status.message:
-            body["message"] = status.message
-        return jsonify(body), 200

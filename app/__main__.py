@@ -8,18 +8,21 @@ from __future__ import annotations
 import logging
 import sys
 
+from forecasting.observability import SERVICE_WEB, configure_logging
 from forecasting.settings import SettingsError, load_settings
 
 from . import create_app, get_context
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
     except SettingsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level, SERVICE_WEB, settings.log_format)
+    # the app writes its own access line per request (app/requestlog.py); not werkzeug's too
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = create_app(settings)
     get_context(app).readmodel.warm()
     print(

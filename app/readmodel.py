@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -84,6 +84,14 @@ class DataStatus:
     stale: bool = False  # the store could not be reached (or the run read): older data shown
     message: str | None = None  # why there is no data, or why it may be out of date
     checked_at: float = 0.0
+
+
+class SharedStatus(Protocol):
+    """Where several app instances keep which run is current (app.background: Redis)."""
+
+    def get(self, key: str) -> DataStatus | None: ...
+
+    def set(self, key: str, status: DataStatus, timeout: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -752,14 +760,20 @@ class ReadModel:
         cache: Any | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        shared: SharedStatus | None = None,
     ) -> None:
         """``store`` may be a factory: the app then starts (and says so) even when the store is
-        unreachable at boot, and opens it on a later check."""
+        unreachable at boot, and opens it on a later check.
+
+        ``shared`` (several instances behind a load balancer): the current run is decided once
+        for all of them, so which run a click sees never depends on the instance answering.
+        """
         self._store: Store | None = store if isinstance(store, Store) else None
         self._open_store: Callable[[], Store] | None = None if isinstance(store, Store) else store
         self.settings = settings
         self.cache = cache if cache is not None else SimpleCache()
         self.ttl = int(settings.cache_ttl_seconds)
+        self.shared = shared
         where = self._store.uri if self._store is not None else settings.data
         self._ns = "capfc:" + hashlib.sha256(str(where).encode()).hexdigest()[:12]
         self._clock = clock
@@ -785,14 +799,21 @@ class ReadModel:
         """Which run is current; re-checks runs/LATEST at most every cache_ttl_seconds."""
         key = self._key("status")
         if self.ttl > 0:
-            cached = self.cache.get(key)
+            cached = self.shared.get(key) if self.shared is not None else None
+            if cached is None:
+                cached = self.cache.get(key)
             if isinstance(cached, DataStatus):
+                self._status = cached
                 return cached
         status = self._check_store()
         self._status = status
         if self.ttl > 0:
             timeout = min(self.ttl, UNREACHABLE_RECHECK_SECONDS) if status.stale else self.ttl
-            self.cache.set(key, status, timeout=timeout)
+            self.cache.set(key, status, timeout=timeout)  # expires with the shared entry
+            if self.shared is not None and not status.stale:
+                # the shared entry decides for every instance; this one's own trouble reaching
+                # the store (stale) stays local, so it cannot mark the others stale
+                self.shared.set(key, status, timeout)
         return status
 
     def last_status(self) -> DataStatus | None:
@@ -889,6 +910,11 @@ class ReadModel:
                 self.cache.set(self._key("last-good"), run_id, timeout=PLAN_CACHE_SECONDS)
             self._plan = plan
             return plan
+
+    def loaded_plan(self) -> Plan | None:
+        """The plan this process holds in memory, without touching the store or the cache
+        (for cheap gauges such as the plan's age)."""
+        return self._plan
 
     def warm(self) -> threading.Thread:
         """Load the current run in a background thread (at worker start), so the first visitor

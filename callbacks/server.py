@@ -1,9 +1,9 @@
 """Server forecast callbacks: picker, facts, accuracy, risk, charts, and the on-demand re-forecast.
 
 Re-forecasting with Prophet takes a second or two, so it runs as a background callback
-(DiskcacheManager: a separate process, polled by the browser) with a progress bar and a
-cancel button; its result goes to a store and the charts are updated with ``Patch``es of
-the forecast traces only (DESIGN.md §6).
+(polled by the browser; app.background: a local process, or with CAPFC_REDIS_URL a Celery
+worker any web instance can poll) with a progress bar and a cancel button; its result goes to
+a store and the charts are updated with ``Patch``es of the forecast traces only (DESIGN.md §6).
 """
 
 from __future__ import annotations

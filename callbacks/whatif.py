@@ -31,6 +31,7 @@ from app.whatif import (
     base_policy,
 )
 from components.export import GridView, apply_view, csv_bytes, excel_bytes, export_name, rows_frame
+from forecasting.observability import SERVICE_WEB, audit, emit_metrics
 
 MAX_SEARCH_CHARS = 200
 log = logging.getLogger(__name__)
@@ -235,6 +236,20 @@ def export_download(
     rows = apply_view(rows_fn(rm, filters.to_data(), state.to_data()), view, fields, orders)
     frame = rows_frame(rows, columns)
     about = export_comments(title, plan, filters, state, rm, len(frame), view)
+    audit(
+        "export",
+        f"export {stem} as {kind}: {len(frame):,} rows",
+        export=stem,
+        format=kind,
+        rows=len(frame),
+        run_id=plan.run_id,
+        filters=filters.describe(),
+        scenario=[line for key, line in about if key == "Scenario"],
+        grid_view=view.describe(),
+    )
+    emit_metrics(
+        {"ExportRows": len(frame)}, service=SERVICE_WEB, dimensions={"export": stem}, also_by_service=True
+    )
     if kind == "xlsx":
         content = excel_bytes(frame, sheet=title, about=about)
         return dcc.send_bytes(content, export_name(stem, "xlsx"), type=EXCEL_MIME)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import platform
 import resource
 import subprocess
@@ -25,10 +26,13 @@ from tqdm import tqdm
 from .analytics import analyze
 from .backtest import backtest as run_backtest
 from .models import get_model
+from .observability import batch_run
 from .panel import build_panel
 from .schema import validate
 from .settings import Settings
 from .sources import Store, new_run_id
+
+log = logging.getLogger(__name__)
 
 STAGES = ["load", "validate", "panel", "forecast", "backtest", "analytics", "publish"]
 
@@ -73,9 +77,46 @@ def run_batch(
     echo: Callable[[str], Any] | None = None,
     progress: bool = True,
     run_id: str | None = None,
+    trigger: str | None = None,
 ) -> dict:
-    """Forecast the whole fleet and publish a run; returns its manifest."""
-    say = echo or (lambda _msg: None)
+    """Forecast the whole fleet and publish a run; returns its manifest.
+
+    ``trigger`` says what started the run ('cli', 's3', 'schedule', …; default: the one a
+    Lambda invocation bound, else 'cli'): it and the run id (chosen at the start) go on every
+    log line of the run, and the run's metrics are written as one EMF line at its end
+    (forecasting.observability.batch_run).
+    """
+    run_id = run_id or new_run_id()
+    with batch_run(run_id, trigger) as metrics:
+        manifest, risk = _run(store, settings, model, horizon, backtest, progress, run_id)
+        metrics.add("SeriesForecast", manifest["input"]["series"])
+        metrics.add("SeriesFailed", manifest["failure_count"])
+        metrics.add("InputAgeHours", _input_age_hours(manifest["input"]), "None")
+        at_risk = risk.loc[risk["severity"] != "none", "server_id"].nunique() if len(risk) else 0
+        metrics.add("ServersAtRisk", at_risk)
+        say = echo or (lambda _msg: None)
+        for line in summary_lines(manifest, risk):
+            say(line)
+    return manifest
+
+
+def _input_age_hours(inp: dict) -> float:
+    """Hours from the end of the newest period in the input to now (how stale the data was)."""
+    end = pd.Timestamp(inp["end"])
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    end += pd.Timedelta(days=1) if inp["freq"] == "daily" else pd.Timedelta(hours=1)
+    return round((pd.Timestamp.now(tz="UTC") - end) / pd.Timedelta(hours=1), 2)
+
+
+def _run(
+    store: Store,
+    settings: Settings,
+    model: str | None,
+    horizon: int | None,
+    backtest: bool,
+    progress: bool,
+    run_id: str,
+) -> tuple[dict, pd.DataFrame]:
     model_name = model or settings.model
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -90,6 +131,9 @@ def run_batch(
     def done(name: str) -> None:
         timings[name] = round(time.perf_counter() - timings[name], 3)
         bar.update()
+        log.info(
+            "stage %s done in %.1f s", name, timings[name], extra={"stage": name, "seconds": timings[name]}
+        )
 
     stage("load")
     inventory = store.read_inventory()
@@ -140,7 +184,6 @@ def run_batch(
     done("analytics")
 
     stage("publish")
-    run_id = run_id or new_run_id()
     tables = {
         "forecasts": forecasts,
         "risk": risk,
@@ -188,9 +231,7 @@ def run_batch(
     manifest["timings"] = timings
     manifest["wall_seconds"] = round(time.perf_counter() - t_start, 2)
     manifest["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-    for line in summary_lines(manifest, risk):
-        say(line)
-    return manifest
+    return manifest, risk
 
 
 def _mean_scores(scores: pd.DataFrame | None) -> dict:

@@ -2,12 +2,21 @@
 
 Exit codes: 0 success; 2 bad input or usage (nothing written); 3 done, but some rows were
 rejected (see the report); 4 the data store could not be read or written; 1 anything else.
-User errors print one line starting with "error:", never a traceback.
+User errors print one line starting with "error:" on stderr, never a traceback.
+
+Output: a command's *answer* (the validation report, `report`, `athena-ddl`, `--help`) is plain
+text on stdout, for a person or a pipe. Everything else is a log record: progress, the summaries
+of `generate`, `ingest` and `run`, and errors; with the default CAPFC_LOG_FORMAT=json these are
+JSON lines on stdout (with the run's metrics as CloudWatch EMF lines) — on stderr for the
+commands with an answer, so stdout holds only the answer — and with `text` readable lines on
+stderr plus progress bars (forecasting.observability).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -18,11 +27,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from .files import FileFormatError
+from .observability import SERVICE_BATCH, configure_logging, log_format
 from .schema import FREQUENCIES, METRIC_COLUMNS, SchemaError, ValidationReport, validate
 from .settings import Settings, SettingsError, load_settings
 from .sources import NoDataError, Store, StoreError, open_store
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_STORE = 0, 1, 2, 3, 4
+
+log = logging.getLogger(__name__)
 
 
 class UsageError(ValueError):
@@ -33,24 +45,43 @@ class UsageError(ValueError):
 
 
 def _out(msg: str = "") -> None:
+    """A line of the command's answer: plain text on stdout."""
     print(msg, flush=True)
 
 
+def _say(msg: str) -> None:
+    """Progress and summaries: log records (JSON lines unless CAPFC_LOG_FORMAT=text)."""
+    log.info(msg.strip())
+
+
+def _bars() -> bool:
+    """Progress bars only for a person's terminal: in JSON logs they would be noise."""
+    return log_format() == "text"
+
+
 def _bar(total: int, desc: str, unit: str = "it") -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+        disable=not _bars(),
+    )
 
 
 @contextmanager
 def _step(desc: str):
-    """One line per stage on stderr, with its time: the progress of a long command."""
+    """One log record per stage, with its time: the progress of a long command."""
     t0 = time.perf_counter()
-    print(f"  {desc} …", end="", file=sys.stderr, flush=True)
     try:
         yield
     except BaseException:
-        print(" failed", file=sys.stderr, flush=True)
+        log.warning("%s failed after %.1f s", desc, time.perf_counter() - t0, extra={"step": desc})
         raise
-    print(f" {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - t0
+    log.info("%s: %.1f s", desc, seconds, extra={"step": desc, "seconds": round(seconds, 3)})
 
 
 def _print_report(report: ValidationReport, limit: int = 30) -> None:
@@ -85,7 +116,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings, store: Store) -> 
     if args.servers < 1:
         raise UsageError("--servers must be at least 1")
     t0 = time.perf_counter()
-    _out(f"Generating {args.servers:,} servers × {args.days:,} days ({args.freq}) into {store.uri}")
+    _say(f"Generating {args.servers:,} servers × {args.days:,} days ({args.freq}) into {store.uri}")
     with _step("generate"):
         try:
             fleet = generate_fleet(
@@ -97,7 +128,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings, store: Store) -> 
         v = validate(fleet.inventory, fleet.metrics, args.freq, source="generated fleet")
     _write_validated(store, v.inventory, v.metrics, args.freq, "overwrite")
     span = f"{v.metrics['timestamp'].min():%Y-%m-%d} → {v.metrics['timestamp'].max():%Y-%m-%d}"
-    _out(
+    _say(
         f"Done in {time.perf_counter() - t0:.1f} s: {len(v.inventory):,} servers, "
         f"{len(v.metrics):,} {args.freq} rows, {span}."
     )
@@ -143,7 +174,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, store: Store) -> in
         raise UsageError("nothing to ingest: no valid rows in the given file(s)")
     _write_validated(store, result.inventory, result.metrics, args.freq, "merge")
     _print_report(result.report)
-    _out(
+    _say(
         f"Ingested {len(result.metrics):,} {args.freq} rows for "
         f"{result.metrics['server_id'].nunique():,} server(s) into {store.uri} in {time.perf_counter() - t0:.1f} s."
     )
@@ -185,7 +216,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     from .batch import run_batch
 
     manifest = run_batch(
-        store, settings, model=args.model, horizon=args.horizon, backtest=not args.no_backtest, echo=_out
+        store,
+        settings,
+        model=args.model,
+        horizon=args.horizon,
+        backtest=not args.no_backtest,
+        echo=_say,
+        progress=_bars(),
+        trigger=args.trigger,
     )
     return EXIT_OK if manifest else EXIT_INTERNAL
 
@@ -215,6 +253,12 @@ def cmd_athena_ddl(args: argparse.Namespace, settings: Settings, store: Store | 
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _trigger(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", value):
+        raise argparse.ArgumentTypeError("use up to 32 lower-case letters, digits, - or _")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--metrics", help="validate this metrics file instead of the store")
     v.add_argument("--freq", choices=list(FREQUENCIES))
     v.add_argument("--limit", type=int, default=40, help="findings to print (default 40)")
-    v.set_defaults(func=cmd_validate)
+    v.set_defaults(func=cmd_validate, answers=True)
 
     r = sub.add_parser(
         "run", help="batch job: forecast every server × metric, backtest, risk, recommendations, publish"
@@ -273,12 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="forecast model (default fleet)",
     )
     r.add_argument("--no-backtest", action="store_true", help="skip the rolling-origin backtest")
+    r.add_argument(
+        "--trigger",
+        type=_trigger,
+        default="cli",
+        help="what started the run, on every log line and metric (default cli; e.g. schedule, s3)",
+    )
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="print the top risks and the consolidation summary of a run")
     rep.add_argument("--top", type=int, default=15)
     rep.add_argument("--run", help="run id (default: the latest)")
-    rep.set_defaults(func=cmd_report)
+    rep.set_defaults(func=cmd_report, answers=True)
 
     a = sub.add_parser("athena-ddl", help="print the Athena/Glue table definitions for an athena:// data URI")
     a.add_argument(
@@ -286,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read column types from the Parquet files already in the location",
     )
-    a.set_defaults(func=cmd_athena_ddl, needs_store=False)
+    a.set_defaults(func=cmd_athena_ddl, needs_store=False, answers=True)
 
     for name, func, text in (
         ("has-data", cmd_has_data, "exit 0 when the store holds data (for scripts)"),
@@ -300,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(data=args.data, config=args.config)
+        # commands that answer on stdout keep it for the answer: their log lines go to stderr
+        stream = "stderr" if getattr(args, "answers", False) else None
+        configure_logging(settings.log_level, SERVICE_BATCH, settings.log_format, stream=stream)
         store = (
             open_store(settings.data, endpoint_url=settings.s3_endpoint_url)
             if getattr(args, "needs_store", True)
@@ -307,11 +360,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return args.func(args, settings, store)
     except (SchemaError, SettingsError, UsageError, NoDataError, FileFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _fail(f"error: {e}", EXIT_BAD_INPUT)
     except StoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_STORE
+        return _fail(f"error: {e}", EXIT_STORE)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", 130)
+    except Exception as e:  # a bug or an environment failure: the traceback goes to the log
+        log.exception("unexpected error")
+        print(f"error: unexpected {type(e).__name__}: {e} (details in the log)", file=sys.stderr, flush=True)
+        return EXIT_INTERNAL
+
+
+def _fail(line: str, code: int) -> int:
+    """The one-line reason on stderr (for the person or script that ran the command) and, in
+    JSON mode, the same as an ERROR record (for whoever reads the logs in CloudWatch)."""
+    if log_format() == "json" and logging.getLogger().handlers:
+        log.error(line, extra={"exit_code": code})
+    print(line, file=sys.stderr, flush=True)
+    return code

@@ -77,12 +77,25 @@ class Settings(BaseSettings):
         None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL / AWS)"
     )
     cache_ttl_seconds: int = Field(300, ge=0)
+    redis_url: str | None = Field(
+        None,
+        description="Redis for the web tier's shared state (background-callback jobs run by a Celery "
+        "worker, the current run id): redis://host:6379/0 or rediss://… (ElastiCache); unset = "
+        "one instance: local disk cache and in-process jobs",
+    )
+    ready_max_plan_age_hours: float | None = Field(
+        None, gt=0, description="plan age beyond which /readyz says 'stale' (still 200: keep serving)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="lowest level logged, every entry point (CLI, Lambda, gunicorn, app)"
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json (one object per line, for CloudWatch) or text (a developer's terminal)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
-    # Web tier hardening (app/security.py; README "Security and data integrity")
-    redis_url: str | None = Field(
-        None, description="shared Redis for background callbacks and rate limits (unset: per instance)"
-    )
+    # Web tier hardening (app/security.py; README "Web security"); redis_url above also holds
+    # the rate-limit counters
     force_https: bool = Field(False, description="redirect plain HTTP to HTTPS (behind a TLS proxy)")
     proxy_hops: int = Field(
         0, ge=0, le=5, description="reverse proxies in front whose X-Forwarded-For/-Proto/-Host are trusted"
@@ -107,14 +120,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r}: write a rate like '30/minute' or '10 per second; 200 per hour'")
         return v
 
-    @field_validator("redis_url")
+    @field_validator("log_level", mode="before")
     @classmethod
-    def _redis(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
-            return None
-        if not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("use redis://host:port/db, rediss://… or unix://…")
-        return v.strip()
+    def _upper(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("thresholds")
     @classmethod
@@ -137,6 +151,15 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown criticality tier(s) {sorted(unknown)}; known: {CRITICALITY_ORDER}")
         return {**DEFAULT_CRITICALITY_OFFSETS, **v}
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        # never echo the value: it may carry a password (an ElastiCache AUTH token)
+        v = v.strip() if v else None
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v or None
 
     @field_validator("data")
     @classmethod
