@@ -18,6 +18,7 @@ import pytest
 
 from app import ids, security
 from app.errors import new_ref, report, user_message
+from tests.redisserver import redis_server  # noqa: F401  (fixture)
 from tests.s3server import aws_env, moto_server  # noqa: F401  (fixtures)
 
 CB = "/_dash-update-component"
@@ -526,3 +527,24 @@ def test_a_model_failing_in_a_reforecast_shows_a_reference_not_the_error(
     assert data is None and "secret" not in text and "could not forecast this server (reference" in text
     ref = re.search(r"reference ([0-9a-f]{8})", text).group(1)
     assert any(getattr(r, "ref", None) == ref and "secret-bucket" in r.getMessage() for r in caplog.records)
+
+
+def test_with_redis_every_instance_counts_against_one_rate_limit(
+    redis_server,  # noqa: F811
+    make_app,
+    plan_store,
+    plan_store_root,
+):
+    """Two instances sharing CAPFC_REDIS_URL: a user cannot double the limit by switching."""
+    apps = [
+        make_app(plan_store, plan_store_root, rate_limit="2/minute", redis_url=redis_server.url)
+        for _ in range(2)
+    ]
+    clients = [a.server.test_client() for a in apps]
+    for c in clients:
+        c.get("/")
+    assert post(clients[0], export_body(apps[0])).status_code == 200
+    assert post(clients[1], export_body(apps[1])).status_code == 200
+    r = post(clients[0], export_body(apps[0]))
+    assert r.status_code == 429 and r.get_data(as_text=True).startswith("Too many export requests")
+    assert any(k.startswith(b"capfc") for k in redis_server.client().keys("*"))
