@@ -331,6 +331,9 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
         strategy="moving-window",
         headers_enabled=True,
         key_prefix="capfc",
+        # Redis down: count in this process for a while instead of failing every request
+        in_memory_fallback_enabled=True,
+        swallow_errors=True,
     )
     endpoint = (
         CALLBACK_PATH
