@@ -214,5 +214,6 @@ def test_gunicorn_behind_a_tls_proxy_redirects_pins_https_and_answers_bad_reques
     finally:
         _stop(proc)
     log = proc.stdout.read().decode(errors="replace")
-    assert "Traceback" not in log and " ERROR " not in log
-    assert '"POST /_dash-update-component HTTP/1.1" 400' in log
+    assert "Traceback" not in log and '"level":"ERROR"' not in log
+    assert re.search(r'"message":"POST /_dash-update-component 400 [0-9.]+ ms"', log)
+    assert '"message":"callback request refused: empty body"' in log and '"level":"WARNING"' in log
