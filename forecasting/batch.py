@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .analytics import analyze
 from .backtest import backtest as run_backtest
 from .models import get_model
-from .observability import batch_run
+from .observability import batch_run, bound_context
 from .panel import build_panel
 from .schema import validate
 from .settings import Settings
@@ -62,6 +62,12 @@ def _fingerprint(inventory: pd.DataFrame, metrics: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
+def model_factory(name: str, settings: Settings, horizon: int) -> Callable[[], Any]:
+    """A fresh, configured model of a registry name (the batch job and every shard use this)."""
+    options = {"naive": {}, "prophet": {"workers": settings.workers}}
+    return lambda: get_model(name, **options.get(name, {"horizon": horizon, "workers": settings.workers}))
+
+
 def _peak_rss_mb() -> float:
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if platform.system() != "Darwin" else kb / 1024 / 1024
@@ -77,6 +83,7 @@ def run_batch(
     echo: Callable[[str], Any] | None = None,
     progress: bool = True,
     run_id: str | None = None,
+    input_snapshot: dict | None = None,
     trigger: str | None = None,
 ) -> dict:
     """Forecast the whole fleet and publish a run; returns its manifest.
@@ -84,20 +91,38 @@ def run_batch(
     ``trigger`` says what started the run ('cli', 's3', 'schedule', …; default: the one a
     Lambda invocation bound, else 'cli'): it and the run id (chosen at the start) go on every
     log line of the run, and the run's metrics are written as one EMF line at its end
-    (forecasting.observability.batch_run).
+    (forecasting.observability.batch_run). ``input_snapshot``: the objects the run read
+    (forecasting.shards.snapshot_input), recorded in the manifest so an event-driven run is
+    recognised by its input.
     """
     run_id = run_id or new_run_id()
     with batch_run(run_id, trigger) as metrics:
-        manifest, risk = _run(store, settings, model, horizon, backtest, progress, run_id)
-        metrics.add("SeriesForecast", manifest["input"]["series"])
-        metrics.add("SeriesFailed", manifest["failure_count"])
-        metrics.add("InputAgeHours", _input_age_hours(manifest["input"]), "None")
-        at_risk = risk.loc[risk["severity"] != "none", "server_id"].nunique() if len(risk) else 0
-        metrics.add("ServersAtRisk", at_risk)
+        manifest, risk = _run(
+            store,
+            settings,
+            model,
+            horizon,
+            backtest,
+            progress,
+            run_id,
+            input_snapshot,
+            bound_context()["trigger"],
+        )
+        add_run_metrics(metrics, manifest, risk)
         say = echo or (lambda _msg: None)
         for line in summary_lines(manifest, risk):
             say(line)
     return manifest
+
+
+def add_run_metrics(metrics: Any, manifest: dict, risk: pd.DataFrame) -> None:
+    """The run's own figures beside its success and duration: the one-process and sharded runs
+    report the same metrics (forecasting.observability.RunMetrics)."""
+    metrics.add("SeriesForecast", manifest["input"]["series"])
+    metrics.add("SeriesFailed", manifest["failure_count"])
+    metrics.add("InputAgeHours", _input_age_hours(manifest["input"]), "None")
+    at_risk = risk.loc[risk["severity"] != "none", "server_id"].nunique() if len(risk) else 0
+    metrics.add("ServersAtRisk", at_risk)
 
 
 def _input_age_hours(inp: dict) -> float:
@@ -116,6 +141,8 @@ def _run(
     backtest: bool,
     progress: bool,
     run_id: str,
+    input_snapshot: dict | None,
+    trigger: str,
 ) -> tuple[dict, pd.DataFrame]:
     model_name = model or settings.model
     timings: dict[str, float] = {}
@@ -152,8 +179,7 @@ def _run(
     done("panel")
 
     def factory(name: str):
-        options = {"naive": {}, "prophet": {"workers": settings.workers}}
-        return lambda: get_model(name, **options.get(name, {"horizon": h, "workers": settings.workers}))
+        return model_factory(name, settings, h)
 
     stage("forecast")
     result = factory(model_name)().fit(panel).predict(h)
@@ -206,7 +232,9 @@ def _run(
             "end": str(v.metrics["timestamp"].max()),
             "fingerprint": _fingerprint(v.inventory, v.metrics),
             "validation": [f.line() for f in v.report.findings],
+            **({"snapshot": input_snapshot} if input_snapshot is not None else {}),
         },
+        **({"trigger": trigger} if trigger else {}),
         "config": {
             "model": model_name,
             "horizon": h,

@@ -536,8 +536,10 @@ def lambda_entry(
                 clear_context()
 
         @functools.wraps(fn)
-        def invoke(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        def invoke(event: Any, context: Any = None, *args: Any, **kwargs: Any) -> Any:
             logger = _lambda_logger(service)
+            if context is None:  # called in-process (a test, a local run): no Lambda context to add
+                return with_keys(event, context, *args, **kwargs)
             inner = logger.inject_lambda_context(with_keys, log_event=log_event, clear_state=True)
             return inner(event, context, *args, **kwargs)
 

@@ -61,6 +61,7 @@ def build_panel(
     columns: list[str] | None = None,
     max_gap: int | None = None,
     end: pd.Timestamp | None = None,
+    start: pd.Timestamp | None = None,
 ) -> Panel:
     """Wide contract metrics -> Panel, one series per server × present metric column.
 
@@ -73,7 +74,8 @@ def build_panel(
     if metrics.empty or not cols:
         raise ValueError("no metrics to build a panel from")
     ts = metrics["timestamp"]
-    start = ts.min()
+    # start/end: the fleet's grid when a shard is built alone, so every shard shares one time axis
+    start = ts.min() if start is None else min(pd.Timestamp(start), ts.min())
     stop = ts.max() if end is None else end
     index = pd.date_range(start, stop, freq=alias)
     step = pd.Timedelta(1, alias)

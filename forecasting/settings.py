@@ -92,6 +92,22 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field(
         "json", description="json (one object per line, for CloudWatch) or text (a developer's terminal)"
     )
+    # event-driven batch on AWS (forecasting/aws): what the trigger runs itself, what it hands on
+    state_machine_arn: str | None = Field(
+        None, description="Step Functions machine the trigger starts for fleets above lambda_max_servers"
+    )
+    lambda_max_servers: int = Field(
+        10_000, ge=0, description="largest fleet the trigger runs inside one Lambda (15 min, 10 GB)"
+    )
+    trigger_prefix: str | None = Field(
+        None, description="S3 key prefix of new telemetry that starts a run (default: the store's metrics/)"
+    )
+    shard_size: int = Field(
+        5_000, ge=1, le=1_000_000, description="servers per shard of a Step Functions (or Dask) run"
+    )
+    shard_concurrency: int = Field(
+        10, ge=1, le=1000, description="shards the Step Functions Map runs at once (MaxConcurrencyPath)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
     # Web tier hardening (app/security.py; README "Web security"); redis_url above also holds

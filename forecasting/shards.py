@@ -1,0 +1,549 @@
+"""The batch job as shards: plan → run each shard → publish (one module, every engine).
+
+The AWS Step Functions machine (``Plan → Map(shard) → Publish``, forecasting/aws) calls these
+three functions from Lambda; the scale-out work runs the same :func:`run_shard` on Dask. One
+process never holds more than one shard's time series:
+
+- :func:`plan_shards` snapshots the input (the objects under ``inventory/``, ``metrics/`` and
+  ``store.json``: keys, sizes, modification times → an *input key*), validates the inventory
+  once for the whole fleet (DR partners and anti-affinity groups cross shards), assigns each
+  server to a shard by a stable hash of its ``server_id`` and writes
+  ``runs/<id>/shards/{plan.json, inventory.parquet}``. It returns shard ids, not server lists,
+  so the Step Functions payload stays small (256 KB limit).
+- :func:`run_shard` loads, validates, fits, forecasts and backtests one shard's servers on the
+  fleet's time grid, and writes ``runs/<id>/shards/<k>/{forecasts, backtest, history}.parquet``
+  then ``done.json`` last (each object whole: renamed on disk, one PUT on S3). ``history`` is
+  the validated tail the analytics read (inputs.HISTORY_DAYS), not the whole series.
+- :func:`publish_shards` refuses unless every shard is done, then runs the analytics (risk →
+  sizing → packing → policy) over the whole fleet and publishes exactly as the one-process
+  batch does: the run's tables and manifest, then ``runs/LATEST`` last. Publishing a run that
+  is already complete returns its manifest (a retried Publish step is harmless).
+
+**How a sharded plan differs from the one-process run.** Everything per series is identical:
+the fit, the per-series variant choice, a series' own ramp, the fallback to seasonal naive, the
+grid (shards share the fleet's time axis) and the analytics, which run once over the whole fleet.
+What the fleet model pools *across series* is pooled within each shard instead: which optional
+seasonality each metric uses, each metric's default variant, and the calibration tables its
+bands are cut from (errors of held-out series, standardised, pooled per metric; a smaller pool
+also gets more hold-out origins, see FleetModel._hold_outs). With a few hundred series per
+metric in a shard those pools estimate the same quantiles, so bands — and the breach
+probabilities and dates computed from them — move slightly, and a server near a decision
+boundary (a risk guard probability of 20 %, a minimum saving) can land on the other side. Measured
+on a 200-server fleet in 2–4 shards (tests/test_shards.py states the tolerance): see the
+README's "Event-driven batch on AWS". Making the pooled statistics a reduce over shards (so
+sharded = unsharded exactly) is the scale-out issue's job.
+
+One validation count differs too: a shard reads the metrics of its own inventory servers only,
+so rows of servers missing from the inventory are read by no shard and not counted as
+"rejected" in the manifest (the one-process run counts them). They are never used either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from .analytics import analyze
+from .backtest import backtest as run_backtest
+from .batch import _mean_scores, _peak_rss_mb, add_run_metrics, code_version, model_factory
+from .inputs import HISTORY_DAYS
+from .observability import batch_run
+from .panel import build_panel
+from .schema import Finding, ValidationReport, validate_inventory, validate_metrics
+from .settings import Settings
+from .sources import MetricsQuery, Store, StoreError
+from .sources.base import check_run_id
+from .sources.parquet import ParquetStore
+
+log = logging.getLogger(__name__)
+
+SHARDS_DIR = "shards"
+# What a run reads: the snapshot lists exactly these (store.json is the metrics' frequency and span).
+INPUT_DIRS = ("inventory", "metrics")
+INPUT_FILES = ("store.json",)
+
+
+class ShardError(StoreError):
+    """A sharded run that cannot go on: a shard missing or failed, a plan not found, input changed."""
+
+
+class InputChangedError(ShardError):
+    """The input objects changed after the run was planned: its shards would mix two inputs."""
+
+
+# --------------------------------------------------------------------------- input snapshot
+
+
+def object_store(store: Store) -> ParquetStore:
+    """The Parquet layout under a store (the store itself; for Athena, its S3 tables)."""
+    if isinstance(store, ParquetStore):
+        return store
+    tables = getattr(store, "tables", None)
+    if isinstance(tables, ParquetStore):
+        return tables
+    raise StoreError(f"{store.uri}: sharded and event-driven runs need a Parquet store (local or s3://)")
+
+
+def snapshot_input(store: Store) -> dict:
+    """The objects a run reads — relative key, size, modification time — and their hash.
+
+    Two events seeing the same objects get the same ``key``: that is what makes a run
+    idempotent. Sizes and times (not contents) keep it one LIST per prefix, cheap on S3.
+    Temporary and staging names (leading dot) are skipped: they are never read.
+    """
+    ps = object_store(store)
+    objects: list[tuple[str, int, str]] = []
+    try:
+        for d in INPUT_DIRS:
+            sel = pafs.FileSelector(ps._p(d), recursive=True, allow_not_found=True)
+            for info in ps.fs.get_file_info(sel):
+                rel = info.path[len(ps.root) :].lstrip("/")
+                if info.type != pafs.FileType.File or any(p.startswith(".") for p in rel.split("/")):
+                    continue
+                objects.append((rel, int(info.size or 0), _iso(info.mtime)))
+        for name in INPUT_FILES:
+            info = ps.fs.get_file_info(ps._p(name))
+            if info.type == pafs.FileType.File:
+                objects.append((name, int(info.size or 0), _iso(info.mtime)))
+    except OSError as e:
+        raise StoreError(f"cannot list the input objects of {store.uri}: {e}") from e
+    objects.sort()
+    if not any(o[0].startswith("metrics/") for o in objects):
+        raise StoreError(f"no metrics under {store.uri}/metrics/: nothing to run on")
+    h = hashlib.sha256()
+    for rel, size, mtime in objects:
+        h.update(f"{rel}\t{size}\t{mtime}\n".encode())
+    return {
+        "key": h.hexdigest()[:20],
+        "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "objects": [list(o) for o in objects],
+        "count": len(objects),
+        "bytes": sum(o[1] for o in objects),
+        "newest": max((o[2] for o in objects), default=""),
+    }
+
+
+def _iso(mtime: datetime | None) -> str:
+    if mtime is None:
+        return ""
+    if mtime.tzinfo is None:
+        mtime = mtime.replace(tzinfo=UTC)
+    return mtime.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def run_id_for(input_key: str, now: datetime | None = None) -> str:
+    """A sortable run id that carries its input key (``<UTC time>-<12 hex of the key>``)."""
+    now = now or datetime.now(UTC)
+    return check_run_id(f"{now:%Y%m%dT%H%M%SZ}-{input_key[:12].lower()}")
+
+
+# --------------------------------------------------------------------------- shard assignment
+
+
+def shard_of(server_ids: pd.Series | np.ndarray | list[str], n_shards: int) -> np.ndarray:
+    """Shard of each server: a stable hash of its id (same answer in every process and version)."""
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be at least 1, got {n_shards}")
+    ids = list(map(str, server_ids))
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big") % n_shards for s in ids),
+        dtype=np.int64,
+        count=len(ids),
+    )
+
+
+def n_shards_for(n_servers: int, shard_size: int) -> int:
+    return max(1, math.ceil(n_servers / max(1, shard_size)))
+
+
+# --------------------------------------------------------------------------- paths and I/O
+
+
+def _base(ps: ParquetStore, run_id: str, *parts: str) -> str:
+    return ps._p("runs", check_run_id(run_id), SHARDS_DIR, *parts)
+
+
+def _write_frame(ps: ParquetStore, path: str, frame: pd.DataFrame) -> None:
+    ps._write_table(path, pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def _read_frame(ps: ParquetStore, path: str, what: str) -> pd.DataFrame:
+    try:
+        return ps._read_table(path, what).to_pandas()
+    except FileNotFoundError:
+        raise ShardError(f"{what} missing at {ps._display(path)}") from None
+
+
+def _write_json(ps: ParquetStore, path: str, obj: dict) -> None:
+    ps._write_bytes(path, json.dumps(obj, indent=2, default=str, sort_keys=True).encode())
+
+
+def _read_json(ps: ParquetStore, path: str) -> dict | None:
+    try:
+        return json.loads(ps._read_bytes(path))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise ShardError(f"{ps._display(path)} is not valid JSON: {e}") from e
+
+
+def read_plan(store: Store, run_id: str) -> dict:
+    """The plan a run's shards work from (written by :func:`plan_shards`)."""
+    ps = object_store(store)
+    plan = _read_json(ps, _base(ps, run_id, "plan.json"))
+    if plan is None:
+        raise ShardError(f"run {run_id} has no shard plan at {ps._display(_base(ps, run_id, 'plan.json'))}")
+    return plan
+
+
+def _findings(report: ValidationReport) -> list[dict]:
+    return [dataclasses.asdict(f) for f in report.findings]
+
+
+def _merge_findings(parts: list[list[dict]]) -> list[Finding]:
+    """One finding per rule across shards: counts summed, the first shard's wording and examples."""
+    merged: dict[tuple[str, str, str], Finding] = {}
+    for findings in parts:
+        for f in findings:
+            key = (f["table"], f["rule"], f["action"])
+            if key in merged:
+                m = merged[key]
+                m.count += int(f["count"])
+                m.examples = (m.examples + list(f["examples"]))[:5]
+            else:
+                merged[key] = Finding(**{**f, "examples": list(f["examples"])})
+    return list(merged.values())
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan_shards(
+    store: Store,
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    trigger: str | None = None,
+    snapshot: dict | None = None,
+    model: str | None = None,
+    horizon: int | None = None,
+    backtest: bool = True,
+) -> dict:
+    """Snapshot the input, validate the inventory once, assign shards; returns the Map's items.
+
+    Returns ``{"run_id", "input_key", "n_shards", "servers", "shards": [{"run_id", "shard"}]}``.
+    """
+    t0 = time.perf_counter()
+    ps = object_store(store)
+    snap = snapshot or snapshot_input(store)
+    run_id = check_run_id(run_id or run_id_for(snap["key"]))
+    inventory, report = validate_inventory(store.read_inventory(), store.uri)
+    info = store.read_store_info()
+    freq = info.get("freq", settings.freq)
+    h = horizon or settings.horizon or (90 if freq == "daily" else 168)
+    n = n_shards_for(len(inventory), settings.shard_size)
+    inventory = inventory.assign(shard=shard_of(inventory["server_id"], n))
+    counts = np.bincount(inventory["shard"].to_numpy(), minlength=n)
+    plan = {
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": store.uri,
+        "trigger": trigger,
+        "snapshot": snap,
+        "freq": freq,
+        "grid": {"start": info.get("start"), "end": info.get("end")},
+        "model": model or settings.model,
+        "horizon": h,
+        "backtest_cutoffs": settings.backtest_cutoffs if backtest else 0,
+        "n_shards": n,
+        "shard_size": settings.shard_size,
+        "servers": len(inventory),
+        "shard_servers": counts.tolist(),
+        "inventory_validation": _findings(report),
+        "inventory_rows": {"in": report.rows_in.get("inventory"), "out": report.rows_out.get("inventory")},
+    }
+    _write_frame(ps, _base(ps, run_id, "inventory.parquet"), inventory)
+    _write_json(ps, _base(ps, run_id, "plan.json"), plan)
+    log.info(
+        "planned %d shard(s) of ≤ %d servers for %d servers",
+        n,
+        settings.shard_size,
+        len(inventory),
+        extra={"run_id": run_id, "trigger": trigger, "input_key": snap["key"]},
+    )
+    return {
+        "run_id": run_id,
+        "input_key": snap["key"],
+        "n_shards": n,
+        "servers": len(inventory),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "shards": [{"run_id": run_id, "shard": k} for k in range(n)],
+    }
+
+
+# --------------------------------------------------------------------------- one shard
+
+
+def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict:
+    """Load, validate, fit, forecast and backtest one shard; write its partial tables, done.json last."""
+    t0 = time.perf_counter()
+    ps = object_store(store)
+    plan = read_plan(store, run_id)
+    if not 0 <= int(shard) < plan["n_shards"]:
+        raise ShardError(f"run {run_id} has shards 0–{plan['n_shards'] - 1}, not {shard}")
+    shard = int(shard)
+    ctx = {"run_id": run_id, "trigger": plan.get("trigger"), "shard": shard}
+    _check_unchanged(store, plan)
+    inventory = _read_frame(ps, _base(ps, run_id, "inventory.parquet"), "shard plan inventory")
+    mine = inventory.loc[inventory["shard"] == shard].drop(columns="shard").reset_index(drop=True)
+    freq, h = plan["freq"], int(plan["horizon"])
+    out = _base(ps, run_id, str(shard))
+    done: dict[str, Any] = {"shard": shard, "servers": len(mine), "series": 0, "metric_rows": 0}
+    forecasts = backtest = history = None
+    report = ValidationReport(source=store.uri)
+    if len(mine):
+        raw = store.read_metrics(MetricsQuery.of(server_ids=mine["server_id"].tolist()))
+        _check_unchanged(store, plan)  # the read saw the planned input, not a later write
+        metrics, report = validate_metrics(raw, mine, freq, store.uri)
+        del raw
+        done["metric_rows"] = len(metrics)
+        if len(metrics):
+            grid = plan.get("grid") or {}
+            panel = build_panel(
+                metrics,
+                freq,
+                start=pd.Timestamp(grid["start"]) if grid.get("start") else None,
+                end=pd.Timestamp(grid["end"]) if grid.get("end") else None,
+            )
+            model_name = plan["model"]
+            result = model_factory(model_name, settings, h)().fit(panel).predict(h)
+            forecasts = result.to_frame()
+            done.update(
+                series=int(panel.n_series),
+                forecast_origin=str(panel.index[-1]),
+                start=str(metrics["timestamp"].min()),
+                end=str(metrics["timestamp"].max()),
+                failure_count=len(result.failures),
+                failures=result.failures.to_dict("records")[:200],
+            )
+            if plan["backtest_cutoffs"] > 0:
+                names = dict.fromkeys([model_name, "naive"])
+                backtest = run_backtest(
+                    panel,
+                    {n: model_factory(n, settings, h) for n in names},
+                    h,
+                    n_cutoffs=plan["backtest_cutoffs"],
+                )
+            ts = metrics["timestamp"]
+            history = metrics.loc[ts > ts.max() - pd.Timedelta(days=HISTORY_DAYS[freq] + 1)]
+    for name, frame in (("forecasts", forecasts), ("backtest", backtest), ("history", history)):
+        if frame is not None:
+            _write_frame(ps, f"{out}/{name}.parquet", frame)
+    done.update(
+        tables=[
+            n
+            for n, f in (("forecasts", forecasts), ("backtest", backtest), ("history", history))
+            if f is not None
+        ],
+        validation=_findings(report),
+        rows_in=report.rows_in.get("metrics", 0),
+        seconds=round(time.perf_counter() - t0, 2),
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    _write_json(ps, f"{out}/done.json", done)  # last: the shard counts as done only now
+    log.info(
+        "shard %d done: %d servers, %d series in %.1f s",
+        shard,
+        len(mine),
+        done["series"],
+        done["seconds"],
+        extra=ctx,
+    )
+    return {
+        "run_id": run_id,
+        "shard": shard,
+        "servers": len(mine),
+        "series": done["series"],
+        "seconds": done["seconds"],
+    }
+
+
+def _check_unchanged(store: Store, plan: dict) -> None:
+    now = snapshot_input(store)["key"]
+    if now != plan["snapshot"]["key"]:
+        raise InputChangedError(
+            f"run {plan['run_id']}: the input changed since it was planned (input key "
+            f"{plan['snapshot']['key']} → {now}); this run stops unpublished, the new input starts its own"
+        )
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def shard_status(store: Store, run_id: str) -> tuple[dict, dict[int, dict], list[int]]:
+    """The plan, the done shards' records and the shards not done."""
+    ps = object_store(store)
+    plan = read_plan(store, run_id)
+    done, missing = {}, []
+    for k in range(plan["n_shards"]):
+        rec = _read_json(ps, _base(ps, run_id, str(k), "done.json"))
+        if rec is None:
+            missing.append(k)
+        else:
+            done[k] = rec
+    return plan, done, missing
+
+
+def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bool = True) -> dict:
+    """Every shard done → analytics over the whole fleet → the run's tables, manifest, LATEST last.
+
+    A missing shard publishes nothing (ShardError naming it): readers stay on the previous run.
+    A run overtaken by one planned later (a newer input, published first) is not published either
+    — LATEST only moves forward — and ``{"run_id", "superseded_by"}`` is returned.
+    """
+    t0 = time.perf_counter()
+    ps = object_store(store)
+    check_run_id(run_id)
+    if ps._exists(ps._p("runs", run_id, "manifest.json")):  # already published (a retried Publish step)
+        log.info("run already published", extra={"run_id": run_id})
+        return store.read_manifest(run_id)
+    plan, done, missing = shard_status(store, run_id)
+    ctx = {"run_id": run_id, "trigger": plan.get("trigger")}
+    latest = store.latest_run_id()
+    if latest and latest.split("-")[0] > run_id.split("-")[0]:
+        # a run planned later (newer input) is already published: LATEST only moves forward
+        log.warning("run superseded by %s: not published", latest, extra=ctx)
+        if cleanup:
+            _delete_partials(ps, run_id)
+        return {"run_id": run_id, "superseded_by": latest}
+    # one RunSucceeded/RunFailed line per sharded run, as for a one-process run (a missing shard fails it)
+    with batch_run(run_id, plan.get("trigger")) as metrics:
+        if missing:
+            raise ShardError(
+                f"run {run_id}: shard(s) {', '.join(map(str, missing))} of {plan['n_shards']} did not finish; "
+                "nothing published (runs/LATEST unchanged)"
+            )
+        inventory = _read_frame(ps, _base(ps, run_id, "inventory.parquet"), "shard plan inventory")
+        inventory = inventory.drop(columns="shard")
+
+        def gather(name: str) -> pd.DataFrame | None:
+            parts = [
+                _read_frame(ps, _base(ps, run_id, str(k), f"{name}.parquet"), f"shard {k} {name}")
+                for k in sorted(done)
+                if name in done[k].get("tables", [])
+            ]
+            return pd.concat(parts, ignore_index=True) if parts else None
+
+        forecasts, scores, history = gather("forecasts"), gather("backtest"), gather("history")
+        if forecasts is None or history is None:
+            raise ShardError(f"run {run_id}: no shard produced forecasts (no metrics for any server)")
+        freq = plan["freq"]
+        policy = settings.policy()
+        analysis = analyze(
+            forecasts,
+            history,
+            inventory,
+            thresholds=settings.thresholds,
+            criticality_offsets=settings.criticality_offsets,
+            lead_time_days=settings.lead_time_days,
+            headroom=settings.headroom,
+            idle_cpu_p95=settings.idle_cpu_p95,
+            policy=policy,
+            freq=freq,
+        )
+        risk, recs = analysis.risk, analysis.recommendations
+        tables = {
+            "forecasts": forecasts,
+            "risk": risk,
+            "recommendations": recs.frame,
+            "consolidation": recs.plan,
+        }
+        if scores is not None:
+            tables["backtest"] = scores
+        findings = _merge_findings(
+            [plan["inventory_validation"], *(done[k]["validation"] for k in sorted(done))]
+        )
+        failures = [f for k in sorted(done) for f in done[k].get("failures", [])]
+        starts = [done[k]["start"] for k in done if done[k].get("start")]
+        ends = [done[k]["end"] for k in done if done[k].get("end")]
+        manifest = {
+            "run_id": run_id,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "data": store.uri,
+            "code_version": code_version(),
+            "trigger": plan.get("trigger"),
+            "input": {
+                "freq": freq,
+                "servers": len(inventory),
+                "metric_rows": int(sum(d["metric_rows"] for d in done.values())),
+                "series": int(sum(d["series"] for d in done.values())),
+                "start": min(starts) if starts else "",
+                "end": max(ends) if ends else "",
+                "fingerprint": plan["snapshot"]["key"],
+                "validation": [f.line() for f in findings],
+                "snapshot": plan["snapshot"],
+            },
+            "config": {
+                "model": plan["model"],
+                "horizon": plan["horizon"],
+                "backtest_cutoffs": plan["backtest_cutoffs"] if scores is not None else 0,
+                "thresholds": settings.thresholds,
+                "criticality_offsets": settings.criticality_offsets,
+                "lead_time_days": settings.lead_time_days,
+                "headroom": settings.headroom,
+                "idle_cpu_p95": settings.idle_cpu_p95,
+                "policy": dataclasses.asdict(policy),
+            },
+            "engine": {
+                "kind": "shards",
+                "n_shards": plan["n_shards"],
+                "shard_size": plan["shard_size"],
+                "shard_seconds": [done[k]["seconds"] for k in sorted(done)],
+                "shard_peak_rss_mb": [done[k].get("peak_rss_mb") for k in sorted(done)],
+            },
+            "forecast_origin": max(
+                (d["forecast_origin"] for d in done.values() if d.get("forecast_origin")), default=""
+            ),
+            "failures": failures[:200],
+            "failure_count": int(sum(d.get("failure_count", 0) for d in done.values())),
+            "scores": _mean_scores(scores),
+            "consolidation": recs.summary_dict(),
+            "rows": {name: len(frame) for name, frame in tables.items()},
+        }
+        store.publish_run(run_id, tables, manifest)  # tables, manifest, then runs/LATEST
+        manifest["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        add_run_metrics(metrics, manifest, risk)
+    log.info("published run from %d shard(s)", plan["n_shards"], extra=ctx)
+    if cleanup:
+        _delete_partials(ps, run_id)
+    return manifest
+
+
+def _delete_partials(ps: ParquetStore, run_id: str) -> None:
+    """The shards' partial tables are copies of the published ones: remove them (best effort)."""
+    try:
+        ps.fs.delete_dir(_base(ps, run_id))
+    except OSError as e:
+        log.warning("could not remove the shard partials of run %s: %s", run_id, e, extra={"run_id": run_id})
+
+
+def run_sharded(
+    store: Store, settings: Settings, *, trigger: str | None = None, run_id: str | None = None
+) -> dict:
+    """Plan, every shard in turn, publish — in this process (tests, and a local engine)."""
+    planned = plan_shards(store, settings, trigger=trigger, run_id=run_id)
+    for item in planned["shards"]:
+        run_shard(store, settings, item["run_id"], item["shard"])
+    return publish_shards(store, settings, planned["run_id"])
