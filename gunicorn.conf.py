@@ -47,6 +47,11 @@ errorlog = "-"
 control_socket_disable = True
 # Workers each import the app; the file-system cache lets them share loaded runs.
 preload_app = False
+# HTTPS and client-address detection behind a proxy is the app's ProxyFix (CAPFC_PROXY_HOPS: how
+# many proxies' X-Forwarded-For/-Proto/-Host to trust; app/security.py). gunicorn itself trusts
+# no forwarded header, so there is one mechanism, the same under `python -m app`.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
 
 
 def worker_exit(server, worker):  # gunicorn calls it with these two

@@ -29,16 +29,17 @@ from components.filterbar import filter_bar
 from components.layout import banner, navbar
 from forecasting.consolidation import warm_up
 from forecasting.settings import Settings, load_settings
-from forecasting.sources import Store, StoreError, open_store
+from forecasting.sources import Store, open_store
 
-from . import ids, requestlog
+from . import ids, requestlog, security
 from .background import WebTier, web_tier
+from .errors import UserFacingError, report, user_message
 from .filters import LABELS, PLACEHOLDERS
 from .health import HEALTH_PATH as HEALTH_PATH
 from .health import READY_PATH as READY_PATH
 from .health import add_health_endpoints
 from .pages import PageSpec
-from .readmodel import ReadModel, ReadModelError
+from .readmodel import ReadModel
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,6 @@ LAZY_SCRIPTS = (
     "dash_ag_grid/async-community.js",
 )
 EXTENSION = "capfc"
-# Errors whose message is written for users (a store that cannot be read, a bad run).
-USER_FACING_ERRORS = (StoreError, ReadModelError, ValueError)
 
 
 @dataclass
@@ -179,6 +178,8 @@ def create_app(
     import callbacks
 
     callbacks.register(app)
+    # last: the CSP hashes every inline script, clientside callbacks included
+    security.install(app, settings, cache_dir)
     return app
 
 
@@ -264,16 +265,24 @@ def _shell_layout() -> html.Div:
 
 
 def _on_error(err: Exception) -> None:
-    """Any callback failure: log the traceback, show the planner a short alert (never a trace)."""
-    log.error("callback failed: %s", err, exc_info=err)
-    detail = str(err)[:300] if isinstance(err, USER_FACING_ERRORS) and str(err) else type(err).__name__
+    """Any callback failure: the detail and traceback go to the log under a reference; the
+    planner sees a generic alert naming that reference (never the exception's text, which can
+    name buckets, endpoints or IAM actions)."""
+    if isinstance(err, UserFacingError):  # e.g. the background job cap: a plain, expected refusal
+        log.warning("callback refused: %s", err.message)
+        set_props(ids.ERROR_ALERT, {"is_open": True, "children": [html.Strong("Not done. "), err.message]})
+        return
+    ref = report(log, "callback failed", err)
     set_props(
         ids.ERROR_ALERT,
         {
             "is_open": True,
             "children": [
                 html.Strong("This view could not be updated. "),
-                html.Span(f"{detail}. The details are in the server log; try again or reload the page."),
+                html.Span(
+                    user_message("Something went wrong on the server", ref)
+                    + " Try again or reload the page; if it keeps happening, give the reference to support."
+                ),
             ],
         },
     )

@@ -46,6 +46,7 @@ from forecasting.schema import (
 from forecasting.settings import DEFAULT_CRITICALITY_OFFSETS, DEFAULT_LEAD_TIME_DAYS, Settings
 from forecasting.sources import MetricsQuery, NoDataError, Store, StoreError
 
+from .errors import report, user_message
 from .filters import FilterState
 
 log = logging.getLogger(__name__)
@@ -624,7 +625,8 @@ def _history_trend(
     try:
         hist = store.read_metrics(MetricsQuery.of(start=t0 - window, end=t0))
     except (NoDataError, StoreError, OSError) as e:
-        notes.append(f"history for trends could not be read: {e}")
+        ref = report(log, "history for trends could not be read", e, level=logging.WARNING)
+        notes.append(user_message("history for trends could not be read", ref))
         hist = pd.DataFrame(columns=["server_id", "timestamp"])
     hist_metrics = [m for m in METRIC_COLUMNS if m in hist and hist[m].notna().any()]
     sums: dict[str, np.ndarray] = {}
@@ -833,18 +835,18 @@ class ReadModel:
         try:
             run_id = self.store.latest_run_id()
         except (StoreError, OSError) as e:
-            log.warning("data store %s unreachable: %s", self.settings.data, e)
+            # the detail (bucket, endpoint, IAM action) goes to the log only, under a reference
+            ref = report(log, f"data store {self.settings.data} unreachable", e, level=logging.WARNING)
+            unreachable = user_message("The data store could not be reached", ref)
             last = self._last_good()
             if last:
                 return DataStatus(
                     last,
                     stale=True,
-                    message=f"The data store could not be reached ({e}). Showing the last good run, {last}.",
+                    message=f"{unreachable} Showing the last good run, {last}.",
                     checked_at=now,
                 )
-            return DataStatus(
-                None, stale=True, message=f"The data store could not be reached: {e}", checked_at=now
-            )
+            return DataStatus(None, stale=True, message=unreachable, checked_at=now)
         if run_id is None:
             try:
                 has_data = self.store.has_data()
@@ -869,7 +871,8 @@ class ReadModel:
         try:
             plan = self._load(status.run_id)
         except (StoreError, ReadModelError, NoDataError, OSError, KeyError, ValueError) as e:
-            log.exception("run %s could not be loaded", status.run_id)
+            ref = report(log, f"run {status.run_id} could not be loaded", e)
+            unreadable = user_message(f"Run {status.run_id} could not be read", ref)
             previous = self._plan
             if previous is not None:
                 return Snapshot(
@@ -878,12 +881,10 @@ class ReadModel:
                         status,
                         run_id=previous.run_id,
                         stale=True,
-                        message=f"Run {status.run_id} could not be read ({e}). Showing run {previous.run_id}.",
+                        message=f"{unreadable} Showing run {previous.run_id}.",
                     ),
                 )
-            return Snapshot(
-                None, replace(status, stale=True, message=f"Run {status.run_id} could not be read: {e}")
-            )
+            return Snapshot(None, replace(status, stale=True, message=unreadable))
         return Snapshot(plan, status)
 
     def plan(self) -> Plan | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from forecasting.observability import (
     SERVICE_WEB,
@@ -81,7 +82,10 @@ def callback_of() -> str | None:
     """The output a Dash callback request updates (e.g. ``ov-heatmap.figure``)."""
     if not request.path.endswith(DASH_UPDATE):
         return None
-    body = request.get_json(silent=True, cache=True)
+    try:
+        body = request.get_json(silent=True, cache=True)
+    except HTTPException:  # a body over MAX_CONTENT_LENGTH (answered 413), a wrong content type
+        return None
     output = body.get("output") if isinstance(body, dict) else None
     return output[:200] if isinstance(output, str) else None
 

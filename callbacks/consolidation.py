@@ -19,6 +19,7 @@ from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
 from app.filters import FilterState
+from app.pages.consolidation import RECOMMENDATION_COLUMN_DEFS
 from app.readmodel import Plan, ReadModel
 from app.whatif import ScenarioState, ScenarioView, scenario_inputs_for, scenario_view
 from components.consolidation import (
@@ -489,6 +490,18 @@ def register(app: Dash) -> None:
         excel_id=ids.CONS_EXPORT_XLSX,
         download_id=ids.CONS_DOWNLOAD,
         columns=EXPORT_COLUMNS,
+        rows_fn=export_rows,
+        grid_fields=[c["field"] for c in RECOMMENDATION_COLUMN_DEFS],
+        orders={"action": ACTION_RANK},
         title="Recommendations",
         stem="recommendations",
     )
+
+
+# The recommendations grid sorts actions by meaning (app/pages/consolidation.py ACTION_ORDER).
+ACTION_RANK = {"upgrade": 0, "decommission": 1, "consolidate": 2, "right-size": 3, "keep": 4}
+
+
+def export_rows(rm: ReadModel, data: Any, scenario: Any) -> list[dict[str, Any]]:
+    """The recommendations grid's rows for the filters and the scenario, as its callback computes them."""
+    return consolidation_view(rm, data, scenario)[4]

@@ -16,6 +16,7 @@ from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
 from app.filters import FilterState
+from app.pages.risk import RISK_COLUMN_DEFS
 from app.readmodel import SEVERITY_RANK, Plan, ReadModel
 from app.whatif import ScenarioState, ScenarioView, scenario_view
 from components.grid import records
@@ -224,6 +225,14 @@ def register(app: Dash) -> None:
         excel_id=ids.RISK_EXPORT_XLSX,
         download_id=ids.RISK_DOWNLOAD,
         columns=EXPORT_COLUMNS,
+        rows_fn=export_rows,
+        grid_fields=[c["field"] for c in RISK_COLUMN_DEFS],
+        orders={"severity": SEVERITY_RANK},
         title="Utilization risk",
         stem="utilization-risk",
     )
+
+
+def export_rows(rm: ReadModel, data: Any, scenario: Any) -> list[dict[str, Any]]:
+    """The risk grid's rows for the filters and the scenario, as its own callback computes them."""
+    return risk_view(rm, data, scenario)[0]

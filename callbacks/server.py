@@ -21,6 +21,7 @@ from dash import ALL, ClientsideFunction, Dash, Input, Output, State, ctx, dcc, 
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
+from app.errors import report, user_message
 from app.filters import FilterState
 from app.pages.server import PROGRESS_SHOWN
 from app.readmodel import MODEL_CHOICES, Plan, ReadModel, breach_markers, quarter_end_spans, reforecast
@@ -106,10 +107,11 @@ def server_view(rm: ReadModel, server_id: Any) -> tuple[Any, Any, Any, Any, Any,
     try:
         history = rm.server_history(plan, server_id)
     except (StoreError, OSError) as e:
-        log.warning("history of %s could not be read: %s", server_id, e)
+        ref = report(log, f"history of {server_id} could not be read", e, level=logging.WARNING)
         history = pd.DataFrame(columns=["server_id", "timestamp"])
         message = dbc.Alert(
-            f"The history of this server could not be read ({e}); showing the forecast only.", color="warning"
+            user_message("The history of this server could not be read", ref) + " Showing the forecast only.",
+            color="warning",
         )
     return (
         message,
@@ -399,9 +401,11 @@ def reforecast_job(
         history = rm.server_history(plan, server_id)
         fc = reforecast(history, model, plan.freq, plan.horizon, progress=progress)
     except Exception as e:  # a model failing on one server must read as a message, not break the page
-        log.exception("re-forecast of %s with %s failed", server_id, model)
+        ref = report(log, f"re-forecast of {server_id} with {model} failed", e)
         alert = dbc.Alert(
-            f"{label} could not forecast this server: {str(e)[:200]}", color="danger", className="mb-0 py-1"
+            user_message(f"{label} could not forecast this server", ref),
+            color="danger",
+            className="mb-0 py-1",
         )
         return None, alert
     seconds = time.perf_counter() - started

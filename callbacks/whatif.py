@@ -8,7 +8,8 @@ that the pages' callbacks read, and a clientside callback mirrors it into the qu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,10 +30,11 @@ from app.whatif import (
     ScenarioState,
     base_policy,
 )
-from components.export import csv_bytes, excel_bytes, export_name, rows_frame
+from components.export import GridView, apply_view, csv_bytes, excel_bytes, export_name, rows_frame
 from forecasting.observability import SERVICE_WEB, audit, emit_metrics
 
 MAX_SEARCH_CHARS = 200
+log = logging.getLogger(__name__)
 EXCEL_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 # Clientside: mirror the scenario into the query string, keeping every other parameter, and
@@ -169,7 +171,13 @@ def quick_search_patch(text: Any) -> Patch:
 
 
 def export_comments(
-    title: str, plan: Plan, filters: FilterState, state: ScenarioState, rm: ReadModel, n_rows: int
+    title: str,
+    plan: Plan,
+    filters: FilterState,
+    state: ScenarioState,
+    rm: ReadModel,
+    n_rows: int,
+    view: GridView | None = None,
 ) -> list[tuple[str, str]]:
     """(setting, value) pairs saying what an export holds; CSV comments and the Excel 'Scenario' sheet."""
     base = base_policy(plan, rm.settings)
@@ -181,31 +189,53 @@ def export_comments(
     ]
     pairs += [("Scenario", line) for line in state.describe(base)]
     pairs += [
-        ("Rows", f"{n_rows:,} (as shown in the grid: column filters, quick search and sort applied)"),
+        ("Grid view", (view or GridView()).describe()),
+        (
+            "Rows",
+            f"{n_rows:,} (recomputed on the server from the run, the filters, the scenario and the grid view)",
+        ),
         ("Exported", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
     ]
     return pairs
 
 
+# A grid's rows for the filters and the scenario, computed on the server (the grid's own callback).
+RowsFn = Callable[[ReadModel, Any, Any], list[dict[str, Any]]]
+
+
 def export_download(
     rm: ReadModel,
     kind: str,
-    rows: Any,
+    rows_fn: RowsFn,
     columns: Sequence[tuple[str, str]],
     *,
     title: str,
     stem: str,
     filters_data: Any,
     scenario_data: Any,
+    search: Any = None,
+    filter_model: Any = None,
+    column_state: Any = None,
+    grid_fields: Sequence[str] = (),
+    orders: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any] | None:
-    """dcc.Download data for the grid's shown rows as 'csv' or 'xlsx' (None without a run)."""
+    """dcc.Download data of the grid's rows as 'csv' or 'xlsx' (None without a run).
+
+    The rows are recomputed here by ``rows_fn`` from the run, the filters and the scenario:
+    never taken from the browser. Only the grid's view (quick search, column filters, sort)
+    comes from the browser, validated (:class:`GridView`) and re-applied."""
     plan = rm.snapshot().plan
     if plan is None:
         return None
     filters = FilterState.from_data(filters_data)
     state = ScenarioState.from_data(scenario_data)
-    frame = rows_frame(rows if isinstance(rows, list) else [], columns)
-    about = export_comments(title, plan, filters, state, rm, len(frame))
+    fields = list(grid_fields) or [f for f, _ in columns]
+    view = GridView.from_browser(search, filter_model, column_state, fields)
+    if view.dropped:
+        log.warning("export %s: parts of the grid view ignored: %s", stem, ", ".join(view.dropped))
+    rows = apply_view(rows_fn(rm, filters.to_data(), state.to_data()), view, fields, orders)
+    frame = rows_frame(rows, columns)
+    about = export_comments(title, plan, filters, state, rm, len(frame), view)
     audit(
         "export",
         f"export {stem} as {kind}: {len(frame):,} rows",
@@ -215,6 +245,7 @@ def export_download(
         run_id=plan.run_id,
         filters=filters.describe(),
         scenario=[line for key, line in about if key == "Scenario"],
+        grid_view=view.describe(),
     )
     emit_metrics(
         {"ExportRows": len(frame)}, service=SERVICE_WEB, dimensions={"export": stem}, also_by_service=True
@@ -222,8 +253,7 @@ def export_download(
     if kind == "xlsx":
         content = excel_bytes(frame, sheet=title, about=about)
         return dcc.send_bytes(content, export_name(stem, "xlsx"), type=EXCEL_MIME)
-    comments = [f"{k}: {v}" for k, v in about]
-    return dcc.send_bytes(csv_bytes(frame, comments), export_name(stem, "csv"), type="text/csv")
+    return dcc.send_bytes(csv_bytes(frame, about), export_name(stem, "csv"), type="text/csv")
 
 
 def register_grid_tools(
@@ -235,10 +265,13 @@ def register_grid_tools(
     excel_id: str,
     download_id: str,
     columns: Sequence[tuple[str, str]],
+    rows_fn: RowsFn,
+    grid_fields: Sequence[str],
     title: str,
     stem: str,
+    orders: Mapping[str, Mapping[str, int]] | None = None,
 ) -> None:
-    """Quick search and CSV / Excel export of exactly the rows the grid shows."""
+    """Quick search, and CSV / Excel export of the rows the grid shows, recomputed on the server."""
     rm = get_context(app).readmodel
 
     @app.callback(Output(grid_id, "dashGridOptions"), Input(search_id, "value"), prevent_initial_call=True)
@@ -249,15 +282,31 @@ def register_grid_tools(
         Output(download_id, "data"),
         Input(csv_id, "n_clicks"),
         Input(excel_id, "n_clicks"),
-        State(grid_id, "virtualRowData"),
+        State(search_id, "value"),
+        State(grid_id, "filterModel"),
+        State(grid_id, "columnState"),
         State(ids.FILTERS, "data"),
         State(ids.WHATIF_STATE, "data"),
         prevent_initial_call=True,
     )
-    def _export(_csv: Any, _xlsx: Any, rows: Any, filters: Any, scenario: Any) -> Any:
+    def _export(
+        _csv: Any, _xlsx: Any, search: Any, filter_model: Any, column_state: Any, filters: Any, scenario: Any
+    ) -> Any:
         kind = "xlsx" if ctx.triggered_id == excel_id else "csv"
         out = export_download(
-            rm, kind, rows, columns, title=title, stem=stem, filters_data=filters, scenario_data=scenario
+            rm,
+            kind,
+            rows_fn,
+            columns,
+            title=title,
+            stem=stem,
+            filters_data=filters,
+            scenario_data=scenario,
+            search=search,
+            filter_model=filter_model,
+            column_state=column_state,
+            grid_fields=grid_fields,
+            orders=orders,
         )
         return out if out is not None else no_update
 

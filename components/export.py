@@ -1,10 +1,19 @@
-"""Exports of what a grid shows: CSV and Excel that are safe to open in a spreadsheet.
+"""Exports of what a grid shows: CSV and Excel that are safe to open in a spreadsheet, and
+the grid's own view (quick search, column filters, sort) re-applied on the server.
 
-A cell that begins with ``=``, ``+``, ``-`` or ``@`` (or a tab / carriage return, which some
-spreadsheets strip before looking) is read by Excel as a formula: a hostname or a reason
-crafted as ``=HYPERLINK(...)`` would run on a planner's machine (CSV injection, OWASP). Every
-string cell is therefore neutralised with a leading single quote; numbers stay numbers, so a
-negative saving is still a negative number in the spreadsheet.
+**Injection (OWASP "CSV Injection").** A cell that begins with ``=``, ``+``, ``-`` or ``@`` (or a
+tab, carriage return, line feed or NUL, which some spreadsheets skip before looking) is read by
+Excel as a formula: a hostname or a reason crafted as ``=HYPERLINK(...)`` would run on a
+planner's machine. Every *text* cell is cleaned in this order: control characters are stripped
+first (so ``"\x01=HYPERLINK(…)"`` cannot hide its ``=`` behind one), then a cell whose first
+character (or first after leading spaces) is one of those gets a leading single quote. Numbers
+stay numbers, so a negative saving is still a negative number in the spreadsheet. CSV fields
+are quoted by the csv module (every text field), and the comment lines saying what the export
+holds are CSV rows too: ``# Filters,"<value>"`` with the value cleaned like any cell.
+
+**Authority.** The rows never come from the browser: callbacks recompute them from the run,
+the filters and the scenario. Only the grid's view may come from the browser (quick search
+text, column filter model, sort); :func:`apply_view` validates it and re-applies it here.
 
 Builders are pure (rows in, bytes out); the page callbacks hand the bytes to ``dcc.Download``.
 """
@@ -16,24 +25,41 @@ import io
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import dash_bootstrap_components as dbc
+import numpy as np
 import pandas as pd
 from dash import dcc, html
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-# Excel cannot hold these control characters in a cell (openpyxl refuses them).
-_ILLEGAL_XLSX = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "\x00")
+# Stripped from every text cell before anything else: C0 controls except tab, LF and CR (which
+# CSV quotes and Excel holds), DEL and the C1 controls. openpyxl refuses the C0 ones anyway.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_SHEET_TITLE = 31
 
 
+def clean_text(value: str) -> str:
+    """``value`` without control characters (tab, LF and CR kept)."""
+    return _CONTROL.sub("", value)
+
+
+def one_line(value: str) -> str:
+    """``value`` cleaned, its line breaks as spaces (a comment value stays on its line)."""
+    return re.sub(r"[\r\n]+", " ", clean_text(value))
+
+
 def neutralise(value: Any) -> Any:
-    """A string a spreadsheet would run as a formula gets a leading ``'``; anything else as is."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
+    """A text cell made safe: control characters stripped, then a leading ``'`` when a
+    spreadsheet would read it as a formula. Anything that is not text is returned as is."""
+    if not isinstance(value, str):
+        return value
+    text = clean_text(value)
+    if text.startswith(FORMULA_PREFIXES) or text.lstrip(" ").startswith(FORMULA_PREFIXES):
+        return "'" + text
+    return text
 
 
 def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -73,44 +99,83 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def csv_bytes(frame: pd.DataFrame, comments: Sequence[str] = ()) -> bytes:
-    """UTF-8 CSV (with a BOM, so Excel reads accents right) after ``# `` comment lines that say
-    what the export is (the scenario, the filters, when); cells neutralised."""
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python values (csv and openpyxl know only those)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _csv_value(value: Any) -> Any:
+    value = _plain(value)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return value
+
+
+def csv_bytes(frame: pd.DataFrame, comments: Sequence[tuple[str, str]] = ()) -> bytes:
+    """UTF-8 CSV (with a BOM, so Excel reads accents right): first one ``# <setting>,"<value>"``
+    row per comment pair (what the export is: scenario, filters, run), then the header and rows.
+    Text fields are quoted, numbers are not; every text value is neutralised."""
     buf = io.StringIO()
-    for line in comments:
-        buf.write("# " + " ".join(str(line).splitlines()) + "\n")
+    writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    for key, value in comments:
+        label = "# " + re.sub(r"[^A-Za-z0-9 ()%/-]+", " ", str(key)).strip()
+        flat = one_line(str(value))
+        buf.write(label + ",")  # the label is ours (letters only): the line starts with '#'
+        writer.writerow([neutralise(flat)])
     safe = neutralise_frame(frame)
-    safe.to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n", float_format="%.6g")
+    writer.writerow([str(c) for c in safe.columns])
+    for row in safe.itertuples(index=False, name=None):
+        writer.writerow([_csv_value(v) for v in row])
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
-
-
-def _xlsx_text(value: Any) -> Any:
-    return _ILLEGAL_XLSX.sub("", value) if isinstance(value, str) else value
 
 
 def excel_bytes(frame: pd.DataFrame, *, sheet: str, about: Sequence[tuple[str, str]] = ()) -> bytes:
     """An .xlsx with the rows on ``sheet`` and a 'Scenario' sheet of (setting, value) pairs.
 
-    Text cells are neutralised (openpyxl would otherwise store ``=…`` as a live formula).
+    Text cells are neutralised and then written as text cells explicitly: openpyxl stores any
+    string beginning with ``=`` as a live formula, so no string from the data is ever given to
+    it as a plain value.
     """
-    safe = neutralise_frame(frame)
-    for col in safe.columns:
-        if safe[col].dtype == object:
-            safe[col] = safe[col].map(_xlsx_text)
+    from openpyxl import Workbook
+    from openpyxl.utils import get_column_letter
+
+    book = Workbook()
+    ws = book.active
+    ws.title = clean_text(sheet)[:MAX_SHEET_TITLE] or "Export"
+    _write_sheet(ws, neutralise_frame(frame))
     meta = pd.DataFrame(
-        [(neutralise(_xlsx_text(str(k))), neutralise(_xlsx_text(str(v)))) for k, v in about],
+        [(str(k), one_line(str(v))) for k, v in about],
         columns=["Setting", "Value"],
+        dtype=object,
     )
+    _write_sheet(book.create_sheet("Scenario"), neutralise_frame(meta))
+    for w in book.worksheets:
+        w.freeze_panes = "A2"
+        for i, column in enumerate(w.iter_cols(max_row=200), start=1):
+            width = max((len(str(c.value)) for c in column if c.value is not None), default=8)
+            w.column_dimensions[get_column_letter(i)].width = min(max(width + 2, 8), 60)
     buf = io.BytesIO()
-    with pd.ExcelWriter(buf, engine="openpyxl") as writer:
-        safe.to_excel(writer, sheet_name=sheet[:MAX_SHEET_TITLE], index=False)
-        meta.to_excel(writer, sheet_name="Scenario", index=False)
-        for ws in writer.sheets.values():
-            ws.freeze_panes = "A2"
-            for column in ws.columns:
-                width = max((len(str(c.value)) for c in column[:200] if c.value is not None), default=8)
-                ws.column_dimensions[column[0].column_letter].width = min(max(width + 2, 8), 60)
+    book.save(buf)
     return buf.getvalue()
+
+
+def _write_sheet(ws: Any, frame: pd.DataFrame) -> None:
+    rows = [list(frame.columns), *frame.itertuples(index=False, name=None)]
+    for r, values in enumerate(rows, start=1):
+        for c, value in enumerate(values, start=1):
+            value = _plain(value)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                continue
+            cell = ws.cell(row=r, column=c)
+            if isinstance(value, bool | int | float):
+                cell.value = value
+            else:
+                cell.value = clean_text(str(value))
+                cell.data_type = "s"  # text, even if it looked like a formula to openpyxl
 
 
 def export_name(stem: str, ext: str, now: datetime | None = None) -> str:
@@ -146,3 +211,233 @@ def export_bar(*, csv_id: str, excel_id: str, download_id: str, search_id: str, 
         ],
         className="d-flex align-items-center flex-wrap gap-2 mb-2",
     )
+
+
+# ---------------------------------------------------------------- the grid's view, re-applied
+
+MAX_SEARCH_CHARS = 200
+MAX_FILTER_CHARS = 200
+TEXT_TYPES = {"contains", "notContains", "equals", "notEqual", "startsWith", "endsWith", "blank", "notBlank"}
+NUMBER_TYPES = {
+    "equals",
+    "notEqual",
+    "greaterThan",
+    "greaterThanOrEqual",
+    "lessThan",
+    "lessThanOrEqual",
+    "inRange",
+    "blank",
+    "notBlank",
+}
+DATE_TYPES = {"equals", "notEqual", "greaterThan", "lessThan", "inRange", "blank", "notBlank"}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True)
+class GridView:
+    """The part of a grid's state an export may take from the browser, validated: the quick
+    search text, the column filters (AG Grid's filter model: text, number and date filters on
+    known columns) and the sort (known columns, asc/desc). Anything else is dropped."""
+
+    search: str = ""
+    filters: tuple[tuple[str, dict[str, Any]], ...] = ()
+    sort: tuple[tuple[str, bool], ...] = ()  # (field, ascending), highest priority first
+    dropped: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_browser(
+        cls, search: Any, filter_model: Any, column_state: Any, fields: Sequence[str]
+    ) -> GridView:
+        known = set(fields)
+        dropped: list[str] = []
+        text = clean_text(search).strip()[:MAX_SEARCH_CHARS] if isinstance(search, str) else ""
+        filters: list[tuple[str, dict[str, Any]]] = []
+        if isinstance(filter_model, Mapping):
+            for col, spec in list(filter_model.items())[: len(fields)]:
+                ok = _filter_spec(spec) if col in known else None
+                if ok is None:
+                    dropped.append(f"filter on {str(col)[:40]!r}")
+                else:
+                    filters.append((str(col), ok))
+        sort: list[tuple[int, str, bool]] = []
+        if isinstance(column_state, list):
+            for i, c in enumerate(column_state[: 4 * len(fields)]):
+                if not isinstance(c, Mapping) or c.get("sort") not in ("asc", "desc"):
+                    continue
+                if c.get("colId") not in known:
+                    dropped.append(f"sort on {str(c.get('colId'))[:40]!r}")
+                    continue
+                idx = c.get("sortIndex")
+                rank = idx if isinstance(idx, int) and not isinstance(idx, bool) else 1000 + i
+                sort.append((rank, str(c["colId"]), c["sort"] == "asc"))
+        sort.sort()
+        return cls(text, tuple(filters), tuple((f, asc) for _, f, asc in sort), tuple(dropped))
+
+    def describe(self) -> str:
+        parts = []
+        if self.search:
+            parts.append(f"quick search {self.search!r}")
+        parts += [f"{f} {spec.get('type', 'filter')}" for f, spec in self.filters]
+        if self.sort:
+            parts.append(
+                "sorted by " + ", ".join(f"{f} {'ascending' if a else 'descending'}" for f, a in self.sort)
+            )
+        return "; ".join(parts) if parts else "none"
+
+
+def _filter_spec(spec: Any) -> dict[str, Any] | None:
+    """A validated copy of one column's AG Grid filter model, or None if it is not one."""
+    if not isinstance(spec, Mapping):
+        return None
+    kind = spec.get("filterType")
+    if "conditions" in spec:
+        conds = spec.get("conditions")
+        op = spec.get("operator")
+        if op not in ("AND", "OR") or not isinstance(conds, list) or not 1 <= len(conds) <= 4:
+            return None
+        checked = [_condition(kind, c) for c in conds]
+        if any(c is None for c in checked):
+            return None
+        return {"filterType": kind, "type": op.lower(), "operator": op, "conditions": checked}
+    return _condition(kind, spec)
+
+
+def _condition(kind: Any, c: Any) -> dict[str, Any] | None:
+    if not isinstance(c, Mapping) or c.get("filterType", kind) != kind:
+        return None
+    typ = c.get("type")
+    if kind == "text" and typ in TEXT_TYPES:
+        value = c.get("filter")
+        if typ in ("blank", "notBlank"):
+            return {"filterType": kind, "type": typ}
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            return None
+        return {"filterType": kind, "type": typ, "filter": clean_text(str(value))[:MAX_FILTER_CHARS]}
+    if kind == "number" and typ in NUMBER_TYPES:
+        if typ in ("blank", "notBlank"):
+            return {"filterType": kind, "type": typ}
+        lo, hi = _number(c.get("filter")), _number(c.get("filterTo"))
+        if lo is None or (typ == "inRange" and hi is None):
+            return None
+        return {"filterType": kind, "type": typ, "filter": lo, "filterTo": hi}
+    if kind == "date" and typ in DATE_TYPES:
+        if typ in ("blank", "notBlank"):
+            return {"filterType": kind, "type": typ}
+        lo, hi = _date(c.get("dateFrom")), _date(c.get("dateTo"))
+        if lo is None or (typ == "inRange" and hi is None):
+            return None
+        return {"filterType": kind, "type": typ, "dateFrom": lo, "dateTo": hi}
+    return None
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        return None
+    try:
+        out = float(v)
+    except ValueError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _date(v: Any) -> str | None:
+    return v[:10] if isinstance(v, str) and _DATE.match(v) else None
+
+
+def js_text(value: Any) -> str:
+    """A value as the browser's grid turns it into text (93.0 → '93', None → '')."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _passes(value: Any, spec: Mapping[str, Any]) -> bool:
+    if "conditions" in spec:
+        results = (_passes(value, c) for c in spec["conditions"])
+        return all(results) if spec["operator"] == "AND" else any(results)
+    typ = spec["type"]
+    blank = value is None or value == "" or (isinstance(value, float) and not math.isfinite(value))
+    if typ == "blank":
+        return blank
+    if typ == "notBlank":
+        return not blank
+    if blank:
+        return False
+    kind = spec["filterType"]
+    if kind == "text":
+        v, f = js_text(value).lower(), spec["filter"].lower()
+        return {
+            "contains": f in v,
+            "notContains": f not in v,
+            "equals": v == f,
+            "notEqual": v != f,
+            "startsWith": v.startswith(f),
+            "endsWith": v.endswith(f),
+        }[typ]
+    if kind == "number":
+        x = _number(value)
+        if x is None:
+            return False
+        lo, hi = spec["filter"], spec["filterTo"]
+        return {
+            "equals": lambda: x == lo,
+            "notEqual": lambda: x != lo,
+            "greaterThan": lambda: x > lo,
+            "greaterThanOrEqual": lambda: x >= lo,
+            "lessThan": lambda: x < lo,
+            "lessThanOrEqual": lambda: x <= lo,
+            "inRange": lambda: lo < x < hi,
+        }[typ]()
+    d = _date(js_text(value))
+    if d is None:
+        return False
+    lo, hi = spec["dateFrom"], spec["dateTo"]
+    return {
+        "equals": lambda: d == lo,
+        "notEqual": lambda: d != lo,
+        "greaterThan": lambda: d > lo,
+        "lessThan": lambda: d < lo,
+        "inRange": lambda: lo < d < hi,
+    }[typ]()
+
+
+def apply_view(
+    rows: Sequence[Mapping[str, Any]],
+    view: GridView,
+    fields: Sequence[str],
+    orders: Mapping[str, Mapping[str, int]] | None = None,
+) -> list[Mapping[str, Any]]:
+    """``rows`` (computed on the server) narrowed and ordered as the grid shows them: AG Grid's
+    quick filter (every word of the search, case-insensitive, in some column of the row), the
+    column filters, then the sort (``orders`` ranks columns sorted by meaning, e.g. severity;
+    missing values first, as the grid does)."""
+    out = list(rows)
+    words = [w.lower() for w in view.search.split() if w]
+    if words:
+
+        def haystack(r: Mapping[str, Any]) -> str:
+            return "\n".join(js_text(r.get(f)) for f in fields).lower()
+
+        out = [r for r in out if all(w in haystack(r) for w in words)]
+    for col, spec in view.filters:
+        out = [r for r in out if _passes(r.get(col), spec)]
+    for col, ascending in reversed(view.sort):
+        rank = (orders or {}).get(col)
+
+        def key(r: Mapping[str, Any], col: str = col, rank: Mapping[str, int] | None = rank) -> tuple:
+            v = r.get(col)
+            if rank is not None:
+                return (1, rank.get(str(v), 9))
+            if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                return (0, 0)
+            return (1, v) if isinstance(v, int | float) and not isinstance(v, bool) else (1, str(v))
+
+        try:
+            out.sort(key=key, reverse=not ascending)
+        except TypeError:  # numbers and text mixed in one column: compare as text
+            out.sort(key=lambda r, col=col: js_text(r.get(col)), reverse=not ascending)
+    return out

@@ -110,6 +110,31 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
+    # Web tier hardening (app/security.py; README "Web security"); redis_url above also holds
+    # the rate-limit counters
+    force_https: bool = Field(False, description="redirect plain HTTP to HTTPS (behind a TLS proxy)")
+    proxy_hops: int = Field(
+        0, ge=0, le=5, description="reverse proxies in front whose X-Forwarded-For/-Proto/-Host are trusted"
+    )
+    max_request_bytes: int = Field(
+        1_048_576, ge=1024, le=1_073_741_824, description="largest request body accepted (413 above)"
+    )
+    rate_limit: str = Field(
+        "30/minute", description="per user: exports, what-if changes and re-forecasts (e.g. 30/minute)"
+    )
+    max_jobs: int = Field(4, ge=1, le=256, description="background jobs (re-forecasts) per instance")
+    max_jobs_per_user: int = Field(2, ge=1, le=256, description="background jobs per user at once")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        import re
+
+        v = v.strip()
+        unit = r"(second|minute|hour|day)s?"
+        if not re.fullmatch(rf"\d+\s*(/|per)\s*(\d+\s+)?{unit}(\s*;\s*\d+\s*(/|per)\s*(\d+\s+)?{unit})*", v):
+            raise ValueError(f"{v!r}: write a rate like '30/minute' or '10 per second; 200 per hour'")
+        return v
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -290,7 +290,7 @@ def test_recommendations_grid_and_export_carry_held_back(readmodel, plan):
     out = cw.export_download(
         readmodel,
         "csv",
-        rows,
+        cons.export_rows,
         cons.EXPORT_COLUMNS,
         title="Recommendations",
         stem="recommendations",
@@ -302,8 +302,8 @@ def test_recommendations_grid_and_export_carry_held_back(readmodel, plan):
     text = base64.b64decode(out["content"]).decode("utf-8-sig")
     header = next(line for line in text.splitlines() if not line.startswith("#"))
     assert "Held back" in header
-    assert "# Scenario: What to propose: Idle servers only" in text
-    assert "# Scenario: Minimum saving: $50 per month (run: $20)" in text
+    assert '# Scenario,"What to propose: Idle servers only' in text
+    assert '# Scenario,"Minimum saving: $50 per month (run: $20)"' in text
 
 
 # --------------------------------------------------------------------------- plans published before the policy

@@ -291,7 +291,9 @@ def test_unreachable_store_keeps_serving_the_last_good_run(tmp_path: Path):
     snap = rm.snapshot()
     assert snap.plan is good.plan
     assert snap.status.stale and snap.status.run_id == good.plan.run_id
-    assert "could not be reached" in snap.status.message and "connection refused" in snap.status.message
+    # users read a reference; the detail ("connection refused") is only in the log
+    assert "could not be reached (reference " in snap.status.message
+    assert "connection refused" not in snap.status.message
     # it looks again after 30 s (sooner than the TTL) and recovers
     store.down = False
     cache.now += 31
@@ -311,7 +313,8 @@ def test_unreachable_at_boot_then_recovering(tmp_path: Path):
     cache = ClockCache()
     rm = ReadModel(opener, Settings(data=str(tmp_path), cache_ttl_seconds=60), cache)
     snap = rm.snapshot()
-    assert snap.plan is None and snap.status.stale and "timed out" in snap.status.message
+    assert snap.plan is None and snap.status.stale and "timed out" not in snap.status.message
+    assert snap.status.message.startswith("The data store could not be reached (reference ")
     assert snap.as_of == "no forecast run"
     cache.now += 31
     assert rm.snapshot().plan is not None
@@ -338,7 +341,8 @@ def test_unreadable_run_falls_back_to_the_previous_one(tmp_path: Path):
     cache.now += 61
     snap = rm.snapshot()
     assert snap.plan is good and snap.status.stale
-    assert broken in snap.status.message and "not valid JSON" in snap.status.message
+    assert broken in snap.status.message and "(reference " in snap.status.message
+    assert "not valid JSON" not in snap.status.message
 
 
 def test_runs_are_shared_between_workers_through_the_file_system_cache(tmp_path: Path):

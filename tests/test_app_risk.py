@@ -239,51 +239,68 @@ def _download_text(out: dict) -> str:
     return raw.decode("utf-8").lstrip("\ufeff")
 
 
-def test_csv_export_holds_exactly_the_rows_given_with_scenario_and_filters(readmodel):
+def test_csv_export_recomputes_the_rows_on_the_server_and_reapplies_the_grid_view(readmodel):
     scenario = ScenarioState(growth=2).to_data()
     rows, *_ = risk.risk_view(readmodel, MARKETS, scenario)
-    shown = list(reversed(rows[:7]))  # as the grid shows them after a sort and a filter
-    shown[0] = {**shown[0], "reason": '=HYPERLINK("http://evil")'}
     out = cw.export_download(
         readmodel,
         "csv",
-        shown,
+        risk.export_rows,
         risk.EXPORT_COLUMNS,
         title="Utilization risk",
         stem="utilization-risk",
         filters_data=MARKETS,
         scenario_data=scenario,
+        search="  cpu ",
+        column_state=[
+            {"colId": "score", "sort": "asc", "sortIndex": 0},
+            {"colId": "server_id", "sort": None},
+            {"colId": "<script>", "sort": "asc"},  # unknown: ignored
+        ],
+        grid_fields=[c["field"] for c in risk.RISK_COLUMN_DEFS],
     )
     assert out["filename"].startswith("utilization-risk-") and out["filename"].endswith(".csv")
     text = _download_text(out)
     comments = [line for line in text.splitlines() if line.startswith("#")]
-    assert "# Filters: Business unit: Markets" in comments
+    assert '# Filters,"Business unit: Markets"' in comments
     assert any("Growth: +2 % per month" in c for c in comments)
+    assert any(c.startswith("# Grid view,") and "quick search 'cpu'" in c for c in comments)
     body = pd.read_csv(io.StringIO(text), comment="#")
-    assert body["Server"].tolist() == [r["server_id"] for r in shown]
-    assert body["Reason"].iloc[0].startswith("'=HYPERLINK")
+    expected = sorted((r for r in rows if r["metric"] == "cpu_p95"), key=lambda r: r["score"])
+    assert 0 < len(expected) < len(rows)
+    assert body["Server"].tolist() == [r["server_id"] for r in expected]
+    assert body["Score"].tolist() == [r["score"] for r in expected]
     assert pd.api.types.is_numeric_dtype(body["Score"])
 
 
-def test_excel_export_has_a_scenario_sheet(readmodel):
+def test_excel_export_has_a_scenario_sheet_and_applies_column_filters(readmodel):
     import openpyxl
 
     rows, *_ = risk.risk_view(readmodel, ALL, BASE)
+    high = [r for r in rows if r["severity"] == "high" and r["probability"] >= 50]
+    assert 0 < len(high) < len(rows)
     out = cw.export_download(
         readmodel,
         "xlsx",
-        rows[:5],
+        risk.export_rows,
         risk.EXPORT_COLUMNS,
         title="Utilization risk",
         stem="utilization-risk",
         filters_data=ALL,
         scenario_data=BASE,
+        filter_model={
+            "severity": {"filterType": "text", "type": "equals", "filter": "HIGH"},
+            "probability": {"filterType": "number", "type": "greaterThanOrEqual", "filter": 50},
+            "hostname; DROP": {"filterType": "text", "type": "equals", "filter": "x"},  # unknown column
+        },
+        grid_fields=[c["field"] for c in risk.RISK_COLUMN_DEFS],
     )
     book = openpyxl.load_workbook(io.BytesIO(base64.b64decode(out["content"])))
     assert book.sheetnames == ["Utilization risk", "Scenario"]
-    assert book["Utilization risk"].max_row == 6
+    assert book["Utilization risk"].max_row == len(high) + 1
     meta = {r[0].value: r[1].value for r in book["Scenario"].iter_rows(min_row=2)}
     assert meta["Filters"] == "All servers" and meta["Scenario"].startswith("Scenario: as planned")
+    assert "severity equals" in meta["Grid view"] and "probability greaterThanOrEqual" in meta["Grid view"]
 
 
 def test_export_without_a_run_sends_nothing(tmp_path: Path):
@@ -291,7 +308,14 @@ def test_export_without_a_run_sends_nothing(tmp_path: Path):
     rm = ReadModel(open_store(str(root)), Settings(data=str(root)))
     assert (
         cw.export_download(
-            rm, "csv", [], risk.EXPORT_COLUMNS, title="t", stem="s", filters_data=ALL, scenario_data=BASE
+            rm,
+            "csv",
+            risk.export_rows,
+            risk.EXPORT_COLUMNS,
+            title="t",
+            stem="s",
+            filters_data=ALL,
+            scenario_data=BASE,
         )
         is None
     )

@@ -140,10 +140,21 @@ def test_csv_export_downloads_the_rows_the_grid_shows(dash_duo, fixture_app, rea
             break
         time.sleep(0.2)
     assert shown and all(s.endswith("/cpu_p95") for s in shown)
+    # sort by score ascending (a header click); the server re-applies the grid's sort
+    before = shown
+    click(dash_duo, dash_duo.find_element("#risk-grid .ag-header-cell[col-id='score'] .ag-header-cell-label"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        shown = _shown(dash_duo, "risk-grid")
+        if shown != before:
+            break
+        time.sleep(0.2)
+    assert shown != before and sorted(shown) == sorted(before)
+    time.sleep(0.5)  # the grid reports its column state to Dash
     click(dash_duo, dash_duo.find_element("#risk-export-csv"))
     path = _wait_download(Path(dash_duo.download_path), ".csv")
     text = path.read_text(encoding="utf-8-sig")
-    assert "# Filters: Business unit: Markets" in text
+    assert '# Filters,"Business unit: Markets"' in text
     body = pd.read_csv(io.StringIO(text), comment="#")
     assert [f"{s}/cpu_p95" for s in body["Server"]] == shown
     assert set(body["Business unit"]) == {"Markets"} and set(body["Metric"]) == {"CPU p95"}

@@ -161,3 +161,59 @@ def test_python_m_app_serves_on_the_configured_port(plan_store_root, tmp_path):
         _stop(proc)
     log = proc.stdout.read().decode(errors="replace")
     assert f"http://127.0.0.1:{port}" in log and "Debugger is active" not in log
+
+
+def _raw(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    """One request without following redirects: (status, headers, body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_gunicorn_behind_a_tls_proxy_redirects_pins_https_and_answers_bad_requests_plainly(
+    plan_store_root, tmp_path
+):
+    port = free_port()
+    cmd = [str(BIN / docker_cmd()[0]), *docker_cmd()[1:]]
+    env = _env(
+        tmp_path,
+        plan_store_root,
+        PORT=str(port),
+        WEB_CONCURRENCY="1",
+        CAPFC_PROXY_HOPS="1",
+        CAPFC_FORCE_HTTPS="true",
+    )
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    proxied = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Host": "capfc.bank",
+    }
+    try:
+        _wait_up(f"http://127.0.0.1:{port}/healthz", proc)  # plain HTTP health checks still answer
+        status, headers, _ = _raw(port, "GET", "/risk?bu=Markets")
+        assert status == 302 and headers["Location"] == f"https://127.0.0.1:{port}/risk?bu=Markets"
+        status, headers, body = _raw(port, "GET", "/risk", headers=proxied)
+        assert status == 200 and b"_dash-renderer" in body
+        assert headers["Strict-Transport-Security"].startswith("max-age=63072000")
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "DENY" and headers["Cache-Control"] == "no-store"
+        status, headers, body = _raw(
+            port, "POST", "/_dash-update-component", b"", {**proxied, "Content-Type": "application/json"}
+        )
+        assert status == 400 and body.startswith(b"Bad request: the body is empty")
+    finally:
+        _stop(proc)
+    log = proc.stdout.read().decode(errors="replace")
+    assert "Traceback" not in log and '"level":"ERROR"' not in log
+    assert re.search(r'"message":"POST /_dash-update-component 400 [0-9.]+ ms"', log)
+    assert '"message":"callback request refused: empty body"' in log and '"level":"WARNING"' in log

@@ -16,6 +16,11 @@ def _clean_env(monkeypatch, tmp_path):
         "CAPFC_FREQ",
         "CAPFC_MODEL",
         "CAPFC_THRESHOLDS",
+        "CAPFC_RATE_LIMIT",
+        "CAPFC_REDIS_URL",
+        "CAPFC_PROXY_HOPS",
+        "CAPFC_MAX_REQUEST_BYTES",
+        "CAPFC_FORCE_HTTPS",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -92,3 +97,26 @@ def test_malformed_yaml_is_clear(tmp_path, text):
 def test_missing_config_file(tmp_path):
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(config=str(tmp_path / "nope.yaml"))
+
+
+def test_web_hardening_settings_default_and_validate(monkeypatch):
+    s = load_settings()
+    assert s.rate_limit == "30/minute" and s.max_request_bytes == 1_048_576
+    assert s.max_jobs == 4 and s.max_jobs_per_user == 2 and s.proxy_hops == 0
+    assert s.redis_url is None and s.force_https is False
+    monkeypatch.setenv("CAPFC_RATE_LIMIT", "10 per second; 200 per hour")
+    monkeypatch.setenv("CAPFC_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("CAPFC_PROXY_HOPS", "1")
+    s = load_settings()
+    assert s.rate_limit == "10 per second; 200 per hour" and s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.proxy_hops == 1
+    for var, bad, word in [
+        ("CAPFC_RATE_LIMIT", "lots", "CAPFC_RATE_LIMIT"),
+        ("CAPFC_REDIS_URL", "http://cache:6379", "CAPFC_REDIS_URL"),
+        ("CAPFC_MAX_REQUEST_BYTES", "10", "CAPFC_MAX_REQUEST_BYTES"),
+        ("CAPFC_PROXY_HOPS", "-1", "CAPFC_PROXY_HOPS"),
+    ]:
+        monkeypatch.setenv(var, bad)
+        with pytest.raises(SettingsError, match=word):
+            load_settings()
+        monkeypatch.delenv(var)
