@@ -17,7 +17,7 @@ from .config import Config
 from .data_stack import DataStack
 from .image import image as make_image
 from .monitoring import Monitoring
-from .web import Web
+from .web import VPC_CIDR, Web
 
 
 class AppStack(Stack):
@@ -25,7 +25,7 @@ class AppStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         # The data stack's buckets by name (no exports): deploy it first, destroy it last.
-        self.add_dependency(data)
+        self.add_stack_dependency(data)
         store_name, logs_name = config.bucket_names(self.account, self.region)
         store = s3.Bucket.from_bucket_name(self, "Store", store_name)
         log_bucket = s3.Bucket.from_bucket_name(self, "AccessLogs", logs_name)
@@ -96,7 +96,7 @@ class AppStack(Stack):
         vpc = ec2.Vpc(
             self,
             "Vpc",
-            ip_addresses=ec2.IpAddresses.cidr("10.42.0.0/16"),
+            ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR),
             availability_zones=[f"{region}a", f"{region}b"],
             nat_gateways=config.nat_gateways,
             subnet_configuration=subnets,

@@ -35,6 +35,7 @@ from .nag import ack
 PORT = 8080
 HEALTH_PATH = "/healthz"
 REDIS_PORT = 6380  # not the default 6379 (AwsSolutions-AEC5)
+VPC_CIDR = "10.42.0.0/16"  # a literal, so security-group rules (and cdk-nag) see the real range
 
 
 class Web(Construct):
@@ -226,8 +227,9 @@ class Web(Construct):
                 service=ec2.InterfaceVpcEndpointAwsService.APP_RUNNER_REQUESTS,
                 subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
                 private_dns_enabled=False,
+                open=False,  # the rule below, with the literal VPC range
             )
-            endpoint.connections.allow_default_port_from(ec2.Peer.ipv4(self.vpc.vpc_cidr_block), "HTTPS from the VPC")
+            endpoint.connections.allow_default_port_from(ec2.Peer.ipv4(VPC_CIDR), "HTTPS from the VPC")
             ingress = apprunner.CfnVpcIngressConnection(
                 self,
                 "PrivateIngress",
@@ -363,7 +365,7 @@ class Web(Construct):
         alb_sg = ec2.SecurityGroup(
             self, "AlbSecurityGroup", vpc=self.vpc, description="capfc web ALB", allow_all_outbound=False
         )
-        peer = ec2.Peer.ipv4(self.vpc.vpc_cidr_block) if config.private_ingress else ec2.Peer.any_ipv4()
+        peer = ec2.Peer.ipv4(VPC_CIDR) if config.private_ingress else ec2.Peer.any_ipv4()
         https = bool(config.certificate_arn)
         alb_sg.add_ingress_rule(peer, ec2.Port.tcp(443 if https else 80), "web users")
         if https:
