@@ -108,7 +108,7 @@ class DataStack(Stack):
                 description="Capacity Forecaster store: inventory, metrics and plan tables",
             ),
         )
-        root = f"s3://{self.bucket.bucket_name}/{config.store_prefix}/"
+        root = f"s3://{store_name}/{config.store_prefix}/"  # the name, as the product's DDL writes it
         self.tables: dict[str, glue.CfnTable] = {}
         for t in table_defs(config.business_units):
             params = dict(t.parameters)
@@ -151,7 +151,7 @@ class DataStack(Stack):
                     selected_engine_version="Athena engine version 3"
                 ),
                 result_configuration=athena.CfnWorkGroup.ResultConfigurationProperty(
-                    output_location=f"s3://{self.bucket.bucket_name}/{ATHENA_RESULTS_PREFIX}",
+                    output_location=f"s3://{store_name}/{ATHENA_RESULTS_PREFIX}",
                     encryption_configuration=athena.CfnWorkGroup.EncryptionConfigurationProperty(
                         encryption_option="SSE_S3"
                     ),

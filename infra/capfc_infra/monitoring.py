@@ -76,7 +76,7 @@ class Monitoring(Construct):
 
         sm = batch.state_machine
         alarm(
-            "RunFailedStateMachine",
+            "StateMachineRunFailed",
             cw.MathExpression(
                 expression="failed + timedout + aborted",
                 using_metrics={
@@ -90,7 +90,7 @@ class Monitoring(Construct):
             "A Step Functions forecasting run failed, timed out or was aborted; runs/LATEST still names the last good run.",
         )
         alarm(
-            "RunFailed",
+            "BatchRunFailed",
             app_metric("RunFailed", BATCH_SERVICE),
             "A forecasting run reported RunFailed (Lambda, container task or state machine).",
         )

@@ -100,7 +100,7 @@ def _synth(name: str, outdir: Path) -> None:
     try:
         app.synth()
     except RuntimeError as e:  # jsii surfaces policy-validation failures as RuntimeError
-        if "Validation failed" not in str(e):
+        if "ValidationFailed" not in str(e):
             raise
         ok, error = False, (outdir / "validation-report.json").read_text() or traceback.format_exc()
     (outdir / "result.json").write_text(json.dumps({"nag_ok": ok, "nag_error": error}))
