@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT.parent)]  # capfc_infra, and forecasting (Glue columns)
 
 from aws_cdk import Environment  # noqa: E402
-
 from capfc_infra import build_app  # noqa: E402
 
 region = os.environ.get("CDK_DEPLOY_REGION") or os.environ.get("CDK_DEFAULT_REGION") or "eu-west-1"

@@ -27,7 +27,9 @@ def build_app(
     """
     app = App(context=context or {}, outdir=outdir)
     config = Config.from_context(app.node.try_get_context)
-    data = DataStack(app, "CapfcData", config=config, env=env, description="Capacity Forecaster: store, Glue, Athena")
+    data = DataStack(
+        app, "CapfcData", config=config, env=env, description="Capacity Forecaster: store, Glue, Athena"
+    )
     stack = AppStack(
         app,
         "CapfcApp",

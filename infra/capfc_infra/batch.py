@@ -148,7 +148,8 @@ class Batch(Construct):
             self,
             "ScheduleRole",
             assumed_by=iam.ServicePrincipal(
-                "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}}
+                "scheduler.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
             ),
             description="EventBridge Scheduler invokes the trigger function (that function only)",
         )
@@ -209,7 +210,9 @@ class Batch(Construct):
         shard_map.item_processor(invoke("shard"))
         publish = invoke("publish")
         definition = plan.next(shard_map).next(publish)
-        log_group = logs.LogGroup(self, "StateMachineLogs", retention=retention, removal_policy=RemovalPolicy.DESTROY)
+        log_group = logs.LogGroup(
+            self, "StateMachineLogs", retention=retention, removal_policy=RemovalPolicy.DESTROY
+        )
         machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -248,7 +251,9 @@ class Batch(Construct):
             ),
         )
         grant_store(self.task_definition.task_role, bucket, self.config.store_prefix, write_plans=True)
-        log_group = logs.LogGroup(self, "BatchTaskLogs", retention=retention, removal_policy=RemovalPolicy.DESTROY)
+        log_group = logs.LogGroup(
+            self, "BatchTaskLogs", retention=retention, removal_policy=RemovalPolicy.DESTROY
+        )
         self.task_definition.add_container(
             "batch",
             image=image.container_image(),
@@ -297,11 +302,28 @@ def _s3_findings(scope: Construct, prefix: str) -> list[str]:
 
 
 _RETENTION = {
-    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS", 30: "ONE_MONTH",
-    60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS", 150: "FIVE_MONTHS", 180: "SIX_MONTHS",
-    365: "ONE_YEAR", 400: "THIRTEEN_MONTHS", 545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS",
-    1096: "THREE_YEARS", 1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS",
-    2922: "EIGHT_YEARS", 3288: "NINE_YEARS", 3653: "TEN_YEARS",
+    1: "ONE_DAY",
+    3: "THREE_DAYS",
+    5: "FIVE_DAYS",
+    7: "ONE_WEEK",
+    14: "TWO_WEEKS",
+    30: "ONE_MONTH",
+    60: "TWO_MONTHS",
+    90: "THREE_MONTHS",
+    120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS",
+    180: "SIX_MONTHS",
+    365: "ONE_YEAR",
+    400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS",
+    731: "TWO_YEARS",
+    1096: "THREE_YEARS",
+    1827: "FIVE_YEARS",
+    2192: "SIX_YEARS",
+    2557: "SEVEN_YEARS",
+    2922: "EIGHT_YEARS",
+    3288: "NINE_YEARS",
+    3653: "TEN_YEARS",
 }
 
 

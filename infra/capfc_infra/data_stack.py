@@ -8,16 +8,23 @@ redeployed freely against it.
 from __future__ import annotations
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack, Token
-from aws_cdk import aws_iam as iam
-from aws_cdk.region_info import RegionInfo
 from aws_cdk import aws_athena as athena
 from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from aws_cdk.region_info import RegionInfo
 from constructs import Construct
 
 from .config import Config
+from .glue_schema import (
+    IGNORE_KEY_OUTPUT,
+    PARQUET_INPUT,
+    PARQUET_OUTPUT,
+    PARQUET_SERDE,
+    SYMLINK_INPUT,
+    table_defs,
+)
 from .nag import ack
-from .glue_schema import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE, IGNORE_KEY_OUTPUT, SYMLINK_INPUT, table_defs
 
 ATHENA_RESULTS_PREFIX = "athena-results/"
 GLUE_DATABASE = "capfc"
@@ -59,7 +66,9 @@ class DataStack(Stack):
 
         # ALB access logs (web_tier=fargate-alb): the regional ELB account, or the log-delivery
         # service in regions opened since August 2022.
-        elb_account = RegionInfo.get(self.region).elbv2_account if not Token.is_unresolved(self.region) else None
+        elb_account = (
+            RegionInfo.get(self.region).elbv2_account if not Token.is_unresolved(self.region) else None
+        )
         self.log_bucket.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AlbAccessLogs",
@@ -123,7 +132,9 @@ class DataStack(Stack):
                     name=t.name,
                     table_type="EXTERNAL_TABLE",
                     parameters=params,
-                    partition_keys=[glue.CfnTable.ColumnProperty(name=n, type=ty) for n, ty in t.partition_keys],
+                    partition_keys=[
+                        glue.CfnTable.ColumnProperty(name=n, type=ty) for n, ty in t.partition_keys
+                    ],
                     storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
                         columns=[glue.CfnTable.ColumnProperty(name=n, type=ty) for n, ty in t.columns],
                         location=root + t.location,

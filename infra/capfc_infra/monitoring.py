@@ -35,14 +35,22 @@ BATCH_METRICS = (
 NO_RUN_HOURS = 26
 
 
-def app_metric(name: str, service: str, statistic: str = "Sum", period: Duration = Duration.minutes(5)) -> cw.Metric:
+def app_metric(name: str, service: str, statistic: str = "Sum", period: Duration | None = None) -> cw.Metric:
+    """One of the app's EMF metrics, by name and service (5-minute periods unless given)."""
+    period = period or Duration.minutes(5)
     return cw.Metric(
-        namespace=NAMESPACE, metric_name=name, dimensions_map={"service": service}, statistic=statistic, period=period
+        namespace=NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": service},
+        statistic=statistic,
+        period=period,
     )
 
 
 class Monitoring(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, config: Config, batch: Batch, web: Web) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: Config, batch: Batch, web: Web
+    ) -> None:
         super().__init__(scope, construct_id)
         self.topic = sns.Topic(self, "Alarms", display_name="Capacity Forecaster alarms", enforce_ssl=True)
         ack(
@@ -112,7 +120,9 @@ class Monitoring(Construct):
             )
         alarm(
             "TriggerDeadLetters",
-            batch.dlq.metric_approximate_number_of_messages_visible(period=Duration.minutes(5), statistic="Maximum"),
+            batch.dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
             "A run trigger (S3 event or schedule) could not be delivered after retries; see the dead-letter queue.",
         )
         alarm(
@@ -165,8 +175,10 @@ class Monitoring(Construct):
         d.add_widgets(
             cw.GraphWidget(
                 title="Runs",
-                left=[app_metric("RunSucceeded", BATCH_SERVICE, period=Duration.hours(1)),
-                      app_metric("RunFailed", BATCH_SERVICE, period=Duration.hours(1))],
+                left=[
+                    app_metric("RunSucceeded", BATCH_SERVICE, period=Duration.hours(1)),
+                    app_metric("RunFailed", BATCH_SERVICE, period=Duration.hours(1)),
+                ],
                 width=8,
             ),
             cw.GraphWidget(

@@ -75,7 +75,9 @@ class Web(Construct):
             self,
             "WebTaskRole",
             assumed_by=iam.ServicePrincipal(
-                "tasks.apprunner.amazonaws.com" if config.web_tier == "apprunner" else "ecs-tasks.amazonaws.com"
+                "tasks.apprunner.amazonaws.com"
+                if config.web_tier == "apprunner"
+                else "ecs-tasks.amazonaws.com"
             ),
             description="capfc web: read the store (plans, metrics, inventory), write nothing",
         )
@@ -101,7 +103,9 @@ class Web(Construct):
     # ------------------------------------------------------------------ shared manager
     def _redis(self, vpc: ec2.IVpc) -> str:
         """ElastiCache Valkey (Redis protocol) for the background-callback manager, TLS required."""
-        sg = ec2.SecurityGroup(self, "RedisSecurityGroup", vpc=vpc, description="capfc Valkey", allow_all_outbound=False)
+        sg = ec2.SecurityGroup(
+            self, "RedisSecurityGroup", vpc=vpc, description="capfc Valkey", allow_all_outbound=False
+        )
         sg.add_ingress_rule(self.security_group, ec2.Port.tcp(REDIS_PORT), "web tasks to Valkey")
         subnets = elasticache.CfnSubnetGroup(
             self,
@@ -135,8 +139,12 @@ class Web(Construct):
             "Access is instead limited to the web tasks' security group in isolated subnets, with TLS required.",
         )
         if replicas == 0:
-            ack(self.redis, "AEC4", "Single node by choice (context redis_replicas=0): it holds only "
-                "short-lived background-job state, which a restart loses at no cost to plans.")
+            ack(
+                self.redis,
+                "AEC4",
+                "Single node by choice (context redis_replicas=0): it holds only "
+                "short-lived background-job state, which a restart loses at no cost to plans.",
+            )
         ack(
             self.redis,
             "AEC3",
@@ -204,7 +212,12 @@ class Web(Construct):
                 instance_role_arn=self.task_role.role_arn,
             ),
             health_check_configuration=apprunner.CfnService.HealthCheckConfigurationProperty(
-                protocol="HTTP", path=HEALTH_PATH, interval=10, timeout=5, healthy_threshold=1, unhealthy_threshold=3
+                protocol="HTTP",
+                path=HEALTH_PATH,
+                interval=10,
+                timeout=5,
+                healthy_threshold=1,
+                unhealthy_threshold=3,
             ),
             network_configuration=apprunner.CfnService.NetworkConfigurationProperty(
                 egress_configuration=apprunner.CfnService.EgressConfigurationProperty(
@@ -359,7 +372,9 @@ class Web(Construct):
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
             min_healthy_percent=100,
         )
-        scaling = service.auto_scale_task_count(min_capacity=config.web_min_tasks, max_capacity=config.web_max_tasks)
+        scaling = service.auto_scale_task_count(
+            min_capacity=config.web_min_tasks, max_capacity=config.web_max_tasks
+        )
         scaling.scale_on_cpu_utilization("Cpu", target_utilization_percent=60)
 
         alb_sg = ec2.SecurityGroup(
@@ -371,8 +386,12 @@ class Web(Construct):
         if https:
             alb_sg.add_ingress_rule(peer, ec2.Port.tcp(80), "redirect to HTTPS")
         if not config.private_ingress:
-            ack(alb_sg, "EC23", "The web entry point is public by choice (context private_ingress=false); "
-                "the ALB admits HTTPS (and HTTP only to redirect), and sign-in is OIDC on the listener.")
+            ack(
+                alb_sg,
+                "EC23",
+                "The web entry point is public by choice (context private_ingress=false); "
+                "the ALB admits HTTPS (and HTTP only to redirect), and sign-in is OIDC on the listener.",
+            )
         alb = elbv2.ApplicationLoadBalancer(
             self,
             "Alb",
@@ -380,7 +399,9 @@ class Web(Construct):
             internet_facing=not config.private_ingress,
             security_group=alb_sg,
             vpc_subnets=ec2.SubnetSelection(
-                subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS if config.private_ingress else ec2.SubnetType.PUBLIC
+                subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS
+                if config.private_ingress
+                else ec2.SubnetType.PUBLIC
             ),
             drop_invalid_header_fields=True,
         )
@@ -399,7 +420,9 @@ class Web(Construct):
             target_type=elbv2.TargetType.IP,
             targets=[service],
             deregistration_delay=Duration.seconds(30),
-            health_check=elbv2.HealthCheck(path=HEALTH_PATH, healthy_http_codes="200", interval=Duration.seconds(15)),
+            health_check=elbv2.HealthCheck(
+                path=HEALTH_PATH, healthy_http_codes="200", interval=Duration.seconds(15)
+            ),
         )
         self.target_group = target_group
         alb_sg.add_egress_rule(self.security_group, ec2.Port.tcp(PORT), "ALB to web tasks")
@@ -414,7 +437,9 @@ class Web(Construct):
                     token_endpoint=o.token_endpoint,
                     user_info_endpoint=o.user_info_endpoint,
                     client_id=o.client_id,
-                    client_secret=SecretValue.secrets_manager(o.client_secret_name, json_field="client_secret"),
+                    client_secret=SecretValue.secrets_manager(
+                        o.client_secret_name, json_field="client_secret"
+                    ),
                     scope="openid email profile",
                     session_timeout=Duration.hours(8),
                     on_unauthenticated_request=elbv2.UnauthenticatedAction.AUTHENTICATE,
@@ -434,7 +459,9 @@ class Web(Construct):
             alb.add_redirect(source_port=80, target_port=443, open=False)
             scheme = "https"
         else:
-            alb.add_listener("Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, default_action=forward, open=False)
+            alb.add_listener(
+                "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP, default_action=forward, open=False
+            )
             scheme = "http"
         self.url = f"{scheme}://{alb.load_balancer_dns_name}"
 
@@ -455,4 +482,3 @@ def _apprunner_memory(mib: int) -> str:
     if gb not in (0.5, 1, 2, 3, 4, 6, 8, 10, 12):
         raise ConfigError(f"context web_memory_mib={mib}: App Runner takes 512, 1024, 2048 … 12288 MiB")
     return f"{gb:g} GB"
-

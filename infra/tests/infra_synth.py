@@ -91,7 +91,6 @@ def synth(name: str, root: Path) -> Synth:
 def _synth(name: str, outdir: Path) -> None:
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
     from aws_cdk import Environment
-
     from capfc_infra import build_app
 
     context = {**cdk_json_context(), **VARIANTS[name]}

@@ -155,7 +155,9 @@ def test_batch_roles_read_telemetry_and_write_plans_only_under_runs(app: dict) -
     assert len(set(roles.values())) == len(roles), "one role per function and task"
     for name, role in roles.items():
         grants = _s3_grants(app, role)
-        assert grants["s3:GetObject"] >= {"B/store/metrics/*", "B/store/inventory/*", "B/store/store.json"}, name
+        assert grants["s3:GetObject"] >= {"B/store/metrics/*", "B/store/inventory/*", "B/store/store.json"}, (
+            name
+        )
         assert grants["s3:PutObject"] == {"B/store/runs/*", "B/store/athena-manifests/*"}, name
         assert grants["s3:DeleteObject"] == grants["s3:PutObject"], name
         assert not any("*" in a for a in actions(statements(app, role))), f"{name}: no wildcard actions"

@@ -50,7 +50,8 @@ def test_every_bucket_refuses_plain_http(data: dict) -> None:
         denies = [
             s
             for s in policy["Properties"]["PolicyDocument"]["Statement"]
-            if s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+            if s["Effect"] == "Deny"
+            and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
         ]
         assert denies, policy
 
@@ -85,7 +86,11 @@ def _ddl_tables() -> dict[str, dict]:
         cols = re.findall(r"^  `(\w+)` (\S+?),?$", m.group(2), re.M)
         parts = re.search(r"PARTITIONED BY \((.*?)\)\n", stmt)
         partitions = re.findall(r"`(\w+)` (\w+)", parts.group(1)) if parts else []
-        props = dict(re.findall(r"'([^']+)' = '([^']*)'", stmt.split("TBLPROPERTIES", 1)[1])) if "TBLPROPERTIES" in stmt else {}
+        props = (
+            dict(re.findall(r"'([^']+)' = '([^']*)'", stmt.split("TBLPROPERTIES", 1)[1]))
+            if "TBLPROPERTIES" in stmt
+            else {}
+        )
         location = re.search(r"LOCATION '([^']+)'", stmt).group(1)
         out[m.group(1)] = {
             "columns": cols,
@@ -125,7 +130,10 @@ def test_metrics_table_projects_business_unit_and_year_partitions(data: dict) ->
             "TableInput": Match.object_like(
                 {
                     "Name": "metrics",
-                    "PartitionKeys": [{"Name": "business_unit", "Type": "string"}, {"Name": "year", "Type": "int"}],
+                    "PartitionKeys": [
+                        {"Name": "business_unit", "Type": "string"},
+                        {"Name": "year", "Type": "int"},
+                    ],
                     "Parameters": Match.object_like(
                         {
                             "projection.enabled": "true",
@@ -146,6 +154,7 @@ def test_metrics_table_projects_business_unit_and_year_partitions(data: dict) ->
 def test_business_units_context_makes_an_enum_projection_like_the_ddl() -> None:
     """``-c business_units=…`` gives the same enum projection ``ddl(business_units=…)`` prints."""
     from capfc_infra.glue_schema import table_defs
+
     from forecasting.sources.athena import ddl
 
     units = ["Retail", "Payments", "Core Banking"]

@@ -31,7 +31,11 @@ def test_valkey_requires_tls_is_encrypted_and_admits_only_the_web_tasks(synthesi
     app = synthesized(variant).app
     _, redis = one(app, "AWS::ElastiCache::ReplicationGroup")
     p = redis["Properties"]
-    assert (p["Engine"], p["TransitEncryptionEnabled"], p["TransitEncryptionMode"]) == ("valkey", True, "required")
+    assert (p["Engine"], p["TransitEncryptionEnabled"], p["TransitEncryptionMode"]) == (
+        "valkey",
+        True,
+        "required",
+    )
     assert p["AtRestEncryptionEnabled"] is True
     assert (p["NumCacheClusters"], p["MultiAZEnabled"], p["AutomaticFailoverEnabled"]) == (2, True, True)
     redis_sg = p["SecurityGroupIds"][0]["Fn::GetAtt"][0]
@@ -58,7 +62,9 @@ def test_ecs_express_service(synthesized) -> None:
     assert all("public" in s["Ref"] for s in p["NetworkConfiguration"]["Subnets"])
     _assert_read_only(app, role_of(app, sid))
     infra_role = app["Resources"][p["InfrastructureRoleArn"]["Fn::GetAtt"][0]]["Properties"]
-    assert "AmazonECSInfrastructureRoleforExpressGatewayServices" in render(infra_role["ManagedPolicyArns"][0])
+    assert "AmazonECSInfrastructureRoleforExpressGatewayServices" in render(
+        infra_role["ManagedPolicyArns"][0]
+    )
 
 
 def test_app_runner_service_public_with_vpc_egress(synthesized) -> None:
@@ -133,9 +139,7 @@ def test_fargate_alb_signs_users_in_with_oidc_over_https(synthesized) -> None:
     assert attrs["access_logs.s3.bucket"] == "capfc-logs-123456789012-eu-west-1"
     assert attrs["routing.http.drop_invalid_header_fields.enabled"] == "true"
     redis_id, _ = one(app, "AWS::ElastiCache::ReplicationGroup")
-    tid, task = next(
-        (k, v) for k, v in resources(app, "AWS::ECS::TaskDefinition").items() if "Web" in k
-    )
+    tid, task = next((k, v) for k, v in resources(app, "AWS::ECS::TaskDefinition").items() if "Web" in k)
     _assert_web_env(_env(task["Properties"]["ContainerDefinitions"][0]["Environment"]), redis_id)
     _assert_read_only(app, role_of(app, tid))
 
