@@ -70,6 +70,7 @@ class AppStack(Stack):
             vpc=self.vpc,
             cluster=self.cluster,
             app_subnets=web_subnets,
+            worker_subnets=app_subnets,
         )
         self.monitoring = Monitoring(self, "Monitoring", config=config, batch=self.batch, web=self.web)
 

@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     "web_memory_mib": 2048,
     "web_min_tasks": 2,
     "web_max_tasks": 4,
+    "worker_cpu": 1024,
+    "worker_memory_mib": 4096,
+    "worker_min_tasks": 1,
+    "worker_max_tasks": 4,
     "batch_cpu": 4096,
     "batch_memory_mib": 16384,
     "redis_node_type": "cache.t4g.micro",
@@ -94,6 +98,10 @@ class Config:
     web_memory_mib: int = 2048
     web_min_tasks: int = 2
     web_max_tasks: int = 4
+    worker_cpu: int = 1024
+    worker_memory_mib: int = 4096
+    worker_min_tasks: int = 1
+    worker_max_tasks: int = 4
     batch_cpu: int = 4096
     batch_memory_mib: int = 16384
     redis_node_type: str = "cache.t4g.micro"
@@ -169,14 +177,19 @@ class Config:
                 ("web_memory_mib", 512, 122880),
                 ("web_min_tasks", 1, 100),
                 ("web_max_tasks", 1, 100),
+                ("worker_cpu", 256, 16384),
+                ("worker_memory_mib", 512, 122880),
+                ("worker_min_tasks", 1, 100),
+                ("worker_max_tasks", 1, 100),
                 ("batch_cpu", 256, 16384),
                 ("batch_memory_mib", 512, 122880),
                 ("redis_replicas", 0, 5),
                 ("log_retention_days", 1, 3653),
             )
         }
-        if ints["web_max_tasks"] < ints["web_min_tasks"]:
-            raise ConfigError("context web_max_tasks must be >= web_min_tasks")
+        for kind in ("web", "worker"):
+            if ints[f"{kind}_max_tasks"] < ints[f"{kind}_min_tasks"]:
+                raise ConfigError(f"context {kind}_max_tasks must be >= {kind}_min_tasks")
         private = _bool("private_ingress", raw["private_ingress"])
         if private and ints["nat_gateways"] == 0:
             raise ConfigError(

@@ -51,6 +51,7 @@ class Web(Construct):
         vpc: ec2.IVpc,
         cluster: ecs.Cluster,
         app_subnets: ec2.SubnetSelection,
+        worker_subnets: ec2.SubnetSelection,
     ) -> None:
         super().__init__(scope, construct_id)
         self.config = config
@@ -98,7 +99,78 @@ class Web(Construct):
             self._express(image, cluster, app_subnets)
         else:
             self._fargate_alb(image, cluster, app_subnets, log_bucket)
+        self._worker(image, cluster, bucket, worker_subnets)
         CfnOutput(self, "Url", value=self.url)
+
+    # ------------------------------------------------------------------ Celery worker
+    def _worker(
+        self, image: Image, cluster: ecs.Cluster, bucket: s3.IBucket, subnets: ec2.SubnetSelection
+    ) -> None:
+        """The Celery worker that runs the background callbacks (re-forecasts) the web instances
+        queue in Valkey: the same image and settings, ``celery -A app.worker worker``, on Fargate
+        beside any of the three web tiers, scaled on CPU."""
+        role = iam.Role(
+            self,
+            "WorkerTaskRole",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            description="capfc Celery worker: read the store (re-forecasts), write nothing",
+        )
+        grant_store(role, bucket, self.config.store_prefix, write_plans=False)
+        ack(
+            role,
+            "IAM5",
+            "Object-level S3 reads need object ARNs: the wildcard is the key suffix under one store "
+            "prefix (metrics/, inventory/, runs/, athena-manifests/), never the bucket.",
+            *_s3_findings(self, self.config.store_prefix),
+        )
+        task = ecs.FargateTaskDefinition(
+            self,
+            "WorkerTask",
+            cpu=self.config.worker_cpu,
+            memory_limit_mib=self.config.worker_memory_mib,
+            task_role=role,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        env = {k: v for k, v in self.environment.items() if k != "PORT"}
+        task.add_container(
+            "worker",
+            image=image.container_image(),
+            command=["celery", "-A", "app.worker", "worker", "--loglevel=INFO", "--concurrency=2"],
+            environment=env,
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=self.log_group),
+        )
+        ack(
+            task.obtain_execution_role(),
+            "IAM5",
+            "ecr:GetAuthorizationToken has no resource-level permissions (AWS defines it on *); image "
+            "pulls themselves are limited to the one repository.",
+            "Resource::*",
+        )
+        ack(
+            task,
+            "ECS2",
+            "The environment holds only non-secret settings (store URI, Valkey endpoint without "
+            "credentials, log level); there are no secrets.",
+        )
+        self.worker = ecs.FargateService(
+            self,
+            "Worker",
+            cluster=cluster,
+            task_definition=task,
+            desired_count=self.config.worker_min_tasks,
+            vpc_subnets=subnets,
+            assign_public_ip=subnets.subnet_type == ec2.SubnetType.PUBLIC,
+            security_groups=[self.security_group],
+            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+            min_healthy_percent=100,
+        )
+        scaling = self.worker.auto_scale_task_count(
+            min_capacity=self.config.worker_min_tasks, max_capacity=self.config.worker_max_tasks
+        )
+        scaling.scale_on_cpu_utilization("Cpu", target_utilization_percent=60)
 
     # ------------------------------------------------------------------ shared manager
     def _redis(self, vpc: ec2.IVpc) -> str:

@@ -150,7 +150,7 @@ def _s3_grants(app: dict, role: str) -> dict[str, set[str]]:
 
 def test_batch_roles_read_telemetry_and_write_plans_only_under_runs(app: dict) -> None:
     roles = {name: role_of(app, lid) for name, (lid, _) in _functions(app).items()}
-    task_id, _ = one(app, "AWS::ECS::TaskDefinition")
+    task_id = next(k for k in resources(app, "AWS::ECS::TaskDefinition") if k.startswith("BatchBatchTask"))
     roles["task"] = role_of(app, task_id)
     assert len(set(roles.values())) == len(roles), "one role per function and task"
     for name, role in roles.items():

@@ -139,7 +139,9 @@ def test_fargate_alb_signs_users_in_with_oidc_over_https(synthesized) -> None:
     assert attrs["access_logs.s3.bucket"] == "capfc-logs-123456789012-eu-west-1"
     assert attrs["routing.http.drop_invalid_header_fields.enabled"] == "true"
     redis_id, _ = one(app, "AWS::ElastiCache::ReplicationGroup")
-    tid, task = next((k, v) for k, v in resources(app, "AWS::ECS::TaskDefinition").items() if "Web" in k)
+    tid, task = next(
+        (k, v) for k, v in resources(app, "AWS::ECS::TaskDefinition").items() if "WebWebTask" in k
+    )
     _assert_web_env(_env(task["Properties"]["ContainerDefinitions"][0]["Environment"]), redis_id)
     _assert_read_only(app, role_of(app, tid))
 
@@ -165,3 +167,34 @@ def test_alb_logs_are_allowed_into_the_log_bucket(synthesized) -> None:
     # eu-west-1's Elastic Load Balancing account
     assert "156460612806" in render(policies[0]["Principal"]["AWS"])
     assert render(as_list(policies[0]["Resource"])[0]).endswith("/alb/AWSLogs/123456789012/*")
+
+
+@pytest.mark.parametrize("variant", ["ecs-express", "apprunner", "fargate-alb"])
+def test_celery_worker_runs_beside_every_web_tier(synthesized, variant: str) -> None:
+    """Background callbacks are run by ``celery -A app.worker worker`` from the same image, on
+    the same Valkey and store, reading only (README "Several web instances")."""
+    app = synthesized(variant).app
+    redis_id, _ = one(app, "AWS::ElastiCache::ReplicationGroup")
+    tid, task = next(
+        (k, v) for k, v in resources(app, "AWS::ECS::TaskDefinition").items() if "WebWorkerTask" in k
+    )
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    assert container["Command"] == [
+        "celery",
+        "-A",
+        "app.worker",
+        "worker",
+        "--loglevel=INFO",
+        "--concurrency=2",
+    ]
+    _assert_web_env(_env(container["Environment"]), redis_id)
+    _assert_read_only(app, role_of(app, tid))
+    services = [
+        v["Properties"]
+        for v in resources(app, "AWS::ECS::Service").values()
+        if v["Properties"]["TaskDefinition"] == {"Ref": tid}
+    ]
+    assert len(services) == 1 and services[0]["LaunchType"] == "FARGATE"
+    assert services[0]["DesiredCount"] == 1
+    sgs = services[0]["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"]
+    assert any("WebWebSecurityGroup" in sg["Fn::GetAtt"][0] for sg in sgs)  # the one Valkey admits
