@@ -19,8 +19,13 @@ def _objects(bucket: s3.IBucket, prefix: str, parts: tuple[str, ...]) -> list[st
     return [bucket.arn_for_objects(f"{prefix}/{p}*" if p.endswith("/") else f"{prefix}/{p}") for p in parts]
 
 
-def grant_store(role: iam.IRole, bucket: s3.IBucket, prefix: str, *, write_plans: bool) -> None:
-    """Read the telemetry, inventory and plans; with ``write_plans`` also write under runs/."""
+# Where each writer may put (and replace: stores write under a temporary name and rename) objects.
+RUN_WRITES = ("runs/", "athena-manifests/")  # a whole run: the trigger in-Lambda, publish, the task
+SHARD_WRITES = ("runs/*/shards/",)  # plan and shard write only a run's shard area
+
+
+def grant_store(role: iam.IRole, bucket: s3.IBucket, prefix: str, *, writes: tuple[str, ...] = ()) -> None:
+    """Read the telemetry, inventory and plans; write (put, replace) only under ``writes``."""
     readable = [*READ_PREFIXES, *PLAN_PREFIXES]
     role.add_to_principal_policy(
         iam.PolicyStatement(
@@ -38,11 +43,11 @@ def grant_store(role: iam.IRole, bucket: s3.IBucket, prefix: str, *, write_plans
             resources=_objects(bucket, prefix, tuple(readable)),
         )
     )
-    if write_plans:
+    if writes:
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 sid="WritePlans",
                 actions=["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-                resources=_objects(bucket, prefix, PLAN_PREFIXES),
+                resources=_objects(bucket, prefix, writes),
             )
         )

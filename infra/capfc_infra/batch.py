@@ -10,7 +10,9 @@ event does no harm.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from pathlib import Path
+
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
@@ -23,15 +25,15 @@ from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as scheduler_targets
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .access import grant_store
+from .access import RUN_WRITES, SHARD_WRITES, grant_store
 from .config import Config
 from .image import Image
 from .nag import ack
 
 HANDLERS = "forecasting.aws.handlers"
+ASL = Path(__file__).resolve().parents[2] / "forecasting" / "aws" / "statemachine.asl.json"
 # name: (memory MB, timeout minutes, ephemeral /tmp GiB). trigger and shard do the forecasting
 # (trigger runs a small fleet whole), so they get Lambda's maximum; plan only lists the fleet and
 # cuts it into shards; publish reduces the shards' results and writes the plan.
@@ -75,7 +77,12 @@ class Batch(Construct):
                 self, f"{name.title()}Logs", retention=retention, removal_policy=RemovalPolicy.DESTROY
             )
             log_group.grant_write(role)
-            grant_store(role, bucket, config.store_prefix, write_plans=True)
+            grant_store(
+                role,
+                bucket,
+                config.store_prefix,
+                writes=SHARD_WRITES if name in ("plan", "shard") else RUN_WRITES,
+            )
             fn = lambda_.DockerImageFunction(
                 self,
                 f"{name.title()}Function",
@@ -88,6 +95,10 @@ class Batch(Construct):
                 environment=dict(env),
                 log_group=log_group,
                 logging_format=lambda_.LoggingFormat.JSON,
+                # One trigger at a time: duplicate S3 events then find their run done (idempotent).
+                reserved_concurrent_executions=(
+                    config.trigger_reserved_concurrency or None if name == "trigger" else None
+                ),
                 description=f"Capacity Forecaster batch: {HANDLERS}.{name}",
             )
             self.functions[name] = fn
@@ -105,6 +116,28 @@ class Batch(Construct):
         trigger.add_environment("CAPFC_STATE_MACHINE_ARN", self.state_machine.state_machine_arn)
         trigger.add_environment("CAPFC_LAMBDA_MAX_SERVERS", str(config.lambda_max_servers))
         self.state_machine.grant_start_execution(trigger)
+        trigger.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["states:DescribeExecution"],
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="states",
+                        resource="execution",
+                        resource_name=f"{self.state_machine.state_machine_name}:*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        ack(
+            self.roles["trigger"],
+            "IAM5",
+            "The trigger reads the state of this state machine's own executions (a retried start of a "
+            "failed run); execution ARNs end in the execution name, so they need the :* suffix.",
+            f"Resource::arn:<AWS::Partition>:states:{_rendered(Stack.of(self).region, 'AWS::Region')}:"
+            f"{_rendered(Stack.of(self).account, 'AWS::AccountId')}:execution:<{_logical(self.state_machine)}.Name>:*",
+        )
+        self.functions["plan"].add_environment("CAPFC_SHARD_CONCURRENCY", str(config.shard_concurrency))
 
         # Failed deliveries (after retries) of either trigger land here, for a look and a replay.
         self.dlq = sqs.Queue(
@@ -169,7 +202,14 @@ class Batch(Construct):
             ),
             target=scheduler_targets.LambdaInvoke(
                 trigger,
-                input=scheduler.ScheduleTargetInput.from_object({"trigger": "schedule"}),
+                input=scheduler.ScheduleTargetInput.from_object(
+                    {
+                        "trigger": "schedule",
+                        "schedule": scheduler.ContextAttribute.schedule_arn,
+                        "scheduled_time": scheduler.ContextAttribute.scheduled_time,
+                        "execution_id": scheduler.ContextAttribute.execution_id,
+                    }
+                ),
                 role=schedule_role,
                 dead_letter_queue=self.dlq,
                 retry_attempts=3,
@@ -181,46 +221,26 @@ class Batch(Construct):
         self.task_subnets = task_subnets
 
     def _state_machine(self, retention: logs.RetentionDays) -> sfn.StateMachine:
-        """Plan → Map(shard) → Publish. Lambda's transient errors are retried; anything else fails
-        the execution (the ExecutionsFailed alarm sees it) and leaves runs/LATEST untouched."""
-
-        def invoke(name: str, **kw) -> tasks.LambdaInvoke:
-            step = tasks.LambdaInvoke(
-                self,
-                name.title(),
-                lambda_function=self.functions[name],
-                payload_response_only=True,
-                retry_on_service_exceptions=True,
-                **kw,
-            )
-            return step
-
-        plan = invoke("plan")
-        shard_map = sfn.Map(
-            self,
-            "Shards",
-            items_path="$.shards",
-            item_selector={
-                "run_id.$": "$.run_id",
-                "shard.$": "$$.Map.Item.Value",
-            },
-            max_concurrency=self.config.map_max_concurrency,
-            result_path="$.shard_results",
-        )
-        shard_map.item_processor(invoke("shard"))
-        publish = invoke("publish")
-        definition = plan.next(shard_map).next(publish)
+        """Plan → Map(shard) → Publish, from the product's own definition
+        (``forecasting/aws/statemachine.asl.json``) with the three function ARNs substituted.
+        Any failure ends in its ``RunFailed`` state (the ExecutionsFailed alarm sees it) and leaves
+        runs/LATEST untouched."""
         log_group = logs.LogGroup(
             self, "StateMachineLogs", retention=retention, removal_policy=RemovalPolicy.DESTROY
         )
         machine = sfn.StateMachine(
             self,
             "StateMachine",
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            timeout=Duration.hours(4),
+            definition_body=sfn.DefinitionBody.from_string(ASL.read_text()),
+            definition_substitutions={
+                f"{n.title()}FunctionArn": self.functions[n].function_arn
+                for n in ("plan", "shard", "publish")
+            },
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
+        for n in ("plan", "shard", "publish"):
+            self.functions[n].grant_invoke(machine)
         ack(
             machine.role,
             "IAM5",
@@ -250,7 +270,7 @@ class Batch(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
-        grant_store(self.task_definition.task_role, bucket, self.config.store_prefix, write_plans=True)
+        grant_store(self.task_definition.task_role, bucket, self.config.store_prefix, writes=RUN_WRITES)
         log_group = logs.LogGroup(
             self, "BatchTaskLogs", retention=retention, removal_policy=RemovalPolicy.DESTROY
         )
@@ -284,6 +304,13 @@ class Batch(Construct):
         )
 
 
+def _rendered(value: str, pseudo: str) -> str:
+    """A stack's account or region as cdk-nag prints it in a finding id."""
+    from aws_cdk import Token
+
+    return f"<{pseudo}>" if Token.is_unresolved(value) else value
+
+
 def _logical(construct: Construct) -> str:
     from aws_cdk import Stack
 
@@ -295,10 +322,11 @@ def _s3_findings(scope: Construct, prefix: str) -> list[str]:
     """cdk-nag finding ids of the store grants (``Resource::arn:…:s3:::bucket/prefix/…*``)."""
     from aws_cdk import Stack
 
-    from .access import PLAN_PREFIXES, READ_PREFIXES
+    from .access import PLAN_PREFIXES, READ_PREFIXES, SHARD_WRITES
 
     arn = Stack.of(scope).store_arn_rendered  # type: ignore[attr-defined]
-    return [f"Resource::{arn}/{prefix}/{p}*" for p in (*READ_PREFIXES, *PLAN_PREFIXES) if p.endswith("/")]
+    parts = (*READ_PREFIXES, *PLAN_PREFIXES, *SHARD_WRITES)
+    return [f"Resource::{arn}/{prefix}/{p}*" for p in parts if p.endswith("/")]
 
 
 _RETENTION = {

@@ -21,8 +21,9 @@ DEFAULTS: dict[str, Any] = {
     "store_prefix": "store",
     "schedule": "cron(0 5 * * ? *)",
     "schedule_timezone": "UTC",
-    "lambda_max_servers": 2000,
-    "map_max_concurrency": 40,
+    "lambda_max_servers": 10000,
+    "shard_concurrency": 10,
+    "trigger_reserved_concurrency": 1,
     "athena_bytes_scanned_cutoff_gb": 10,
     "business_units": None,
     "nat_gateways": 1,
@@ -89,8 +90,9 @@ class Config:
     store_prefix: str = "store"
     schedule: str = "cron(0 5 * * ? *)"
     schedule_timezone: str = "UTC"
-    lambda_max_servers: int = 2000
-    map_max_concurrency: int = 40
+    lambda_max_servers: int = 10000
+    shard_concurrency: int = 10
+    trigger_reserved_concurrency: int = 1
     athena_bytes_scanned_cutoff_gb: int = 10
     business_units: tuple[str, ...] | None = None
     nat_gateways: int = 1
@@ -170,7 +172,8 @@ class Config:
             k: _int(k, raw[k], lo, hi)
             for k, lo, hi in (
                 ("lambda_max_servers", 1, 1_000_000),
-                ("map_max_concurrency", 1, 1000),
+                ("shard_concurrency", 1, 1000),
+                ("trigger_reserved_concurrency", 0, 1000),
                 ("athena_bytes_scanned_cutoff_gb", 1, 10_000),
                 ("nat_gateways", 0, 3),
                 ("web_cpu", 256, 16384),

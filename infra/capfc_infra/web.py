@@ -82,7 +82,7 @@ class Web(Construct):
             ),
             description="capfc web: read the store (plans, metrics, inventory), write nothing",
         )
-        grant_store(self.task_role, bucket, config.store_prefix, write_plans=False)
+        grant_store(self.task_role, bucket, config.store_prefix)
         ack(
             self.task_role,
             "IAM5",
@@ -115,7 +115,7 @@ class Web(Construct):
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
             description="capfc Celery worker: read the store (re-forecasts), write nothing",
         )
-        grant_store(role, bucket, self.config.store_prefix, write_plans=False)
+        grant_store(role, bucket, self.config.store_prefix)
         ack(
             role,
             "IAM5",

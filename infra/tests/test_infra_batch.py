@@ -47,7 +47,11 @@ def test_trigger_and_shard_get_lambdas_maximum_memory_and_time(app: dict) -> Non
         assert (p["MemorySize"], p["Timeout"]) == (10240, 900), name
     trigger = fns["trigger"][1]["Environment"]["Variables"]
     assert trigger["CAPFC_STATE_MACHINE_ARN"] == {"Ref": one(app, "AWS::StepFunctions::StateMachine")[0]}
-    assert trigger["CAPFC_LAMBDA_MAX_SERVERS"] == "2000"
+    assert trigger["CAPFC_LAMBDA_MAX_SERVERS"] == "10000"
+    # One trigger at a time (the events README asks for it): duplicates then find their run done.
+    assert fns["trigger"][1]["ReservedConcurrentExecutions"] == 1
+    assert all("ReservedConcurrentExecutions" not in fns[n][1] for n in ("plan", "shard", "publish"))
+    assert fns["plan"][1]["Environment"]["Variables"]["CAPFC_SHARD_CONCURRENCY"] == "10"
 
 
 def test_new_telemetry_under_the_metrics_prefix_invokes_the_trigger(app: dict) -> None:
@@ -84,7 +88,12 @@ def test_scheduler_cron_invokes_the_trigger_with_the_schedule_input(app: dict) -
     assert p["ScheduleExpressionTimezone"] == "UTC"
     assert p["FlexibleTimeWindow"] == {"Mode": "OFF"}
     assert p["Target"]["Arn"] == {"Fn::GetAtt": [trigger_id, "Arn"]}
-    assert json.loads(p["Target"]["Input"]) == {"trigger": "schedule"}
+    assert json.loads(p["Target"]["Input"]) == {
+        "trigger": "schedule",
+        "schedule": "<aws.scheduler.schedule-arn>",
+        "scheduled_time": "<aws.scheduler.scheduled-time>",
+        "execution_id": "<aws.scheduler.execution-id>",
+    }
     assert "DeadLetterConfig" in p["Target"]
     # The scheduler's own role may invoke the trigger and nothing else.
     role = p["Target"]["RoleArn"]["Fn::GetAtt"][0]
@@ -97,22 +106,38 @@ def test_scheduler_cron_invokes_the_trigger_with_the_schedule_input(app: dict) -
         }
 
 
-def test_state_machine_is_plan_then_map_of_shards_then_publish(app: dict) -> None:
+def test_state_machine_is_the_products_definition_with_the_functions_substituted(app: dict) -> None:
+    """Plan → Map(shard) → Publish as ``forecasting/aws/statemachine.asl.json`` defines it."""
+    from capfc_infra.batch import ASL
+
     fns = {name: lid for name, (lid, _) in _functions(app).items()}
-    _, sm = one(app, "AWS::StepFunctions::StateMachine")
-    definition = json.loads(render(sm["Properties"]["DefinitionString"]))
-    states = definition["States"]
-    assert definition["StartAt"] == "Plan"
-    assert states["Plan"]["Resource"] == "${" + fns["plan"] + ".Arn}"
-    assert states["Plan"]["Next"] == "Shards"
-    shards = states["Shards"]
-    assert shards["Type"] == "Map" and shards["ItemsPath"] == "$.shards"
-    inner = shards["ItemProcessor"]["States"][shards["ItemProcessor"]["StartAt"]]
-    assert inner["Resource"] == "${" + fns["shard"] + ".Arn}"
-    assert shards["Next"] == "Publish"
-    assert states["Publish"]["Resource"] == "${" + fns["publish"] + ".Arn}" and states["Publish"]["End"]
-    assert sm["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
-    assert sm["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    sm_id, sm = one(app, "AWS::StepFunctions::StateMachine")
+    p = sm["Properties"]
+    definition = json.loads(render(p["DefinitionString"]))
+    assert definition == json.loads(ASL.read_text())
+    assert [
+        definition["StartAt"],
+        definition["States"]["Plan"]["Next"],
+        definition["States"]["Shards"]["Next"],
+    ] == [
+        "Plan",
+        "Shards",
+        "Publish",
+    ]
+    assert p["DefinitionSubstitutions"] == {
+        f"{n.title()}FunctionArn": {"Fn::GetAtt": [fns[n], "Arn"]} for n in ("plan", "shard", "publish")
+    }
+    assert p["LoggingConfiguration"]["Level"] == "ALL"
+    assert p["TracingConfiguration"] == {"Enabled": True}
+    # The machine's role may invoke exactly those three functions.
+    role = p["RoleArn"]["Fn::GetAtt"][0]
+    invoked = {
+        render(r).split(".Arn}")[0].lstrip("${")
+        for s in statements(app, role)
+        if "lambda:InvokeFunction" in as_list(s["Action"])
+        for r in as_list(s["Resource"])
+    }
+    assert invoked == {fns["plan"], fns["shard"], fns["publish"]}, sm_id
 
 
 def test_batch_runs_as_a_fargate_task_with_the_cli(app: dict) -> None:
@@ -153,16 +178,16 @@ def test_batch_roles_read_telemetry_and_write_plans_only_under_runs(app: dict) -
     task_id = next(k for k in resources(app, "AWS::ECS::TaskDefinition") if k.startswith("BatchBatchTask"))
     roles["task"] = role_of(app, task_id)
     assert len(set(roles.values())) == len(roles), "one role per function and task"
+    whole_run = {"B/store/runs/*", "B/store/athena-manifests/*"}
     for name, role in roles.items():
         grants = _s3_grants(app, role)
         assert grants["s3:GetObject"] >= {"B/store/metrics/*", "B/store/inventory/*", "B/store/store.json"}, (
             name
         )
-        assert grants["s3:PutObject"] == {"B/store/runs/*", "B/store/athena-manifests/*"}, name
-        assert grants["s3:DeleteObject"] == grants["s3:PutObject"], name
+        expected = {"B/store/runs/*/shards/*"} if name in ("plan", "shard") else whole_run
+        assert grants["s3:PutObject"] == expected, name
+        assert grants["s3:DeleteObject"] == expected, name
         assert not any("*" in a for a in actions(statements(app, role))), f"{name}: no wildcard actions"
-        writes = grants["s3:PutObject"] | grants["s3:DeleteObject"]
-        assert not any(w.startswith(("B/store/metrics", "B/store/inventory")) for w in writes), name
 
 
 def test_only_the_trigger_may_start_the_state_machine(app: dict) -> None:
@@ -172,5 +197,7 @@ def test_only_the_trigger_may_start_the_state_machine(app: dict) -> None:
         starts = [s for s in stmts if "states:StartExecution" in as_list(s["Action"])]
         if name == "trigger":
             assert [render(s["Resource"]) for s in starts] == ["${" + sm_id + "}"]
+            describe = [s for s in stmts if "states:DescribeExecution" in as_list(s["Action"])]
+            assert len(describe) == 1 and ":execution:" in render(describe[0]["Resource"])
         else:
             assert not starts, name
