@@ -62,7 +62,13 @@ class Batch(Construct):
         self.config = config
         data_uri = f"s3://{bucket.bucket_name}/{config.store_prefix}"
         retention = retention_for(config.log_retention_days)
-        env = {"CAPFC_DATA": data_uri, "CAPFC_LOG_LEVEL": "INFO", "NUMBA_CACHE_DIR": "/tmp/numba-cache"}
+        # Lambda's filesystem is read-only but /tmp: caches (numba, anything under $HOME) go there.
+        env = {
+            "CAPFC_DATA": data_uri,
+            "CAPFC_LOG_LEVEL": "INFO",
+            "NUMBA_CACHE_DIR": "/tmp/numba-cache",
+            "HOME": "/tmp",
+        }
 
         self.functions: dict[str, lambda_.DockerImageFunction] = {}
         self.roles: dict[str, iam.Role] = {}
