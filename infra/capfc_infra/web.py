@@ -301,6 +301,8 @@ class Web(Construct):
             ),
             auto_scaling_configuration_arn=scaling.attr_auto_scaling_configuration_arn,
         )
+        # The roles' policies must exist before App Runner first pulls and starts the image.
+        service.node.add_dependency(access_role, self.task_role)
         self.apprunner_service = service
         self.service_name = "capfc-web"
         self.url = "https://" + service.attr_service_url
@@ -392,6 +394,8 @@ class Web(Construct):
                 max_task_count=self.config.web_max_tasks,
             ),
         )
+        # The roles' policies must exist before ECS creates the ALB and starts the first tasks.
+        service.node.add_dependency(infra_role, execution_role, self.task_role)
         self.express_service = service
         self.service_name = service.attr_service_arn
         self.url = service.attr_endpoint
