@@ -56,9 +56,7 @@ class AppStack(Stack):
             config=config,
             image=self.image,
             bucket=store,
-            vpc=self.vpc,
             cluster=self.cluster,
-            task_subnets=app_subnets,
         )
         self.web = Web(
             self,

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Size, Stack
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -54,9 +53,7 @@ class Batch(Construct):
         config: Config,
         image: Image,
         bucket: s3.IBucket,
-        vpc: ec2.IVpc,
         cluster: ecs.Cluster,
-        task_subnets: ec2.SubnetSelection,
     ) -> None:
         super().__init__(scope, construct_id)
         self.config = config
@@ -224,7 +221,6 @@ class Batch(Construct):
         )
 
         self._batch_task(image, bucket, cluster, data_uri, retention)
-        self.task_subnets = task_subnets
 
     def _state_machine(self, retention: logs.RetentionDays) -> sfn.StateMachine:
         """Plan → Map(shard) → Publish, from the product's own definition
