@@ -11,7 +11,7 @@ export CAPFC_DATA := $(DATA)
 
 .PHONY: install run demo-data test test-fast lint format bench serve clean diagrams
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt infra/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -33,10 +33,11 @@ run: demo-data  ## serve the app on http://127.0.0.1:8050
 serve: install  ## the container's exact command: gunicorn on $$PORT (default 8080)
 	PORT=$(PORT) $(VENV)/bin/gunicorn --config gunicorn.conf.py app.wsgi:server
 
-test: install lint  ## every test: unit, integration, browser, the image built and run
+test: install lint  ## every test: unit, integration, browser, the image built and run, infrastructure (CDK synth, no AWS)
 	bash scripts/ensure-browser.sh
 	bash scripts/ensure-redis.sh
 	bash scripts/ensure-docker.sh
+	bash scripts/ensure-infra.sh
 	$(PY) -m pytest -n 2 --headless
 
 test-fast: install  ## unit tests only (no browser, no slow)

@@ -1,0 +1,203 @@
+"""The batch: Lambda functions from the one image, the two triggers, the state machine, the task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk.assertions import Match, Template
+from cfn import actions, as_list, one, render, resources, role_of, statements
+from infra_synth import IMAGE_URI
+
+HANDLERS = {"trigger", "plan", "shard", "publish"}
+
+
+@pytest.fixture(scope="module")
+def app(synthesized) -> dict:
+    return synthesized("ecs-express").app
+
+
+def _functions(app: dict) -> dict[str, tuple[str, dict]]:
+    out = {}
+    for lid, fn in resources(app, "AWS::Lambda::Function").items():
+        cmd = fn["Properties"].get("ImageConfig", {}).get("Command")
+        if cmd:
+            out[cmd[0].rsplit(".", 1)[1]] = (lid, fn["Properties"])
+    return out
+
+
+def test_four_functions_run_the_one_image_through_awslambdaric(app: dict) -> None:
+    fns = _functions(app)
+    assert set(fns) == HANDLERS
+    for name, (_, p) in fns.items():
+        assert p["PackageType"] == "Image"
+        assert render(p["Code"]["ImageUri"]).replace("${AWS::URLSuffix}", "amazonaws.com") == IMAGE_URI
+        assert p["ImageConfig"] == {
+            "Command": [f"forecasting.aws.handlers.{name}"],
+            "EntryPoint": ["python", "-m", "awslambdaric"],
+        }
+        assert p["Environment"]["Variables"]["CAPFC_DATA"] == "s3://capfc-store-123456789012-eu-west-1/store"
+        assert p["LoggingConfig"]["LogFormat"] == "JSON"
+
+
+def test_trigger_and_shard_get_lambdas_maximum_memory_and_time(app: dict) -> None:
+    fns = _functions(app)
+    for name in ("trigger", "shard"):
+        p = fns[name][1]
+        assert (p["MemorySize"], p["Timeout"]) == (10240, 900), name
+    trigger = fns["trigger"][1]["Environment"]["Variables"]
+    assert trigger["CAPFC_STATE_MACHINE_ARN"] == {"Ref": one(app, "AWS::StepFunctions::StateMachine")[0]}
+    assert trigger["CAPFC_LAMBDA_MAX_SERVERS"] == "10000"
+    # One trigger at a time (the events README asks for it): duplicates then find their run done.
+    assert fns["trigger"][1]["ReservedConcurrentExecutions"] == 1
+    assert all("ReservedConcurrentExecutions" not in fns[n][1] for n in ("plan", "shard", "publish"))
+    assert fns["plan"][1]["Environment"]["Variables"]["CAPFC_SHARD_CONCURRENCY"] == "10"
+
+
+def test_new_telemetry_under_the_metrics_prefix_invokes_the_trigger(app: dict) -> None:
+    trigger_id = _functions(app)["trigger"][0]
+    Template.from_json(app).has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "source": ["aws.s3"],
+                "detail-type": ["Object Created"],
+                "detail": {
+                    "bucket": {"name": ["capfc-store-123456789012-eu-west-1"]},
+                    "object": {"key": [{"prefix": "store/metrics/"}]},
+                },
+            },
+            "Targets": [
+                Match.object_like(
+                    {
+                        "Arn": {"Fn::GetAtt": [trigger_id, "Arn"]},
+                        "DeadLetterConfig": Match.any_value(),
+                        "RetryPolicy": {"MaximumEventAgeInSeconds": 7200, "MaximumRetryAttempts": 4},
+                    }
+                )
+            ],
+        },
+    )
+
+
+def test_scheduler_cron_invokes_the_trigger_with_the_schedule_input(app: dict) -> None:
+    trigger_id = _functions(app)["trigger"][0]
+    _, schedule = one(app, "AWS::Scheduler::Schedule")
+    p = schedule["Properties"]
+    assert p["ScheduleExpression"] == "cron(0 5 * * ? *)"
+    assert p["ScheduleExpressionTimezone"] == "UTC"
+    assert p["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert p["Target"]["Arn"] == {"Fn::GetAtt": [trigger_id, "Arn"]}
+    assert json.loads(p["Target"]["Input"]) == {
+        "trigger": "schedule",
+        "schedule": "<aws.scheduler.schedule-arn>",
+        "scheduled_time": "<aws.scheduler.scheduled-time>",
+        "execution_id": "<aws.scheduler.execution-id>",
+    }
+    assert "DeadLetterConfig" in p["Target"]
+    # The scheduler's own role may invoke the trigger and nothing else.
+    role = p["Target"]["RoleArn"]["Fn::GetAtt"][0]
+    invoke = [s for s in statements(app, role) if "lambda:InvokeFunction" in as_list(s["Action"])]
+    assert invoke
+    for s in invoke:
+        assert {render(r) for r in as_list(s["Resource"])} <= {
+            "${" + trigger_id + ".Arn}",
+            "${" + trigger_id + ".Arn}:*",
+        }
+
+
+def test_state_machine_is_the_products_definition_with_the_functions_substituted(app: dict) -> None:
+    """Plan → Map(shard) → Publish as ``forecasting/aws/statemachine.asl.json`` defines it."""
+    from capfc_infra.batch import ASL
+
+    fns = {name: lid for name, (lid, _) in _functions(app).items()}
+    sm_id, sm = one(app, "AWS::StepFunctions::StateMachine")
+    p = sm["Properties"]
+    definition = json.loads(render(p["DefinitionString"]))
+    assert definition == json.loads(ASL.read_text())
+    assert [
+        definition["StartAt"],
+        definition["States"]["Plan"]["Next"],
+        definition["States"]["Shards"]["Next"],
+    ] == [
+        "Plan",
+        "Shards",
+        "Publish",
+    ]
+    assert p["DefinitionSubstitutions"] == {
+        f"{n.title()}FunctionArn": {"Fn::GetAtt": [fns[n], "Arn"]} for n in ("plan", "shard", "publish")
+    }
+    assert p["LoggingConfiguration"]["Level"] == "ALL"
+    assert p["TracingConfiguration"] == {"Enabled": True}
+    # The machine's role may invoke exactly those three functions.
+    role = p["RoleArn"]["Fn::GetAtt"][0]
+    invoked = {
+        render(r).split(".Arn}")[0].lstrip("${")
+        for s in statements(app, role)
+        if "lambda:InvokeFunction" in as_list(s["Action"])
+        for r in as_list(s["Resource"])
+    }
+    assert invoked == {fns["plan"], fns["shard"], fns["publish"]}, sm_id
+
+
+def test_batch_runs_as_a_fargate_task_with_the_cli(app: dict) -> None:
+    Template.from_json(app).has_resource_properties(
+        "AWS::ECS::TaskDefinition",
+        {
+            "RequiresCompatibilities": ["FARGATE"],
+            "Cpu": "4096",
+            "Memory": "16384",
+            "ContainerDefinitions": [
+                Match.object_like(
+                    {
+                        "Name": "batch",
+                        "Command": ["python", "-m", "forecasting", "run"],
+                        "LogConfiguration": Match.object_like({"LogDriver": "awslogs"}),
+                    }
+                )
+            ],
+        },
+    )
+
+
+def _s3_grants(app: dict, role: str) -> dict[str, set[str]]:
+    """action -> rendered object ARNs (with the bucket replaced by 'B') granted to a role."""
+    out: dict[str, set[str]] = {}
+    for s in statements(app, role):
+        for a in as_list(s["Action"]):
+            if a.startswith("s3:"):
+                out.setdefault(a, set()).update(
+                    render(r).replace("arn:${AWS::Partition}:s3:::capfc-store-123456789012-eu-west-1", "B")
+                    for r in as_list(s["Resource"])
+                )
+    return out
+
+
+def test_batch_roles_read_telemetry_and_write_plans_only_under_runs(app: dict) -> None:
+    roles = {name: role_of(app, lid) for name, (lid, _) in _functions(app).items()}
+    task_id = next(k for k in resources(app, "AWS::ECS::TaskDefinition") if k.startswith("BatchBatchTask"))
+    roles["task"] = role_of(app, task_id)
+    assert len(set(roles.values())) == len(roles), "one role per function and task"
+    whole_run = {"B/store/runs/*", "B/store/athena-manifests/*"}
+    for name, role in roles.items():
+        grants = _s3_grants(app, role)
+        assert grants["s3:GetObject"] >= {"B/store/metrics/*", "B/store/inventory/*", "B/store/store.json"}, (
+            name
+        )
+        expected = {"B/store/runs/*/shards/*"} if name in ("plan", "shard") else whole_run
+        assert grants["s3:PutObject"] == expected, name
+        assert grants["s3:DeleteObject"] == expected, name
+        assert not any("*" in a for a in actions(statements(app, role))), f"{name}: no wildcard actions"
+
+
+def test_only_the_trigger_may_start_the_state_machine(app: dict) -> None:
+    sm_id, _ = one(app, "AWS::StepFunctions::StateMachine")
+    for name, (lid, _) in _functions(app).items():
+        stmts = statements(app, role_of(app, lid))
+        starts = [s for s in stmts if "states:StartExecution" in as_list(s["Action"])]
+        if name == "trigger":
+            assert [render(s["Resource"]) for s in starts] == ["${" + sm_id + "}"]
+            describe = [s for s in stmts if "states:DescribeExecution" in as_list(s["Action"])]
+            assert len(describe) == 1 and ":execution:" in render(describe[0]["Resource"])
+        else:
+            assert not starts, name
