@@ -304,7 +304,9 @@ S3_EVENT = {
 
 
 @pytest.mark.slow
-def test_lambda_handler_runs_the_batch_with_lambda_keys_on_every_line(json_logs, capsys, tmp_path):
+def test_lambda_handler_runs_the_batch_with_lambda_keys_on_every_line(
+    json_logs, capsys, tmp_path, monkeypatch
+):
     from forecasting.batch import run_batch
     from forecasting.schema import validate
     from forecasting.synthetic import generate_fleet
@@ -325,6 +327,10 @@ def test_lambda_handler_runs_the_batch_with_lambda_keys_on_every_line(json_logs,
     def broken(event: dict, context) -> dict:
         raise RuntimeError("state machine unreachable")
 
+    import aws_lambda_powertools.logging.logger as powertools_logger
+
+    # Powertools keeps "cold start" per process; another test on this worker may have invoked a handler
+    monkeypatch.setattr(powertools_logger, "is_cold_start", True)
     capsys.readouterr()
     result = trigger(S3_EVENT, LambdaContext("req-0001"))
     with pytest.raises(RuntimeError, match="unreachable"):
