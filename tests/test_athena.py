@@ -806,3 +806,25 @@ def test_long_server_lists_are_filtered_after_the_read(athena, lake, moto_server
         executions(moto_server)[-1]["Query"]
         == unload_query(select, "s3://athena-results/staging/capfc-unload/tok-long").sql
     )
+
+
+def test_selects_ask_athena_to_reuse_recent_results_and_unloads_do_not(athena, lake, duck, moto_server):
+    """Athena offers result reuse per query (not per workgroup): the small SELECTs a run repeats
+    ask for it; an UNLOAD writes new files and must not (moto records no reuse: the request is
+    read from botocore's own parameter hook)."""
+    sent: list[dict] = []
+    athena.athena.client.meta.events.register(
+        "provide-client-params.athena.StartQueryExecution", lambda params, **_: sent.append(dict(params))
+    )
+    seed_results(moto_server, athena_rows(run_duck(duck, inventory_query(DB))))
+    athena.read_inventory()
+    reuse = sent[-1]["ResultReuseConfiguration"]["ResultReuseByAgeConfiguration"]
+    assert reuse == {"Enabled": True, "MaxAgeInMinutes": 60}
+    athena.athena.result_reuse_minutes = 0
+    seed_results(moto_server, athena_rows(run_duck(duck, inventory_query(DB))))
+    athena.read_inventory()
+    assert "ResultReuseConfiguration" not in sent[-1]
+    athena.athena.result_reuse_minutes = 60
+    athena.athena.token = lambda: "tok-reuse"
+    athena.read_metrics(MetricsQuery(business_units=("no-such-unit",)))
+    assert sent[-1]["QueryString"].startswith("UNLOAD") and "ResultReuseConfiguration" not in sent[-1]

@@ -627,8 +627,10 @@ class AthenaClient:
         poll_initial: float = 0.25,
         poll_max: float = 5.0,
         query_attempts: int = 3,
+        result_reuse_minutes: int = 60,
     ):
         self.client = client
+        self.result_reuse_minutes = result_reuse_minutes
         self.workgroup = workgroup
         self.database = database
         self.catalog = catalog
@@ -709,6 +711,15 @@ class AthenaClient:
         params = query.execution_parameters()
         if params:
             kwargs["ExecutionParameters"] = params
+        if query.sql.lstrip().upper().startswith("SELECT") and self.result_reuse_minutes > 0:
+            # a repeated SELECT (inventory, store info) within the window reads the earlier result
+            # instead of scanning again; Athena offers reuse per query, not per workgroup
+            kwargs["ResultReuseConfiguration"] = {
+                "ResultReuseByAgeConfiguration": {
+                    "Enabled": True,
+                    "MaxAgeInMinutes": self.result_reuse_minutes,
+                }
+            }
         response = self._call(f"start {what}", self.client.start_query_execution, **kwargs)
         query_id = response["QueryExecutionId"]
         log.debug("athena query %s started: %s", query_id, what)
