@@ -78,7 +78,9 @@ def serve(data: Path, log: Path, *, wait_s: float = 180.0, **env_extra: str) -> 
     env.update(CAPFC_DATA=str(data), PORT=str(port), PYTHONPATH=str(ROOT), **env_extra)
     cmd = [str(BIN / GUNICORN[0]), *GUNICORN[1:3], "--bind", f"127.0.0.1:{port}", *GUNICORN[3:]]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + wait_s
@@ -99,7 +101,9 @@ def serve(data: Path, log: Path, *, wait_s: float = 180.0, **env_extra: str) -> 
                 proc.wait(timeout=10)
 
 
-def run_locust(base: str, users: int, rate: float, seconds: int, csv_prefix: Path, max_tasks: int = 400) -> int:
+def run_locust(
+    base: str, users: int, rate: float, seconds: int, csv_prefix: Path, max_tasks: int = 400
+) -> int:
     """Locust headless against ``base``; its CSVs go to ``csv_prefix``_*.csv. Returns its exit code
     (1 when any request failed). Bounded by ``-t`` and by a hard timeout on the process."""
     cmd = [
@@ -143,12 +147,18 @@ def read_failures(csv_prefix: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def read_exceptions(csv_prefix: Path) -> list[dict[str, str]]:
+    """Exceptions raised in the user code (a broken payload builder counts as an error too)."""
+    with open(f"{csv_prefix}_exceptions.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def table(rows: list[dict[str, str]]) -> str:
-    lines = [f"{'request':<40} {'count':>6} {'fail':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"]
+    lines = [f"{'request':<50} {'count':>6} {'fail':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"]
     for r in sorted(rows, key=lambda r: (r["Type"] != "GET", r["Name"])):
         name = f"{r['Type']} {r['Name']}"
         lines.append(
-            f"{name:<40} {int(r['Request Count']):>6} {int(r['Failure Count']):>5} "
+            f"{name:<50} {int(r['Request Count']):>6} {int(r['Failure Count']):>5} "
             f"{r['50%']:>8} {r['95%']:>8} {float(r['Max Response Time']):>8.0f}"
         )
     return "\n".join(lines)
@@ -175,13 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         run_locust(base, args.users, args.spawn_rate, args.time, out / "locust")
     rows = read_stats(out / "locust")
     failures = read_failures(out / "locust")
-    errors = sum(int(r["Failure Count"]) for r in rows)
+    exceptions = read_exceptions(out / "locust")
+    errors = sum(int(r["Failure Count"]) for r in rows) + sum(int(e["Count"]) for e in exceptions)
     total = sum(int(r["Request Count"]) for r in rows)
     print(f"\n== {servers:,} servers, {args.users} users, {args.time} s; load average at start {load:.1f}")
     print(table(rows))
     print(f"requests: {total:,} ({total / args.time:.1f}/s); errors: {errors}")
     for f in failures:
         print(f"  FAILED {f['Method']} {f['Name']} ×{f['Occurrences']}: {f['Error'][:300]}")
+    for e in exceptions:
+        print(f"  EXCEPTION ×{e['Count']}: {e['Message'][:300]}")
     tracebacks = log.read_text(errors="replace").count("Traceback")
     if tracebacks:
         print(f"server log {log}: {tracebacks} traceback(s)")

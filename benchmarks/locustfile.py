@@ -6,7 +6,7 @@ Each task is what one planner action sends over HTTP: the page GET the browser m
 callback payloads are built with the same builders the callback benchmarks use
 (benchmarks/bench_app.py, benchmarks/bench_app_risk.py), so they carry exactly what Dash's
 renderer sends. Requests are named by route template (``/servers/<id>``) and, for callbacks,
-by the first output id (``callback risk-grid``).
+by the first output (``callback risk-grid.rowData``).
 
 A callback answer counts as a failure unless it is HTTP 200 with the expected output in it
 and without the app's error alert. Filter values come from the layout's filter dropdowns and
@@ -25,6 +25,7 @@ count; ``-t`` bounds the time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -45,6 +46,7 @@ from app import ids  # noqa: E402
 from app.filters import FilterState  # noqa: E402
 from app.whatif import POLICY_PARAMS, ScenarioState  # noqa: E402
 
+USER_NUMBERS = itertools.count()
 MAX_TASKS = int(os.environ.get("LOAD_MAX_TASKS", "400"))
 EXPORT_ROWS = 500  # a planner exports the rows the grid shows; bounded so one export stays a page's worth
 # a handful of scenarios planners try (growth % per month, a CPU threshold): the first user to
@@ -62,8 +64,10 @@ def _find_options(node: Any, wanted: set[str], found: dict[str, list[str]]) -> N
     """Walk the Dash layout JSON for the filter dropdowns and collect their option values."""
     if isinstance(node, dict):
         props = node.get("props")
-        if isinstance(props, dict) and props.get("id") in wanted:
-            found[props["id"]] = [o["value"] if isinstance(o, dict) else o for o in props.get("options") or []]
+        if isinstance(props, dict) and isinstance(props.get("id"), str) and props["id"] in wanted:
+            found[props["id"]] = [
+                o["value"] if isinstance(o, dict) else o for o in props.get("options") or []
+            ]
         for value in node.values():
             _find_options(value, wanted, found)
     elif isinstance(node, list):
@@ -71,10 +75,16 @@ def _find_options(node: Any, wanted: set[str], found: dict[str, list[str]]) -> N
             _find_options(value, wanted, found)
 
 
-def first_output(body: dict) -> str:
-    outputs = body["outputs"]
-    first = outputs[0] if isinstance(outputs, list) else outputs
-    return first["id"] if isinstance(first["id"], str) else json.dumps(first["id"], sort_keys=True)
+def output_ids(body: dict) -> list[str]:
+    """The callback's output ids as they key Dash's answer (pattern ids as sorted JSON)."""
+    outputs = body["outputs"] if isinstance(body["outputs"], list) else [body["outputs"]]
+    return [o["id"] if isinstance(o["id"], str) else json.dumps(o["id"], sort_keys=True) for o in outputs]
+
+
+def callback_name(body: dict) -> str:
+    """``callback <first output id>.<property>``: what the table and the test name a callback by."""
+    outputs = body["outputs"] if isinstance(body["outputs"], list) else [body["outputs"]]
+    return f"callback {output_ids(body)[0]}.{outputs[0]['property']}"
 
 
 def whatif_controls(scenario: ScenarioState) -> dict:
@@ -112,7 +122,8 @@ def whatif_controls(scenario: ScenarioState) -> dict:
 class Planner(HttpUser):
     """One planner: opens pages, filters, tries what-ifs, exports, drills into servers."""
 
-    wait_time = between(1, 3)  # reading a page between clicks
+    # reading a page between clicks; LOAD_THINK_S="min,max" seconds (default 1,3)
+    wait_time = between(*(float(x) for x in (os.environ.get("LOAD_THINK_S") or "1,3").split(",")))
 
     def sign_in(self) -> None:
         """The one place a session is established: headers/cookies every request then carries."""
@@ -120,6 +131,7 @@ class Planner(HttpUser):
         self.client.headers.update({str(k): str(v) for k, v in extra.items()})
 
     def on_start(self) -> None:
+        self.index = next(USER_NUMBERS)
         self.sign_in()
         self.tasks_done = 0
         self.options: dict[str, list[str]] = {}
@@ -152,17 +164,17 @@ class Planner(HttpUser):
         self._get("/_dash-dependencies", "/_dash-dependencies")
 
     def callback(self, body: dict) -> dict | None:
-        """POST one Dash callback; a failure unless its output came back without the error alert."""
-        out = first_output(body)
+        """POST one Dash callback; a failure unless an output came back without the error alert
+        (HTTP 204, Dash's "nothing to update", is a failure too: these payloads always update)."""
         with self.client.post(
-            "/_dash-update-component", json=body, name=f"callback {out}", catch_response=True
+            "/_dash-update-component", json=body, name=callback_name(body), catch_response=True
         ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 return None
             answer = (resp.json() or {}).get("response") or {}
-            if out not in answer:
-                resp.failure(f"no {out} in answer: {resp.text[:200]}")
+            if not set(output_ids(body)) & set(answer):  # outputs left unchanged are left out
+                resp.failure(f"none of its outputs in the answer: {resp.text[:200]}")
                 return None
             if ids.ERROR_ALERT in resp.text:
                 resp.failure(f"error alert: {resp.text[:200]}")
@@ -186,64 +198,72 @@ class Planner(HttpUser):
         if self.tasks_done > MAX_TASKS:
             raise StopUser()
 
-    # ------------------------------------------------------------------ tasks
+    def show_risk(self, filters: FilterState, scenario: ScenarioState) -> None:
+        """The risk grid callback; remember the rows shown and their servers (for exports, drill-downs)."""
+        answer = self.callback(page_requests(filters, scenario)["risk: grid + KPIs"])
+        rows = ((answer or {}).get(ids.RISK_GRID) or {}).get("rowData")
+        if rows:
+            self.rows = rows[:EXPORT_ROWS]
+            self.server_ids = sorted({r["server_id"] for r in self.rows})
 
-    @task(3)
+    def show_consolidation(self, filters: FilterState, scenario: ScenarioState) -> None:
+        answer = self.callback(page_requests(filters, scenario)["consolidation: page"])
+        rows = ((answer or {}).get(ids.CONS_RECS_GRID) or {}).get("rowData")
+        if rows:
+            self.cons_rows = rows[:EXPORT_ROWS]
+
+    # ------------------------------------------------------------------ tasks
+    # Each user first takes a tour through every action (starting at a different one per user,
+    # so even a short run covers them all), then picks actions by weight.
+
+    @task
+    def act(self) -> None:
+        self.step()
+        actions = list(ACTIONS)
+        if self.tasks_done <= len(actions):
+            name = actions[(self.index + self.tasks_done - 1) % len(actions)]
+        else:
+            name = random.choices(actions, weights=list(ACTIONS.values()))[0]
+        getattr(self, name)()
+
     def overview(self) -> None:
         """Open the fleet overview, then filter it (the filter bar's sync + every overview chart)."""
-        self.step()
         self.open_page("/", "/")
         for body in overview_requests(self.pick_filter()).values():
             self.callback(body)
 
-    @task(3)
     def risk(self) -> None:
-        """Open the risk page under a filter; remember the shown rows and their servers."""
-        self.step()
+        """Open the risk page under a filter."""
         self.open_page("/risk", "/risk")
-        body = page_requests(self.pick_filter(), ScenarioState())["risk: grid + KPIs"]
-        answer = self.callback(body)
-        if answer is not None:
-            self.rows = answer[ids.RISK_GRID]["rowData"][:EXPORT_ROWS]
-            self.server_ids = sorted({r["server_id"] for r in self.rows}) or self.server_ids
+        self.show_risk(self.pick_filter(), ScenarioState())
 
-    @task(2)
     def risk_whatif(self) -> None:
         """Change the what-if on the risk page: controls → scenario, then the grid under it."""
-        self.step()
         scenario = random.choice(SCENARIOS)
         self.callback(whatif_controls(scenario))
-        self.callback(page_requests(self.pick_filter(), scenario)["risk: grid + KPIs"])
+        self.show_risk(self.pick_filter(), scenario)
 
-    @task(1)
-    def risk_search_and_export(self) -> None:  # noqa: RET503
+    def risk_search_and_export(self) -> None:
         """Quick-search the risk grid, then export the shown rows as CSV."""
-        self.step()
-        if not self.rows:  # nothing shown yet: the planner opens the page first
-            return self.risk()
+        if not self.rows:  # nothing shown yet: the grid loads first
+            self.show_risk(FilterState(), ScenarioState())
         reqs = page_requests(FilterState(), ScenarioState(), self.rows)
         self.callback(reqs["risk: quick search"])
         self.callback(reqs["risk: CSV export (shown rows)"])
-        return None
 
-    @task(2)
     def consolidation(self) -> None:
         """Open the consolidation page (recommendations, plan, savings) and its host chart."""
-        self.step()
         self.open_page("/consolidation", "/consolidation")
-        reqs = page_requests(self.pick_filter(), ScenarioState())
-        answer = self.callback(reqs["consolidation: page"])
-        if answer is not None:
-            self.cons_rows = answer[ids.CONS_RECS_GRID]["rowData"][:EXPORT_ROWS]
-        self.callback(reqs["consolidation: host chart"])
+        filters = self.pick_filter()
+        self.show_consolidation(filters, ScenarioState())
+        self.callback(page_requests(filters, ScenarioState())["consolidation: host chart"])
 
-    @task(1)
     def consolidation_whatif_and_export(self) -> None:
-        """A policy/growth what-if on the consolidation page (engine + packing), then an Excel export."""
-        self.step()
+        """A growth/threshold what-if on the consolidation page (engine + packing), then an
+        Excel export of the recommendations it shows."""
         scenario = random.choice(SCENARIOS)
         filters = self.pick_filter()
-        self.callback(page_requests(filters, scenario)["consolidation: page"])
+        self.show_consolidation(filters, scenario)
         self.callback(
             {
                 "output": f"{ids.CONS_DOWNLOAD}.data",
@@ -261,15 +281,36 @@ class Planner(HttpUser):
             }
         )
 
-    @task(3)
     def server(self) -> None:
         """Drill into one server from the risk list: its page and the picker's search."""
-        self.step()
         if not self.server_ids:
-            return self.risk()
+            self.show_risk(FilterState(), ScenarioState())
+        if not self.server_ids:
+            raise RuntimeError("the risk grid listed no server to open")
         sid = random.choice(self.server_ids)
         self.open_page(f"/servers/{sid}", "/servers/<id>")
         reqs = server_requests(sid, FilterState(), {})
         self.callback(reqs["server: page content"])
         self.callback(reqs["server: picker search"])
-        return None
+
+
+# action → weight (how often planners do it once the tour is done)
+ACTIONS = {
+    "overview": 3,
+    "risk": 3,
+    "server": 3,
+    "risk_whatif": 2,
+    "consolidation": 2,
+    "risk_search_and_export": 1,
+    "consolidation_whatif_and_export": 1,
+}
+# the request names each action sends and no other does: what a run must show to have covered it
+ACTION_REQUESTS = {
+    "overview": "callback ov-heatmap.figure",
+    "risk": "/risk",
+    "server": "/servers/<id>",
+    "risk_whatif": "callback whatif-state.data",
+    "consolidation": "callback cons-host-chart.figure",
+    "risk_search_and_export": "callback risk-download.data",
+    "consolidation_whatif_and_export": "callback cons-download.data",
+}
