@@ -213,15 +213,17 @@ class Planner(HttpUser):
             self.cons_rows = rows[:EXPORT_ROWS]
 
     # ------------------------------------------------------------------ tasks
-    # Each user first takes a tour through every action (starting at a different one per user,
-    # so even a short run covers them all), then picks actions by weight.
+    # Each user first takes a tour through every action (the users start spread over it, so
+    # even a short run covers them all: 5 users, 2 actions each), then picks actions by weight.
 
     @task
     def act(self) -> None:
         self.step()
         actions = list(ACTIONS)
         if self.tasks_done <= len(actions):
-            name = actions[(self.index + self.tasks_done - 1) % len(actions)]
+            users = max(1, getattr(self.environment.parsed_options, "num_users", None) or 1)
+            start = (self.index % users) * len(actions) // users  # users spread over the tour
+            name = actions[(start + self.tasks_done - 1) % len(actions)]
         else:
             name = random.choices(actions, weights=list(ACTIONS.values()))[0]
         getattr(self, name)()
@@ -294,15 +296,16 @@ class Planner(HttpUser):
         self.callback(reqs["server: picker search"])
 
 
-# action → weight (how often planners do it once the tour is done)
+# action → weight (how often planners do it once the tour is done). The tour follows this order;
+# the heaviest actions come first so that a short run's users start on them.
 ACTIONS = {
+    "consolidation_whatif_and_export": 1,
+    "consolidation": 2,
+    "risk_whatif": 2,
     "overview": 3,
+    "risk_search_and_export": 1,
     "risk": 3,
     "server": 3,
-    "risk_whatif": 2,
-    "consolidation": 2,
-    "risk_search_and_export": 1,
-    "consolidation_whatif_and_export": 1,
 }
 # the request names each action sends and no other does: what a run must show to have covered it
 ACTION_REQUESTS = {
