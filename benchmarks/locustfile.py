@@ -33,7 +33,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from locust import HttpUser, between, task
+import gevent
+from locust import HttpUser, between, events, task
 from locust.exception import StopUser
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +48,7 @@ from app.filters import FilterState  # noqa: E402
 from app.whatif import POLICY_PARAMS, ScenarioState  # noqa: E402
 
 USER_NUMBERS = itertools.count()
+USERS_DONE: list[int] = []  # users that did their LOAD_MAX_TASKS
 MAX_TASKS = int(os.environ.get("LOAD_MAX_TASKS", "400"))
 EXPORT_ROWS = 500  # a planner exports the rows the grid shows; bounded so one export stays a page's worth
 # a handful of scenarios planners try (growth % per month, a CPU threshold): the first user to
@@ -196,6 +198,7 @@ class Planner(HttpUser):
     def step(self) -> None:
         self.tasks_done += 1
         if self.tasks_done > MAX_TASKS:
+            USERS_DONE.append(self.index)
             raise StopUser()
 
     def show_risk(self, filters: FilterState, scenario: ScenarioState) -> None:
@@ -317,3 +320,19 @@ ACTION_REQUESTS = {
     "risk_search_and_export": "callback risk-download.data",
     "consolidation_whatif_and_export": "callback cons-download.data",
 }
+
+
+@events.test_start.add_listener
+def _quit_when_every_user_is_done(environment: Any, **_: Any) -> None:
+    """End the run once every user did its LOAD_MAX_TASKS (``-t`` still bounds the time):
+    Locust alone would idle until ``-t`` with no user left."""
+    runner = environment.runner
+
+    def watch() -> None:
+        while True:
+            gevent.sleep(0.5)
+            if USERS_DONE and runner.state == "running" and runner.user_count == 0:
+                runner.quit()
+                return
+
+    gevent.spawn(watch)
