@@ -537,6 +537,7 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
         }
         if scores is not None:
             tables["backtest"] = scores
+        pooled = read_pooled(store, run_id)
         findings = _merge_findings(
             [plan["inventory_validation"], *(done[k]["validation"] for k in sorted(done))]
         )
@@ -578,6 +579,9 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
                 "shard_size": plan["shard_size"],
                 "shard_seconds": [done[k]["seconds"] for k in sorted(done)],
                 "shard_peak_rss_mb": [done[k].get("peak_rss_mb") for k in sorted(done)],
+                "calibrate_seconds": pooled.get("seconds"),
+                "calibrate_peak_rss_mb": pooled.get("peak_rss_mb"),
+                "calibration_series": pooled.get("series"),
             },
             "forecast_origin": max(
                 (d["forecast_origin"] for d in done.values() if d.get("forecast_origin")), default=""

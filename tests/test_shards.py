@@ -15,6 +15,7 @@ from forecasting.settings import load_settings
 from forecasting.shards import (
     InputChangedError,
     ShardError,
+    calibrate_shards,
     n_shards_for,
     plan_shards,
     publish_shards,
@@ -66,13 +67,18 @@ def test_snapshot_key_follows_the_input_only(small):
 
 @pytest.mark.slow
 def test_plan_shard_publish_on_the_local_store(small):
-    store, settings, _ = small
+    store, settings, root = small
     planned = plan_shards(store, settings, trigger="schedule")
     assert planned["n_shards"] == 3 and planned["servers"] == 10
     assert planned["shards"] == [{"run_id": planned["run_id"], "shard": k} for k in range(3)]
     assert len(json.dumps(planned)) < 1_000  # ids, not server lists: the Step Functions payload stays small
     run_id = planned["run_id"]
     assert run_id.endswith(planned["input_key"][:12])
+    with pytest.raises(ShardError, match="is not calibrated"):  # the Calibrate step comes first
+        run_shard(store, settings, run_id, 0)
+    assert calibrate_shards(store, settings, run_id)["series"] > 0
+    pooled = json.loads((root / "runs" / run_id / "shards" / "pooled.json").read_text())
+    assert pooled["model"] == "fleet" and len(pooled["ends"]) == 2  # the forecast and 1 backtest cut-off
     for k in (0, 2):
         run_shard(store, settings, run_id, k)
     plan, done, missing = shard_status(store, run_id)
@@ -105,6 +111,7 @@ def test_plan_shard_publish_on_the_local_store(small):
 def test_a_run_overtaken_by_a_newer_one_is_not_published(small):
     store, settings, _ = small
     older = plan_shards(store, settings)
+    calibrate_shards(store, settings, older["run_id"])
     for item in older["shards"]:
         run_shard(store, settings, item["run_id"], item["shard"])
     append_day(store)
