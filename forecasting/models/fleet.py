@@ -449,7 +449,13 @@ def _run_grams(design: Design, mask: np.ndarray) -> np.ndarray:
     K = design.n_terms
     prefix = np.zeros((len(cuts), K, K))
     if len(cuts) > 1:  # sums of w_t x_t x_t' between consecutive cuts, accumulated
-        segments = np.add.reduceat(design.outer, cuts[:-1], axis=0)
+        # reduceat's last segment runs to the end of the grid: when no run of the block ends
+        # there, that segment is cut at the last cut (else a series that stops before the end
+        # would be fitted on periods it never had, and only when alone in its block)
+        if cuts[-1] < design.n_periods:
+            segments = np.add.reduceat(design.outer, cuts, axis=0)[:-1]
+        else:
+            segments = np.add.reduceat(design.outer, cuts[:-1], axis=0)
         np.cumsum(segments, axis=0, out=prefix[1:])
     at_start = inverse[1 : 1 + len(t_start)]
     at_end = inverse[1 + len(t_start) :]
