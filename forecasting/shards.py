@@ -1,7 +1,7 @@
-"""The batch job as shards: plan → run each shard → publish (one module, every engine).
+"""The batch job as shards: plan → calibrate → run each shard → publish (one module, every engine).
 
-The AWS Step Functions machine (``Plan → Map(shard) → Publish``, forecasting/aws) calls these
-three functions from Lambda; the scale-out work runs the same :func:`run_shard` on Dask. One
+The AWS Step Functions machine (``Plan → Calibrate → Map(shard) → Publish``, forecasting/aws)
+calls these four functions from Lambda; forecasting.engine runs the same ones on Dask. One
 process never holds more than one shard's time series:
 
 - :func:`plan_shards` snapshots the input (the objects under ``inventory/``, ``metrics/`` and
@@ -10,6 +10,8 @@ process never holds more than one shard's time series:
   server to a shard by a stable hash of its ``server_id`` and writes
   ``runs/<id>/shards/{plan.json, inventory.parquet}``. It returns shard ids, not server lists,
   so the Step Functions payload stays small (256 KB limit).
+- :func:`calibrate_shards` learns what the models pool across series on the calibration sample
+  and writes ``runs/<id>/shards/pooled.json`` (the Calibrate step, between Plan and the Map).
 - :func:`run_shard` loads, validates, fits, forecasts and backtests one shard's servers on the
   fleet's time grid, and writes ``runs/<id>/shards/<k>/{forecasts, backtest, history}.parquet``
   then ``done.json`` last (each object whole: renamed on disk, one PUT on S3). ``history`` is
@@ -19,21 +21,19 @@ process never holds more than one shard's time series:
   batch does: the run's tables and manifest, then ``runs/LATEST`` last. Publishing a run that
   is already complete returns its manifest (a retried Publish step is harmless).
 
-**How a sharded plan differs from the one-process run.** Everything per series is identical:
-the fit, the per-series variant choice, a series' own ramp, the fallback to seasonal naive, the
-grid (shards share the fleet's time axis) and the analytics, which run once over the whole fleet.
-What the fleet model pools *across series* is pooled within each shard instead: which optional
-seasonality each metric uses, each metric's default variant, and the calibration tables its
-bands are cut from (errors of held-out series, standardised, pooled per metric; a smaller pool
-also gets more hold-out origins, see FleetModel._hold_outs). With a few hundred series per
-metric in a shard those pools estimate the same quantiles, so bands — and the breach
-probabilities and dates computed from them — move slightly, and a server near a decision
-boundary (a risk guard probability of 20 %, a minimum saving) can land on the other side. Measured
-on a 200-server fleet in 2–4 shards (tests/test_shards.py states the tolerance): see the
-README's "Event-driven batch on AWS". Making the pooled statistics a reduce over shards (so
-sharded = unsharded exactly) is the scale-out issue's job.
+**A sharded plan is the one-process plan.** Everything per series is the series' own: the fit,
+its hold-out evidence, its variant choice, its ramp, the fallback to seasonal naive, the grid
+(shards share the fleet's time axis); the analytics run once over the whole fleet. What the
+models pool *across* series (the fleet model's seasonality per metric, default variant per
+metric, the prior of the per-series choice, its band tables; the naive model's band factors) is
+learned once per run by :func:`calibrate_shards` on the fleet's calibration sample
+(forecasting.pooled) and applied by every shard — the one-process run learns it on the same
+servers with the same code. Equal means: every non-float column identical, floats within
+1e-6 relative (a BLAS product's rounding depends on the other rows of its block, so a float64
+forecast may differ in its last bits and, rarely, round to the neighbouring float32); see
+tests/same_plan.py, tests/test_shards.py and tests/test_engine_dask.py.
 
-One validation count differs too: a shard reads the metrics of its own inventory servers only,
+One validation count differs: a shard reads the metrics of its own inventory servers only,
 so rows of servers missing from the inventory are read by no shard and not counted as
 "rejected" in the manifest (the one-process run counts them). They are never used either way.
 """
