@@ -27,14 +27,15 @@ from .analytics import analyze
 from .backtest import backtest as run_backtest
 from .models import get_model
 from .observability import batch_run, bound_context
-from .panel import build_panel
+from .panel import Panel, build_panel
+from .pooled import calibration_sample, learn, model_kwargs, sample_panel
 from .schema import validate
 from .settings import Settings
 from .sources import Store, new_run_id
 
 log = logging.getLogger(__name__)
 
-STAGES = ["load", "validate", "panel", "forecast", "backtest", "analytics", "publish"]
+STAGES = ["load", "validate", "panel", "calibrate", "forecast", "backtest", "analytics", "publish"]
 
 
 def code_version() -> str:
@@ -62,10 +63,28 @@ def _fingerprint(inventory: pd.DataFrame, metrics: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def model_factory(name: str, settings: Settings, horizon: int) -> Callable[[], Any]:
-    """A fresh, configured model of a registry name (the batch job and every shard use this)."""
+def model_factory(
+    name: str, settings: Settings, horizon: int, pooled: dict | None = None
+) -> Callable[[], Any]:
+    """A fresh, configured model of a registry name (the batch job and every shard use this).
+
+    pooled: the run's choices learned on the fleet's calibration sample (forecasting.pooled):
+    the fleet and naive models then decide what they pool across series as the whole fleet
+    would, whatever panel (shard) they are fitted on.
+    """
     options = {"naive": {}, "prophet": {"workers": settings.workers}}
-    return lambda: get_model(name, **options.get(name, {"horizon": horizon, "workers": settings.workers}))
+    kwargs = {
+        **options.get(name, {"horizon": horizon, "workers": settings.workers}),
+        **model_kwargs(name, pooled),
+    }
+    return lambda: get_model(name, **kwargs)
+
+
+def learn_pooled(
+    panel: Panel, sample_ids: list[str], model: str, settings: Settings, horizon: int, backtest_cutoffs: int
+) -> dict:
+    """The run's pooled choices from the calibration sample's rows of a fleet panel."""
+    return learn(sample_panel(panel, sample_ids), model, horizon, backtest_cutoffs, workers=settings.workers)
 
 
 def _peak_rss_mb() -> float:
@@ -178,8 +197,16 @@ def _run(
     panel = build_panel(v.metrics, freq)
     done("panel")
 
+    # what the models pool across series: learned on the fleet's calibration sample, exactly as a
+    # sharded run's Calibrate step does (forecasting.pooled), so both publish the same plan
+    stage("calibrate")
+    cutoffs = settings.backtest_cutoffs if backtest else 0
+    sample = calibration_sample(v.inventory["server_id"], settings.calibration_servers)
+    pooled = learn_pooled(panel, sample, model_name, settings, h, cutoffs)
+    done("calibrate")
+
     def factory(name: str):
-        return model_factory(name, settings, h)
+        return model_factory(name, settings, h, pooled)
 
     stage("forecast")
     result = factory(model_name)().fit(panel).predict(h)
@@ -239,6 +266,7 @@ def _run(
             "model": model_name,
             "horizon": h,
             "backtest_cutoffs": settings.backtest_cutoffs if scores is not None else 0,
+            "calibration_servers": len(sample),
             "thresholds": settings.thresholds,
             "criticality_offsets": settings.criticality_offsets,
             "lead_time_days": settings.lead_time_days,

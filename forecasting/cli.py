@@ -213,11 +213,13 @@ def cmd_validate(args: argparse.Namespace, settings: Settings, store: Store) -> 
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    from .batch import run_batch
+    from .engine import run
 
-    manifest = run_batch(
+    engine = args.engine or ("dask" if args.scheduler else None)
+    updates = {k: v for k, v in (("engine", engine), ("scheduler", args.scheduler)) if v}
+    manifest = run(
         store,
-        settings,
+        settings.model_copy(update=updates) if updates else settings,
         model=args.model,
         horizon=args.horizon,
         backtest=not args.no_backtest,
@@ -317,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="forecast model (default fleet)",
     )
     r.add_argument("--no-backtest", action="store_true", help="skip the rolling-origin backtest")
+    r.add_argument(
+        "--engine",
+        choices=["local", "dask"],
+        help="local: this process (default); dask: the run's shards on a Dask cluster (settings engine)",
+    )
+    r.add_argument(
+        "--scheduler",
+        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: a local cluster of 2 workers)",
+    )
     r.add_argument(
         "--trigger",
         type=_trigger,

@@ -105,6 +105,22 @@ class Settings(BaseSettings):
     shard_size: int = Field(
         5_000, ge=1, le=1_000_000, description="servers per shard of a Step Functions (or Dask) run"
     )
+    calibration_servers: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="servers of the fleet's calibration sample: what the models pool across series is "
+        "learned on them once per run (the same choices whatever the shard count)",
+    )
+    engine: Literal["local", "dask"] = Field(
+        "local", description="batch engine: local (this process) or dask (the shards on a Dask cluster)"
+    )
+    scheduler: str | None = Field(
+        None, description="Dask scheduler address (tcp://host:8786); unset = a local cluster of 2 workers"
+    )
+    shard_retries: int = Field(
+        2, ge=0, le=10, description="times a failed shard is retried on the Dask engine"
+    )
     shard_concurrency: int = Field(
         10, ge=1, le=1000, description="shards the Step Functions Map runs at once (MaxConcurrencyPath)"
     )

@@ -1,7 +1,7 @@
-"""The batch job as shards: plan → run each shard → publish (one module, every engine).
+"""The batch job as shards: plan → calibrate → run each shard → publish (one module, every engine).
 
-The AWS Step Functions machine (``Plan → Map(shard) → Publish``, forecasting/aws) calls these
-three functions from Lambda; the scale-out work runs the same :func:`run_shard` on Dask. One
+The AWS Step Functions machine (``Plan → Calibrate → Map(shard) → Publish``, forecasting/aws)
+calls these four functions from Lambda; forecasting.engine runs the same ones on Dask. One
 process never holds more than one shard's time series:
 
 - :func:`plan_shards` snapshots the input (the objects under ``inventory/``, ``metrics/`` and
@@ -10,6 +10,8 @@ process never holds more than one shard's time series:
   server to a shard by a stable hash of its ``server_id`` and writes
   ``runs/<id>/shards/{plan.json, inventory.parquet}``. It returns shard ids, not server lists,
   so the Step Functions payload stays small (256 KB limit).
+- :func:`calibrate_shards` learns what the models pool across series on the calibration sample
+  and writes ``runs/<id>/shards/pooled.json`` (the Calibrate step, between Plan and the Map).
 - :func:`run_shard` loads, validates, fits, forecasts and backtests one shard's servers on the
   fleet's time grid, and writes ``runs/<id>/shards/<k>/{forecasts, backtest, history}.parquet``
   then ``done.json`` last (each object whole: renamed on disk, one PUT on S3). ``history`` is
@@ -19,21 +21,19 @@ process never holds more than one shard's time series:
   batch does: the run's tables and manifest, then ``runs/LATEST`` last. Publishing a run that
   is already complete returns its manifest (a retried Publish step is harmless).
 
-**How a sharded plan differs from the one-process run.** Everything per series is identical:
-the fit, the per-series variant choice, a series' own ramp, the fallback to seasonal naive, the
-grid (shards share the fleet's time axis) and the analytics, which run once over the whole fleet.
-What the fleet model pools *across series* is pooled within each shard instead: which optional
-seasonality each metric uses, each metric's default variant, and the calibration tables its
-bands are cut from (errors of held-out series, standardised, pooled per metric; a smaller pool
-also gets more hold-out origins, see FleetModel._hold_outs). With a few hundred series per
-metric in a shard those pools estimate the same quantiles, so bands — and the breach
-probabilities and dates computed from them — move slightly, and a server near a decision
-boundary (a risk guard probability of 20 %, a minimum saving) can land on the other side. Measured
-on a 200-server fleet in 2–4 shards (tests/test_shards.py states the tolerance): see the
-README's "Event-driven batch on AWS". Making the pooled statistics a reduce over shards (so
-sharded = unsharded exactly) is the scale-out issue's job.
+**A sharded plan is the one-process plan.** Everything per series is the series' own: the fit,
+its hold-out evidence, its variant choice, its ramp, the fallback to seasonal naive, the grid
+(shards share the fleet's time axis); the analytics run once over the whole fleet. What the
+models pool *across* series (the fleet model's seasonality per metric, default variant per
+metric, the prior of the per-series choice, its band tables; the naive model's band factors) is
+learned once per run by :func:`calibrate_shards` on the fleet's calibration sample
+(forecasting.pooled) and applied by every shard — the one-process run learns it on the same
+servers with the same code. Equal means: every non-float column identical, floats within
+1e-6 relative (a BLAS product's rounding depends on the other rows of its block, so a float64
+forecast may differ in its last bits and, rarely, round to the neighbouring float32); see
+tests/same_plan.py, tests/test_shards.py and tests/test_engine_dask.py.
 
-One validation count differs too: a shard reads the metrics of its own inventory servers only,
+One validation count differs: a shard reads the metrics of its own inventory servers only,
 so rows of servers missing from the inventory are read by no shard and not counted as
 "rejected" in the manifest (the one-process run counts them). They are never used either way.
 """
@@ -60,6 +60,7 @@ from .batch import _mean_scores, _peak_rss_mb, add_run_metrics, code_version, mo
 from .inputs import HISTORY_DAYS
 from .observability import batch_run
 from .panel import build_panel
+from .pooled import calibration_sample, learn
 from .schema import Finding, ValidationReport, validate_inventory, validate_metrics
 from .settings import Settings
 from .sources import MetricsQuery, Store, StoreError
@@ -69,6 +70,7 @@ from .sources.parquet import ParquetStore
 log = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
+POOLED = "pooled.json"  # the run's pooled choices (calibrate_shards)
 # What a run reads: the snapshot lists exactly these (store.json is the metrics' frequency and span).
 INPUT_DIRS = ("inventory", "metrics")
 INPUT_FILES = ("store.json",)
@@ -270,6 +272,8 @@ def plan_shards(
         "shard_size": settings.shard_size,
         "servers": len(inventory),
         "shard_servers": counts.tolist(),
+        # what the models pool across series is learned on these servers (the Calibrate step)
+        "calibration_sample": calibration_sample(inventory["server_id"], settings.calibration_servers),
         "inventory_validation": _findings(report),
         "inventory_rows": {"in": report.rows_in.get("inventory"), "out": report.rows_out.get("inventory")},
     }
@@ -292,6 +296,72 @@ def plan_shards(
     }
 
 
+# --------------------------------------------------------------------------- calibrate
+
+
+def calibrate_shards(store: Store, settings: Settings, run_id: str) -> dict:
+    """The run's pooled choices, learned once on its calibration sample: ``shards/pooled.json``.
+
+    Every shard then fits with the same choices (what the fleet model pools across series:
+    seasonality per metric, default variant, prior of the per-series choice, band tables; the
+    naive model's band factors), so the sharded plan equals the one-process plan, which learns
+    them on the same servers (forecasting.pooled). Runs between Plan and the shards' Map; a
+    retry after success returns the written record.
+    """
+    t0 = time.perf_counter()
+    ps = object_store(store)
+    plan = read_plan(store, run_id)
+    path = _base(ps, run_id, POOLED)
+    if (done := _read_json(ps, path)) is not None:
+        return {"run_id": run_id, "series": done.get("series", 0), "seconds": done.get("seconds", 0)}
+    _check_unchanged(store, plan)
+    inventory = _read_frame(ps, _base(ps, run_id, "inventory.parquet"), "shard plan inventory")
+    ids = plan["calibration_sample"]
+    mine = inventory.loc[inventory["server_id"].isin(set(ids))].drop(columns="shard").reset_index(drop=True)
+    raw = store.read_metrics(MetricsQuery.of(server_ids=mine["server_id"].tolist()))
+    _check_unchanged(store, plan)
+    metrics, _ = validate_metrics(raw, mine, plan["freq"], store.uri)
+    del raw
+    if not len(metrics):
+        raise ShardError(
+            f"run {run_id}: no metrics for any server of the calibration sample ({len(ids)} servers)"
+        )
+    panel = _panel(metrics, plan)
+    pooled = learn(
+        panel, plan["model"], int(plan["horizon"]), int(plan["backtest_cutoffs"]), settings.workers
+    )
+    pooled["seconds"] = round(time.perf_counter() - t0, 2)
+    pooled["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    _write_json(ps, path, pooled)
+    log.info(
+        "calibrated on %d series of %d sample servers in %.1f s",
+        panel.n_series,
+        len(ids),
+        pooled["seconds"],
+        extra={"run_id": run_id, "trigger": plan.get("trigger")},
+    )
+    return {"run_id": run_id, "series": int(panel.n_series), "seconds": pooled["seconds"]}
+
+
+def read_pooled(store: Store, run_id: str) -> dict:
+    """The run's pooled choices (written by :func:`calibrate_shards`)."""
+    ps = object_store(store)
+    pooled = _read_json(ps, _base(ps, run_id, POOLED))
+    if pooled is None:
+        raise ShardError(f"run {run_id} is not calibrated: {ps._display(_base(ps, run_id, POOLED))} missing")
+    return pooled
+
+
+def _panel(metrics: pd.DataFrame, plan: dict):
+    grid = plan.get("grid") or {}
+    return build_panel(
+        metrics,
+        plan["freq"],
+        start=pd.Timestamp(grid["start"]) if grid.get("start") else None,
+        end=pd.Timestamp(grid["end"]) if grid.get("end") else None,
+    )
+
+
 # --------------------------------------------------------------------------- one shard
 
 
@@ -305,6 +375,7 @@ def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict
     shard = int(shard)
     ctx = {"run_id": run_id, "trigger": plan.get("trigger"), "shard": shard}
     _check_unchanged(store, plan)
+    pooled = read_pooled(store, run_id)
     inventory = _read_frame(ps, _base(ps, run_id, "inventory.parquet"), "shard plan inventory")
     mine = inventory.loc[inventory["shard"] == shard].drop(columns="shard").reset_index(drop=True)
     freq, h = plan["freq"], int(plan["horizon"])
@@ -319,15 +390,9 @@ def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict
         del raw
         done["metric_rows"] = len(metrics)
         if len(metrics):
-            grid = plan.get("grid") or {}
-            panel = build_panel(
-                metrics,
-                freq,
-                start=pd.Timestamp(grid["start"]) if grid.get("start") else None,
-                end=pd.Timestamp(grid["end"]) if grid.get("end") else None,
-            )
+            panel = _panel(metrics, plan)
             model_name = plan["model"]
-            result = model_factory(model_name, settings, h)().fit(panel).predict(h)
+            result = model_factory(model_name, settings, h, pooled)().fit(panel).predict(h)
             forecasts = result.to_frame()
             done.update(
                 series=int(panel.n_series),
@@ -341,7 +406,7 @@ def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict
                 names = dict.fromkeys([model_name, "naive"])
                 backtest = run_backtest(
                     panel,
-                    {n: model_factory(n, settings, h) for n in names},
+                    {n: model_factory(n, settings, h, pooled) for n in names},
                     h,
                     n_cutoffs=plan["backtest_cutoffs"],
                 )
@@ -472,6 +537,7 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
         }
         if scores is not None:
             tables["backtest"] = scores
+        pooled = read_pooled(store, run_id)
         findings = _merge_findings(
             [plan["inventory_validation"], *(done[k]["validation"] for k in sorted(done))]
         )
@@ -499,6 +565,7 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
                 "model": plan["model"],
                 "horizon": plan["horizon"],
                 "backtest_cutoffs": plan["backtest_cutoffs"] if scores is not None else 0,
+                "calibration_servers": len(plan.get("calibration_sample", [])),
                 "thresholds": settings.thresholds,
                 "criticality_offsets": settings.criticality_offsets,
                 "lead_time_days": settings.lead_time_days,
@@ -512,6 +579,9 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
                 "shard_size": plan["shard_size"],
                 "shard_seconds": [done[k]["seconds"] for k in sorted(done)],
                 "shard_peak_rss_mb": [done[k].get("peak_rss_mb") for k in sorted(done)],
+                "calibrate_seconds": pooled.get("seconds"),
+                "calibrate_peak_rss_mb": pooled.get("peak_rss_mb"),
+                "calibration_series": pooled.get("series"),
             },
             "forecast_origin": max(
                 (d["forecast_origin"] for d in done.values() if d.get("forecast_origin")), default=""
@@ -544,6 +614,7 @@ def run_sharded(
 ) -> dict:
     """Plan, every shard in turn, publish — in this process (tests, and a local engine)."""
     planned = plan_shards(store, settings, trigger=trigger, run_id=run_id)
+    calibrate_shards(store, settings, planned["run_id"])
     for item in planned["shards"]:
         run_shard(store, settings, item["run_id"], item["shard"])
     return publish_shards(store, settings, planned["run_id"])

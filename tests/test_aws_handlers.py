@@ -220,10 +220,12 @@ def test_state_machine_definition_is_well_formed():
     definition = load_definition()
     assert check_definition(definition, set(DEFINITION_PLACEHOLDERS)) == []
     states = definition["States"]
-    assert list(states) == ["Plan", "Shards", "Publish", "RunFailed"]
+    assert list(states) == ["Plan", "Calibrate", "Shards", "Publish", "RunFailed"]
+    assert states["Plan"]["Next"] == "Calibrate" and states["Calibrate"]["Next"] == "Shards"
+    assert states["Calibrate"]["ResultPath"] is None  # the plan's output (the shard ids) reaches the Map
     assert states["Shards"]["ItemsPath"] == "$.shards"
     assert states["Shards"]["ResultPath"] is None  # the plan's output reaches Publish
-    for name in ("Plan", "Shards", "Publish"):
+    for name in ("Plan", "Calibrate", "Shards", "Publish"):
         assert states[name]["Catch"][0]["Next"] == "RunFailed"
     shard_retry = states["Shards"]["ItemProcessor"]["States"]["Shard"]["Retry"][0]["ErrorEquals"]
     assert "Lambda.ServiceException" in shard_retry and "StoreUnavailableError" in shard_retry
@@ -259,6 +261,7 @@ def test_state_machine_definition_passes_cfn_lint():
 
 ARNS = {
     "PlanFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:capfc-plan",
+    "CalibrateFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:capfc-calibrate",
     "ShardFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:capfc-shard",
     "PublishFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:capfc-publish",
 }
@@ -271,6 +274,7 @@ def interpreter(shard=handlers.shard) -> Interpreter:
         definition,
         {
             ARNS["PlanFunctionArn"]: handlers.plan,
+            ARNS["CalibrateFunctionArn"]: handlers.calibrate,
             ARNS["ShardFunctionArn"]: shard,
             ARNS["PublishFunctionArn"]: handlers.publish,
         },
@@ -325,7 +329,7 @@ def test_big_fleet_starts_the_state_machine_once_and_it_publishes(
     assert names() == [out["execution"], retry["execution"]]
     assert store.list_runs() == []
 
-    # what the service would now run: Plan → Map(shard) → Publish, through the stand-in
+    # what the service would now run: Plan → Calibrate → Map(shard) → Publish, through the stand-in
     run = interpreter()
     ex = run.run(json.loads(execution["input"]))
     assert ex.status == "SUCCEEDED", (ex.error, ex.cause)
@@ -340,6 +344,11 @@ def test_big_fleet_starts_the_state_machine_once_and_it_publishes(
     assert len(store.read_run_table(run_id, "risk")) == manifest["rows"]["risk"] > 0
     shard_calls = [c for r, c in run.calls if r == ARNS["ShardFunctionArn"]]
     assert sorted(c["shard"] for c in shard_calls) == [0, 1, 2]
+    # calibrated once, before the Map, on the run the Plan made
+    resources = [r for r, _ in run.calls]
+    assert resources.count(ARNS["CalibrateFunctionArn"]) == 1
+    assert resources.index(ARNS["CalibrateFunctionArn"]) < resources.index(ARNS["ShardFunctionArn"])
+    assert manifest["config"]["calibration_servers"] == 12
     assert all(len(json.dumps(c)) < 256 * 1024 for _, c in run.calls)  # Step Functions' payload limit
     # the partial tables are gone once published; the run itself is complete
     listed = client_keys(seaweed.client, bucket, f"{prefix}/runs/{run_id}/")

@@ -486,3 +486,21 @@ def test_naive_blocks_give_the_same_forecast(monkeypatch, panel):
     blocked = SeasonalNaiveModel().fit(panel).predict(20)
     np.testing.assert_array_equal(whole.point, blocked.point)
     np.testing.assert_allclose(whole.quantiles, blocked.quantiles, rtol=1e-6)
+
+
+def test_a_series_gram_does_not_depend_on_the_other_rows_of_its_block():
+    """A series that stops before the grid's end is fitted on its own periods, alone in its
+    block or beside a full-length one (a shard holds other rows than the fleet)."""
+    from forecasting.models.fleet import _run_grams
+
+    index = pd.date_range("2025-01-01", periods=130, freq="D", tz="UTC")
+    design = build_design(index, "daily", DEFAULTS["daily"])
+    stops = np.ones(130, dtype=bool)
+    stops[:10] = stops[120:] = False
+    stops[50:60] = False
+    full = np.ones(130, dtype=bool)
+    alone = _run_grams(design, stops[None, :])[0]
+    beside = _run_grams(design, np.vstack([stops, full]))[0]
+    exact = sum(design.outer[t] for t in np.flatnonzero(stops))
+    np.testing.assert_allclose(alone, exact, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(beside, exact, rtol=1e-10, atol=1e-10)

@@ -89,12 +89,12 @@ def test_per_series_choice_shrinks_a_single_noisy_series_to_the_group():
     pick = np.full(2 * n, g)
     groups = np.full(2 * n, "*", dtype=object)
     none = np.zeros(n, dtype=bool)
-    choice = _series_choice(_held(mase, rows), pick, groups, cands, none, cfg, n)
+    choice, _ = _series_choice(_held(mase, rows), pick, groups, cands, none, cfg, n)
     assert choice[0] == -1  # keeps the group's variant
     # a series that wins clearly and consistently does get its own variant
     mase[5, 1], mase[5, n + 1] = 0.3, 0.35
     mase[5, 2], mase[5, n + 2] = 0.3, 0.32
-    choice = _series_choice(_held(mase, rows), pick, groups, cands, none, cfg, n)
+    choice, _ = _series_choice(_held(mase, rows), pick, groups, cands, none, cfg, n)
     assert choice[1] == 5 and choice[2] == 5
     assert (choice[3:] == -1).mean() > 0.9
 

@@ -52,6 +52,7 @@ from ..batch import run_batch
 from ..observability import bind_context, lambda_entry
 from ..settings import Settings, SettingsError, load_settings
 from ..shards import (
+    calibrate_shards,
     object_store,
     plan_shards,
     publish_shards,
@@ -347,6 +348,17 @@ def plan(event: dict, context: Any = None, *, settings: Settings | None = None) 
     out = plan_shards(store, settings, trigger=kind, snapshot=snap)
     log.info("planned", extra={**ctx, "run_id": out["run_id"]})
     return {**out, "trigger": kind, "max_concurrency": settings.shard_concurrency}
+
+
+@lambda_entry
+def calibrate(event: dict, context: Any = None, *, settings: Settings | None = None) -> dict:
+    """Calibrate task: the models' cross-series choices, learned once on the calibration sample
+    (the plan's output, {"run_id", …}); every shard then applies them."""
+    if not isinstance(event, dict) or "run_id" not in event:
+        raise EventError(f"the calibrate task needs {{'run_id'}}, got {event!r:.200}")
+    settings = settings or load_settings()
+    bind_context(run_id=str(event["run_id"]))
+    return calibrate_shards(_open(settings), settings, str(event["run_id"]))
 
 
 @lambda_entry

@@ -37,6 +37,7 @@ import math
 import os
 import threading
 import warnings
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -457,7 +458,13 @@ def _run_grams(design: Design, mask: np.ndarray) -> np.ndarray:
     K = design.n_terms
     prefix = np.zeros((len(cuts), K, K))
     if len(cuts) > 1:  # sums of w_t x_t x_t' between consecutive cuts, accumulated
-        segments = np.add.reduceat(design.outer, cuts[:-1], axis=0)
+        # reduceat's last segment runs to the end of the grid: when no run of the block ends
+        # there, that segment is cut at the last cut (else a series that stops before the end
+        # would be fitted on periods it never had, and only when alone in its block)
+        if cuts[-1] < design.n_periods:
+            segments = np.add.reduceat(design.outer, cuts, axis=0)[:-1]
+        else:
+            segments = np.add.reduceat(design.outer, cuts[:-1], axis=0)
         np.cumsum(segments, axis=0, out=prefix[1:])
     at_start = inverse[1 : 1 + len(t_start)]
     at_end = inverse[1 + len(t_start) :]
@@ -610,7 +617,7 @@ class _Fit:
 def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None) -> _Fit:
     """Robust recency-weighted ridge fit of a block of series (rows of `values`, NaN = missing)."""
     cfg = design.config
-    X, w = design.x32, design.weights.astype(np.float32)
+    X, w = design.X, design.weights
     T = X.shape[0]
     mask = ~np.isnan(values)
     series_ramp, local_slope, season_path = _series_ramp(values, mask, design.freq, cfg, design.holidays)
@@ -618,25 +625,26 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
         wave = np.isin(design.period, [p * PERIODS_PER_DAY[design.freq] for p in cfg.optional_seasonalities])
         off = np.zeros((len(values), design.n_terms), dtype=bool) if off is None else off.copy()
         off[series_ramp != 0] |= wave[None, :]
-    # The (n × T) passes run in float32 (half the memory traffic); the solves stay float64.
-    y0 = np.where(mask, values, 0.0).astype(np.float32)
+    # The (n × T) passes run in float64: in float32 a BLAS product's rounding depends on which other
+    # rows share the block (~1e-5 relative), so a shard's forecast would differ from the fleet's.
+    y0 = np.where(mask, values, 0.0)
     wm = mask * w[None, :]
     solver = _Solver(design, mask, off)
-    coef = solver.solve(((y0 * w[None, :]) @ X).astype(float))
+    coef = solver.solve((y0 * w[None, :]) @ X)
     stride = max(1, math.ceil(T / 256))  # a robust scale needs hundreds of residuals, not thousands
     for _ in range(cfg.robust_iterations):
         # Huber by pseudo-observations: y* = fitted + clip(resid) = y - (resid - clip(resid))
-        resid = coef.astype(np.float32) @ X.T
+        resid = coef @ X.T
         np.subtract(y0, resid, out=resid)
         sample = np.where(mask[:, ::stride], resid[:, ::stride], np.nan)
         sigma = np.nan_to_num(_robust_scale(sample, centre=False), nan=np.inf)  # no sample: no clipping
-        bound = (cfg.huber * sigma).astype(np.float32)[:, None]
+        bound = (cfg.huber * sigma)[:, None]
         excess = np.maximum(resid - bound, 0.0)  # resid - clip(resid, -bound, bound)
         excess += np.minimum(resid + bound, 0.0)
         np.subtract(y0, excess, out=excess)
         excess *= wm
-        coef = solver.solve((excess @ X).astype(float))
-    resid = coef.astype(np.float32) @ X.T
+        coef = solver.solve(excess @ X)
+    resid = coef @ X.T
     np.subtract(y0, resid, out=resid)
 
     W = cfg.scale_window
@@ -1155,6 +1163,82 @@ class Calibration:
         return out
 
 
+def _end_key(panel: Panel) -> str:
+    """The key of a panel's pooled choices: its last period (a backtest cut-off has its own)."""
+    return pd.Timestamp(panel.index[-1]).isoformat()
+
+
+def _table(a: np.ndarray) -> list:
+    return np.asarray(a, dtype=float).tolist()  # JSON floats round-trip exactly (repr)
+
+
+@dataclass
+class FleetChoices:
+    """What the fleet model pools across series, learned once on the fleet's calibration sample
+    and applied to every panel of the fleet on the same grid — the whole fleet in one process, or
+    each shard — so that a split of the fleet changes nothing: which optional seasonality each
+    metric uses, each metric's default variant, the prior of the per-series variant choice, the
+    band tables and the seasonal-naive fallback's band factors. A series' own fit, its own
+    hold-out evidence and its own choice stay per series. JSON-able (exact: floats round-trip)."""
+
+    structure: dict[str, Structure]
+    n_fitted: int  # series fitted in the calibration panel: sets how many origins are held out
+    groups: list[str]  # the per-series choice's groups ('*' and metrics with enough series)
+    group_variant: dict[str, int]  # group -> index into variants(cfg)
+    prior: dict[tuple[str, int], tuple[float, float, float]] | None  # (μ, τ², σ²); None: no choice
+    calibration: Calibration
+    fallback_factors: dict[str, np.ndarray]  # seasonal-naive band factors ({}: history too short)
+
+    def to_json(self) -> dict:
+        cal = self.calibration
+        return {
+            "structure": {k: sorted(v) for k, v in self.structure.items()},
+            "n_fitted": self.n_fitted,
+            "groups": list(self.groups),
+            "group_variant": dict(self.group_variant),
+            "prior": None if self.prior is None else [[g, v, *p] for (g, v), p in self.prior.items()],
+            "calibration": {
+                "horizon": cal.horizon,
+                "offsets": {k: _table(v) for k, v in cal.offsets.items()},
+                "variants": {k: dataclasses.asdict(v) for k, v in cal.variants.items()},
+                "scores": cal.scores.to_dict("records"),
+                "source": cal.source,
+                "n_errors": cal.n_errors,
+                "variant_offsets": [
+                    [g, int(v), int(on), _table(t)] for (g, v, on), t in cal.variant_offsets.items()
+                ],
+            },
+            "fallback_factors": {k: _table(v) for k, v in self.fallback_factors.items()},
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> FleetChoices:
+        c = d["calibration"]
+        cal = Calibration(
+            horizon=int(c["horizon"]),
+            offsets={k: np.asarray(v, dtype=float) for k, v in c["offsets"].items()},
+            variants={k: Variant(**v) for k, v in c["variants"].items()},
+            scores=pd.DataFrame(c["scores"], columns=["group", "variant", "mase", "series"]),
+            source=c["source"],
+            n_errors=int(c["n_errors"]),
+            variant_offsets={
+                (g, int(v), int(on)): np.asarray(t, dtype=float) for g, v, on, t in c["variant_offsets"]
+            },
+        )
+        prior = (
+            None if d["prior"] is None else {(g, int(v)): (mu, tau2, s2) for g, v, mu, tau2, s2 in d["prior"]}
+        )
+        return cls(
+            structure={k: frozenset(float(p) for p in v) for k, v in d["structure"].items()},
+            n_fitted=int(d["n_fitted"]),
+            groups=list(d["groups"]),
+            group_variant={k: int(v) for k, v in d["group_variant"].items()},
+            prior=prior,
+            calibration=cal,
+            fallback_factors={k: np.asarray(v, dtype=float) for k, v in d["fallback_factors"].items()},
+        )
+
+
 def _extend(table: np.ndarray, H: int) -> np.ndarray:
     Hc = table.shape[0]
     if Hc >= H:
@@ -1273,8 +1357,14 @@ def _series_choice(
     evident: np.ndarray,
     cfg: FleetConfig,
     n_panel: int,
-) -> np.ndarray:
-    """Per panel row, the variant the series' own hold-out supports (-1 = its group's choice).
+    prior: dict[tuple[str, int], tuple[float, float, float]] | None = None,
+) -> tuple[np.ndarray, dict[tuple[str, int], tuple[float, float, float]]]:
+    """Per panel row, the variant the series' own hold-out supports (-1 = its group's choice),
+    and the prior (μ, τ², σ²) per group and variant that decided it.
+
+    prior: the fleet's (FleetChoices.prior, learned on the calibration sample) instead of one
+    estimated from this panel's series: each series then decides on its own evidence against a
+    prior that is the same whatever else the panel holds (a shard decides as the whole fleet).
 
     Empirical Bayes per group and variant v: d_i = the series' mean hold-out MASE under v minus
     under the group's variant, over its k_i origins. Its noise σ² is the pooled within-series
@@ -1297,7 +1387,7 @@ def _series_choice(
     inv = inv.reshape(-1)
     m = len(rows)
     if m == 0:
-        return out
+        return out, ({} if prior is None else prior)
     V = len(cands)
     base = held.mase[group_pick, np.arange(len(group_pick))]
     diff = held.mase - base[None, :]  # (V, entries)
@@ -1318,18 +1408,26 @@ def _series_choice(
     gpick[inv] = group_pick
     best = np.full(m, -1)
     best_gain = np.zeros(m)
+    learned: dict[tuple[str, int], tuple[float, float, float]] = {}
     for name in np.unique(group_of_row.astype(str)):
         g = group_of_row == name
         for v in range(V):
             has = g & (k[v] > 0) & (gpick != v)
-            if np.count_nonzero(has) < 2:
-                continue
-            dof = np.sum(np.maximum(k[v][has] - 1, 0))
-            d = dbar[v][has]
-            spread = float(np.var(d))
-            sigma2 = float(ss[v][has].sum() / dof) if dof > 0 else spread  # no repeats: no flips
-            mu = float(np.mean(d))
-            tau2 = max(spread - float(np.mean(sigma2 / k[v][has])), 0.0)
+            if prior is not None:  # the fleet's prior (FleetChoices): this panel's series decide alone
+                if (name, v) not in prior or not has.any():
+                    continue
+                mu, tau2, sigma2 = prior[(name, v)]
+                d = dbar[v][has]
+            else:
+                if np.count_nonzero(has) < 2:
+                    continue
+                dof = np.sum(np.maximum(k[v][has] - 1, 0))
+                d = dbar[v][has]
+                spread = float(np.var(d))
+                sigma2 = float(ss[v][has].sum() / dof) if dof > 0 else spread  # no repeats: no flips
+                mu = float(np.mean(d))
+                tau2 = max(spread - float(np.mean(sigma2 / k[v][has])), 0.0)
+                learned[(str(name), v)] = (mu, tau2, sigma2)
             noise = sigma2 / k[v][has]
             B = tau2 / (tau2 + noise) if tau2 > 0 else np.zeros_like(noise)
             post = mu + B * (d - mu)
@@ -1356,7 +1454,7 @@ def _series_choice(
         unseen = evident.copy()  # no hold-out at all (too short then): the present evidence alone
         unseen[rows] = False
         out[unseen] = ramps[0]
-    return out
+    return out, (learned if prior is None else prior)
 
 
 # --------------------------------------------------------------------------- the model
@@ -1374,10 +1472,17 @@ class FleetModel(ForecastModel):
     name = "fleet"
 
     def __init__(
-        self, horizon: int | None = None, chunk_size: int = 2048, workers: int = 0, **config: object
+        self,
+        horizon: int | None = None,
+        chunk_size: int = 2048,
+        workers: int = 0,
+        pooled: Mapping[str, FleetChoices] | None = None,
+        **config: object,
     ) -> None:
         """horizon: the hold-out horizon used during fit (default 90 days / 168 hours);
         chunk_size: series per block (bounds memory); workers: threads (0 = all cores);
+        pooled: the fleet's choices per panel end (FleetModel.choices of a fit on the fleet's
+        calibration sample; see forecasting.pooled), used instead of pooling this panel's series;
         config: FleetConfig fields overriding the frequency's defaults."""
         super().__init__()
         unknown = set(config) - CONFIG_FIELDS
@@ -1395,6 +1500,7 @@ class FleetModel(ForecastModel):
         self.chunk_size = chunk_size
         self.workers = workers or os.cpu_count() or 1
         self.overrides = dict(config)
+        self.pooled = dict(pooled) if pooled is not None else None
 
     def config_for(self, freq: str) -> FleetConfig:
         """The defaults of a frequency with this model's overrides applied."""
@@ -1414,8 +1520,12 @@ class FleetModel(ForecastModel):
         rows = np.flatnonzero(eligible)
         metric_of = panel.keys["metric"].to_numpy(dtype=object)
         H = self.horizon or DEFAULT_HORIZON[panel.freq]
+        given = self._given_for(panel)
+        self._learned = None
         cands = structures(cfg)
-        if len(cands) > 1 and rows.size:
+        if given is not None:
+            self._structure = dict(given.structure)
+        elif len(cands) > 1 and rows.size:
             per = {st: self._hold_outs(panel, H, cfg, {"*": st}, rows.size) for st in cands}
             if all(outs is not None for outs, _ in per.values()):
                 self._structure, cal = self._choose_structure(per, metric_of, cfg)
@@ -1432,23 +1542,62 @@ class FleetModel(ForecastModel):
         self._design = design
         fallback = ~eligible | bad
         self._fallback_rows = np.flatnonzero(fallback)
-        self._fallback = (
-            SeasonalNaiveModel().fit(panel.subset(self._fallback_rows)) if fallback.any() else None
-        )
+        end = _end_key(panel)
+        naive = SeasonalNaiveModel(pooled=None if given is None else {end: given.fallback_factors})
+        self._fallback = naive.fit(panel.subset(self._fallback_rows)) if fallback.any() else None
         self._failures = _failures(panel.keys, [(m, r + " → seasonal naive") for m, r in rules], self.name)
         self._choice = np.full(panel.n_series, -1, dtype=np.int64)
-        if cfg.series_choice and self._rows.size:
+        if given is not None:  # the fleet's bands; each series' own choice below
+            no_choice = np.full(panel.n_series, -1, dtype=np.int64)
+            self._calibrations = {H: dataclasses.replace(given.calibration, series_variant=no_choice)}
+        # the hold-out origins follow the calibration panel's size, so a shard holds out as the fleet
+        n_fitted = given.n_fitted if given is not None else len(self._rows)
+        if cfg.series_choice and self._rows.size and (given is None or given.prior is not None):
             # every series held out under the chosen structure: the evidence of its own choice
-            held, Hc = self._hold_outs(panel, H, cfg, self._structure, len(self._rows), every=True)
+            held, Hc = self._hold_outs(panel, H, cfg, self._structure, n_fitted, every=True)
             if held is not None:
                 evident = np.zeros(panel.n_series, dtype=np.int8)  # 1: in the residuals, 2: in the series
                 evident[self._rows] = np.where(self._fit.series_ramp != 0, 2, (self._fit.ramp != 0) * 1)
-                cal = self._calibration_from(held, metric_of, cfg, Hc, evident=evident)
+                cal = self._calibration_from(held, metric_of, cfg, Hc, evident=evident, given=given)
                 self._calibrations = {H: cal}
                 self._choice = cal.series_variant
+        self._n_fitted = n_fitted
         if self.horizon:
             self.calibration(self.horizon)
         return self
+
+    def _given_for(self, panel: Panel) -> FleetChoices | None:
+        """The fleet's choices for a panel ending where this one ends (None: learn them here)."""
+        if self.pooled is None:
+            return None
+        key = _end_key(panel)
+        if key not in self.pooled:
+            raise ValueError(
+                f"the fleet's pooled choices cover panels ending at {sorted(self.pooled)}, not {key}: "
+                "learn them on the calibration sample of this grid (forecasting.pooled.learn)"
+            )
+        return self.pooled[key]
+
+    def choices(self) -> FleetChoices:
+        """What this fit pooled across its series, for other panels of the fleet on the same grid
+        (shards): FleetModel(pooled={end: choices}).fit(shard) then decides as this fit did."""
+        panel = self._require_fitted()
+        H = self.horizon or DEFAULT_HORIZON[panel.freq]
+        cal = self.calibration(H)
+        learned = self._learned
+        if self._fallback is not None:
+            fb = self._fallback._factor_table(self._fallback._panel, H)
+        else:
+            fb = {"*": np.ones(len(QUANTILES) // 2)}  # no misfits here: bands unscaled
+        return FleetChoices(
+            structure=dict(self._structure),
+            n_fitted=int(self._n_fitted),
+            groups=learned["groups"] if learned else [],
+            group_variant=learned["group_variant"] if learned else {},
+            prior=learned["prior"] if learned else None,
+            calibration=dataclasses.replace(cal, series_variant=np.empty(0, dtype=np.int64)),
+            fallback_factors=fb,
+        )
 
     @property
     def series_variants(self) -> pd.DataFrame:
@@ -1623,15 +1772,25 @@ class FleetModel(ForecastModel):
         Hc: int,
         evident: np.ndarray | None = None,
         choice: np.ndarray | None = None,
+        given: FleetChoices | None = None,
     ) -> Calibration:
         """Per group, the variant with the lowest hold-out MASE; per series, its own variant
         where its hold-out evidence beats the group's choice after shrinkage (or a given
         `choice`); bands from the errors of each variant's users.
 
         evident: per panel row, a significant ramp at the end of the history (see _series_choice).
+        given: the fleet's choices (groups, their variants, the series-choice prior, the bands):
+        only each series' own choice is made here, from its own hold-out.
         """
         cands = variants(cfg)
         metric = metric_of[held.rows]
+        if given is not None:
+            row_group = np.where(np.isin(metric, given.groups), metric, "*")
+            group_pick = np.array([given.group_variant[g] for g in row_group], dtype=int)
+            choice, _ = _series_choice(
+                held, group_pick, row_group, cands, evident, cfg, len(metric_of), prior=given.prior
+            )
+            return dataclasses.replace(given.calibration, series_variant=choice)
         groups = self._groups(metric, cfg)
         default = default_variant(cfg)
         chosen: dict[str, Variant] = {}
@@ -1652,7 +1811,13 @@ class FleetModel(ForecastModel):
         if choice is None:
             choice = np.full(n_panel, -1, dtype=np.int64)
             if cfg.series_choice and evident is not None:
-                choice = _series_choice(held, group_pick, row_group, cands, evident, cfg, n_panel)
+                choice, prior = _series_choice(held, group_pick, row_group, cands, evident, cfg, n_panel)
+                # what a FleetChoices carries to other panels (shards) of the same fleet
+                self._learned = {
+                    "groups": [str(g) for g in groups],
+                    "group_variant": {str(g): cands.index(v) for g, v in chosen.items()},
+                    "prior": prior,
+                }
         own = choice[held.rows]
         pick = np.where(own >= 0, own, group_pick)
         z_best = held.z[pick, np.arange(len(metric))]  # each series' errors under the variant it uses

@@ -8,7 +8,7 @@ calibrated by construction rather than assumed normal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Self
 
 import numpy as np
@@ -241,11 +241,18 @@ class SeasonalNaiveModel(ForecastModel):
     name = "naive"
 
     def __init__(
-        self, season: int | None = None, error_window: int | None = None, calibrate: bool = True
+        self,
+        season: int | None = None,
+        error_window: int | None = None,
+        calibrate: bool = True,
+        pooled: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ) -> None:
         """season: periods per season (default 7 days / 24 hours); error_window: periods of
         errors the bands come from (default a year of days / 4 weeks of hours); calibrate:
-        rescale the bands by a hold-out of the last horizon, per metric."""
+        rescale the bands by a hold-out of the last horizon, per metric; pooled: per panel end,
+        the fleet's band factors per metric (learned on its calibration sample, see
+        forecasting.pooled) instead of those pooled over this panel's series ({}: none)."""
+        self.pooled = None if pooled is None else {k: dict(v) for k, v in pooled.items()}
         super().__init__()
         if season is not None and season < 1:
             raise ValueError(f"season must be a positive number of periods, got {season}")
@@ -308,6 +315,30 @@ class SeasonalNaiveModel(ForecastModel):
     def _band_factors(self, panel: Panel, m: int, H: int, window: int) -> np.ndarray | None:
         """(n, Q // 2) band factors per series: how the same bands fared on the last H periods,
         pooled per metric (None when the history is too short to hold H periods out)."""
+        metrics = panel.keys["metric"].to_numpy(dtype=object)
+        if self.pooled is not None:
+            key = pd.Timestamp(panel.index[-1]).isoformat()
+            if key not in self.pooled:
+                raise ValueError(
+                    f"the fleet's naive band factors cover panels ending at {sorted(self.pooled)}, not {key}"
+                )
+            given = self.pooled[key]
+            if not given:
+                return None
+            return np.stack([np.asarray(given.get(str(g), given["*"]), dtype=float) for g in metrics])
+        factors = self._pooled_factors(panel, m, H, window)
+        if factors is None:
+            return None
+        return np.stack([factors.get(str(g), factors["*"]) for g in metrics])
+
+    def _factor_table(self, panel: Panel, H: int) -> dict[str, np.ndarray]:
+        """The band factors per metric this panel's hold-out gives ({}: history too short): what
+        other panels of the fleet take as `pooled`."""
+        m = self._season_of(panel)
+        window = self.error_window or m * ERROR_WINDOW_SEASONS[panel.freq]
+        return self._pooled_factors(panel, m, H, window) or {}
+
+    def _pooled_factors(self, panel: Panel, m: int, H: int, window: int) -> dict[str, np.ndarray] | None:
         T, n = panel.length, panel.n_series
         origin = T - H
         if origin < 2 * m:
@@ -324,9 +355,7 @@ class SeasonalNaiveModel(ForecastModel):
             residual = actual - point
             ratios[:, sl] = band_ratios(residual, held)
             scored[sl] = ~np.isnan(residual).all(axis=1)
-        metrics = panel.keys["metric"].to_numpy(dtype=object)
-        factors = factors_from_ratios(ratios, scored, metrics)
-        return np.stack([factors.get(str(g), factors["*"]) for g in metrics])
+        return factors_from_ratios(ratios, scored, panel.keys["metric"].to_numpy(dtype=object))
 
 
 def _failures(keys: pd.DataFrame, rules: list[tuple[np.ndarray, str]], model: str) -> pd.DataFrame:
