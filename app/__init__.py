@@ -31,7 +31,7 @@ from forecasting.consolidation import warm_up
 from forecasting.settings import Settings, load_settings
 from forecasting.sources import Store, open_store
 
-from . import ids, requestlog, security
+from . import auth, ids, requestlog, security
 from .background import WebTier, web_tier
 from .errors import UserFacingError, report, user_message
 from .filters import LABELS, PLACEHOLDERS
@@ -173,6 +173,8 @@ def create_app(
     requestlog.install(
         app.server, list(dash.page_registry.values()), readmodel, app.config.routes_pathname_prefix
     )
+    # every other route needs a signed-in user (app/auth.py); the probes above stay public
+    auth.install(app, settings)
     # The composition root is the one place app code meets callbacks (DESIGN.md §2 has
     # callbacks → app): it hands the app to callbacks.register and uses nothing else of it.
     import callbacks
@@ -244,7 +246,11 @@ def _shell_layout() -> html.Div:
                 brand_href=dash.get_relative_path("/"),
                 as_of_id=ids.AS_OF,
                 as_of=snap.as_of,
+                account=_account(ctx.settings),
+                account_id=ids.ACCOUNT,
+                sign_out_id=ids.SIGN_OUT,
             ),
+            banner(ids.DEV_BANNER, auth.DEV_BANNER if ctx.settings.auth_mode == "dev" else None, color="danger"),
             banner(ids.STALE_BANNER, snap.status.message if snap.status.stale else None),
             banner(ids.ERROR_ALERT, None, color="danger", dismissable=True),
             banner(ids.FILTER_NOTICE, None, color="info", dismissable=True),
@@ -262,6 +268,15 @@ def _shell_layout() -> html.Div:
         ],
         className="app-shell",
     )
+
+
+def _account(settings: Settings) -> tuple[str, str, str | None] | None:
+    """(name, role, sign-out link) of the signed-in user for the navbar; no sign-out in dev mode."""
+    user = auth.current_user()
+    if user is None:
+        return None
+    signout = None if settings.auth_mode == "dev" else auth.LOGOUT_PATH
+    return user.name, user.role or "no role", signout
 
 
 def _on_error(err: Exception) -> None:
