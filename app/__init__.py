@@ -250,7 +250,9 @@ def _shell_layout() -> html.Div:
                 account_id=ids.ACCOUNT,
                 sign_out_id=ids.SIGN_OUT,
             ),
-            banner(ids.DEV_BANNER, auth.DEV_BANNER if ctx.settings.auth_mode == "dev" else None, color="danger"),
+            banner(
+                ids.DEV_BANNER, auth.DEV_BANNER if ctx.settings.auth_mode == "dev" else None, color="danger"
+            ),
             banner(ids.STALE_BANNER, snap.status.message if snap.status.stale else None),
             banner(ids.ERROR_ALERT, None, color="danger", dismissable=True),
             banner(ids.FILTER_NOTICE, None, color="info", dismissable=True),

@@ -214,8 +214,11 @@ def _number(value: Any) -> float | None:
 def alb_region(arn: str) -> str:
     """The region of an ALB ARN (arn:aws:elasticloadbalancing:<region>:<account>:loadbalancer/app/…)."""
     parts = arn.split(":")
-    if len(parts) < 6 or parts[2] != "elasticloadbalancing" or not parts[3] or not parts[5].startswith(
-        "loadbalancer/app/"
+    if (
+        len(parts) < 6
+        or parts[2] != "elasticloadbalancing"
+        or not parts[3]
+        or not parts[5].startswith("loadbalancer/app/")
     ):
         raise SettingsError(
             "CAPFC_AUTH_ALB_ARN (auth_alb_arn): not an Application Load Balancer ARN "
@@ -225,7 +228,7 @@ def alb_region(arn: str) -> str:
 
 
 def _fetch_pem(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (an https URL template)
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.read(16_384)
 
 
@@ -285,7 +288,9 @@ class AlbVerifier:
         signature = b64url_decode(parts[2])
         if len(signature) != 64:
             raise AuthError(401, "ES256 signature of the wrong length")
-        der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+        der = encode_dss_signature(
+            int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        )
         key = self.key(kid)
         try:
             key.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
@@ -381,9 +386,13 @@ class OidcLogin:
             self._metadata()
             return self.client.authorize_redirect(self.redirect_uri())
         except AuthError as e:
-            return _refusal(503, "Sign-in is unavailable", e.reason, "The identity provider could not be reached.")
+            return _refusal(
+                503, "Sign-in is unavailable", e.reason, "The identity provider could not be reached."
+            )
         except Exception as e:  # the provider is down or its discovery document is unusable
-            return _refusal(503, "Sign-in is unavailable", repr(e), "The identity provider could not be reached.")
+            return _refusal(
+                503, "Sign-in is unavailable", repr(e), "The identity provider could not be reached."
+            )
 
     def _metadata(self) -> dict[str, Any]:
         metadata = self.client.load_server_metadata()
@@ -407,12 +416,16 @@ class OidcLogin:
         except AuthError as e:
             return _refusal(401, "Sign-in failed", e.reason, "Your sign-in could not be verified.")
         except Exception as e:  # bad state, expired/forged/misaddressed token, provider errors
-            return _refusal(401, "Sign-in failed", f"{type(e).__name__}: {e}", "Your sign-in could not be verified.")
+            return _refusal(
+                401, "Sign-in failed", f"{type(e).__name__}: {e}", "Your sign-in could not be verified."
+            )
         target = safe_next(session.pop(SESSION_NEXT, "/"))
         session.clear()
         session.permanent = True
         session[SESSION_USER] = {**user.to_session(), "exp": time.time() + self.settings.session_hours * 3600}
-        log.info("signed in: %s (%s)", user.id, ",".join(sorted(user.roles)) or "no role", extra={"user": user.id})
+        log.info(
+            "signed in: %s (%s)", user.id, ",".join(sorted(user.roles)) or "no role", extra={"user": user.id}
+        )
         return flask.redirect(target)
 
     def logout_url(self) -> str:
@@ -426,9 +439,9 @@ class OidcLogin:
             end = None
         if not end:
             return back
-        return self.client.create_logout_url(post_logout_redirect_uri=back, client_id=self.settings.auth_client_id)[
-            "url"
-        ]
+        return self.client.create_logout_url(
+            post_logout_redirect_uri=back, client_id=self.settings.auth_client_id
+        )["url"]
 
 
 def session_user(now: float | None = None) -> User | None:
@@ -448,7 +461,8 @@ def _page(status: int, title: str, body_html: str) -> Response:
     """A small self-contained HTML page (no scripts, no external resources)."""
     doc = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)} · Capacity Forecaster</title></head>"
+        f"<title>{html.escape(title)} · Capacity Forecaster</title>"
+        "<link rel='icon' href='data:,'></head>"
         f"<body><main><h1>{html.escape(title)}</h1>{body_html}</main></body></html>"
     )
     resp = Response(doc, status=status, content_type="text/html; charset=utf-8")
@@ -517,9 +531,9 @@ def required_permission(body: Any) -> str | None:
 
     for key in ("inputs", "state"):
         for item in _items(body.get(key)):
-            if item.get("id") == ids.WHATIF_STATE and item.get("property") == "data":
-                if not ScenarioState.from_data(item.get("value")).is_base:
-                    return "whatif"
+            scenario = item.get("id") == ids.WHATIF_STATE and item.get("property") == "data"
+            if scenario and not ScenarioState.from_data(item.get("value")).is_base:
+                return "whatif"
     return None
 
 
@@ -591,7 +605,9 @@ class Gate:
         """The request's user, None when nobody is signed in; AuthError for a bad credential."""
         if self.mode == "dev":
             if request.remote_addr not in LOOPBACK:
-                raise AuthError(403, f"development mode serves this machine only (client {request.remote_addr})")
+                raise AuthError(
+                    403, f"development mode serves this machine only (client {request.remote_addr})"
+                )
             return DEV_USER
         if self.mode == "alb":
             assert self.alb is not None
@@ -628,7 +644,9 @@ class Gate:
                 return _page(401, "Sign-in required", f"<p>{html.escape(told)}</p>")
             return _plain(401, f"Sign-in required. {told}")
         if not user.roles:
-            log.warning("signed-in user %s has no role (groups claim %r)", user.id, self.settings.auth_groups_claim)
+            log.warning(
+                "signed-in user %s has no role (groups claim %r)", user.id, self.settings.auth_groups_claim
+            )
             told = (
                 f"You are signed in as {user.name}, but your account has no role in Capacity Forecaster. "
                 "Ask your administrator for the viewer or planner group."
@@ -675,7 +693,9 @@ def _bind_user(user: User) -> None:
 
 
 def signed_out_page() -> Response:
-    return _page(200, "Signed out", f"<p>You are signed out.</p><p><a href='{LOGIN_PATH}?next=/'>Sign in</a></p>")
+    return _page(
+        200, "Signed out", f"<p>You are signed out.</p><p><a href='{LOGIN_PATH}?next=/'>Sign in</a></p>"
+    )
 
 
 def install(app: Any, settings: Settings) -> Gate:

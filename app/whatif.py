@@ -611,7 +611,6 @@ def scenario_panel(
     from components.whatif import PolicyControls, whatif_controls
 
     from . import get_context, ids
-
     from .auth import current_user
 
     state = ScenarioState.from_query(query)

@@ -129,7 +129,8 @@ class Settings(BaseSettings):
         None, description="oidc: the full URL of /auth/callback (default: from the request's host)"
     )
     auth_logout_url: str | None = Field(
-        None, description="where sign-out sends the browser (default oidc: the provider's end_session_endpoint)"
+        None,
+        description="where sign-out sends the browser (default oidc: the provider's end_session_endpoint)",
     )
     auth_groups_claim: str = Field("groups", description="the claim listing the user's groups")
     auth_role_groups: dict[str, list[str]] = Field(

@@ -33,7 +33,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 CLIENT_ID = "capfc-test-client"
-CLIENT_SECRET = "test-client-secret-0123456789"  # noqa: S105 (a test provider's)
+CLIENT_SECRET = "test-client-secret-0123456789"
 ALB_ARN = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/capfc/50dc6c495c0c9188"
 OTHER_ALB_ARN = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/other/0123456789abcdef"
 
@@ -169,7 +169,14 @@ class OidcProvider:
         """An ``x-amzn-oidc-data`` value as the ALB writes it (or bent, for the refusal tests)."""
         exp = int(time.time()) + 120 if exp is None else int(exp)
         iss = self.issuer if iss is None else iss
-        header = {"alg": alg, "kid": kid or self.alb_kid, "signer": signer, "iss": iss, "client": client, "exp": exp}
+        header = {
+            "alg": alg,
+            "kid": kid or self.alb_kid,
+            "signer": signer,
+            "iss": iss,
+            "client": client,
+            "exp": exp,
+        }
         claims = {**(user or self.user), "exp": exp, "iss": iss}
         if alg == "none":
             return f"{_json_b64(header, pad=pad)}.{_json_b64(claims, pad=pad)}."
@@ -178,8 +185,10 @@ class OidcProvider:
         return sign_es256(key or self.alb_key, header, claims, pad=pad)
 
     def alb_public_pem(self, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
-        return (key or self.alb_key).public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        return (
+            (key or self.alb_key)
+            .public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         )
 
     # ------------------------------------------------------------ HTTP
@@ -216,7 +225,9 @@ class OidcProvider:
             if target:
                 state = request.args.get("state")
                 sep = "&" if "?" in target else "?"
-                return Response(status=302, headers={"Location": target + (f"{sep}state={state}" if state else "")})
+                return Response(
+                    status=302, headers={"Location": target + (f"{sep}state={state}" if state else "")}
+                )
             return Response("signed out at the provider", mimetype="text/plain")
         if path.startswith("/alb-keys/"):
             self.key_requests += 1

@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 
 from app import auth, ids
 from app.auth import AlbVerifier, AuthError, User, b64url_decode, required_permission
-from forecasting.settings import Settings, SettingsError
+from forecasting.settings import Settings, SettingsError, load_settings
 from tests.oidc_provider import ALB_ARN, CLIENT_ID, CLIENT_SECRET, OTHER_ALB_ARN, OidcProvider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,8 @@ def callback_body(app: Any, output_has: str, values: dict[str, Any], changed: li
         ]
 
     outputs = [
-        {"id": part.rsplit(".", 1)[0], "property": part.rsplit(".", 1)[1]} for part in key.strip(".").split("...")
+        {"id": part.rsplit(".", 1)[0], "property": part.rsplit(".", 1)[1]}
+        for part in key.strip(".").split("...")
     ]
     return {
         "output": key,
@@ -166,7 +167,9 @@ def callback_body(app: Any, output_has: str, values: dict[str, Any], changed: li
     }
 
 
-def post_callback(browser: requests.Session, site: Served, body: dict[str, Any], page: str) -> requests.Response:
+def post_callback(
+    browser: requests.Session, site: Served, body: dict[str, Any], page: str
+) -> requests.Response:
     eid = end_id(browser, site, page)
     return browser.post(
         site.url + "/_dash-update-component", params={"endId": eid}, json=body, headers=JSON, timeout=60
@@ -300,7 +303,9 @@ def test_only_the_probes_are_public(oidc_site):
     anon = requests.Session()
     for path in ("/healthz", "/readyz"):
         assert anon.get(oidc_site.url + path, timeout=30).status_code == 200, path
-    page = anon.get(oidc_site.url + "/risk?business_unit=Retail", headers=HTML, allow_redirects=False, timeout=30)
+    page = anon.get(
+        oidc_site.url + "/risk?business_unit=Retail", headers=HTML, allow_redirects=False, timeout=30
+    )
     assert page.status_code == 302
     login = urlsplit(page.headers["Location"])
     assert login.path == auth.LOGIN_PATH and parse_qs(login.query)["next"] == ["/risk?business_unit=Retail"]
@@ -414,8 +419,6 @@ def test_roles_come_from_the_groups_claim_through_the_mapping(plan_store_root):
     assert auth.user_from_claims({"sub": "y", "cognito:groups": "Readers"}, settings).role == "viewer"
     assert not auth.user_from_claims({"sub": "z", "groups": ["Readers"]}, settings).roles
     with pytest.raises(SettingsError, match="unknown role"):
-        from forecasting.settings import load_settings
-
         load_settings(auth_role_groups={"superuser": ["x"]})
 
 
@@ -427,7 +430,9 @@ def alb_site(build, plan_store_root, idp, serve) -> Served:
     return serve(build(alb_settings(plan_store_root, idp)))
 
 
-def alb_get(site: Served, token: str | None, path: str = "/_dash-layout", **headers: str) -> requests.Response:
+def alb_get(
+    site: Served, token: str | None, path: str = "/_dash-layout", **headers: str
+) -> requests.Response:
     h = dict(JSON)
     if token is not None:
         h[auth.ALB_DATA_HEADER] = token
@@ -469,7 +474,10 @@ def test_alb_refuses_missing_forged_expired_misdirected_and_algorithm_tricks(alb
     mismatch = alb_get(alb_site, idp.alb_token(PLANNER), **{auth.ALB_IDENTITY_HEADER: "someone-else"})
     assert mismatch.status_code == 401
     fetched = idp.key_requests
-    assert alb_get(alb_site, idp.alb_token(PLANNER, kid="00000000-0000-0000-0000-000000000000")).status_code == 401
+    assert (
+        alb_get(alb_site, idp.alb_token(PLANNER, kid="00000000-0000-0000-0000-000000000000")).status_code
+        == 401
+    )
     assert idp.key_requests == fetched  # an unknown kid is not fetched again at once
 
 
@@ -489,7 +497,9 @@ def test_alb_role_enforcement_and_sign_out(alb_site, idp):
     page = requests.get(alb_site.url + "/risk", headers={**HTML, auth.ALB_DATA_HEADER: token}, timeout=30)
     import re
 
-    eid = json.loads(re.search(r'id="_dash-config" type="application/json">(.*?)</script>', page.text, re.S)[1])
+    eid = json.loads(
+        re.search(r'id="_dash-config" type="application/json">(.*?)</script>', page.text, re.S)[1]
+    )
     resp = requests.post(
         alb_site.url + "/_dash-update-component",
         params={"endId": eid["end_id"]},
@@ -511,9 +521,15 @@ def test_alb_verifier_checks_without_fetching_for_cheap_failures(idp):
         fetched.append(url)
         return idp.alb_public_pem()
 
-    verifier = AlbVerifier(ALB_ARN, idp.issuer, client_id=CLIENT_ID, key_url="https://keys.test/{region}/{kid}", fetch=fetch)
+    verifier = AlbVerifier(
+        ALB_ARN, idp.issuer, client_id=CLIENT_ID, key_url="https://keys.test/{region}/{kid}", fetch=fetch
+    )
     assert verifier.region == "eu-west-1"
-    for token in (idp.alb_token(alg="none"), idp.alb_token(signer=OTHER_ALB_ARN), idp.alb_token(kid="../../x")):
+    for token in (
+        idp.alb_token(alg="none"),
+        idp.alb_token(signer=OTHER_ALB_ARN),
+        idp.alb_token(kid="../../x"),
+    ):
         with pytest.raises(AuthError):
             verifier.verify(token)
     assert fetched == []
@@ -548,7 +564,12 @@ def test_the_web_app_does_not_start_without_a_sign_in_mode(plan_store_root, tmp_
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFC_")}
     env.update(CAPFC_DATA=str(plan_store_root), TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, "-c", "import app.wsgi"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", "import app.wsgi"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0 and "CAPFC_AUTH_MODE is not set" in proc.stderr
 
