@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from flask import Response, g, has_request_context, request, session
 
+from forecasting.observability import audit, bind_context
 from forecasting.settings import ROLES, Settings, SettingsError
 
 from . import ids
@@ -423,9 +424,8 @@ class OidcLogin:
         session.clear()
         session.permanent = True
         session[SESSION_USER] = {**user.to_session(), "exp": time.time() + self.settings.session_hours * 3600}
-        log.info(
-            "signed in: %s (%s)", user.id, ",".join(sorted(user.roles)) or "no role", extra={"user": user.id}
-        )
+        _bind_user(user)
+        audit("sign-in", f"signed in as {user.role or 'no role'}", roles=sorted(user.roles), name=user.name)
         return flask.redirect(target)
 
     def logout_url(self) -> str:
@@ -482,6 +482,8 @@ def _wants_page() -> bool:
 
 def _refusal(status: int, title: str, reason: str, told: str) -> Response:
     log.warning("%s: %s %s: %s", title.lower(), request.method, request.path, reason[:300])
+    if request.path == CALLBACK_PATH:
+        audit("sign-in-failed", f"sign-in failed: {reason[:200]}")
     if _wants_page():
         again = f"<p><a href='{LOGIN_PATH}'>Sign in again</a></p>" if status == 401 else ""
         return _page(status, title, f"<p>{html.escape(told)}</p>{again}")
@@ -658,18 +660,21 @@ class Gate:
         g.capfc_user = user
         _bind_user(user)
         if request.method == "POST" and path.endswith(DASH_UPDATE):
-            need = required_permission(request.get_json(silent=True, cache=True))
+            body = request.get_json(silent=True, cache=True)
+            need = required_permission(body)
             if need is not None and not user.can(need):
-                message = forbidden_message(user, need)
-                log.warning("refused %s to %s (%s)", need, user.id, user.role, extra={"user": user.id})
-                return _plain(403, message)
+                audit("access-denied", forbidden_message(user, need), permission=need, role=user.role)
+                return _plain(403, forbidden_message(user, need))
+            if need is not None:
+                _audit_planner_action(body, need, request.args)
         return None
 
     def logout(self) -> Response:
         """Forget the sign-in here, then at the provider (oidc) or the ALB's session cookies (alb)."""
-        user = current_user()
+        user = current_user() or (session_user() if self.mode == "oidc" else None)
         if user is not None:
-            log.info("signed out: %s", user.id, extra={"user": user.id})
+            _bind_user(user)
+            audit("sign-out", "signed out")
         if self.mode == "oidc" and self.oidc is not None:
             target = self.oidc.logout_url()
             session.clear()
@@ -684,12 +689,42 @@ class Gate:
 
 
 def _bind_user(user: User) -> None:
-    """Put the user on every log line of this request (forecasting.observability, when present)."""
-    try:
-        from forecasting.observability import bind_context  # type: ignore[attr-defined]
-    except ImportError:
-        return
+    """Put the user on every log line and audit event of this request."""
     bind_context(user=user.id)
+
+
+def _audit_planner_action(body: Any, permission: str, args: Mapping[str, str]) -> None:
+    """One audit event per what-if change (a control moved) and per re-forecast started (not
+    for the grids re-deriving the same scenario, nor for the browser polling a running job)."""
+    if not isinstance(body, dict):
+        return
+    values = {
+        f"{item.get('id')}.{item.get('property')}": item.get("value")
+        for key in ("inputs", "state")
+        for item in _items(body.get(key))
+        if isinstance(item.get("id"), str)
+    }
+    changed = body.get("changedPropIds") or []
+    output = body.get("output") if isinstance(body.get("output"), str) else ""
+    if permission == "reforecast" and ids.SRV_REFORECAST in _output_ids(output) and not args.get("cacheKey"):
+        server = values.get(f"{ids.SRV_ID}.data")
+        model = values.get(f"{ids.SRV_MODEL}.value")
+        audit(
+            "re-forecast",
+            f"re-forecast {str(server)[:80]} with {str(model)[:20]}",
+            server_id=server,
+            model=model,
+        )
+    elif permission == "whatif" and ids.WHATIF_STATE in _output_ids(output) and changed:
+        scenario = {
+            k.split(".")[0]: v for k, v in values.items() if k.startswith("whatif-") and v is not None
+        }
+        audit(
+            "what-if",
+            "what-if scenario changed",
+            changed=[str(c)[:80] for c in changed[:10]],
+            scenario=scenario,
+        )
 
 
 def signed_out_page() -> Response:

@@ -28,6 +28,7 @@ from app import auth, ids
 from app.auth import AlbVerifier, AuthError, User, b64url_decode, required_permission
 from forecasting.settings import Settings, SettingsError, load_settings
 from tests.oidc_provider import ALB_ARN, CLIENT_ID, CLIENT_SECRET, OTHER_ALB_ARN, OidcProvider
+from tests.test_observability import parse_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_SECRET = "test-session-secret-" + "x" * 40
@@ -583,3 +584,56 @@ def test_dev_mode_banner_and_this_machine_only(fixture_app):
     resp = remote.get("/_dash-layout", environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert resp.status_code == 403
     assert remote.get("/healthz", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+
+
+# --------------------------------------------------------------------------- the user in logs and audit events
+
+
+@pytest.fixture
+def json_lines() -> Iterator[None]:
+    """JSON logs (forecasting.observability) for one test, then the root logger as it was."""
+    import logging
+
+    from forecasting import observability as obs
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    obs.configure_logging("INFO", "capfc-test", "json")
+    yield
+    obs.flush_metrics()
+    obs.clear_context()
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    obs._state.fmt, obs._state.logger = "json", None
+    logging.captureWarnings(False)
+
+
+def test_every_request_line_and_audit_event_carries_the_signed_in_user(
+    json_lines, capsys, build, plan_store_root, idp
+):
+    from forecasting import observability as obs
+
+    app = build(alb_settings(plan_store_root, idp))
+    client = app.server.test_client()
+    planner = {auth.ALB_DATA_HEADER: idp.alb_token(PLANNER)}
+    viewer = {auth.ALB_DATA_HEADER: idp.alb_token(VIEWER)}
+    capsys.readouterr()
+    assert client.get("/_dash-layout", headers=planner).status_code == 200
+    assert client.post("/_dash-update-component", json=whatif_body(app), headers=viewer).status_code == 403
+    assert client.post("/_dash-update-component", json=whatif_body(app), headers=planner).status_code == 200
+    assert client.get("/_dash-layout").status_code == 401
+    obs.flush_metrics()
+    records = [r for r in parse_lines(capsys.readouterr().out) if "_aws" not in r]
+    access = [r for r in records if r.get("name") == "app.access"]
+    assert [(r["status"], r.get("user")) for r in access] == [
+        (200, PLANNER["sub"]),
+        (403, VIEWER["sub"]),
+        (200, PLANNER["sub"]),
+        (401, None),
+    ]
+    events = {r["event"]: r for r in records if r.get("audit")}
+    assert (
+        events["access-denied"]["user"] == VIEWER["sub"] and events["access-denied"]["permission"] == "whatif"
+    )
+    assert events["what-if"]["user"] == PLANNER["sub"]
+    assert events["what-if"]["scenario"][ids.WHATIF_GROWTH] == 5
