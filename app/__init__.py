@@ -114,6 +114,7 @@ def create_app(
     cache_type: Literal["filesystem", "simple"] = "filesystem",
     cache_dir: str | None = None,
     warm_up_kernels: bool = True,
+    serves_http: bool = True,
 ) -> Dash:
     """Build the app. Without ``store`` the store named by ``settings.data`` is opened lazily,
     so the app starts (and shows a banner) even when the store is briefly unreachable.
@@ -122,7 +123,9 @@ def create_app(
     ``'simple'`` keeps them in the process (tests, single-process runs). Loaded runs stay per
     instance (a run never changes); with ``settings.redis_url`` the background jobs and which
     run is current are shared by every instance (app.background). ``warm_up_kernels=False``
-    skips compiling the packing kernel (the Celery worker, which forks and never packs).
+    skips compiling the packing kernel (the Celery worker, which forks and never packs);
+    ``serves_http=False`` builds it without the sign-in gate (the worker answers no requests, so
+    it needs no CAPFC_AUTH_MODE); every app that serves requests has the gate.
     """
     settings = settings or load_settings()
     cache_dir = cache_dir or default_cache_dir(settings)
@@ -173,8 +176,10 @@ def create_app(
     requestlog.install(
         app.server, list(dash.page_registry.values()), readmodel, app.config.routes_pathname_prefix
     )
-    # every other route needs a signed-in user (app/auth.py); the probes above stay public
-    auth.install(app, settings)
+    # every other route needs a signed-in user (app/auth.py); the probes above stay public.
+    # The Celery worker builds the app only to register its background callbacks: no gate.
+    if serves_http:
+        auth.install(app, settings)
     # The composition root is the one place app code meets callbacks (DESIGN.md §2 has
     # callbacks → app): it hands the app to callbacks.register and uses nothing else of it.
     import callbacks
