@@ -7,6 +7,8 @@ whose risk page has no what-if controls and says why.
 
 from __future__ import annotations
 
+import json
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from app import auth, ids
 from tests.conftest import click, console_errors, free_port
 from tests.oidc_provider import OidcProvider
-from tests.test_auth import PLANNER, VIEWER, oidc_settings
+from tests.test_auth import PLANNER, VIEWER, oidc_settings, whatif_body
 
 pytestmark = pytest.mark.browser
 
@@ -60,3 +62,30 @@ def test_sign_in_through_the_provider_then_sign_out_and_back_as_viewer(
     assert "Val Viewer" in dash_duo.find_element(f"#{ids.ACCOUNT}").text
     assert "growth" not in dash_duo.find_element(f"#{ids.WHATIF_DENIED}").get_attribute("class")
     assert console_errors(dash_duo) == []
+
+    # a refused action, sent by hand, is explained in the page (the server's plain sentence)
+    dash_duo.driver.execute_script(
+        "fetch('/_dash-update-component', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+        " body: arguments[0]});",
+        json.dumps(whatif_body(app)),
+    )
+    dash_duo.wait_for_contains_text(
+        f"#{ids.ERROR_ALERT}", "Your role (viewer) cannot run what-ifs", timeout=15
+    )
+
+    # the sign-in ends (cookies gone): the next callback's 401 reloads the page, which signs in again
+    signed_in = idp.token_requests
+    dash_duo.driver.delete_all_cookies()
+    click(dash_duo, _nav(dash_duo, "Overview"))
+    dash_duo.wait_for_element("#ov-kpis-servers .kpi-value", timeout=20)
+    deadline = time.monotonic() + 20
+    while idp.token_requests == signed_in and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert idp.token_requests == signed_in + 1
+    dash_duo.wait_for_contains_text(f"#{ids.ACCOUNT}", "Val Viewer", timeout=20)
+
+
+def _nav(dash_duo, label: str):
+    return next(
+        a for a in dash_duo.driver.find_elements("css selector", ".app-navbar .nav-link") if a.text == label
+    )
