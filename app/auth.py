@@ -373,7 +373,11 @@ class OidcLogin:
             client_id=settings.auth_client_id,
             client_secret=secret,
             server_metadata_url=f"{issuer}/.well-known/openid-configuration",
-            client_kwargs={"scope": settings.auth_scopes, "code_challenge_method": "S256"},
+            client_kwargs={
+                "scope": settings.auth_scopes,
+                "code_challenge_method": "S256",
+                "default_timeout": 10,  # a provider that hangs must not hold a worker thread
+            },
         )
         server.add_url_rule(LOGIN_PATH, "capfc_login", self.login)
         server.add_url_rule(CALLBACK_PATH, "capfc_callback", self.callback)
@@ -590,8 +594,11 @@ class Gate:
     def __init__(self, app: Any, settings: Settings) -> None:
         self.settings = settings
         self.mode = settings.auth_mode
-        # sign-in pages; sign-out too (it only forgets: an expired session must still reach it)
-        self.public = {LOGIN_PATH, CALLBACK_PATH, LOGOUT_PATH, SIGNED_OUT_PATH}
+        # sign-out (it only forgets: an expired session must still reach it) and, in oidc mode,
+        # the sign-in routes; in the other modes those paths are not routes here and stay gated
+        self.public = {LOGOUT_PATH, SIGNED_OUT_PATH}
+        if self.mode == "oidc":
+            self.public |= {LOGIN_PATH, CALLBACK_PATH}
         self.alb: AlbVerifier | None = None
         self.oidc: OidcLogin | None = None
         if self.mode == "alb":

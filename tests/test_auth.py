@@ -472,6 +472,8 @@ def test_alb_refuses_missing_forged_expired_misdirected_and_algorithm_tricks(alb
         assert "Pat Planner" not in resp.text and "Sign-in required" in resp.text, case
     page = alb_get(alb_site, None, "/risk", Accept="text/html")
     assert page.status_code == 401 and "load balancer" in page.text
+    for path in (auth.LOGIN_PATH, auth.CALLBACK_PATH):  # not routes in alb mode: gated like any page
+        assert alb_get(alb_site, None, path, Accept="text/html").status_code == 401, path
     mismatch = alb_get(alb_site, idp.alb_token(PLANNER), **{auth.ALB_IDENTITY_HEADER: "someone-else"})
     assert mismatch.status_code == 401
     fetched = idp.key_requests
