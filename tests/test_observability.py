@@ -525,6 +525,7 @@ def test_gunicorn_access_error_and_app_lines_are_json(plan_store_root, plan, tmp
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFC_")}
     env.update(
+        CAPFC_AUTH_MODE="dev",
         CAPFC_DATA=str(plan_store_root),
         TMPDIR=str(tmp_path),
         PYTHONPATH=str(ROOT),
