@@ -157,6 +157,13 @@ def current_user_id() -> str | None:
     return user.id if user is not None else None
 
 
+def user_key() -> str:
+    """What per-user limits count under: the signed-in user's id, else the client's address (a
+    request the gate refuses before it reaches a limit)."""
+    uid = current_user_id()
+    return uid if uid is not None else f"addr:{request.remote_addr or 'unknown'}"
+
+
 class AuthError(Exception):
     """A request refused by sign-in: 401 (who are you?) or 403 (not allowed). ``reason`` goes
     to the log only; the client is told in general words."""
@@ -765,5 +772,9 @@ def install(app: Any, settings: Settings) -> Gate:
     server.add_url_rule(LOGOUT_PATH, "capfc_logout", gate.logout)
     server.add_url_rule(SIGNED_OUT_PATH, "capfc_signed_out", signed_out_page)
     server.before_request(gate)
+    # rate limits and background-job caps count per signed-in user (app/security.py)
+    from . import security
+
+    security.set_user_id_function(user_key)
     log.info("sign-in mode: %s", settings.auth_mode)
     return gate

@@ -639,3 +639,22 @@ def test_every_request_line_and_audit_event_carries_the_signed_in_user(
     )
     assert events["what-if"]["user"] == PLANNER["sub"]
     assert events["what-if"]["scenario"][ids.WHATIF_GROWTH] == 5
+
+
+def test_rate_limits_count_per_signed_in_user(build, plan_store_root, idp):
+    """Two users behind one address (one ALB): each has their own budget of exports."""
+    app = build(alb_settings(plan_store_root, idp, rate_limit="2/minute"))
+    client = app.server.test_client()
+    export = callback_body(
+        app,
+        f"{ids.RISK_DOWNLOAD}.data",
+        {f"{ids.RISK_EXPORT_CSV}.n_clicks": 1, f"{ids.FILTERS}.data": {}, f"{ids.WHATIF_STATE}.data": None},
+        [f"{ids.RISK_EXPORT_CSV}.n_clicks"],
+    )
+    viewer = {auth.ALB_DATA_HEADER: idp.alb_token(VIEWER)}
+    planner = {auth.ALB_DATA_HEADER: idp.alb_token(PLANNER)}
+    codes = [
+        client.post("/_dash-update-component", json=export, headers=viewer).status_code for _ in range(3)
+    ]
+    assert codes[:2] != [429, 429] and codes[2] == 429, codes
+    assert client.post("/_dash-update-component", json=export, headers=planner).status_code != 429

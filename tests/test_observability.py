@@ -392,7 +392,7 @@ def test_app_writes_one_access_line_and_metrics_per_request(json_logs, capsys, f
     out = cw.export_download(
         readmodel,
         "csv",
-        [{"server_id": "srv-00001"}, {"server_id": "srv-00002"}],
+        lambda _rm, _filters, _scenario: [{"server_id": "srv-00001"}, {"server_id": "srv-00002"}],
         risk_cb.EXPORT_COLUMNS,
         title="Utilization risk",
         stem="utilization-risk",
