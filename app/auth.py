@@ -158,10 +158,14 @@ def current_user_id() -> str | None:
 
 
 def user_key() -> str:
-    """What per-user limits count under: the signed-in user's id, else the client's address (a
-    request the gate refuses before it reaches a limit)."""
+    """What per-user limits count under: the signed-in user's id; in dev mode (everyone is
+    dev-admin) and for a request nobody signed (refused by the gate before any limit) the
+    client's address, as the trusted proxy saw it."""
+    settings = flask.current_app.extensions.get("capfc_auth_settings")
     uid = current_user_id()
-    return uid if uid is not None else f"addr:{request.remote_addr or 'unknown'}"
+    if uid is None or (settings is not None and settings.auth_mode == "dev"):
+        return request.remote_addr or "unknown"
+    return uid
 
 
 class AuthError(Exception):
@@ -620,10 +624,10 @@ class Gate:
     def authenticate(self) -> User | None:
         """The request's user, None when nobody is signed in; AuthError for a bad credential."""
         if self.mode == "dev":
-            if request.remote_addr not in LOOPBACK:
-                raise AuthError(
-                    403, f"development mode serves this machine only (client {request.remote_addr})"
-                )
+            # the connection's own peer (before a trusted proxy's X-Forwarded-For is applied)
+            peer = request.environ.get("werkzeug.proxy_fix.orig", {}).get("REMOTE_ADDR", request.remote_addr)
+            if peer not in LOOPBACK:
+                raise AuthError(403, f"development mode serves this machine only (client {peer})")
             return DEV_USER
         if self.mode == "alb":
             assert self.alb is not None
