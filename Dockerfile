@@ -4,6 +4,11 @@
 #                            shard, publish: the Step Functions task steps)
 #   batch as a task:         python -m forecasting run   (Fargate / AWS Batch; exit 0/2/3/4)
 #
+# Sign-in: the image sets no CAPFC_AUTH_MODE on purpose. The web command refuses to start until
+# the deployment chooses alb (behind an ALB with authenticate-oidc: CAPFC_AUTH_ALB_ARN,
+# CAPFC_AUTH_ISSUER) or oidc (in-app sign-in: CAPFC_AUTH_ISSUER, CAPFC_AUTH_CLIENT_ID,
+# CAPFC_AUTH_CLIENT_SECRET, CAPFC_SESSION_SECRET); dev is for a laptop only (see README).
+#
 # The base image is a build argument. Production passes a real Python base pinned by digest,
 # e.g. --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:<digest>, so a rebuild cannot
 # silently change the OS layer. The tests pass a local debootstrap base (no registry is

@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 DATA ?= $(or $(CAPFC_DATA),./data)
 SERVERS ?= 1000
 PORT ?= 8080
+# Sign-in mode for make run / make serve: dev (this machine only, no sign-in) unless set.
+# The container has no default: it refuses to start until CAPFC_AUTH_MODE is chosen.
+AUTH_MODE ?= $(or $(CAPFC_AUTH_MODE),dev)
 export CAPFC_DATA := $(DATA)
 
 .PHONY: install run demo-data test test-fast lint format bench serve clean diagrams
@@ -28,10 +31,10 @@ demo-data: install  ## generate a demo fleet when the store is empty, then a pla
 run demo-data: export CAPFC_LOG_FORMAT ?= text
 
 run: demo-data  ## serve the app on http://127.0.0.1:8050
-	$(PY) -m app
+	CAPFC_AUTH_MODE=$(AUTH_MODE) $(PY) -m app
 
 serve: install  ## the container's exact command: gunicorn on $$PORT (default 8080)
-	PORT=$(PORT) $(VENV)/bin/gunicorn --config gunicorn.conf.py app.wsgi:server
+	CAPFC_AUTH_MODE=$(AUTH_MODE) PORT=$(PORT) $(VENV)/bin/gunicorn --config gunicorn.conf.py app.wsgi:server
 
 test: install lint  ## every test: unit, integration, browser, the image built and run, infrastructure (CDK synth, no AWS)
 	bash scripts/ensure-browser.sh

@@ -31,7 +31,7 @@ from forecasting.consolidation import warm_up
 from forecasting.settings import Settings, load_settings
 from forecasting.sources import Store, open_store
 
-from . import ids, requestlog, security
+from . import auth, ids, requestlog, security
 from .background import WebTier, web_tier
 from .errors import UserFacingError, report, user_message
 from .filters import LABELS, PLACEHOLDERS
@@ -114,6 +114,7 @@ def create_app(
     cache_type: Literal["filesystem", "simple"] = "filesystem",
     cache_dir: str | None = None,
     warm_up_kernels: bool = True,
+    serves_http: bool = True,
 ) -> Dash:
     """Build the app. Without ``store`` the store named by ``settings.data`` is opened lazily,
     so the app starts (and shows a banner) even when the store is briefly unreachable.
@@ -122,7 +123,9 @@ def create_app(
     ``'simple'`` keeps them in the process (tests, single-process runs). Loaded runs stay per
     instance (a run never changes); with ``settings.redis_url`` the background jobs and which
     run is current are shared by every instance (app.background). ``warm_up_kernels=False``
-    skips compiling the packing kernel (the Celery worker, which forks and never packs).
+    skips compiling the packing kernel (the Celery worker, which forks and never packs);
+    ``serves_http=False`` builds it without the sign-in gate (the worker answers no requests, so
+    it needs no CAPFC_AUTH_MODE); every app that serves requests has the gate.
     """
     settings = settings or load_settings()
     cache_dir = cache_dir or default_cache_dir(settings)
@@ -173,6 +176,10 @@ def create_app(
     requestlog.install(
         app.server, list(dash.page_registry.values()), readmodel, app.config.routes_pathname_prefix
     )
+    # every other route needs a signed-in user (app/auth.py); the probes above stay public.
+    # The Celery worker builds the app only to register its background callbacks: no gate.
+    if serves_http:
+        auth.install(app, settings)
     # The composition root is the one place app code meets callbacks (DESIGN.md §2 has
     # callbacks → app): it hands the app to callbacks.register and uses nothing else of it.
     import callbacks
@@ -244,6 +251,12 @@ def _shell_layout() -> html.Div:
                 brand_href=dash.get_relative_path("/"),
                 as_of_id=ids.AS_OF,
                 as_of=snap.as_of,
+                account=_account(ctx.settings),
+                account_id=ids.ACCOUNT,
+                sign_out_id=ids.SIGN_OUT,
+            ),
+            banner(
+                ids.DEV_BANNER, auth.DEV_BANNER if ctx.settings.auth_mode == "dev" else None, color="danger"
             ),
             banner(ids.STALE_BANNER, snap.status.message if snap.status.stale else None),
             banner(ids.ERROR_ALERT, None, color="danger", dismissable=True),
@@ -262,6 +275,15 @@ def _shell_layout() -> html.Div:
         ],
         className="app-shell",
     )
+
+
+def _account(settings: Settings) -> tuple[str, str, str | None] | None:
+    """(name, role, sign-out link) of the signed-in user for the navbar; no sign-out in dev mode."""
+    user = auth.current_user()
+    if user is None:
+        return None
+    signout = None if settings.auth_mode == "dev" else auth.LOGOUT_PATH
+    return user.name, user.role or "no role", signout
 
 
 def _on_error(err: Exception) -> None:

@@ -23,7 +23,11 @@ def main() -> int:
     configure_logging(settings.log_level, SERVICE_WEB, settings.log_format)
     # the app writes its own access line per request (app/requestlog.py); not werkzeug's too
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except SettingsError as e:  # e.g. no CAPFC_AUTH_MODE: refuse to serve, say why
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     get_context(app).readmodel.warm()
     print(
         f"Capacity Forecaster on http://{settings.host}:{settings.port} (data: {settings.data})",

@@ -29,6 +29,9 @@ STALE_BANNER = "shell-stale-banner"
 ERROR_ALERT = "shell-error-alert"
 STATUS_INTERVAL = "shell-status-interval"
 NAV_DUMMY = "shell-nav-dummy"  # output of the clientside URL writer
+DEV_BANNER = "shell-dev-banner"  # "Development mode: no sign-in" (CAPFC_AUTH_MODE=dev)
+ACCOUNT = "shell-account"  # signed-in user and role
+SIGN_OUT = "shell-sign-out"
 
 # --------------------------------------------------------------------------- fleet overview (/)
 OV_KPIS = "ov-kpis"
@@ -46,6 +49,7 @@ OV_CONTENT = "ov-content"
 SRV_ID = "srv-id"  # dcc.Store holding the server id from the path
 SRV_PICKER = "srv-picker"
 SRV_MODEL = "srv-model"
+SRV_MODEL_DENIED = "srv-model-denied"  # what a viewer sees instead of the model chooser
 SRV_CANCEL = "srv-cancel"
 SRV_PROGRESS = "srv-progress"
 SRV_PROGRESS_WRAP = "srv-progress-wrap"
@@ -89,6 +93,7 @@ WHATIF_POLICY = [
 ]
 WHATIF_RESET = "whatif-reset"
 WHATIF_SUMMARY = "whatif-summary"
+WHATIF_DENIED = "whatif-denied"  # the note a viewer sees instead of the controls
 WHATIF_STATE = "whatif-state"  # dcc.Store: app.whatif.ScenarioState.to_data()
 SCENARIO_CARRY = "shell-scenario"  # the last what-if scenario (query), carried by scenario pages' links
 

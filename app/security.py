@@ -7,9 +7,9 @@ is registered (the CSP carries the hashes of Dash's inline scripts, clientside c
 included). Maintained libraries do the work: flask-talisman (headers), Flask-Limiter (rate
 limits, in memory or in Redis), werkzeug's ProxyFix (client address and scheme behind a proxy).
 
-**Who is the user?** :func:`user_id` keys rate limits and the job cap. Until sign-in exists it
-is the client address (the proxy's X-Forwarded-For when ``proxy_hops`` trusts it); the sign-in
-work replaces it with :func:`set_user_id_function`.
+**Who is the user?** :func:`user_id` keys rate limits and the job cap: the signed-in user
+(app/auth.py installs :func:`app.auth.user_key` through :func:`set_user_id_function`), else the
+client address (the proxy's X-Forwarded-For when ``proxy_hops`` trusts it).
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
         strict_transport_security_include_subdomains=True,
         content_security_policy=content_security_policy(app),
         referrer_policy="no-referrer",
-        session_cookie_secure=True,
+        session_cookie_secure=settings.session_cookie_secure,  # app/auth.py's session cookie
         permissions_policy={
             "camera": "()",
             "microphone": "()",

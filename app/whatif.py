@@ -606,13 +606,29 @@ def scenario_panel(
     """The scenario store (seeded from the page's query string) and the what-if card, with the
     run's own settings as placeholders. Called from page layouts, inside a request. The policy
     knobs show where headroom does (the pages that show recommendations) unless told."""
-    from dash import dcc
+    from dash import dcc, html
 
     from components.whatif import PolicyControls, whatif_controls
 
     from . import get_context, ids
+    from .auth import current_user
 
     state = ScenarioState.from_query(query)
+    user = current_user()
+    if user is None or not user.can("whatif"):
+        # A viewer sees the published plan: no controls, and a scenario in a shared link is
+        # not applied (the server refuses it too: app.auth.required_permission).
+        role = user.role if user is not None else None
+        text = (
+            f"This link carries a what-if scenario; your role ({role or 'none'}) shows the published plan. "
+            "What-ifs need the planner role."
+            if not state.is_base
+            else "What-ifs need the planner role."
+        )
+        return [
+            dcc.Store(id=ids.WHATIF_STATE, data=ScenarioState().to_data()),
+            html.Div(text, id=ids.WHATIF_DENIED, className="small text-muted mb-2", role="note"),
+        ]
     ctx = get_context()
     plan = ctx.readmodel.snapshot().plan
     base = base_policy(plan, ctx.settings) if plan is not None else None

@@ -35,7 +35,7 @@ def _json_logs(**_: object) -> None:
 
 
 # No packing-kernel warm-up thread: the worker forks its pool and its jobs never pack.
-dash_app = create_app(settings, warm_up_kernels=False)
+dash_app = create_app(settings, warm_up_kernels=False, serves_http=False)  # no requests: no sign-in
 context = get_context(dash_app)
 assert context.web is not None and context.web.celery is not None
 celery = context.web.celery

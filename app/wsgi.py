@@ -9,8 +9,16 @@ Logging is set up by gunicorn from gunicorn.conf.py's ``logconfig_dict``
 
 from __future__ import annotations
 
+import sys
+
+from forecasting.settings import SettingsError
+
 from . import create_app, get_context
 
-app = create_app()
+try:
+    app = create_app()
+except SettingsError as e:  # e.g. no CAPFC_AUTH_MODE: the worker does not boot, and says why
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    raise SystemExit(3) from None  # gunicorn's "worker failed to boot": the arbiter stops
 server = app.server
 get_context(app).readmodel.warm()  # each worker loads (or reads from the shared cache) at boot

@@ -96,7 +96,9 @@ def main() -> None:
         # web
         port = free_port()
         t0 = time.monotonic()
-        docker("run", "--detach", "--name", f"{name}-web", *web_args(port, planned), TAG)
+        docker(
+            "run", "--detach", "--name", f"{name}-web", *web_args(port, planned, CAPFC_AUTH_MODE="dev"), TAG
+        )
         try:
             alive, _ = wait_ready(f"http://127.0.0.1:{port}", f"{name}-web")
             _row("web: docker run → /healthz answers", f"{alive:.1f} s", "")

@@ -75,7 +75,7 @@ def serve(data: Path, log: Path, *, wait_s: float = 180.0, **env_extra: str) -> 
     """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFC_")}
-    env.update(CAPFC_DATA=str(data), PORT=str(port), PYTHONPATH=str(ROOT), **env_extra)
+    env.update(CAPFC_AUTH_MODE="dev", CAPFC_DATA=str(data), PORT=str(port), PYTHONPATH=str(ROOT), **env_extra)
     cmd = [str(BIN / GUNICORN[0]), *GUNICORN[1:3], "--bind", f"127.0.0.1:{port}", *GUNICORN[3:]]
     with log.open("wb") as out:
         proc = subprocess.Popen(

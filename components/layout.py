@@ -78,8 +78,12 @@ def navbar(
     brand_href: str,
     as_of_id: str,
     as_of: str,
+    account: tuple[str, str, str | None] | None = None,
+    account_id: str = "shell-account",
+    sign_out_id: str = "shell-sign-out",
 ) -> dbc.Navbar:
-    """Top bar: brand, one link per page (label, href, id), and the "data as of" badge."""
+    """Top bar: brand, one link per page (label, href, id), the "data as of" badge, and the
+    signed-in user (name, role, sign-out link or None)."""
     nav = dbc.Nav(
         [
             dbc.NavItem(dbc.NavLink(label, href=href, id=link_id, className="px-3"))
@@ -102,6 +106,7 @@ def navbar(
                     className="as-of small text-nowrap",
                     title="The batch run whose results are shown",
                 ),
+                _account(account, account_id, sign_out_id),
             ],
             fluid=True,
         ),
@@ -109,6 +114,20 @@ def navbar(
         dark=True,
         className="app-navbar py-1",
     )
+
+
+def _account(account: tuple[str, str, str | None] | None, account_id: str, sign_out_id: str) -> Any:
+    if account is None:
+        return None
+    name, role, sign_out = account
+    parts: list[Any] = [
+        html.Span(name, className="account-name"),
+        html.Span(role, className="badge bg-light text-primary ms-2 account-role"),
+    ]
+    if sign_out:
+        # a plain link, not dcc.Link: sign-out is a server route, not a page
+        parts.append(html.A("Sign out", href=sign_out, id=sign_out_id, className="link-light ms-3"))
+    return html.Span(parts, id=account_id, className="account small text-nowrap ms-3 text-white")
 
 
 def banner(

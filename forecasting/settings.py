@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .schema import CRITICALITY_ORDER, METRICS
@@ -26,6 +26,10 @@ DEFAULT_THRESHOLDS = {
 DEFAULT_CRITICALITY_OFFSETS = {"critical": -10.0, "high": -5.0, "medium": 0.0, "low": 0.0}
 # Days from ordering to capacity in service, per server type ("default" for the rest).
 DEFAULT_LEAD_TIME_DAYS = {"default": 30, "db": 60, "storage": 60, "batch": 30, "web": 21, "app": 30}
+# Sign-in (app/auth.py): the roles, least to most, and the identity-provider groups granting each.
+ROLES = ("viewer", "planner", "admin")
+DEFAULT_ROLE_GROUPS = {"viewer": ["capfc-viewers"], "planner": ["capfc-planners"], "admin": ["capfc-admins"]}
+ALB_KEY_URL = "https://public-keys.auth.elb.{region}.amazonaws.com/{kid}"
 
 
 class SettingsError(ValueError):
@@ -126,6 +130,39 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=1, le=65535)
+    # Sign-in and roles (app/auth.py; README "Sign-in and roles"). No default mode: the web app
+    # refuses to start until one is chosen, so a container never runs open by accident.
+    auth_mode: Literal["alb", "oidc", "dev"] | None = Field(
+        None,
+        description="alb: behind an ALB that signs users in (x-amzn-oidc-data verified here); "
+        "oidc: sign-in in the app (Authorization Code + PKCE); dev: local only, no sign-in",
+    )
+    auth_issuer: str | None = Field(None, description="the identity provider's issuer URL (iss)")
+    auth_client_id: str | None = Field(None, description="this app's client id at the identity provider")
+    auth_client_secret: SecretStr | None = Field(None, description="oidc: the client secret")
+    auth_scopes: str = Field("openid profile email", description="oidc: scopes asked for")
+    auth_redirect_url: str | None = Field(
+        None, description="oidc: the full URL of /auth/callback (default: from the request's host)"
+    )
+    auth_logout_url: str | None = Field(
+        None,
+        description="where sign-out sends the browser (default oidc: the provider's end_session_endpoint)",
+    )
+    auth_groups_claim: str = Field("groups", description="the claim listing the user's groups")
+    auth_role_groups: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLE_GROUPS.items()},
+        description="role -> identity-provider groups granting it (viewer, planner, admin)",
+    )
+    auth_alb_arn: str | None = Field(None, description="alb: the load balancer's ARN (the token's signer)")
+    auth_alb_key_url: str = Field(
+        ALB_KEY_URL, description="alb: where the ALB's public key of a kid is fetched ({region}, {kid})"
+    )
+    auth_leeway_seconds: int = Field(30, ge=0, le=300, description="clock skew allowed on exp/iat")
+    session_secret: SecretStr | None = Field(
+        None, description="oidc: the key signing the session cookie (32+ characters; never a default)"
+    )
+    session_cookie_secure: bool = Field(True, description="session cookie only over HTTPS")
+    session_hours: float = Field(8.0, gt=0, le=24 * 7, description="how long a sign-in lasts")
     # Web tier hardening (app/security.py; README "Web security"); redis_url above also holds
     # the rate-limit counters
     force_https: bool = Field(False, description="redirect plain HTTP to HTTPS (behind a TLS proxy)")
@@ -192,6 +229,22 @@ class Settings(BaseSettings):
         if v and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v or None
+
+    @field_validator("auth_role_groups")
+    @classmethod
+    def _role_groups(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = set(v) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown role(s) {sorted(unknown)}; roles: {list(ROLES)}")
+        return {role: [g.strip() for g in groups if g and g.strip()] for role, groups in v.items()}
+
+    @field_validator("auth_alb_key_url")
+    @classmethod
+    def _key_url(cls, v: str) -> str:
+        v = v.strip()
+        if "{kid}" not in v or not v.startswith(("https://", "http://")):
+            raise ValueError("an http(s) URL template containing {kid} (and optionally {region})")
+        return v
 
     @field_validator("data")
     @classmethod

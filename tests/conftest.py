@@ -21,6 +21,10 @@ from forecasting.settings import Settings
 from forecasting.sources import Store
 from tests.plan_fixture import make_plan_store
 
+# The app refuses to start without a sign-in mode; tests run in dev mode unless they choose
+# another (tests/test_auth.py builds alb and oidc apps against tests/oidc_provider.py).
+os.environ.setdefault("CAPFC_AUTH_MODE", "dev")
+
 FIXTURE_SERVERS = 200
 CHROME_FLAGS = [
     "--no-sandbox",

@@ -164,14 +164,18 @@ def make_writable_for_app(path: Path) -> None:
             p.chmod(p.stat().st_mode | 0o777 if p.is_dir() else p.stat().st_mode | 0o666)
 
 
-def web_args(port: int, store: Path) -> list[str]:
-    """``docker run`` options for the web entry point (the image's CMD) on loopback ``port``."""
+def web_args(port: int, store: Path, **env: str) -> list[str]:
+    """``docker run`` options for the web entry point (the image's CMD) on loopback ``port``;
+    ``env`` adds settings (the image sets no sign-in mode: a test chooses one, e.g.
+    CAPFC_AUTH_MODE="dev")."""
+    extra = [arg for k, v in env.items() for arg in ("--env", f"{k}={v}")]
     return [
         "--network", "host",
         "--env", f"PORT={port}", "--env", "WEB_CONCURRENCY=1",
         # loopback only here (the image binds 0.0.0.0 for its host's load balancer)
         "--env", f"GUNICORN_CMD_ARGS=--bind=127.0.0.1:{port}",
         "--volume", f"{store}:/data",
+        *extra,
     ]  # fmt: skip
 
 

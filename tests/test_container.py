@@ -49,6 +49,7 @@ from tests.container import (
     web_args,
 )
 from tests.lambda_runtime import FakeLambdaRuntime
+from tests.oidc_provider import ALB_ARN, OidcProvider
 from tests.s3server import ADMIN, SeaweedServer, seaweed
 
 __all__ = ["seaweed"]  # fixture, imported for pytest
@@ -183,20 +184,51 @@ def test_web_entry_point_serves_health_and_pages(image, planned_template, tmp_pa
     port = free_port()
     name = _name("web")
     containers.append(name)
-    t0 = time.monotonic()
-    docker("run", "--detach", "--name", name, *web_args(port, store), image.image)
-    base = f"http://127.0.0.1:{port}"
-    alive, ready = wait_ready(base, name)
-    up = time.monotonic() - t0
-    assert ready["status"] == "ok" and ready["run_id"] == run_id, f"{ready}\n{logs(name)}"
-    assert _get(base + "/healthz") == (200, b'{"status": "ok"}')
-    print(f"\nweb: /healthz answered {alive:.1f} s, /readyz with the plan {up:.1f} s after docker run")
-    status, page = _get(base + "/", timeout=30)
-    assert status == 200 and b"_dash-renderer" in page and b"Capacity Forecaster" in page
-    status, layout = _get(base + "/_dash-layout", timeout=30)
-    assert status == 200 and run_id.encode() in layout
+    # behind an ALB (CAPFC_AUTH_MODE=alb): the loopback provider plays the ALB and its key endpoint
+    idp = OidcProvider().start()
+    try:
+        auth_env = {
+            "CAPFC_AUTH_MODE": "alb",
+            "CAPFC_AUTH_ISSUER": idp.issuer,
+            "CAPFC_AUTH_ALB_ARN": ALB_ARN,
+            "CAPFC_AUTH_ALB_KEY_URL": idp.alb_key_url,
+        }
+        t0 = time.monotonic()
+        docker("run", "--detach", "--name", name, *web_args(port, store, **auth_env), image.image)
+        base = f"http://127.0.0.1:{port}"
+        alive, ready = wait_ready(base, name)
+        up = time.monotonic() - t0
+        assert ready["status"] == "ok" and ready["run_id"] == run_id, f"{ready}\n{logs(name)}"
+        assert _get(base + "/healthz") == (200, b'{"status": "ok"}')
+        print(f"\nweb: /healthz answered {alive:.1f} s, /readyz with the plan {up:.1f} s after docker run")
+        assert _get(base + "/", timeout=30)[0] == 401  # no signed header: not through the ALB
+        signed = {"x-amzn-oidc-data": idp.alb_token()}
+        status, page = _get_with(base + "/", signed)
+        assert status == 200 and b"_dash-renderer" in page and b"Capacity Forecaster" in page
+        status, layout = _get_with(base + "/_dash-layout", {"x-amzn-oidc-data": idp.alb_token()})
+        assert status == 200 and run_id.encode() in layout and b"Pat Planner" in layout
+        forged = {"x-amzn-oidc-data": idp.alb_token(key=idp.other_alb_key)}
+        assert _get_with(base + "/_dash-layout", forged)[0] == 401
+    finally:
+        idp.stop()
     text = logs(name)
     assert "Permission denied" not in text and "Traceback" not in text, text
+
+
+@pytest.mark.slow
+def test_web_entry_point_refuses_to_start_without_a_sign_in_mode(image, planned_template, tmp_path):
+    store = _store_copy(planned_template, tmp_path)
+    proc = docker("run", "--rm", *web_args(free_port(), store), image.image, timeout=180, check=False)
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "CAPFC_AUTH_MODE is not set" in proc.stdout + proc.stderr
+
+
+def _get_with(url: str, headers: dict[str, str], timeout: float = 30.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 # --------------------------------------------------------------------------- 2. Lambda

@@ -88,7 +88,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _env(tmp_path: Path, data: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFC_")}
-    env.update(CAPFC_DATA=str(data), TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT), **extra)
+    env.update(
+        CAPFC_AUTH_MODE="dev", CAPFC_DATA=str(data), TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT), **extra
+    )
     return env
 
 

@@ -407,7 +407,7 @@ def test_app_writes_one_access_line_and_metrics_per_request(json_logs, capsys, f
     for r in access.values():
         assert_log_shape(r, "capfc-test")
         assert r["duration_ms"] >= 0 and r["method"] in ("GET", "POST") and r["request_id"]
-        assert "user" not in r  # the sign-in layer binds it
+        assert r["user"] == "dev-admin"  # bound by the sign-in gate (app/auth.py; dev mode here)
     assert access["/servers/srv-00031"]["route"] == "/servers/<server_id>"
     assert access["/servers/srv-00031"]["request_id"] == "req-page"
     assert (access["/servers/srv-00031"]["status"], access["/servers/srv-00031"]["level"]) == (200, "INFO")
@@ -525,6 +525,7 @@ def test_gunicorn_access_error_and_app_lines_are_json(plan_store_root, plan, tmp
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFC_")}
     env.update(
+        CAPFC_AUTH_MODE="dev",
         CAPFC_DATA=str(plan_store_root),
         TMPDIR=str(tmp_path),
         PYTHONPATH=str(ROOT),

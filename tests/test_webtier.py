@@ -350,7 +350,7 @@ def poll(
 def _env(tmp: Path, data: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFC_")}
     tmp.mkdir(parents=True, exist_ok=True)  # each instance its own temp dir: its own disk caches
-    env.update(CAPFC_DATA=str(data), TMPDIR=str(tmp), PYTHONPATH=str(ROOT), **extra)
+    env.update(CAPFC_AUTH_MODE="dev", CAPFC_DATA=str(data), TMPDIR=str(tmp), PYTHONPATH=str(ROOT), **extra)
     return env
 
 

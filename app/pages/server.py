@@ -43,6 +43,21 @@ def _picker(server_id: str | None) -> html.Div:
 
 
 def _model_bar() -> html.Div:
+    """The model chooser for planners; a note for viewers (the server refuses their re-forecast too)."""
+    from app.auth import current_user
+
+    user = current_user()
+    if user is None or not user.can("reforecast"):
+        return html.Div(
+            "Re-forecasting a server needs the planner role.",
+            id=ids.SRV_MODEL_DENIED,
+            className="model-bar small text-muted mb-3",
+            role="note",
+        )
+    return _model_chooser()
+
+
+def _model_chooser() -> html.Div:
     return html.Div(
         [
             html.Span("Forecast model", className="small text-muted me-2"),
