@@ -84,8 +84,10 @@ def page_requests(
                 {"id": "risk-export-csv", "property": "n_clicks", "value": 1},
                 {"id": "risk-export-xlsx", "property": "n_clicks", "value": None},
             ],
-            [
-                {"id": "risk-grid", "property": "virtualRowData", "value": rows},
+            [  # the rows are recomputed on the server; only the grid's view comes from the browser
+                {"id": "risk-search", "property": "value", "value": None},
+                {"id": "risk-grid", "property": "filterModel", "value": None},
+                {"id": "risk-grid", "property": "columnState", "value": None},
                 {"id": "shell-filters", "property": "data", "value": filters.to_data()},
                 {"id": "whatif-state", "property": "data", "value": scenario.to_data()},
             ],

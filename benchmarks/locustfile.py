@@ -50,7 +50,7 @@ from app.whatif import POLICY_PARAMS, ScenarioState  # noqa: E402
 USER_NUMBERS = itertools.count()
 USERS_DONE: list[int] = []  # users that did their LOAD_MAX_TASKS
 MAX_TASKS = int(os.environ.get("LOAD_MAX_TASKS", "400"))
-EXPORT_ROWS = 500  # a planner exports the rows the grid shows; bounded so one export stays a page's worth
+EXPORT_ROWS = 500  # the risk rows remembered for drill-downs (their server ids)
 # a handful of scenarios planners try (growth % per month, a CPU threshold): the first user to
 # ask for one pays the engine, the others hit the per-scenario cache, as in a team
 SCENARIOS = [
@@ -139,7 +139,6 @@ class Planner(HttpUser):
         self.options: dict[str, list[str]] = {}
         self.server_ids: list[str] = []
         self.rows: list[dict] = []
-        self.cons_rows: list[dict] = []
         layout = self._get("/_dash-layout", "/_dash-layout")
         if layout is not None:
             found: dict[str, list[str]] = {}
@@ -210,10 +209,7 @@ class Planner(HttpUser):
             self.server_ids = sorted({r["server_id"] for r in self.rows})
 
     def show_consolidation(self, filters: FilterState, scenario: ScenarioState) -> None:
-        answer = self.callback(page_requests(filters, scenario)["consolidation: page"])
-        rows = ((answer or {}).get(ids.CONS_RECS_GRID) or {}).get("rowData")
-        if rows:
-            self.cons_rows = rows[:EXPORT_ROWS]
+        self.callback(page_requests(filters, scenario)["consolidation: page"])
 
     # ------------------------------------------------------------------ tasks
     # Each user first takes a tour through every action (the users start spread over it, so
@@ -278,8 +274,10 @@ class Planner(HttpUser):
                     {"id": ids.CONS_EXPORT_XLSX, "property": "n_clicks", "value": 1},
                 ],
                 "changedPropIds": [f"{ids.CONS_EXPORT_XLSX}.n_clicks"],
-                "state": [
-                    {"id": ids.CONS_RECS_GRID, "property": "virtualRowData", "value": self.cons_rows},
+                "state": [  # the rows are recomputed on the server; only the grid's view is sent
+                    {"id": ids.CONS_RECS_SEARCH, "property": "value", "value": None},
+                    {"id": ids.CONS_RECS_GRID, "property": "filterModel", "value": None},
+                    {"id": ids.CONS_RECS_GRID, "property": "columnState", "value": None},
                     {"id": ids.FILTERS, "property": "data", "value": filters.to_data()},
                     {"id": ids.WHATIF_STATE, "property": "data", "value": scenario.to_data()},
                 ],
