@@ -1,7 +1,8 @@
 """Command line: ``python -m forecasting [--data URI] COMMAND``.
 
 Exit codes: 0 success; 2 bad input or usage (nothing written); 3 done, but some rows were
-rejected (see the report); 4 the data store could not be read or written; 1 anything else.
+rejected (see the report); 4 the data store could not be read or written; 5 another run holds
+the store's lease (stderr: "another run (id …, started … by …) holds the store until …"); 1 anything else.
 User errors print one line starting with "error:" on stderr, never a traceback.
 
 Output: a command's *answer* (the validation report, `report`, `athena-ddl`, `--help`) is plain
@@ -31,8 +32,10 @@ from .observability import SERVICE_BATCH, configure_logging, log_format
 from .schema import FREQUENCIES, METRIC_COLUMNS, SchemaError, ValidationReport, validate
 from .settings import Settings, SettingsError, load_settings
 from .sources import NoDataError, Store, StoreError, open_store
+from .sources.commit import LeaseHeldError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_STORE = 0, 1, 2, 3, 4
+EXIT_BUSY = 5  # another run holds the store's lease: try again after the time it names
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m forecasting",
         description="Capacity Forecaster: generate or ingest fleet telemetry, validate it, forecast it.",
-        epilog="Exit codes: 0 ok, 2 bad input, 3 done with rejected rows, 4 store unreachable, 1 other.",
+        epilog="Exit codes: 0 ok, 2 bad input, 3 done with rejected rows, 4 store unreachable, "
+        "5 another run holds the store (its id and until when on stderr), 1 other.",
     )
     p.add_argument(
         "--data",
@@ -361,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args, settings, store)
     except (SchemaError, SettingsError, UsageError, NoDataError, FileFormatError) as e:
         return _fail(f"error: {e}", EXIT_BAD_INPUT)
+    except LeaseHeldError as e:
+        return _fail(f"error: {e}", EXIT_BUSY)
     except StoreError as e:
         return _fail(f"error: {e}", EXIT_STORE)
     except KeyboardInterrupt:
