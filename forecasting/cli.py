@@ -129,7 +129,8 @@ def cmd_generate(args: argparse.Namespace, settings: Settings, store: Store) -> 
             raise UsageError(str(e)) from None
     with _step("validate"):
         v = validate(fleet.inventory, fleet.metrics, args.freq, source="generated fleet")
-    _write_validated(store, v.inventory, v.metrics, args.freq, "overwrite")
+    with _writer_lease(store, settings, "generate"):
+        _write_validated(store, v.inventory, v.metrics, args.freq, "overwrite")
     span = f"{v.metrics['timestamp'].min():%Y-%m-%d} → {v.metrics['timestamp'].max():%Y-%m-%d}"
     _say(
         f"Done in {time.perf_counter() - t0:.1f} s: {len(v.inventory):,} servers, "
@@ -138,7 +139,28 @@ def cmd_generate(args: argparse.Namespace, settings: Settings, store: Store) -> 
     return EXIT_OK
 
 
+def _writer_lease(store: Store, settings: Settings, what: str):
+    """One writer of the metric store at a time (``.ingest-lease``): the inventory and the
+    partitions are read, merged and rewritten, so two ingests at once could drop each other's rows."""
+    import contextlib
+
+    from .shards import object_store
+    from .sources.base import new_run_id
+    from .sources.commit import hold_lease
+
+    try:
+        ps = object_store(store)
+    except StoreError:
+        return contextlib.nullcontext()
+    return hold_lease(ps.cond, ps._p(".ingest-lease"), f"{what}-{new_run_id()}", settings.lease_seconds)
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    with _writer_lease(store, settings, "ingest"):
+        return _ingest(args, settings, store)
+
+
+def _ingest(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     from .files import read_frame
     from .ingest import ingest
 

@@ -62,7 +62,7 @@ from .observability import batch_run
 from .panel import build_panel
 from .schema import Finding, ValidationReport, validate_inventory, validate_metrics
 from .settings import Settings
-from .sources import MetricsQuery, Store, StoreError
+from .sources import MetricsQuery, NoDataError, Store, StoreError
 from .sources.base import check_run_id
 from .sources.commit import acquire_lease, input_as_of, release_lease, renew_lease_of
 from .sources.parquet import ParquetStore
@@ -121,7 +121,7 @@ def snapshot_input(store: Store) -> dict:
         raise StoreError(f"cannot list the input objects of {store.uri}: {e}") from e
     objects.sort()
     if not any(o[0].startswith("metrics/") for o in objects):
-        raise StoreError(f"no metrics under {store.uri}/metrics/: nothing to run on")
+        raise NoDataError(f"no metrics under {store.uri}/metrics/: nothing to run on")
     h = hashlib.sha256()
     for rel, size, mtime in objects:
         h.update(f"{rel}\t{size}\t{mtime}\n".encode())

@@ -278,8 +278,9 @@ class Lease:
 
 
 def held_message(rec: dict) -> str:
+    kind = "ingest" if str(rec.get("run_id", "")).startswith(("ingest-", "generate-")) else "run"
     return (
-        f"another run (id {rec.get('run_id')}, started {rec.get('started')} by {rec.get('owner')}) "
+        f"another {kind} (id {rec.get('run_id')}, started {rec.get('started')} by {rec.get('owner')}) "
         f"holds the store until {rec.get('expires')}"
     )
 
