@@ -22,7 +22,6 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -297,8 +296,7 @@ class ParquetStore(Store):
             metric_columns=sorted(
                 set(cols[2:]) | set(info.get("metric_columns", [])), key=METRIC_COLUMNS.index
             ),
-            version=version,
-            written_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            version=version,  # each write of the metrics +1: the monotonic part of a run's "input as-of"
         )
         if len(metrics):
             lo, hi = str(metrics["timestamp"].min()), str(metrics["timestamp"].max())
