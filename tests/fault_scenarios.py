@@ -82,7 +82,7 @@ def s3_target(server: SeaweedServer, *, proxy: bool = False) -> Target:
     )
 
 
-def seed_fleet(store: Store, n: int = 40, days: int = 300, seed: int = 11) -> None:
+def seed_fleet(store: Store, n: int = 20, days: int = 200, seed: int = 11) -> None:
     fleet = generate_fleet(n, days=days, start="2024-06-01", seed=seed)
     v = validate(fleet.inventory, fleet.metrics, "daily")
     store.write_inventory(v.inventory)

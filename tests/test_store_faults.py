@@ -78,6 +78,30 @@ def test_published_run_files_are_never_overwritten(target):
     assert store.latest_run_id() == run
 
 
+def test_a_retried_publish_replaces_what_a_crashed_attempt_left(target, monkeypatch):
+    """A publish that died before its manifest (never published, never read) can be retried."""
+    store = target.open()
+    inventory, _ = demo_fleet(days=20)
+    run = new_run_id()
+    real = store.cond.put_new
+
+    def dies_on_manifest(path, data):
+        if path.endswith("manifest.json"):
+            raise OSError("killed")
+        return real(path, data)
+
+    monkeypatch.setattr(store.cond, "put_new", dies_on_manifest)
+    with pytest.raises((OSError, StoreError)):
+        store.publish_run(run, demo_plan(inventory, 1), _manifest(run, 1))
+    monkeypatch.undo()
+    assert store.latest_run_id() is None and store.list_runs() == []
+    assert store.publish_run(run, demo_plan(inventory, 2), _manifest(run, 1))
+    assert (
+        store.read_run_table(run, "forecasts")["yhat"].iloc[0]
+        == demo_plan(inventory, 2)["forecasts"]["yhat"].iloc[0]
+    )
+
+
 def test_latest_moves_only_to_input_at_least_as_new(target, caplog):
     store = target.open()
     inventory, _ = demo_fleet(days=20)

@@ -406,14 +406,21 @@ class ParquetStore(Store):
                 row_group_size=ROW_GROUP_SIZE,
                 compression="zstd",
             )
-            self._put_new(f"{base}/{name}.parquet", sink.getvalue())
+            self._put_new(f"{base}/{name}.parquet", sink.getvalue(), unpublished_ok=True)
         self._put_new(f"{base}/manifest.json", manifest_json(manifest))
         return self.advance_latest(run_id, manifest)
 
-    def _put_new(self, path: str, data: bytes) -> None:
+    def _put_new(self, path: str, data: bytes, *, unpublished_ok: bool = False) -> None:
+        """Create a run file; an existing one is refused, except a leftover of an attempt of the same
+        run that crashed before its manifest (never published, never read): a retried publish."""
         try:
             self.cond.put_new(path, data)
         except PreconditionFailedError:
+            manifest = f"{path.rsplit('/', 1)[0]}/manifest.json"
+            if unpublished_ok and not self._exists(manifest):
+                log.info("replacing %s left by an unpublished attempt of this run", self._display(path))
+                self._write_bytes(path, data)
+                return
             raise StoreError(
                 f"{self._display(path)} already exists: a published run's files are never overwritten"
             ) from None
