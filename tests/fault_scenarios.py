@@ -203,9 +203,9 @@ def kill_runs(target: Target, seed: int, points: int = 3) -> Outcome:
     latest, order = check(store, None, None)
     rng = random.Random(seed)
     killed = []
-    for _ in range(points):
+    for k in range(points):
         child = start(target, *RUN_ARGS)
-        at = rng.uniform(0.2, 1.0) * full
+        at = full * (0.15 + 0.85 * (k + rng.random()) / points)  # one seeded moment in each slice of the run
         time.sleep(at)
         child.send_signal(signal.SIGKILL)
         child.communicate()
@@ -240,7 +240,7 @@ def kill_ingests(target: Target, seed: int, workdir: Path, points: int = 3) -> O
     for k in range(points):
         path, rows = samples_file(store, 2 + k, workdir / f"day{2 + k}.csv")
         child = start(target, "ingest", str(path))
-        at = rng.uniform(0.3, 1.0) * full
+        at = full * (0.3 + 0.7 * (k + rng.random()) / points)
         time.sleep(at)
         child.send_signal(signal.SIGKILL)
         child.communicate()
