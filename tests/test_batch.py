@@ -103,10 +103,10 @@ def test_crash_in_publish_leaves_previous_run(fleet_store, monkeypatch):
     good = run_batch(fleet_store, settings, horizon=7, backtest=False, progress=False)["run_id"]
     real = fleet_store._put_new
 
-    def dies_on_recommendations(path, data):
+    def dies_on_recommendations(path, data, **kw):
         if "recommendations" in path:
             raise OSError("killed half-way")
-        return real(path, data)
+        return real(path, data, **kw)
 
     monkeypatch.setattr(fleet_store, "_put_new", dies_on_recommendations)
     with pytest.raises(OSError, match="half-way"):
