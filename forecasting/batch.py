@@ -112,10 +112,18 @@ def run_batch(
     log line of the run, and the run's metrics are written as one EMF line at its end
     (forecasting.observability.batch_run). ``input_snapshot``: the objects the run read
     (forecasting.shards.snapshot_input), recorded in the manifest so an event-driven run is
-    recognised by its input.
+    recognised by its input. Every run records one (taken here when not given) and holds the
+    store's lease (``runs/.lease``, LeaseHeldError if another run does) from load to publish;
+    LATEST moves to it only if its input is at least as new as LATEST's (else
+    ``manifest["superseded_by"]`` names the newer run and LATEST is left alone).
     """
+    from .shards import object_store, snapshot_input
+
     run_id = run_id or new_run_id()
-    with batch_run(run_id, trigger) as metrics:
+    ps = object_store(store)
+    with batch_run(run_id, trigger) as metrics, ps.run_lease(run_id, settings.lease_seconds):
+        # what this run reads, taken before reading: its "input as-of" orders runs for LATEST
+        input_snapshot = input_snapshot or snapshot_input(store)
         manifest, risk = _run(
             store,
             settings,
@@ -281,7 +289,8 @@ def _run(
         "consolidation": recs.summary_dict(),
         "rows": {name: len(frame) for name, frame in tables.items()},
     }
-    store.publish_run(run_id, tables, manifest)
+    if not store.publish_run(run_id, tables, manifest):
+        manifest["superseded_by"] = store.latest_run_id()
     done("publish")
     bar.close()
     manifest["timings"] = timings
@@ -302,6 +311,14 @@ def summary_lines(manifest: dict, risk: pd.DataFrame) -> list[str]:
     inp, cfg = manifest["input"], manifest["config"]
     lines = [
         f"Run {manifest['run_id']} published to {manifest['data']} in {manifest.get('wall_seconds', 0):.1f} s",
+        *(
+            [
+                f"  superseded: run {manifest['superseded_by']} read newer input, so runs/LATEST stays on it; "
+                f"this run is kept and readable by id"
+            ]
+            if manifest.get("superseded_by")
+            else []
+        ),
         f"  input: {inp['servers']:,} servers, {inp['series']:,} series, {inp['metric_rows']:,} {inp['freq']} rows "
         f"({inp['start'][:10]} → {inp['end'][:10]})",
         f"  forecast: model {cfg['model']}, horizon {cfg['horizon']} periods; "

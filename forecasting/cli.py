@@ -1,7 +1,8 @@
 """Command line: ``python -m forecasting [--data URI] COMMAND``.
 
 Exit codes: 0 success; 2 bad input or usage (nothing written); 3 done, but some rows were
-rejected (see the report); 4 the data store could not be read or written; 1 anything else.
+rejected (see the report); 4 the data store could not be read or written; 5 another run holds
+the store's lease (stderr: "another run (id …, started … by …) holds the store until …"); 1 anything else.
 User errors print one line starting with "error:" on stderr, never a traceback.
 
 Output: a command's *answer* (the validation report, `report`, `athena-ddl`, `--help`) is plain
@@ -31,8 +32,10 @@ from .observability import SERVICE_BATCH, configure_logging, log_format
 from .schema import FREQUENCIES, METRIC_COLUMNS, SchemaError, ValidationReport, validate
 from .settings import Settings, SettingsError, load_settings
 from .sources import NoDataError, Store, StoreError, open_store
+from .sources.commit import LeaseHeldError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_REJECTED, EXIT_STORE = 0, 1, 2, 3, 4
+EXIT_BUSY = 5  # another run holds the store's lease: try again after the time it names
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,8 @@ def cmd_generate(args: argparse.Namespace, settings: Settings, store: Store) -> 
             raise UsageError(str(e)) from None
     with _step("validate"):
         v = validate(fleet.inventory, fleet.metrics, args.freq, source="generated fleet")
-    _write_validated(store, v.inventory, v.metrics, args.freq, "overwrite")
+    with _writer_lease(store, settings, "generate"):
+        _write_validated(store, v.inventory, v.metrics, args.freq, "overwrite")
     span = f"{v.metrics['timestamp'].min():%Y-%m-%d} → {v.metrics['timestamp'].max():%Y-%m-%d}"
     _say(
         f"Done in {time.perf_counter() - t0:.1f} s: {len(v.inventory):,} servers, "
@@ -135,7 +139,28 @@ def cmd_generate(args: argparse.Namespace, settings: Settings, store: Store) -> 
     return EXIT_OK
 
 
+def _writer_lease(store: Store, settings: Settings, what: str):
+    """One writer of the metric store at a time (``.ingest-lease``): the inventory and the
+    partitions are read, merged and rewritten, so two ingests at once could drop each other's rows."""
+    import contextlib
+
+    from .shards import object_store
+    from .sources.base import new_run_id
+    from .sources.commit import hold_lease
+
+    try:
+        ps = object_store(store)
+    except StoreError:
+        return contextlib.nullcontext()
+    return hold_lease(ps.cond, ps._p(".ingest-lease"), f"{what}-{new_run_id()}", settings.lease_seconds)
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    with _writer_lease(store, settings, "ingest"):
+        return _ingest(args, settings, store)
+
+
+def _ingest(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     from .files import read_frame
     from .ingest import ingest
 
@@ -267,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m forecasting",
         description="Capacity Forecaster: generate or ingest fleet telemetry, validate it, forecast it.",
-        epilog="Exit codes: 0 ok, 2 bad input, 3 done with rejected rows, 4 store unreachable, 1 other.",
+        epilog="Exit codes: 0 ok, 2 bad input, 3 done with rejected rows, 4 store unreachable, "
+        "5 another run holds the store (its id and until when on stderr), 1 other.",
     )
     p.add_argument(
         "--data",
@@ -372,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args, settings, store)
     except (SchemaError, SettingsError, UsageError, NoDataError, FileFormatError) as e:
         return _fail(f"error: {e}", EXIT_BAD_INPUT)
+    except LeaseHeldError as e:
+        return _fail(f"error: {e}", EXIT_BUSY)
     except StoreError as e:
         return _fail(f"error: {e}", EXIT_STORE)
     except KeyboardInterrupt:

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL / AWS)"
     )
     cache_ttl_seconds: int = Field(300, ge=0)
+    lease_seconds: int = Field(
+        600,
+        ge=2,
+        le=86400,
+        description="how long a run's lease on the store (runs/.lease) lasts unless renewed; a run "
+        "renews it every third of this, a crashed one blocks others at most this long",
+    )
     redis_url: str | None = Field(
         None,
         description="Redis for the web tier's shared state (background-callback jobs run by a Celery "

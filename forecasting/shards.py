@@ -63,8 +63,9 @@ from .panel import build_panel
 from .pooled import calibration_sample, learn
 from .schema import Finding, ValidationReport, validate_inventory, validate_metrics
 from .settings import Settings
-from .sources import MetricsQuery, Store, StoreError
+from .sources import MetricsQuery, NoDataError, Store, StoreError
 from .sources.base import check_run_id
+from .sources.commit import acquire_lease, input_as_of, release_lease, renew_lease_of
 from .sources.parquet import ParquetStore
 
 log = logging.getLogger(__name__)
@@ -122,17 +123,20 @@ def snapshot_input(store: Store) -> dict:
         raise StoreError(f"cannot list the input objects of {store.uri}: {e}") from e
     objects.sort()
     if not any(o[0].startswith("metrics/") for o in objects):
-        raise StoreError(f"no metrics under {store.uri}/metrics/: nothing to run on")
+        raise NoDataError(f"no metrics under {store.uri}/metrics/: nothing to run on")
     h = hashlib.sha256()
     for rel, size, mtime in objects:
         h.update(f"{rel}\t{size}\t{mtime}\n".encode())
+    newest = max((o[2] for o in objects), default="")
     return {
         "key": h.hexdigest()[:20],
         "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "objects": [list(o) for o in objects],
         "count": len(objects),
         "bytes": sum(o[1] for o in objects),
-        "newest": max((o[2] for o in objects), default=""),
+        "newest": newest,
+        # monotonic "input as-of": runs are ordered by it, and LATEST only moves forward along it
+        "as_of": input_as_of(ps.read_store_info(), newest),
     }
 
 
@@ -250,6 +254,16 @@ def plan_shards(
     ps = object_store(store)
     snap = snapshot or snapshot_input(store)
     run_id = check_run_id(run_id or run_id_for(snap["key"]))
+    # the run holds the store's lease from plan to publish (across invocations: no pid to watch)
+    acquire_lease(ps.cond, ps.lease_path(), run_id, settings.lease_seconds)
+    try:
+        return _plan(store, settings, ps, snap, run_id, trigger, model, horizon, backtest, t0)
+    except BaseException:
+        release_lease(ps.cond, ps.lease_path(), run_id)
+        raise
+
+
+def _plan(store, settings, ps, snap, run_id, trigger, model, horizon, backtest, t0) -> dict:
     inventory, report = validate_inventory(store.read_inventory(), store.uri)
     info = store.read_store_info()
     freq = info.get("freq", settings.freq)
@@ -375,6 +389,10 @@ def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict
     shard = int(shard)
     ctx = {"run_id": run_id, "trigger": plan.get("trigger"), "shard": shard}
     _check_unchanged(store, plan)
+    if not renew_lease_of(ps.cond, ps.lease_path(), run_id, settings.lease_seconds):
+        log.warning(
+            "the run's lease expired or was taken over; it publishes only if its input is newest", extra=ctx
+        )
     pooled = read_pooled(store, run_id)
     inventory = _read_frame(ps, _base(ps, run_id, "inventory.parquet"), "shard plan inventory")
     mine = inventory.loc[inventory["shard"] == shard].drop(columns="shard").reset_index(drop=True)
@@ -475,8 +493,9 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
     """Every shard done → analytics over the whole fleet → the run's tables, manifest, LATEST last.
 
     A missing shard publishes nothing (ShardError naming it): readers stay on the previous run.
-    A run overtaken by one planned later (a newer input, published first) is not published either
-    — LATEST only moves forward — and ``{"run_id", "superseded_by"}`` is returned.
+    A run overtaken by one on newer input (its snapshot's as-of, published first) is not published
+    either — LATEST only moves forward — and ``{"run_id", "superseded_by"}`` is returned. The
+    lease taken by :func:`plan_shards` is released here, whatever the outcome.
     """
     t0 = time.perf_counter()
     ps = object_store(store)
@@ -486,10 +505,17 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
         return store.read_manifest(run_id)
     plan, done, missing = shard_status(store, run_id)
     ctx = {"run_id": run_id, "trigger": plan.get("trigger")}
-    latest = store.latest_run_id()
-    if latest and latest.split("-")[0] > run_id.split("-")[0]:
-        # a run planned later (newer input) is already published: LATEST only moves forward
-        log.warning("run superseded by %s: not published", latest, extra=ctx)
+    try:
+        return _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
+    finally:
+        release_lease(ps.cond, ps.lease_path(), run_id)  # the lease taken at plan ends here
+
+
+def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0) -> dict:
+    # a run on newer input already in LATEST: skip the analytics (publish_run would refuse LATEST too)
+    latest = ps.superseded_by({"run_id": run_id, "input": {"snapshot": plan["snapshot"]}})
+    if latest:
+        log.warning("run superseded by %s (newer input): not published", latest, extra=ctx)
         if cleanup:
             _delete_partials(ps, run_id)
         return {"run_id": run_id, "superseded_by": latest}
@@ -592,7 +618,8 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
             "consolidation": recs.summary_dict(),
             "rows": {name: len(frame) for name, frame in tables.items()},
         }
-        store.publish_run(run_id, tables, manifest)  # tables, manifest, then runs/LATEST
+        if not store.publish_run(run_id, tables, manifest):  # tables, manifest, then LATEST by CAS
+            manifest["superseded_by"] = store.latest_run_id()
         manifest["wall_seconds"] = round(time.perf_counter() - t0, 2)
         add_run_metrics(metrics, manifest, risk)
     log.info("published run from %d shard(s)", plan["n_shards"], extra=ctx)

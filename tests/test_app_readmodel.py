@@ -26,6 +26,7 @@ from app.readmodel import (
 from forecasting.plan import FORECAST_COLUMNS
 from forecasting.settings import Settings
 from forecasting.sources import MetricsQuery, StoreError, open_store
+from forecasting.sources.base import PLAN_TABLES
 from tests.plan_fixture import fixture_run_id, make_plan_store
 
 MARKETS = FilterState(business_unit=("Markets",))
@@ -434,8 +435,12 @@ def test_build_plan_notes_rows_for_servers_not_in_the_inventory(tmp_path: Path):
     run = store.latest_run_id()
     risk = store.read_run_table(run, "risk")
     ghost = risk.iloc[:3].assign(server_id="srv-ghost")
-    store.publish_run(run, {"risk": pd.concat([risk, ghost], ignore_index=True)}, store.read_manifest(run))
-    plan = build_plan(store, run, Settings(data=str(tmp_path)))
+    # a published run is never overwritten: the same run's tables with ghost rows, as a new run
+    tables = {n: t for n in PLAN_TABLES if (t := store.read_run_table(run, n)) is not None}
+    tables["risk"] = pd.concat([risk, ghost], ignore_index=True)
+    ghost_run = run.split("-")[0] + "-ghost"
+    store.publish_run(ghost_run, tables, {**store.read_manifest(run), "run_id": ghost_run})
+    plan = build_plan(store, ghost_run, Settings(data=str(tmp_path)))
     assert any("risk: 3 row(s) for servers not in the inventory" in n for n in plan.notes)
     assert "srv-ghost" not in set(plan.table("risk")["server_id"])
 

@@ -101,14 +101,14 @@ def test_naive_model_and_no_backtest(fleet_store):
 def test_crash_in_publish_leaves_previous_run(fleet_store, monkeypatch):
     settings = load_settings(data=fleet_store.uri)
     good = run_batch(fleet_store, settings, horizon=7, backtest=False, progress=False)["run_id"]
-    real = fleet_store._write_table
+    real = fleet_store._put_new
 
-    def dies_on_recommendations(path, table):
+    def dies_on_recommendations(path, data, **kw):
         if "recommendations" in path:
             raise OSError("killed half-way")
-        return real(path, table)
+        return real(path, data, **kw)
 
-    monkeypatch.setattr(fleet_store, "_write_table", dies_on_recommendations)
+    monkeypatch.setattr(fleet_store, "_put_new", dies_on_recommendations)
     with pytest.raises(OSError, match="half-way"):
         run_batch(fleet_store, settings, horizon=7, backtest=False, progress=False)
     assert fleet_store.latest_run_id() == good

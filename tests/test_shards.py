@@ -26,6 +26,7 @@ from forecasting.shards import (
     snapshot_input,
 )
 from forecasting.sources import open_store
+from forecasting.sources.commit import LeaseHeldError
 from tests.same_plan import assert_same_plan
 from tests.small_fleet import append_day, write_fleet
 
@@ -110,12 +111,18 @@ def test_plan_shard_publish_on_the_local_store(small):
 @pytest.mark.slow
 def test_a_run_overtaken_by_a_newer_one_is_not_published(small):
     store, settings, _ = small
-    older = plan_shards(store, settings)
-    calibrate_shards(store, settings, older["run_id"])
+    short = settings.model_copy(update={"lease_seconds": 2})
+    older = plan_shards(store, short)
+    calibrate_shards(store, short, older["run_id"])
     for item in older["shards"]:
-        run_shard(store, settings, item["run_id"], item["shard"])
+        run_shard(store, short, item["run_id"], item["shard"])
     append_day(store)
-    time.sleep(1.1)  # run ids order by the second they were planned
+    # the older run holds the store from plan to publish: a second run is refused, naming it
+    with pytest.raises(
+        LeaseHeldError, match=rf"another run \(id {older['run_id']}, started .* holds the store until"
+    ):
+        run_sharded(store, settings)
+    time.sleep(2.2)  # the older run stalls past its lease: a newer run may take over
     newer = run_sharded(store, settings)["run_id"]
     out = publish_shards(store, settings, older["run_id"])
     assert out == {"run_id": older["run_id"], "superseded_by": newer}

@@ -201,14 +201,14 @@ def test_crash_during_publish_keeps_previous_latest(store, monkeypatch):
     first = new_run_id()
     frame = pd.DataFrame({"server_id": ["a"], "metric": ["cpu_p95"]})
     store.publish_run(first, {"risk": frame}, {"run_id": first})
-    real = pq.write_table
+    real = store.cond.put_new
 
-    def crash_on_backtest(table, where, **kw):
-        if "backtest" in str(where):
+    def crash_on_backtest(path, data):
+        if "backtest" in path:
             raise OSError("killed")
-        return real(table, where, **kw)
+        return real(path, data)
 
-    monkeypatch.setattr(pq, "write_table", crash_on_backtest)
+    monkeypatch.setattr(store.cond, "put_new", crash_on_backtest)
     with pytest.raises(OSError):
         store.publish_run(new_run_id(), {"risk": frame, "backtest": frame}, {})
     assert store.latest_run_id() == first

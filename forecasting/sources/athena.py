@@ -940,7 +940,7 @@ class AthenaStore(Store):
         return self.tables.read_store_info()
 
     # ---- plan store: S3 directly (the app's interactive path never waits on Athena)
-    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> None:
+    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> bool:
         """Symlink manifests for the plan tables, then the run itself (LATEST last)."""
         from .base import check_run_id
 
@@ -951,7 +951,7 @@ class AthenaStore(Store):
             data_file = self.tables.location.child("runs", run_id, f"{name}.parquet").uri
             key = f"{MANIFEST_DIR}/{plan_table(name)}/run_id={run_id}/symlink.txt"
             self.tables.write_object(key, (data_file + "\n").encode())
-        self.tables.publish_run(run_id, tables, manifest)
+        return self.tables.publish_run(run_id, tables, manifest)
 
     def latest_run_id(self) -> str | None:
         return self.tables.latest_run_id()

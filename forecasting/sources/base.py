@@ -121,8 +121,11 @@ class Store(abc.ABC):
 
     # ---- plan store
     @abc.abstractmethod
-    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> None:
-        """Write a run's tables and manifest, then point LATEST at it (last, so readers never see half)."""
+    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> bool:
+        """Write a run's tables and manifest, then point LATEST at it (last, so readers never see half).
+
+        LATEST moves only to a run whose input is at least as new; False when a newer one holds it.
+        """
 
     @abc.abstractmethod
     def latest_run_id(self) -> str | None: ...

@@ -16,7 +16,10 @@ skips most of each file through Parquet statistics.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
+import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import quote, unquote
@@ -39,8 +42,21 @@ from .base import (
     check_run_id,
     manifest_json,
 )
+from .commit import (
+    CAS_ATTEMPTS,
+    LEASE_NAME,
+    LocalCondIO,
+    PreconditionFailedError,
+    fsync_dir,
+    fsync_file,
+    hold_lease,
+    input_order,
+)
+
+log = logging.getLogger(__name__)
 
 ROW_GROUP_SIZE = 64_000
+KEEP_BACKUPS = 3  # ingests whose replaced metric files stay recoverable under backups/
 PARTITIONING = pa.schema([("business_unit", pa.string()), ("year", pa.int32())])
 
 
@@ -61,6 +77,8 @@ class ParquetStore(Store):
         self.uri = uri or root
         # Local disks rename atomically; object stores publish each object whole on PUT.
         self.atomic_rename = isinstance(filesystem, pafs.LocalFileSystem)
+        # conditional writes (If-None-Match / If-Match, or lock + rename on disk): S3Store sets its own
+        self.cond = LocalCondIO(self.root) if self.atomic_rename else None
 
     # ------------------------------------------------------------------ low-level
     def _p(self, *parts: str) -> str:
@@ -105,7 +123,9 @@ class ParquetStore(Store):
         tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
         try:
             write(tmp)
+            fsync_file(tmp)  # the data on disk before the name points at it
             self.fs.move(tmp, path)
+            fsync_dir(parent)  # the rename itself durable
         except BaseException:
             with contextlib.suppress(OSError):
                 self.fs.delete_file(tmp)
@@ -254,25 +274,38 @@ class ParquetStore(Store):
         bounds = np.searchsorted(np.sort(bu_codes), np.arange(len(bu_names) + 1))
         years = df["timestamp"].dt.year.to_numpy()
         existing = self._partitions(root)
-        for bu in (set(existing) if rewrite is None else rewrite & set(existing)) - set(bu_names):
-            self._delete_dir(f"{root}/{existing[bu]}")  # partitions left with no rows
-        for i, bu in enumerate(bu_names):
+        prev = self.read_store_info()
+        version = int(prev.get("version") or 0) + 1
+        backup = self._p("backups", f"v{version:08d}")
+        # Write new → switch → clean up: every file is replaced whole (rename on disk, one PUT on
+        # S3) after the old one is kept under backups/; partitions that receive the new rows go
+        # first, those that only lose rows (a server moved business unit) after, deletions last,
+        # so at every moment each acknowledged row is in some file.
+        incoming = set(np.unique(_business_units(metrics, inventory))) if len(metrics) else set()
+        for i in sorted(range(len(bu_names)), key=lambda i: (str(bu_names[i]) not in incoming, i)):
+            bu = bu_names[i]
             rows = order[bounds[i] : bounds[i + 1]]
-            self._replace_partition(root, str(bu), table, rows, years[rows])
+            self._replace_partition(root, str(bu), table, rows, years[rows], backup)
             if on_partition is not None:
                 on_partition(str(bu))
-        info = self.read_store_info() if mode == "merge" else {}
+        for bu in (set(existing) if rewrite is None else rewrite & set(existing)) - set(bu_names):
+            self._retire_dir(f"{root}/{existing[bu]}", backup)  # partitions left with no rows
+        info = dict(prev) if mode == "merge" else {}
         info.update(
             freq=freq,
             metric_columns=sorted(
                 set(cols[2:]) | set(info.get("metric_columns", [])), key=METRIC_COLUMNS.index
             ),
+            version=version,  # each write of the metrics +1: the monotonic part of a run's "input as-of"
         )
         if len(metrics):
             lo, hi = str(metrics["timestamp"].min()), str(metrics["timestamp"].max())
             info["start"] = min(lo, info.get("start") or lo)
             info["end"] = max(hi, info.get("end") or hi)
+        if prev:
+            self._write_bytes(f"{backup}/store.json", json.dumps(prev, indent=2).encode())
         self._write_bytes(self._p("store.json"), json.dumps(info, indent=2).encode())
+        self._prune_backups()
 
     def _partitions(self, root: str) -> dict[str, str]:
         """business unit -> its directory name, for the partitions present."""
@@ -287,48 +320,161 @@ class ParquetStore(Store):
         return out
 
     def _replace_partition(
-        self, root: str, bu: str, table: pa.Table, rows: np.ndarray, years: np.ndarray
+        self, root: str, bu: str, table: pa.Table, rows: np.ndarray, years: np.ndarray, backup: str
     ) -> None:
-        """Write one business unit's files beside the old ones, then swap them in."""
-        name = f"business_unit={quote(bu, safe='')}"
-        staging = f"{root}/.staging-{uuid.uuid4().hex}" if self.atomic_rename else f"{root}/{name}"
-        if not self.atomic_rename:
-            self._delete_dir(staging)
+        """Replace one business unit's year files one by one, each whole, the old kept in ``backup``.
+
+        A reader (or a crash) at any moment finds every year file either old and complete or new
+        and complete — never missing, never half — and nothing hidden under a temporary name.
+        """
+        final = f"{root}/business_unit={quote(bu, safe='')}"
+        before = self._files_under(final)
+        written = set()
         for year in np.unique(years):
-            d = f"{staging}/year={int(year)}"
-            self.fs.create_dir(d, recursive=True)
+            path = f"{final}/year={int(year)}/part-0.parquet"
+            sink = io.BytesIO()
             pq.write_table(
-                table.take(rows[years == year]),
-                f"{d}/part-0.parquet",
-                filesystem=self.fs,
-                row_group_size=ROW_GROUP_SIZE,
-                compression="zstd",
+                table.take(rows[years == year]), sink, row_group_size=ROW_GROUP_SIZE, compression="zstd"
             )
+            if path in before:
+                self._backup_file(path, backup)
+            self._write_bytes(path, sink.getvalue())
+            written.add(path)
+        for path in sorted(before - written):  # files this rewrite no longer holds: after the new ones
+            self._backup_file(path, backup)
+            self.fs.delete_file(path)
+
+    def _files_under(self, path: str) -> set[str]:
+        """Data files under a directory (temporary names excluded)."""
+        if not self._exists(path):
+            return set()
+        infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        return {
+            i.path
+            for i in infos
+            if i.type == pafs.FileType.File
+            and not any(p.startswith(".") for p in i.path[len(path) :].split("/"))
+        }
+
+    def _backup_file(self, path: str, backup: str) -> None:
+        """Keep the current version of a metrics file under backups/v<n>/ before it is replaced."""
+        dest = f"{backup}/{path[len(self.root) :].lstrip('/')}"
+        self.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
         if self.atomic_rename:
-            final = f"{root}/{name}"
-            old = f"{root}/.old-{uuid.uuid4().hex}"
-            had_old = self._exists(final)
-            if had_old:
-                self.fs.move(final, old)
-            self.fs.move(staging, final)
-            if had_old:
-                self._delete_dir(old)
+            with contextlib.suppress(FileExistsError):
+                os.link(path, dest)  # same inode: free, and it survives the rename over the name
+            fsync_dir(dest.rsplit("/", 1)[0])
+        else:
+            self.fs.copy_file(path, dest)  # server-side copy on S3
+
+    def _retire_dir(self, path: str, backup: str) -> None:
+        for f in sorted(self._files_under(path)):
+            self._backup_file(f, backup)
+        self._delete_dir(path)
+
+    def _prune_backups(self) -> None:
+        root = self._p("backups")
+        if not self._exists(root):
+            return
+        infos = self.fs.get_file_info(pafs.FileSelector(root, recursive=False))
+        versions = sorted(i.path for i in infos if i.type == pafs.FileType.Directory)
+        for old in versions[:-KEEP_BACKUPS]:
+            with contextlib.suppress(OSError):
+                self.fs.delete_dir(old)
 
     def _delete_dir(self, path: str) -> None:
         if self._exists(path):
             self.fs.delete_dir(path)
 
     # ------------------------------------------------------------------ plan store
-    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> None:
+    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> bool:
+        """Write the run's files (each only if absent: a published run is never overwritten), then
+        move LATEST to it if its input is at least as new as LATEST's (compare-and-swap).
+
+        Returns False when a run on newer input holds LATEST: this run's files stay, readable by id.
+        """
         check_run_id(run_id)
         unknown = set(tables) - set(PLAN_TABLES)
         if unknown:
             raise ValueError(f"unknown plan table(s): {sorted(unknown)}")
         base = self._p("runs", run_id)
         for name, frame in tables.items():
-            self._write_table(f"{base}/{name}.parquet", pa.Table.from_pandas(frame, preserve_index=False))
-        self._write_bytes(f"{base}/manifest.json", manifest_json(manifest))
-        self._write_bytes(self._p("runs", "LATEST"), run_id.encode())
+            sink = io.BytesIO()
+            pq.write_table(
+                pa.Table.from_pandas(frame, preserve_index=False),
+                sink,
+                row_group_size=ROW_GROUP_SIZE,
+                compression="zstd",
+            )
+            self._put_new(f"{base}/{name}.parquet", sink.getvalue(), unpublished_ok=True)
+        self._put_new(f"{base}/manifest.json", manifest_json(manifest))
+        return self.advance_latest(run_id, manifest)
+
+    def _put_new(self, path: str, data: bytes, *, unpublished_ok: bool = False) -> None:
+        """Create a run file; an existing one is refused, except a leftover of an attempt of the same
+        run that crashed before its manifest (never published, never read): a retried publish."""
+        try:
+            self.cond.put_new(path, data)
+        except PreconditionFailedError:
+            manifest = f"{path.rsplit('/', 1)[0]}/manifest.json"
+            if unpublished_ok and not self._exists(manifest):
+                log.info("replacing %s left by an unpublished attempt of this run", self._display(path))
+                self._write_bytes(path, data)
+                return
+            raise StoreError(
+                f"{self._display(path)} already exists: a published run's files are never overwritten"
+            ) from None
+
+    def advance_latest(self, run_id: str, manifest: dict) -> bool:
+        """CAS runs/LATEST to ``run_id`` unless it names a run on newer input; re-read on a lost race."""
+        path = self._p("runs", "LATEST")
+        mine = input_order(manifest)
+        for _ in range(CAS_ATTEMPTS):
+            cur = self.cond.get(path)
+            if cur is not None:
+                current = cur[0].decode(errors="replace").strip()
+                if current == run_id:
+                    return True
+                newer = self._newer_than(current, mine)
+                if newer:
+                    log.warning(
+                        "run %s superseded by %s (newer input): LATEST unchanged, the run stays readable by id",
+                        run_id,
+                        current,
+                        extra={"run_id": run_id, "superseded_by": current},
+                    )
+                    return False
+            try:
+                if cur is None:
+                    self.cond.put_new(path, run_id.encode())
+                else:
+                    self.cond.put_if(path, run_id.encode(), cur[1])
+                return True
+            except PreconditionFailedError:
+                continue  # another run moved LATEST meanwhile: look again
+        raise StoreError(f"could not update {self._display(path)}: too many concurrent publishers")
+
+    def _newer_than(self, current: str, order: tuple) -> bool:
+        """True when run ``current`` read newer input than ``order`` (an unreadable run is not newer)."""
+        try:
+            return input_order(self.read_manifest(current)) > order
+        except StoreError as e:
+            log.warning("LATEST names run %s whose manifest cannot be read (%s): replacing it", current, e)
+            return False
+
+    def superseded_by(self, manifest: dict) -> str | None:
+        """The run in LATEST when its input is newer than this manifest's, else None (a cheap pre-check)."""
+        latest = self.latest_run_id()
+        if latest and latest != manifest.get("run_id") and self._newer_than(latest, input_order(manifest)):
+            return latest
+        return None
+
+    def lease_path(self) -> str:
+        return self._p("runs", LEASE_NAME)
+
+    def run_lease(self, run_id: str, ttl: float):
+        """Context manager: this run holds ``runs/.lease`` (renewed in the background) or LeaseHeldError."""
+        return hold_lease(self.cond, self.lease_path(), run_id, ttl)
 
     def latest_run_id(self) -> str | None:
         try:

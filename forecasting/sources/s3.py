@@ -22,9 +22,11 @@ this module adds is everything that differs in the cloud:
   the last good data, try again later) and :class:`StoreConfigError` with its subclasses
   (permanent: someone must fix a bucket, a permission or a setting).
 
-Publishing a run is safe for concurrent readers: every object of a run is PUT whole (S3 has no
-partial objects and is strongly read-after-write consistent), and ``runs/LATEST`` is written
-last, so a reader that sees a run id in LATEST finds all of that run's tables.
+Publishing a run is safe for concurrent readers and writers: every object of a run is PUT whole
+with ``If-None-Match: *`` (never overwriting a published run), and ``runs/LATEST`` is written
+last with ``If-Match: <etag>`` and only towards a run on input at least as new
+(forecasting/sources/commit.py), so a reader that sees a run id in LATEST finds all of that
+run's tables and LATEST never goes back.
 
 boto3 is imported lazily, so importing this module (e.g. for its exception types) is free.
 """
@@ -495,6 +497,9 @@ class S3Store(ParquetStore):
         self.connection = connection
         self.location = location
         super().__init__(connection.filesystem(), location.path, uri=location.uri)
+        from .commit import S3CondIO
+
+        self.cond = S3CondIO(connection, location)  # If-None-Match / If-Match PutObject
 
     # The filesystem is owned by the connection, which swaps it when credentials rotate.
     @property
@@ -564,9 +569,9 @@ class S3Store(ParquetStore):
         with self._errors("read store.json from"):
             return super().read_store_info()
 
-    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> None:
+    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> bool:
         with self._errors(f"publish run {run_id} to"):
-            super().publish_run(run_id, tables, manifest)
+            return super().publish_run(run_id, tables, manifest)
 
     def latest_run_id(self) -> str | None:
         with self._errors("read runs/LATEST from"):
