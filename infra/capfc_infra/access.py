@@ -21,7 +21,7 @@ def _objects(bucket: s3.IBucket, prefix: str, parts: tuple[str, ...]) -> list[st
 
 # Where each writer may put (and replace: stores write under a temporary name and rename) objects.
 RUN_WRITES = ("runs/", "athena-manifests/")  # a whole run: the trigger in-Lambda, publish, the task
-SHARD_WRITES = ("runs/*/shards/",)  # plan and shard write only a run's shard area
+SHARD_WRITES = ("runs/*/shards/",)  # plan, calibrate and shard write only a run's shard area
 
 
 def grant_store(role: iam.IRole, bucket: s3.IBucket, prefix: str, *, writes: tuple[str, ...] = ()) -> None:

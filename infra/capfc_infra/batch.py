@@ -35,13 +35,16 @@ HANDLERS = "forecasting.aws.handlers"
 ASL = Path(__file__).resolve().parents[2] / "forecasting" / "aws" / "statemachine.asl.json"
 # name: (memory MB, timeout minutes, ephemeral /tmp GiB). trigger and shard do the forecasting
 # (trigger runs a small fleet whole), so they get Lambda's maximum; plan only lists the fleet and
-# cuts it into shards; publish reduces the shards' results and writes the plan.
+# cuts it into shards; calibrate fits the calibration sample once (the fleet model's pooled
+# choices, forecasting/pooled.py); publish reduces the shards' results and writes the plan.
 FUNCTIONS = {
     "trigger": (10240, 15, 4),
     "plan": (2048, 5, 1),
+    "calibrate": (4096, 15, 2),
     "shard": (10240, 15, 4),
     "publish": (4096, 15, 2),
 }
+STEPS = ("plan", "calibrate", "shard", "publish")  # the state machine's task steps
 
 
 class Batch(Construct):
@@ -84,7 +87,7 @@ class Batch(Construct):
                 role,
                 bucket,
                 config.store_prefix,
-                writes=SHARD_WRITES if name in ("plan", "shard") else RUN_WRITES,
+                writes=SHARD_WRITES if name in ("plan", "calibrate", "shard") else RUN_WRITES,
             )
             fn = lambda_.DockerImageFunction(
                 self,
@@ -223,8 +226,8 @@ class Batch(Construct):
         self._batch_task(image, bucket, cluster, data_uri, retention)
 
     def _state_machine(self, retention: logs.RetentionDays) -> sfn.StateMachine:
-        """Plan → Map(shard) → Publish, from the product's own definition
-        (``forecasting/aws/statemachine.asl.json``) with the three function ARNs substituted.
+        """Plan → Calibrate → Map(shard) → Publish, from the product's own definition
+        (``forecasting/aws/statemachine.asl.json``) with the four function ARNs substituted.
         Any failure ends in its ``RunFailed`` state (the ExecutionsFailed alarm sees it) and leaves
         runs/LATEST untouched."""
         log_group = logs.LogGroup(
@@ -235,20 +238,19 @@ class Batch(Construct):
             "StateMachine",
             definition_body=sfn.DefinitionBody.from_string(ASL.read_text()),
             definition_substitutions={
-                f"{n.title()}FunctionArn": self.functions[n].function_arn
-                for n in ("plan", "shard", "publish")
+                f"{n.title()}FunctionArn": self.functions[n].function_arn for n in STEPS
             },
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
         )
-        for n in ("plan", "shard", "publish"):
+        for n in STEPS:
             self.functions[n].grant_invoke(machine)
         ack(
             machine.role,
             "IAM5",
             "Step Functions' own grants: invoking a Lambda by ARN also allows its versions (ARN:*), "
             "and X-Ray and CloudWatch Logs delivery actions have no resource-level permissions.",
-            *[f"Resource::<{_logical(self.functions[n])}.Arn>:*" for n in ("plan", "shard", "publish")],
+            *[f"Resource::<{_logical(self.functions[n])}.Arn>:*" for n in STEPS],
             "Resource::*",
         )
         return machine

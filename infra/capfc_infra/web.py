@@ -64,6 +64,7 @@ class Web(Construct):
             "CAPFC_DATA": f"s3://{bucket.bucket_name}/{config.store_prefix}",
             "CAPFC_REDIS_URL": self.redis_url,
             "CAPFC_LOG_LEVEL": "INFO",
+            "CAPFC_PROXY_HOPS": "1",  # one proxy in front on every tier (ALB, App Runner's, Express's ALB)
             "PORT": str(PORT),
         }
         self.log_group = logs.LogGroup(
@@ -416,7 +417,7 @@ class Web(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
-        task.add_container(
+        web = task.add_container(
             "web",
             image=image.container_image(),
             port_mappings=[ecs.PortMapping(container_port=PORT)],
@@ -521,6 +522,12 @@ class Web(Construct):
                     on_unauthenticated_request=elbv2.UnauthenticatedAction.AUTHENTICATE,
                     next=forward,
                 )
+                # The app verifies the ALB's signed x-amzn-oidc-data on every request (app/auth.py):
+                # its signer must be this ALB and its issuer the provider the ALB signs users in with.
+                web.add_environment("CAPFC_AUTH_MODE", "alb")
+                web.add_environment("CAPFC_AUTH_ALB_ARN", alb.load_balancer_arn)
+                web.add_environment("CAPFC_AUTH_ISSUER", o.issuer)
+                web.add_environment("CAPFC_AUTH_CLIENT_ID", o.client_id)
             else:
                 action = forward
             alb.add_listener(

@@ -9,7 +9,7 @@ from aws_cdk.assertions import Match, Template
 from cfn import actions, as_list, one, render, resources, role_of, statements
 from infra_synth import IMAGE_URI
 
-HANDLERS = {"trigger", "plan", "shard", "publish"}
+HANDLERS = {"trigger", "plan", "calibrate", "shard", "publish"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,9 @@ def test_trigger_and_shard_get_lambdas_maximum_memory_and_time(app: dict) -> Non
     assert trigger["CAPFC_LAMBDA_MAX_SERVERS"] == "10000"
     # One trigger at a time (the events README asks for it): duplicates then find their run done.
     assert fns["trigger"][1]["ReservedConcurrentExecutions"] == 1
-    assert all("ReservedConcurrentExecutions" not in fns[n][1] for n in ("plan", "shard", "publish"))
+    assert all(
+        "ReservedConcurrentExecutions" not in fns[n][1] for n in ("plan", "calibrate", "shard", "publish")
+    )
     assert fns["plan"][1]["Environment"]["Variables"]["CAPFC_SHARD_CONCURRENCY"] == "10"
 
 
@@ -118,18 +120,21 @@ def test_state_machine_is_the_products_definition_with_the_functions_substituted
     assert [
         definition["StartAt"],
         definition["States"]["Plan"]["Next"],
+        definition["States"]["Calibrate"]["Next"],
         definition["States"]["Shards"]["Next"],
     ] == [
         "Plan",
+        "Calibrate",
         "Shards",
         "Publish",
     ]
     assert p["DefinitionSubstitutions"] == {
-        f"{n.title()}FunctionArn": {"Fn::GetAtt": [fns[n], "Arn"]} for n in ("plan", "shard", "publish")
+        f"{n.title()}FunctionArn": {"Fn::GetAtt": [fns[n], "Arn"]}
+        for n in ("plan", "calibrate", "shard", "publish")
     }
     assert p["LoggingConfiguration"]["Level"] == "ALL"
     assert p["TracingConfiguration"] == {"Enabled": True}
-    # The machine's role may invoke exactly those three functions.
+    # The machine's role may invoke exactly those four functions.
     role = p["RoleArn"]["Fn::GetAtt"][0]
     invoked = {
         render(r).split(".Arn}")[0].lstrip("${")
@@ -137,7 +142,7 @@ def test_state_machine_is_the_products_definition_with_the_functions_substituted
         if "lambda:InvokeFunction" in as_list(s["Action"])
         for r in as_list(s["Resource"])
     }
-    assert invoked == {fns["plan"], fns["shard"], fns["publish"]}, sm_id
+    assert invoked == {fns["plan"], fns["calibrate"], fns["shard"], fns["publish"]}, sm_id
 
 
 def test_batch_runs_as_a_fargate_task_with_the_cli(app: dict) -> None:
@@ -184,7 +189,7 @@ def test_batch_roles_read_telemetry_and_write_plans_only_under_runs(app: dict) -
         assert grants["s3:GetObject"] >= {"B/store/metrics/*", "B/store/inventory/*", "B/store/store.json"}, (
             name
         )
-        expected = {"B/store/runs/*/shards/*"} if name in ("plan", "shard") else whole_run
+        expected = {"B/store/runs/*/shards/*"} if name in ("plan", "calibrate", "shard") else whole_run
         assert grants["s3:PutObject"] == expected, name
         assert grants["s3:DeleteObject"] == expected, name
         assert not any("*" in a for a in actions(statements(app, role))), f"{name}: no wildcard actions"

@@ -27,7 +27,7 @@ def test_alarms_notify_one_topic(synthesized, variant: str) -> None:
     for name, a in alarms.items():
         assert a["AlarmActions"] == [{"Ref": topic_id}], name
     expected = {"StateMachineRunFailed", "BatchRunFailed", "NoSuccessfulRun", "Web5xx", "TriggerDeadLetters"}
-    expected |= {f"{f}Errors" for f in ("Trigger", "Plan", "Shard", "Publish")}
+    expected |= {f"{f}Errors" for f in ("Trigger", "Plan", "Calibrate", "Shard", "Publish")}
     expected |= {
         "ecs-express": set(),
         "apprunner": {"AppRunner5xx"},

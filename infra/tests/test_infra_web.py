@@ -142,8 +142,14 @@ def test_fargate_alb_signs_users_in_with_oidc_over_https(synthesized) -> None:
     tid, task = next(
         (k, v) for k, v in resources(app, "AWS::ECS::TaskDefinition").items() if "WebWebTask" in k
     )
-    _assert_web_env(_env(task["Properties"]["ContainerDefinitions"][0]["Environment"]), redis_id)
+    env = _env(task["Properties"]["ContainerDefinitions"][0]["Environment"])
+    _assert_web_env(env, redis_id)
     _assert_read_only(app, role_of(app, tid))
+    # the app verifies the header this ALB signs (app/auth.py): mode, signer, issuer, client
+    lb_id, _ = one(app, "AWS::ElasticLoadBalancingV2::LoadBalancer")
+    assert env["CAPFC_AUTH_MODE"] == "alb" and env["CAPFC_AUTH_ALB_ARN"] == f"${{{lb_id}}}"
+    assert (env["CAPFC_AUTH_ISSUER"], env["CAPFC_AUTH_CLIENT_ID"]) == ("https://idp.example.com", "capfc-web")
+    assert env["CAPFC_PROXY_HOPS"] == "1"
 
 
 def test_fargate_alb_private_ingress_is_an_internal_alb_open_to_the_vpc_only(synthesized) -> None:
