@@ -142,6 +142,35 @@ def run_batch(
     return manifest
 
 
+def plan_tables(
+    forecasts: pd.DataFrame,
+    history: pd.DataFrame,
+    inventory: pd.DataFrame,
+    scores: pd.DataFrame | None,
+    settings: Settings,
+    freq: str,
+) -> tuple[pd.DataFrame, Any, dict[str, pd.DataFrame]]:
+    """Risk → sizing → packing → policy under the run's settings, and the tables a run publishes:
+    one place, so the one-process and the sharded publish cannot drift apart."""
+    analysis = analyze(
+        forecasts,
+        history,
+        inventory,
+        thresholds=settings.thresholds,
+        criticality_offsets=settings.criticality_offsets,
+        lead_time_days=settings.lead_time_days,
+        headroom=settings.headroom,
+        idle_cpu_p95=settings.idle_cpu_p95,
+        policy=settings.policy(),
+        freq=freq,
+    )
+    risk, recs = analysis.risk, analysis.recommendations
+    tables = {"forecasts": forecasts, "risk": risk, "recommendations": recs.frame, "consolidation": recs.plan}
+    if scores is not None:
+        tables["backtest"] = scores
+    return risk, recs, tables
+
+
 def add_run_metrics(metrics: Any, manifest: dict, risk: pd.DataFrame) -> None:
     """The run's own figures beside its success and duration: the one-process and sharded runs
     report the same metrics (forecasting.observability.RunMetrics)."""
@@ -229,30 +258,10 @@ def _run(
     done("backtest")
 
     stage("analytics")
-    analysis = analyze(
-        forecasts,
-        v.metrics,
-        v.inventory,
-        thresholds=settings.thresholds,
-        criticality_offsets=settings.criticality_offsets,
-        lead_time_days=settings.lead_time_days,
-        headroom=settings.headroom,
-        idle_cpu_p95=settings.idle_cpu_p95,
-        policy=settings.policy(),
-        freq=freq,
-    )
-    risk, recs = analysis.risk, analysis.recommendations
+    risk, recs, tables = plan_tables(forecasts, v.metrics, v.inventory, scores, settings, freq)
     done("analytics")
 
     stage("publish")
-    tables = {
-        "forecasts": forecasts,
-        "risk": risk,
-        "recommendations": recs.frame,
-        "consolidation": recs.plan,
-    }
-    if scores is not None:
-        tables["backtest"] = scores
     manifest = {
         "run_id": run_id,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

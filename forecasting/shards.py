@@ -54,9 +54,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .analytics import analyze
 from .backtest import backtest as run_backtest
-from .batch import _mean_scores, _peak_rss_mb, add_run_metrics, code_version, model_factory
+from .batch import _mean_scores, _peak_rss_mb, add_run_metrics, code_version, model_factory, plan_tables
 from .inputs import HISTORY_DAYS
 from .observability import batch_run
 from .panel import build_panel
@@ -542,27 +541,7 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
             raise ShardError(f"run {run_id}: no shard produced forecasts (no metrics for any server)")
         freq = plan["freq"]
         policy = settings.policy()
-        analysis = analyze(
-            forecasts,
-            history,
-            inventory,
-            thresholds=settings.thresholds,
-            criticality_offsets=settings.criticality_offsets,
-            lead_time_days=settings.lead_time_days,
-            headroom=settings.headroom,
-            idle_cpu_p95=settings.idle_cpu_p95,
-            policy=policy,
-            freq=freq,
-        )
-        risk, recs = analysis.risk, analysis.recommendations
-        tables = {
-            "forecasts": forecasts,
-            "risk": risk,
-            "recommendations": recs.frame,
-            "consolidation": recs.plan,
-        }
-        if scores is not None:
-            tables["backtest"] = scores
+        risk, recs, tables = plan_tables(forecasts, history, inventory, scores, settings, freq)
         pooled = read_pooled(store, run_id)
         findings = _merge_findings(
             [plan["inventory_validation"], *(done[k]["validation"] for k in sorted(done))]
