@@ -148,7 +148,9 @@ class SeaweedServer:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-s3.autoCreateBucket=false",
-            "-volume.max=100",
+            # Each bucket is a collection that grows its own volumes (7 at a time): 100 slots ran
+            # out at the 15th bucket of a session (INTERNAL_FAILURE on upload). Volumes are sparse.
+            "-volume.max=1000",
             "-master.volumeSizeLimitMB=16",
             "-master.telemetry=false",
         ]
