@@ -29,7 +29,7 @@ from constructs import Construct
 from .access import RUN_WRITES, SHARD_WRITES, grant_store
 from .config import Config
 from .image import Image
-from .nag import ack
+from .nag import ack, ack_ecr_pull
 
 HANDLERS = "forecasting.aws.handlers"
 ASL = Path(__file__).resolve().parents[2] / "forecasting" / "aws" / "statemachine.asl.json"
@@ -292,13 +292,7 @@ class Batch(Construct):
             "ECS2",
             "The environment holds only non-secret settings (store URI, log level); there are no secrets.",
         )
-        ack(
-            self.task_definition.obtain_execution_role(),
-            "IAM5",
-            "ecr:GetAuthorizationToken has no resource-level permissions (AWS defines it on *); image "
-            "pulls themselves are limited to the one repository.",
-            "Resource::*",
-        )
+        ack_ecr_pull(self.task_definition.obtain_execution_role())
         ack(
             self.task_definition.task_role,
             "IAM5",

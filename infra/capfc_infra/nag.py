@@ -17,3 +17,14 @@ def ack(construct: IConstruct, rule: str, reason: str, *findings: str) -> None:
     """Acknowledge ``rule`` (e.g. ``IAM5``) on ``construct``, for each finding if given."""
     ids = [f"{PACK}-{rule}[{f}]" for f in findings] if findings else [f"{PACK}-{rule}"]
     Validations.of(construct).acknowledge(*(Acknowledgment(id=f"{PACK}::{i}", reason=reason) for i in ids))
+
+
+def ack_ecr_pull(role: IConstruct) -> None:
+    """The one wildcard every role that pulls the image carries (execution roles, App Runner's access role)."""
+    ack(
+        role,
+        "IAM5",
+        "ecr:GetAuthorizationToken has no resource-level permissions (AWS defines it on *); image "
+        "pulls themselves are limited to the one repository.",
+        "Resource::*",
+    )

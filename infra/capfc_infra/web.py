@@ -30,7 +30,7 @@ from .access import grant_store
 from .batch import _s3_findings, retention_for
 from .config import Config, ConfigError
 from .image import Image
-from .nag import ack
+from .nag import ack, ack_ecr_pull
 
 PORT = 8080
 HEALTH_PATH = "/healthz"
@@ -143,13 +143,7 @@ class Web(Construct):
             environment=env,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=self.log_group),
         )
-        ack(
-            task.obtain_execution_role(),
-            "IAM5",
-            "ecr:GetAuthorizationToken has no resource-level permissions (AWS defines it on *); image "
-            "pulls themselves are limited to the one repository.",
-            "Resource::*",
-        )
+        ack_ecr_pull(task.obtain_execution_role())
         ack(
             task,
             "ECS2",
@@ -237,13 +231,7 @@ class Web(Construct):
             description="App Runner pulls the image from ECR",
         )
         image.grant_pull(access_role)
-        ack(
-            access_role,
-            "IAM5",
-            "ecr:GetAuthorizationToken has no resource-level permissions (AWS defines it on *); image "
-            "pulls themselves are limited to the one repository.",
-            "Resource::*",
-        )
+        ack_ecr_pull(access_role)
         connector = apprunner.CfnVpcConnector(
             self,
             "VpcConnector",
@@ -356,13 +344,7 @@ class Web(Construct):
         )
         image.grant_pull(execution_role)
         self.log_group.grant_write(execution_role)
-        ack(
-            execution_role,
-            "IAM5",
-            "ecr:GetAuthorizationToken has no resource-level permissions (AWS defines it on *); image "
-            "pulls themselves are limited to the one repository.",
-            "Resource::*",
-        )
+        ack_ecr_pull(execution_role)
         service = ecs.CfnExpressGatewayService(
             self,
             "Service",
@@ -424,13 +406,7 @@ class Web(Construct):
             environment=self.environment,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="web", log_group=self.log_group),
         )
-        ack(
-            task.obtain_execution_role(),
-            "IAM5",
-            "ecr:GetAuthorizationToken has no resource-level permissions (AWS defines it on *); image "
-            "pulls themselves are limited to the one repository.",
-            "Resource::*",
-        )
+        ack_ecr_pull(task.obtain_execution_role())
         ack(
             task,
             "ECS2",
