@@ -148,9 +148,14 @@ def _iso(mtime: datetime | None) -> str:
 
 
 def run_id_for(input_key: str, now: datetime | None = None) -> str:
-    """A sortable run id that carries its input key (``<UTC time>-<12 hex of the key>``)."""
+    """A sortable run id that ends in its input key (``<UTC time>-<4 random hex><12 hex of the key>``).
+
+    The random part keeps two runs of one input started within a second apart (a retried
+    trigger, a re-run): without it the second found the first's manifest and stopped."""
+    import secrets
+
     now = now or datetime.now(UTC)
-    return check_run_id(f"{now:%Y%m%dT%H%M%SZ}-{input_key[:12].lower()}")
+    return check_run_id(f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}{input_key[:12].lower()}")
 
 
 # --------------------------------------------------------------------------- shard assignment
