@@ -633,17 +633,16 @@ def _fit_block(values: np.ndarray, design: Design, off: np.ndarray | None = None
     coef = solver.solve((y0 * w[None, :]) @ X)
     stride = max(1, math.ceil(T / 256))  # a robust scale needs hundreds of residuals, not thousands
     for _ in range(cfg.robust_iterations):
-        # Huber by pseudo-observations: y* = fitted + clip(resid) = y - (resid - clip(resid))
-        resid = coef @ X.T
-        np.subtract(y0, resid, out=resid)
+        # Huber by pseudo-observations: y* = fitted + clip(resid), in place (five passes over n × T)
+        fitted = coef @ X.T
+        resid = y0 - fitted
         sample = np.where(mask[:, ::stride], resid[:, ::stride], np.nan)
         sigma = np.nan_to_num(_robust_scale(sample, centre=False), nan=np.inf)  # no sample: no clipping
         bound = (cfg.huber * sigma)[:, None]
-        excess = np.maximum(resid - bound, 0.0)  # resid - clip(resid, -bound, bound)
-        excess += np.minimum(resid + bound, 0.0)
-        np.subtract(y0, excess, out=excess)
-        excess *= wm
-        coef = solver.solve(excess @ X)
+        np.clip(resid, -bound, bound, out=resid)
+        fitted += resid
+        fitted *= wm
+        coef = solver.solve(fitted @ X)
     resid = coef @ X.T
     np.subtract(y0, resid, out=resid)
 
@@ -1806,7 +1805,8 @@ class FleetModel(ForecastModel):
             chosen[name] = cands[int(np.nanargmin(means))] if enough and np.isfinite(means).any() else default
             score_rows += [(name, c.label(), float(means[i]), int(sel.sum())) for i, c in enumerate(cands)]
         row_group = np.where(np.isin(metric, groups), metric, "*")
-        group_pick = np.array([cands.index(chosen[g]) for g in row_group], dtype=int)
+        pick_of = {g: cands.index(v) for g, v in chosen.items()}  # once per group, not per series
+        group_pick = np.array([pick_of[g] for g in row_group], dtype=int)
         n_panel = len(metric_of)
         if choice is None:
             choice = np.full(n_panel, -1, dtype=np.int64)
@@ -1815,7 +1815,7 @@ class FleetModel(ForecastModel):
                 # what a FleetChoices carries to other panels (shards) of the same fleet
                 self._learned = {
                     "groups": [str(g) for g in groups],
-                    "group_variant": {str(g): cands.index(v) for g, v in chosen.items()},
+                    "group_variant": {str(g): i for g, i in pick_of.items()},
                     "prior": prior,
                 }
         own = choice[held.rows]
@@ -1892,7 +1892,8 @@ class FleetModel(ForecastModel):
             groups = cal.group_of(panel.keys["metric"].to_numpy(dtype=object)[self._rows])
             cands = variants(self._cfg)
             own = self._choice[self._rows]
-            which = np.where(own >= 0, own, [cands.index(cal.variants[g]) for g in groups])
+            pick_of = {g: cands.index(v) for g, v in cal.variants.items()}
+            which = np.where(own >= 0, own, [pick_of[g] for g in groups])
             offsets = np.empty((len(self._rows), horizon, len(QUANTILES)))
             p = np.empty((len(self._rows), horizon))
             unit = self._fit.scale.copy()
