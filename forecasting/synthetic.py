@@ -17,6 +17,7 @@ whole server vectors. 10,000 servers × 4 years daily take a few seconds.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +30,7 @@ from .schema import ALL_INVENTORY_COLUMNS, FREQUENCIES, METRIC_COLUMNS, SchemaEr
 from .settings import DEFAULT_CRITICALITY_OFFSETS, DEFAULT_THRESHOLDS
 
 __all__ = [
+    "BLOCK_SERVERS",
     "BUSINESS_UNITS",
     "FUTURE_DAYS",
     "MAX_ROWS",
@@ -40,6 +42,7 @@ __all__ = [
     "Fleet",
     "Region",
     "ServerType",
+    "fleet_blocks",
     "generate_fleet",
     "monthly_list_price",
 ]
@@ -318,22 +321,66 @@ def generate_fleet(
     start: str | pd.Timestamp | None = None,
     freq: str = "daily",
     seed: int = 42,
+    block_servers: int | None = None,
 ) -> Fleet:
-    """Generate ``n_servers`` servers with ``days`` days of p95 metrics at ``freq``.
+    """Generate ``n_servers`` servers with ``days`` days of p95 metrics at ``freq``, in memory.
 
     With ``start=None`` the history ends yesterday (UTC) so a demo looks current; with an
     explicit ``start`` (floored to the period) the output depends only on the arguments.
     The inventory and planted scenarios depend only on ``n_servers`` and ``seed``.
+    The fleet is the blocks of :func:`fleet_blocks` put back in inventory order, so a fleet
+    streamed block by block into a store holds exactly these rows.
     """
     _check_args(n_servers, days, freq, seed)
-    alias = freq_alias(freq)
-    per_day = 24 if freq == "hourly" else 1
-    t0 = _start(start, days, alias)
-    n_periods = days * per_day
+    n_periods = days * (24 if freq == "hourly" else 1)
     if n_servers * n_periods > MAX_ROWS:
         raise ValueError(
             f"{n_servers:,} servers × {n_periods:,} {freq} periods = {n_servers * n_periods:,} rows "
-            f"exceeds the generator's limit of {MAX_ROWS:,}: use fewer servers, fewer days or daily data"
+            f"exceeds the generator's limit of {MAX_ROWS:,} in memory: use fewer servers, fewer days "
+            "or daily data, or stream it into a store (`generate` does)"
+        )
+    parts = list(
+        fleet_blocks(n_servers, days=days, start=start, freq=freq, seed=seed, block_servers=block_servers)
+    )
+    if len(parts) == 1:
+        return parts[0]
+    return _in_inventory_order(parts)
+
+
+BLOCK_SERVERS: Final = 5_000  # servers simulated at once: bounds memory, and defines the random streams
+
+
+def fleet_blocks(
+    n_servers: int,
+    *,
+    days: int = 1461,
+    start: str | pd.Timestamp | None = None,
+    freq: str = "daily",
+    seed: int = 42,
+    block_servers: int | None = None,
+) -> Iterator[Fleet]:
+    """The fleet of :func:`generate_fleet`, simulated and yielded a block of servers at a time.
+
+    Why: 100,000 servers × 4 years do not fit one process; a block does (about 1.5 GB per
+    5,000 servers daily). The inventory, scenarios, DR pairs and placement are drawn for the
+    whole fleet first (they relate servers across the fleet); each block then simulates its
+    servers with random streams of its own, so block k's series depend only on (seed, k).
+    Server i goes to block i // block_servers, a DR standby to its primary's block (its disk
+    and traffic follow the primary's). Block 0 uses the streams a one-block fleet always used:
+    fleets up to ``block_servers`` are unchanged by blocking. Each yielded Fleet is sorted by
+    server then time, its inventory and profiles in inventory order within the block.
+    """
+    _check_args(n_servers, days, freq, seed)
+    block = BLOCK_SERVERS if block_servers is None else block_servers
+    if not isinstance(block, int) or block < 1:
+        raise ValueError(f"block_servers must be a positive integer, got {block!r}")
+    alias = freq_alias(freq)
+    per_day = 24 if freq == "hourly" else 1
+    t0 = _start(start, days, alias)
+    if min(block, n_servers) * days * per_day > MAX_ROWS:
+        raise ValueError(
+            f"a block of {min(block, n_servers):,} servers × {days * per_day:,} {freq} periods exceeds the "
+            f"generator's limit of {MAX_ROWS:,} rows: use a smaller block, fewer days or daily data"
         )
     # Children of a SeedSequence are stable by index: the fifth stream (placement facts) was added
     # later without changing the first four, so a seed's metrics and inventory stay as they were.
@@ -343,13 +390,66 @@ def generate_fleet(
     _assign_placement(np.random.default_rng(place_seq), fleet)
     grid = _Grid(t0, days, per_day)
     cal = _calendar(grid)
-    sim = _Simulation(fleet, grid, cal, np.random.default_rng(param_seq), np.random.default_rng(noise_seq))
-    arrays = sim.run()
-    present = sim.present
-    metrics = _assemble_metrics(fleet, grid, arrays, present)
-    profiles = _profiles(fleet, grid, sim, present)
-    inventory = fleet.frame[ALL_INVENTORY_COLUMNS].reset_index(drop=True)
-    return Fleet(inventory=inventory, metrics=metrics, profiles=profiles, freq=freq)
+    of = np.arange(n_servers) // block
+    standby = fleet.dr_role == 2
+    of[standby] = of[fleet.partner[standby]]
+    for k in range(int(of.max()) + 1):
+        idx = np.flatnonzero(of == k)
+        if idx.size == 0:
+            continue
+        part = fleet if idx.size == n_servers else _subset(fleet, idx)
+        streams = (param_seq, noise_seq) if k == 0 else (_child(param_seq, k), _child(noise_seq, k))
+        sim = _Simulation(part, grid, cal, *(np.random.default_rng(s) for s in streams))
+        arrays = sim.run()
+        present = sim.present
+        yield Fleet(
+            inventory=part.frame[ALL_INVENTORY_COLUMNS].reset_index(drop=True),
+            metrics=_assemble_metrics(part, grid, arrays, present),
+            profiles=_profiles(part, grid, sim, present),
+            freq=freq,
+        )
+        del arrays, present, sim
+
+
+def _child(seq: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
+    """The k-th child of a SeedSequence, by index (spawn() counts calls; this does not)."""
+    return np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, k))
+
+
+def _subset(a: _FleetAttrs, idx: np.ndarray) -> _FleetAttrs:
+    """The servers ``idx`` (sorted) of a fleet, their DR partners re-indexed within the subset."""
+    local = np.full(a.n, -1, dtype=np.int64)
+    local[idx] = np.arange(len(idx))
+    out = {}
+    for name, v in vars(a).items():
+        if isinstance(v, pd.DataFrame):
+            out[name] = v.iloc[idx].reset_index(drop=True)
+        elif isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == a.n:
+            out[name] = v[idx]
+        else:
+            out[name] = v
+    out["n"] = len(idx)
+    p = out["partner"]
+    out["partner"] = np.where(p >= 0, local[np.maximum(p, 0)], -1)
+    return _FleetAttrs(**out)
+
+
+def _in_inventory_order(parts: list[Fleet]) -> Fleet:
+    """One Fleet from blocks, servers back in inventory order (ids are zero-padded: sort = order)."""
+    inventory = pd.concat([p.inventory for p in parts], ignore_index=True)
+    order = np.argsort(inventory["server_id"].to_numpy(dtype=object), kind="stable")
+    metrics = pd.concat([p.metrics for p in parts], ignore_index=True)
+    codes = pd.Categorical(metrics["server_id"], categories=inventory["server_id"]).codes
+    counts = np.bincount(codes, minlength=len(inventory))
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])  # each server's first row, as concatenated
+    rows = np.repeat(first[order] - np.concatenate([[0], np.cumsum(counts[order])[:-1]]), counts[order])
+    rows += np.arange(len(metrics))
+    return Fleet(
+        inventory=inventory.iloc[order].reset_index(drop=True),
+        metrics=metrics.take(rows).reset_index(drop=True),
+        profiles=pd.concat([p.profiles for p in parts], ignore_index=True).iloc[order].reset_index(drop=True),
+        freq=parts[0].freq,
+    )
 
 
 def _check_args(n_servers: int, days: int, freq: str, seed: int) -> None:

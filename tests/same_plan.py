@@ -24,9 +24,11 @@ FLOAT_RTOL = 1e-6  # one float32 ulp is 6e-8 … 1.2e-7 relative
 FLOAT_ATOL = 1e-9
 
 
-def assert_same_plan(store, a: str, b: str) -> None:
+def assert_same_plan(store, a: str, b: str, store_b=None) -> None:
+    """Run a of `store` and run b of `store_b` (default the same store) hold the same plan."""
+    store_b = store if store_b is None else store_b
     for name, keys in PLAN_TABLES.items():
-        ta, tb = store.read_run_table(a, name), store.read_run_table(b, name)
+        ta, tb = store.read_run_table(a, name), store_b.read_run_table(b, name)
         keys = [k for k in keys if k in ta.columns]
         ta = ta.sort_values(keys, kind="stable").reset_index(drop=True)
         tb = tb.sort_values(keys, kind="stable").reset_index(drop=True)

@@ -110,7 +110,9 @@ class Store(abc.ABC):
         mode: str = "overwrite",
         on_partition: Callable[[str], None] | None = None,
     ) -> None:
-        """Write validated metrics. mode 'merge' keeps existing rows not superseded by new ones.
+        """Write validated metrics. mode 'merge' keeps existing rows not superseded by new ones;
+        'append' adds servers the store does not hold yet (a streamed fleet's next block) as new
+        files, reading and replacing nothing.
 
         on_partition is called after each business unit's partition is written (progress bars).
         """

@@ -243,7 +243,7 @@ class ParquetStore(Store):
         mode: str = "overwrite",
         on_partition: Callable[[str], None] | None = None,
     ) -> None:
-        if mode not in ("overwrite", "merge"):
+        if mode not in ("overwrite", "merge", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
         root = self._p("metrics")
         df = metrics
@@ -275,6 +275,11 @@ class ParquetStore(Store):
         years = df["timestamp"].dt.year.to_numpy()
         existing = self._partitions(root)
         prev = self.read_store_info()
+        # append: servers the store does not hold yet (a streamed fleet's next block), as files of
+        # their own beside the partitions' others; no existing file is read, replaced or retired
+        part = f"part-{uuid.uuid4().hex[:12]}" if mode == "append" else "part-0"
+        if mode == "append":
+            rewrite = set()
         version = int(prev.get("version") or 0) + 1
         backup = self._p("backups", f"v{version:08d}")
         # Write new → switch → clean up: every file is replaced whole (rename on disk, one PUT on
@@ -285,12 +290,12 @@ class ParquetStore(Store):
         for i in sorted(range(len(bu_names)), key=lambda i: (str(bu_names[i]) not in incoming, i)):
             bu = bu_names[i]
             rows = order[bounds[i] : bounds[i + 1]]
-            self._replace_partition(root, str(bu), table, rows, years[rows], backup)
+            self._replace_partition(root, str(bu), table, rows, years[rows], backup, part=part)
             if on_partition is not None:
                 on_partition(str(bu))
         for bu in (set(existing) if rewrite is None else rewrite & set(existing)) - set(bu_names):
             self._retire_dir(f"{root}/{existing[bu]}", backup)  # partitions left with no rows
-        info = dict(prev) if mode == "merge" else {}
+        info = dict(prev) if mode in ("merge", "append") else {}
         info.update(
             freq=freq,
             metric_columns=sorted(
@@ -320,18 +325,26 @@ class ParquetStore(Store):
         return out
 
     def _replace_partition(
-        self, root: str, bu: str, table: pa.Table, rows: np.ndarray, years: np.ndarray, backup: str
+        self,
+        root: str,
+        bu: str,
+        table: pa.Table,
+        rows: np.ndarray,
+        years: np.ndarray,
+        backup: str,
+        part: str = "part-0",
     ) -> None:
         """Replace one business unit's year files one by one, each whole, the old kept in ``backup``.
 
         A reader (or a crash) at any moment finds every year file either old and complete or new
         and complete — never missing, never half — and nothing hidden under a temporary name.
+        A ``part`` other than part-0 only adds files of that name (append).
         """
         final = f"{root}/business_unit={quote(bu, safe='')}"
-        before = self._files_under(final)
+        before = self._files_under(final) if part == "part-0" else set()
         written = set()
         for year in np.unique(years):
-            path = f"{final}/year={int(year)}/part-0.parquet"
+            path = f"{final}/year={int(year)}/{part}.parquet"
             sink = io.BytesIO()
             pq.write_table(
                 table.take(rows[years == year]), sink, row_group_size=ROW_GROUP_SIZE, compression="zstd"
