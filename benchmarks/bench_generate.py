@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_generate.py            # 10,000 servers × 1,461 days daily
     .venv/bin/python benchmarks/bench_generate.py --quick    # 1,000 servers
     .venv/bin/python benchmarks/bench_generate.py --profile  # + where validate/write spend time
+    .venv/bin/python benchmarks/bench_generate.py --stream 10000 20000 100000
+                              # `generate` streamed block by block: wall and peak memory per fleet size
 
 Prints rows, seconds (wall and CPU: the machine is shared), rows/s and peak memory for each
 step, then a ratio against a baseline measured side by side in the same run: a naive
@@ -188,6 +190,53 @@ def bench_pipeline(n: int, days: int, with_profile: bool) -> tuple[float, float]
     return g_wall, g_cpu
 
 
+def bench_stream(sizes: list[int], days: int) -> None:
+    """`python -m forecasting generate` as a user runs it, one process per fleet size: its wall
+    time and peak memory. Streaming holds one block (synthetic.BLOCK_SERVERS) of series at a time,
+    so the peak should stay flat as the fleet grows, and the time grow linearly."""
+    import subprocess
+
+    from forecasting.synthetic import BLOCK_SERVERS
+
+    code = (
+        "import resource, sys; from forecasting.cli import main; rc = main(sys.argv[1:]); "
+        "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    print(f"streamed generate (blocks of {BLOCK_SERVERS:,} servers), {days:,} days daily:")
+    per_server = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+            argv = [
+                "--data",
+                f"{tmp}/data",
+                "generate",
+                "--servers",
+                str(n),
+                "--days",
+                str(days),
+                "--start",
+                START,
+            ]
+            t = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", code, *argv],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "CAPFC_LOG_FORMAT": "text"},
+            )
+            wall = time.perf_counter() - t
+        peak = int(done.stdout.split("PEAK_KB")[-1].split()[0]) / 1024
+        per_server.append(wall / n)
+        print(
+            f"  {n:>9,} servers: {wall:7.1f} s wall, {wall / n * 1e3:.2f} ms/server, peak memory {peak:,.0f} MB"
+        )
+    if len(sizes) > 1:
+        print(f"ratio     time per server, largest vs smallest fleet: {per_server[-1] / per_server[0]:.2f}×")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1,000 servers instead of 10,000")
@@ -195,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=1461)
     ap.add_argument("--baseline-servers", type=int, default=50, help="servers in the naive sample")
     ap.add_argument("--profile", action="store_true", help="profile validate and write")
+    ap.add_argument(
+        "--stream", type=int, nargs="+", metavar="N", help="only the streamed CLI generate, per size"
+    )
     args = ap.parse_args(argv)
+    if args.stream:
+        bench_stream(sorted(args.stream), args.days)
+        return 0
     n = args.servers or (1_000 if args.quick else 10_000)
 
     g_wall, g_cpu = bench_pipeline(n, args.days, args.profile)
