@@ -10,6 +10,11 @@ floats within 1e-6 relative), with ratios against the one-process run side by si
 
     python benchmarks/bench_scale.py            # 1,000 and 10,000 servers
     python benchmarks/bench_scale.py --quick    # 1,000 servers only
+    python benchmarks/bench_scale.py --prophet 200   # Prophet through the Dask engine: series/min/core
+
+Prophet fits one series at a time (Stan): 10,000 servers are 50,000 fits, hours on 2 cores.
+``--prophet N`` runs N servers through the Dask engine and extrapolates, from the measured
+rate, the wall time of 10,000 servers on this machine and per added core.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import json, resource, sys, time
 from forecasting.settings import load_settings
 from forecasting.sources import open_store
 mode, data, shard_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-settings = load_settings(data=data, shard_size=shard_size)
+extra = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+settings = load_settings(data=data, shard_size=shard_size, **extra)
 store = open_store(data)
 t0 = time.perf_counter()
 if mode == "one-process":
@@ -147,12 +153,37 @@ def report(r: dict) -> None:
             print(f"  {mode}: {chk.get('why')}")
 
 
+def prophet(servers: int, days: int) -> None:
+    """Prophet on the Dask engine (2 workers × 1 thread): series per minute per core."""
+    with tempfile.TemporaryDirectory(prefix="capfc-prophet-") as tmp:
+        data = Path(tmp) / "data"
+        child(["-m", "forecasting", "--data", str(data), "generate", "--servers", str(servers),
+               "--days", str(days), "--seed", "7"])  # fmt: skip
+        extra = json.dumps({"model": "prophet", "backtest_cutoffs": 0})
+        out = child(["-c", CHILD, "dask", str(data), str(max(1, servers // 4)), extra])
+    r = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
+    series, cores = servers * 5, 2
+    per_min_core = series / (r["wall"] / 60) / cores
+    print(
+        f"Prophet on the Dask engine: {servers:,} servers ({series:,} series, {days} days), 2 workers × 1 thread"
+    )
+    print(f"  wall {r['wall']:.1f} s → {per_min_core:,.1f} series per minute per core "
+          f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+    est = 50_000 / (per_min_core * cores)
+    print(f"  10,000 servers (50,000 series): ≈ {est:,.0f} min on these 2 cores; "
+          f"≈ {50_000 / (per_min_core * 64):,.0f} min on a 64-core Dask cluster")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1,000 servers only")
     ap.add_argument("--days", type=int, default=1461)
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--prophet", type=int, metavar="N", help="only: Prophet on the Dask engine for N servers")
     args = ap.parse_args()
+    if args.prophet:
+        prophet(args.prophet, args.days)
+        return
     results = []
     for servers in (1000,) if args.quick else (1000, 10000):
         r = measure(servers, args.days)
