@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from aws_cdk.assertions import Match, Template
 from cfn import actions, as_list, one, render, resources, role_of, statements
-from infra_synth import API_AUDIENCE, CLIENT_SECRET_ARN
+from infra_synth import API_AUDIENCE, CLIENT_SECRET_ARN, REPO
 
 STORE = "s3://capfc-store-123456789012-eu-west-1/store"
 
@@ -338,3 +341,46 @@ def test_celery_worker_runs_beside_every_web_tier(synthesized, variant: str) -> 
     assert services[0]["DesiredCount"] == 1
     sgs = services[0]["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"]
     assert any("WebWebSecurityGroup" in sg["Fn::GetAtt"][0] for sg in sgs)  # the one Valkey admits
+
+
+START_CHECK = (
+    "from forecasting.settings import load_settings; from app.auth import check_config; "
+    "s = load_settings(); check_config(s); print(s.auth_mode)"
+)
+
+
+@pytest.mark.parametrize("variant", ["ecs-express", "apprunner", "fargate-alb", "fargate-alb-private"])
+def test_the_stacks_sign_in_settings_let_the_web_app_start(synthesized, variant: str) -> None:
+    """The names the stack sets are the ones the app reads: with the container's environment
+    (secrets filled in as the platform injects them, the ALB's ARN as it will be once
+    deployed), forecasting.settings loads and app.auth.check_config (the web start's gate)
+    accepts the sign-in configuration, in a process of its own."""
+    app = synthesized(variant).app
+    if variant.startswith("fargate-alb"):
+        task = next(v for k, v in resources(app, "AWS::ECS::TaskDefinition").items() if "WebWebTask" in k)
+        container = task["Properties"]["ContainerDefinitions"][0]
+        env, secrets = _env(container["Environment"]), container.get("Secrets", [])
+    elif variant == "ecs-express":
+        c = one(app, "AWS::ECS::ExpressGatewayService")[1]["Properties"]["PrimaryContainer"]
+        env, secrets = _env(c["Environment"]), c["Secrets"]
+    else:
+        svc = one(app, "AWS::AppRunner::Service")[1]["Properties"]
+        ic = svc["SourceConfiguration"]["ImageRepository"]["ImageConfiguration"]
+        env, secrets = _env(ic["RuntimeEnvironmentVariables"]), ic["RuntimeEnvironmentSecrets"]
+    if "CAPFC_AUTH_ALB_ARN" in env:
+        env["CAPFC_AUTH_ALB_ARN"] = (
+            "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/capfc/0123456789abcdef"
+        )
+    env.update({s["Name"]: "x" * 64 for s in secrets})
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CAPFC_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", START_CHECK],
+        cwd=REPO,
+        env={**base, **env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = {"fargate-alb": "alb", "fargate-alb-private": "dev"}.get(variant, "oidc")
+    assert proc.stdout.strip().splitlines()[-1] == expected
