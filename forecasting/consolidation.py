@@ -29,8 +29,13 @@ import numpy as np
 import pandas as pd
 
 from .inputs import AnalyticsError, AnalyticsInputs, prepare
+from .jit_cache import seed_numba_cache
 from .plan import CONSOLIDATION_COLUMNS, QUANTILE_COLUMNS
 from .schema import CRITICALITY_ORDER
+
+# In the image: the kernels compiled at build time, copied into an empty /tmp (Lambda) before
+# the first one runs (a no-op in a source checkout; see forecasting/jit_cache.py).
+seed_numba_cache()
 
 PACKING_METHODS = ("peak-aware", "sum-of-peaks")
 # Recent history packed alongside the forecast horizon (periods of history per frequency).

@@ -16,8 +16,13 @@ sys.path[:0] = [str(ROOT), str(ROOT.parent)]  # capfc_infra, and forecasting (Gl
 
 from aws_cdk import Environment  # noqa: E402
 from capfc_infra import build_app  # noqa: E402
+from capfc_infra.config import ConfigError  # noqa: E402
 
 region = os.environ.get("CDK_DEPLOY_REGION") or os.environ.get("CDK_DEFAULT_REGION") or "eu-west-1"
 account = os.environ.get("CDK_DEPLOY_ACCOUNT") or os.environ.get("CDK_DEFAULT_ACCOUNT")
-app, _, _ = build_app(env=Environment(account=account, region=region))
+try:
+    app, _, _ = build_app(env=Environment(account=account, region=region))
+except ConfigError as e:  # one line naming the context key, not a traceback
+    print(f"capfc infra: {e}", file=sys.stderr)
+    sys.exit(2)
 app.synth()

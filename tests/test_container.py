@@ -162,7 +162,7 @@ def test_image_is_non_root_and_carries_no_secrets(image):
     listing = docker(
         "run", "--rm", "--network", "none", image.image, "sh", "-c",
         "id -u; ls -a /app; test ! -e /root/.aws && test ! -e /app/.aws && echo no-aws; "
-        "ls /app/forecasting/__pycache__ | head -n 1; ls /tmp/numba-cache",
+        "ls /app/forecasting/__pycache__ | head -n 1; ls /app/forecasting/_jit_seed",
     ).stdout.split()  # fmt: skip
     assert listing[0] == "10001"
     assert (
@@ -172,6 +172,28 @@ def test_image_is_non_root_and_carries_no_secrets(image):
     assert any(name.endswith(".pyc") for name in listing)  # bytecode compiled at build time
     assert any(name.startswith("forecasting_") for name in listing)  # numba kernels compiled too
     assert image.size_bytes < 2.0e9
+
+
+# numba's own counters for the packing kernels after a warm-up, and the seconds it took
+_NUMBA_PROBE = (
+    "import json, time; from forecasting import consolidation as c; t = time.perf_counter(); "
+    "c.warm_up(); ks = (c._pack_partition, c._group_sums); print(json.dumps({'seconds': "
+    "time.perf_counter() - t, 'hits': sum(sum(k.stats.cache_hits.values()) for k in ks), "
+    "'misses': sum(sum(k.stats.cache_misses.values()) for k in ks)}))"
+)
+
+
+@pytest.mark.slow
+def test_an_empty_tmp_gets_the_images_compiled_kernels(image):
+    """Lambda's /tmp starts empty and the root is read-only: the kernels compiled at build time
+    are still loaded from the image's seed (forecasting/jit_cache.py), not compiled again."""
+    out = docker(
+        "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp:rw,exec",
+        "--entrypoint", "python", image.image, "-c", _NUMBA_PROBE, timeout=180,
+    ).stdout  # fmt: skip
+    probe = json.loads(out.strip().splitlines()[-1])
+    print(f"\nnumba kernels from the image's seed in an empty /tmp: {probe['seconds']:.2f} s")
+    assert probe["hits"] == 2 and probe["misses"] == 0, probe
 
 
 # --------------------------------------------------------------------------- 1. web

@@ -12,6 +12,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from .api import ApiGateway
 from .batch import Batch, retention_for
 from .config import Config
 from .data_stack import DataStack
@@ -70,7 +71,14 @@ class AppStack(Stack):
             app_subnets=web_subnets,
             worker_subnets=app_subnets,
         )
-        self.monitoring = Monitoring(self, "Monitoring", config=config, batch=self.batch, web=self.web)
+        self.api = (
+            ApiGateway(self, "ApiGateway", config=config, web_url=self.web.url)
+            if config.api_gateway
+            else None
+        )
+        self.monitoring = Monitoring(
+            self, "Monitoring", config=config, batch=self.batch, web=self.web, api=self.api
+        )
 
         CfnOutput(self, "StateMachineArn", value=self.batch.state_machine.state_machine_arn)
         CfnOutput(self, "TriggerFunctionName", value=self.batch.functions["trigger"].function_name)

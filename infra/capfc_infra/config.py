@@ -41,11 +41,24 @@ DEFAULTS: dict[str, Any] = {
     "redis_replicas": 1,
     "certificate_arn": None,
     "oidc": None,
+    "dev_sign_in": False,
+    "api_audience": None,
+    "api_gateway": False,
+    "api_rate_limit": 50,
+    "api_burst_limit": 100,
     "alarm_email": None,
     "log_retention_days": 90,
 }
 
-OIDC_KEYS = ("issuer", "authorization_endpoint", "token_endpoint", "user_info_endpoint", "client_id")
+# The ALB signs users in itself, so it needs the provider's endpoints; the app (in-app sign-in)
+# reads them from the issuer's discovery document.
+ALB_ENDPOINT_KEYS = ("authorization_endpoint", "token_endpoint", "user_info_endpoint")
+OIDC_KEYS = ("issuer", *ALB_ENDPOINT_KEYS, "client_id")  # the fargate-alb set, in order
+OIDC_OPTIONAL = ("scopes", "groups_claim", "role_groups", "logout_url")
+_ARN_SECRET_RE = re.compile(
+    r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$"
+)
+_AUDIENCE_RE = re.compile(r"^[\x21-\x7e]{1,256}$")  # one printable token: a client id or an API URI
 _IMAGE_URI_RE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"
     r"(?P<repo>[a-z0-9][a-z0-9._/-]*)(?::(?P<tag>[A-Za-z0-9_.-]{1,128})|@(?P<digest>sha256:[0-9a-f]{64}))$"
@@ -61,14 +74,29 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Oidc:
-    """The identity provider the ALB signs users in with (``authenticate-oidc``)."""
+    """The identity provider users sign in with: on the ALB (``fargate-alb``, ``authenticate-oidc``)
+    or in the app (``ecs-express``, ``apprunner``: ``CAPFC_AUTH_MODE=oidc``, endpoints from the
+    issuer's discovery document).
+
+    ``client_secret`` names the Secrets Manager secret holding the client secret in its JSON field
+    ``client_secret``: its full ARN (``client_secret_arn``, required where the container reads it:
+    App Runner takes full ARNs only) or, for the ALB, its name (``client_secret_name``).
+    """
 
     issuer: str
-    authorization_endpoint: str
-    token_endpoint: str
-    user_info_endpoint: str
     client_id: str
-    client_secret_name: str  # Secrets Manager secret holding the client secret (field client_secret)
+    client_secret: str
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    user_info_endpoint: str | None = None
+    scopes: str | None = None
+    groups_claim: str | None = None
+    role_groups: str | None = None  # JSON, as CAPFC_AUTH_ROLE_GROUPS takes it
+    logout_url: str | None = None
+
+    @property
+    def client_secret_is_arn(self) -> bool:
+        return bool(_ARN_SECRET_RE.match(self.client_secret))
 
 
 @dataclass(frozen=True)
@@ -110,8 +138,18 @@ class Config:
     redis_replicas: int = 1
     certificate_arn: str | None = None
     oidc: Oidc | None = None
+    dev_sign_in: bool = False
+    api_audience: str | None = None
+    api_gateway: bool = False
+    api_rate_limit: int = 50
+    api_burst_limit: int = 100
     alarm_email: str | None = None
     log_retention_days: int = 90
+
+    @property
+    def in_app_sign_in(self) -> bool:
+        """The app signs users in itself (``CAPFC_AUTH_MODE=oidc``): every tier but the ALB's."""
+        return self.oidc is not None and self.web_tier != "fargate-alb"
 
     @staticmethod
     def bucket_names(account: str, region: str) -> tuple[str, str]:
@@ -154,14 +192,42 @@ class Config:
         cert = raw["certificate_arn"] or None
         if cert and not _ARN_ACM_RE.match(cert):
             raise ConfigError(f"context certificate_arn={cert!r} is not an ACM certificate ARN")
-        oidc = _oidc(raw["oidc"])
-        if oidc and tier != "fargate-alb":
+        oidc = _oidc(raw["oidc"], tier)
+        dev = _bool("dev_sign_in", raw["dev_sign_in"])
+        if oidc and dev:
             raise ConfigError(
-                f"context oidc is set but web_tier={tier}: ALB OIDC sign-in needs web_tier=fargate-alb "
-                "(App Runner and ECS Express have no listener of ours to authenticate on)"
+                "context oidc and dev_sign_in=true: choose one (dev_sign_in is for a sandbox only)"
             )
-        if oidc and not cert:
+        if not oidc and not dev:
+            raise ConfigError(
+                f"context oidc is missing: the web tier ({tier}) must sign users in. Give "
+                '-c oidc=\'{"issuer": "https://…", "client_id": "…", "client_secret_arn": "arn:aws:secretsmanager:…"}\' '
+                "(fargate-alb also needs authorization_endpoint, token_endpoint, user_info_endpoint and "
+                "certificate_arn; see README 'Deploy on AWS'), or -c dev_sign_in=true for a sandbox "
+                "whose web pages serve no one (CAPFC_AUTH_MODE=dev answers loopback clients only)"
+            )
+        if oidc and tier == "fargate-alb" and not cert:
             raise ConfigError("context oidc needs certificate_arn: the ALB authenticates on HTTPS only")
+        audience = raw["api_audience"] or (oidc.client_id if oidc else None)
+        if audience is not None and not _AUDIENCE_RE.match(str(audience)):
+            raise ConfigError(f"context api_audience={audience!r}: one token of printable characters")
+        api_gateway = _bool("api_gateway", raw["api_gateway"])
+        if api_gateway:
+            if tier == "fargate-alb":
+                raise ConfigError(
+                    "context api_gateway=true with web_tier=fargate-alb: that tier serves /api/v1 through "
+                    "its own ALB (a listener rule without the sign-in action); API Gateway fronts "
+                    "ecs-express or apprunner"
+                )
+            if not oidc:
+                raise ConfigError(
+                    "context api_gateway=true needs oidc: its JWT authorizer checks that issuer"
+                )
+            if _bool("private_ingress", raw["private_ingress"]):
+                raise ConfigError(
+                    "context api_gateway=true with private_ingress=true: the HTTP API reaches the web "
+                    "tier over its public URL; a private web tier would need a VPC link (not built)"
+                )
         bus = raw["business_units"]
         if bus is not None:
             bus = tuple(bus.split(",") if isinstance(bus, str) else bus)
@@ -188,6 +254,8 @@ class Config:
                 ("batch_memory_mib", 512, 122880),
                 ("redis_replicas", 0, 5),
                 ("log_retention_days", 1, 3653),
+                ("api_rate_limit", 1, 10_000),
+                ("api_burst_limit", 1, 5_000),
             )
         }
         for kind in ("web", "worker"):
@@ -210,6 +278,9 @@ class Config:
             redis_node_type=str(raw["redis_node_type"]),
             certificate_arn=cert,
             oidc=oidc,
+            dev_sign_in=dev,
+            api_audience=str(audience) if audience is not None else None,
+            api_gateway=api_gateway,
             alarm_email=raw["alarm_email"] or None,
             **ints,
         )
@@ -240,7 +311,7 @@ def _int(key: str, v: Any, lo: int, hi: int) -> int:
     return n
 
 
-def _oidc(v: Any) -> Oidc | None:
+def _oidc(v: Any, tier: str) -> Oidc | None:
     if not v:
         return None
     if isinstance(v, str):
@@ -250,10 +321,46 @@ def _oidc(v: Any) -> Oidc | None:
             raise ConfigError("context oidc: a JSON object") from None
     if not isinstance(v, dict):
         raise ConfigError("context oidc: a JSON object")
-    missing = [k for k in (*OIDC_KEYS, "client_secret_name") if not v.get(k)]
+    alb = tier == "fargate-alb"
+    required = ["issuer", *(ALB_ENDPOINT_KEYS if alb else ()), "client_id"]
+    missing = [k for k in required if not v.get(k)]
+    secret = v.get("client_secret_arn") or (v.get("client_secret_name") if alb else None)
+    if not secret:
+        missing.append("client_secret_arn" if not alb else "client_secret_arn (or client_secret_name)")
     if missing:
-        raise ConfigError(f"context oidc: missing {', '.join(missing)}")
-    for k in OIDC_KEYS[:4]:
-        if not str(v[k]).startswith("https://"):
+        raise ConfigError(f"context oidc: missing {', '.join(missing)} (web_tier={tier})")
+    unknown = set(v) - {*OIDC_KEYS, *OIDC_OPTIONAL, "client_secret_arn", "client_secret_name"}
+    if unknown:
+        raise ConfigError(f"context oidc: unknown key(s) {', '.join(sorted(unknown))}")
+    for k in ("issuer", *ALB_ENDPOINT_KEYS, "logout_url"):
+        if v.get(k) and not str(v[k]).startswith("https://"):
             raise ConfigError(f"context oidc.{k} must be an https:// URL")
-    return Oidc(**{k: str(v[k]) for k in (*OIDC_KEYS, "client_secret_name")})
+    if v.get("client_secret_arn") and not _ARN_SECRET_RE.match(str(v["client_secret_arn"])):
+        raise ConfigError(
+            f"context oidc.client_secret_arn={v['client_secret_arn']!r}: the secret's full ARN "
+            "(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-AbCdEf, with its 6-character suffix)"
+        )
+    role_groups = v.get("role_groups")
+    if role_groups is not None:
+        if isinstance(role_groups, str):
+            try:
+                role_groups = json.loads(role_groups)
+            except json.JSONDecodeError:
+                raise ConfigError("context oidc.role_groups: a JSON object {role: [groups]}") from None
+        ok = isinstance(role_groups, dict) and all(
+            r in ("viewer", "planner", "admin") and isinstance(g, list) and all(isinstance(x, str) for x in g)
+            for r, g in role_groups.items()
+        )
+        if not ok:
+            raise ConfigError('context oidc.role_groups: {"viewer"|"planner"|"admin": [group names]}')
+        role_groups = json.dumps(role_groups, sort_keys=True)
+    return Oidc(
+        issuer=str(v["issuer"]),
+        client_id=str(v["client_id"]),
+        client_secret=str(secret),
+        **{
+            k: (str(v[k]) if v.get(k) else None)
+            for k in (*ALB_ENDPOINT_KEYS, "scopes", "groups_claim", "logout_url")
+        },
+        role_groups=role_groups,
+    )

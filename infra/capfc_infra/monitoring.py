@@ -15,6 +15,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subs
 from constructs import Construct
 
+from .api import ApiGateway
 from .batch import Batch
 from .config import Config
 from .nag import ack
@@ -49,7 +50,14 @@ def app_metric(name: str, service: str, statistic: str = "Sum", period: Duration
 
 class Monitoring(Construct):
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: Config, batch: Batch, web: Web
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Config,
+        batch: Batch,
+        web: Web,
+        api: ApiGateway | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.topic = sns.Topic(self, "Alarms", display_name="Capacity Forecaster alarms", enforce_ssl=True)
@@ -162,6 +170,14 @@ class Monitoring(Construct):
                     period=Duration.minutes(5),
                 ),
                 "App Runner answered 5xx.",
+                threshold=5,
+                evaluation_periods=2,
+            )
+        if api is not None:
+            alarm(
+                "Api5xx",
+                api.api.metric_server_error(period=Duration.minutes(5), statistic="Sum"),
+                "The API Gateway HTTP API answered 5xx (the web tier failed or timed out behind it).",
                 threshold=5,
                 evaluation_periods=2,
             )

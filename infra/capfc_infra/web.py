@@ -8,6 +8,15 @@
 - ``fargate-alb``: a Fargate service behind an ALB of our own: HTTPS with an ACM certificate,
   OIDC sign-in on the listener (``authenticate-oidc``), access logs, internal when private.
 
+Sign-in on every tier (context ``oidc``; README "Deploy on AWS"): the ALB signs browsers in and
+the app verifies its header (``CAPFC_AUTH_MODE=alb``); App Runner and ECS Express have no
+listener of ours, so the app signs users in itself (``CAPFC_AUTH_MODE=oidc``) with the client
+secret and a session-signing key that the container receives from Secrets Manager, never in
+plain environment. The REST API (``/api/v1/*``, same server) takes OIDC bearer tokens that the
+app checks (audience ``CAPFC_API_AUDIENCE``): behind the ALB a listener rule forwards that path
+without the browser sign-in action; the other tiers serve it on their URL, and optionally
+through an API Gateway HTTP API with a JWT authorizer (``api.py``).
+
 All three: ``CAPFC_DATA`` (the store), ``CAPFC_REDIS_URL`` (ElastiCache Valkey, TLS, for the
 background-callback manager shared by every instance), health check ``/healthz``, read-only
 access to the store.
@@ -15,7 +24,7 @@ access to the store.
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, SecretValue
+from aws_cdk import CfnOutput, Duration, Fn, RemovalPolicy, SecretValue
 from aws_cdk import aws_apprunner as apprunner
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
@@ -24,6 +33,7 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from .access import grant_store
@@ -34,6 +44,8 @@ from .nag import ack, ack_ecr_pull
 
 PORT = 8080
 HEALTH_PATH = "/healthz"
+API_PATHS = ("/api/v1", "/api/v1/*")  # the REST API (app/api), bearer tokens checked by the app
+API_RULE_PRIORITY = 10
 REDIS_PORT = 6380  # not the default 6379 (AwsSolutions-AEC5)
 VPC_CIDR = "10.42.0.0/16"  # a literal, so security-group rules (and cdk-nag) see the real range
 
@@ -91,6 +103,7 @@ class Web(Construct):
             "prefix (metrics/, inventory/, runs/, athena-manifests/), never the bucket.",
             *_s3_findings(self, config.store_prefix),
         )
+        self.sign_in_environment, self.secrets = self._sign_in()
         self.url: str
         self.load_balancer: elbv2.ApplicationLoadBalancer | None = None
         self.service_name: str | None = None
@@ -167,6 +180,74 @@ class Web(Construct):
         )
         scaling.scale_on_cpu_utilization("Cpu", target_utilization_percent=60)
 
+    # ------------------------------------------------------------------ sign-in
+    def _sign_in(self) -> tuple[dict[str, str], dict[str, tuple[secretsmanager.ISecret, str | None]]]:
+        """The web container's sign-in settings: plain environment, and secrets as
+        ``{env name: (secret, JSON field or None)}`` that the container platform injects.
+
+        ``fargate-alb`` (mode ``alb``) gets its ALB-specific settings in ``_fargate_alb`` and
+        needs no secret in the container (the ALB holds the client secret); ``dev_sign_in`` sets
+        ``dev``, which serves loopback clients only, i.e. no one behind a load balancer.
+        """
+        config = self.config
+        if config.oidc is None:
+            return {"CAPFC_AUTH_MODE": "dev"}, {}
+        o = config.oidc
+        env = {"CAPFC_AUTH_ISSUER": o.issuer, "CAPFC_AUTH_CLIENT_ID": o.client_id}
+        if config.api_audience:
+            env["CAPFC_API_AUDIENCE"] = config.api_audience
+        for key, value in (
+            ("CAPFC_AUTH_GROUPS_CLAIM", o.groups_claim),
+            ("CAPFC_AUTH_ROLE_GROUPS", o.role_groups),
+            ("CAPFC_AUTH_LOGOUT_URL", o.logout_url),
+        ):
+            if value:
+                env[key] = value
+        if not config.in_app_sign_in:
+            return env, {}
+        env["CAPFC_AUTH_MODE"] = "oidc"
+        if o.scopes:
+            env["CAPFC_AUTH_SCOPES"] = o.scopes
+        client_secret = secretsmanager.Secret.from_secret_complete_arn(
+            self, "OidcClientSecret", o.client_secret
+        )
+        session_secret = secretsmanager.Secret(
+            self,
+            "SessionSecret",
+            description="capfc web: the key signing the sign-in session cookie (CAPFC_SESSION_SECRET)",
+            generate_secret_string=secretsmanager.SecretStringGenerator(
+                password_length=64, exclude_punctuation=True
+            ),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        ack(
+            session_secret,
+            "SMG4",
+            "The session-signing key is read by the web containers at start only, so a scheduled "
+            "rotation would not reach running tasks and would sign every user out at the next start; "
+            "replace it on purpose (put-secret-value, then redeploy) to end all sessions.",
+        )
+        self.session_secret = session_secret
+        self.client_secret = client_secret
+        return env, {
+            "CAPFC_AUTH_CLIENT_SECRET": (client_secret, "client_secret"),
+            "CAPFC_SESSION_SECRET": (session_secret, None),
+        }
+
+    def _secret_refs(self) -> list[tuple[str, str]]:
+        """(env name, ``valueFrom``) pairs: the secret's ARN, with ``:field::`` for a JSON field
+        (the form ECS and App Runner both take)."""
+        return [
+            (name, f"{secret.secret_arn}:{field}::" if field else secret.secret_arn)
+            for name, (secret, field) in self.secrets.items()
+        ]
+
+    def _grant_secrets(self, role: iam.IRole) -> None:
+        """Only the role that fetches them for the container (ECS: the execution role; App
+        Runner: the instance role) may read the sign-in secrets, and only these."""
+        for secret, _ in self.secrets.values():
+            secret.grant_read(role)
+
     # ------------------------------------------------------------------ shared manager
     def _redis(self, vpc: ec2.IVpc) -> str:
         """ElastiCache Valkey (Redis protocol) for the background-callback manager, TLS required."""
@@ -232,6 +313,7 @@ class Web(Construct):
         )
         image.grant_pull(access_role)
         ack_ecr_pull(access_role)
+        self._grant_secrets(self.task_role)
         connector = apprunner.CfnVpcConnector(
             self,
             "VpcConnector",
@@ -261,9 +343,14 @@ class Web(Construct):
                         port=str(PORT),
                         runtime_environment_variables=[
                             apprunner.CfnService.KeyValuePairProperty(name=k, value=v)
-                            for k, v in self.environment.items()
+                            for k, v in {**self.environment, **self.sign_in_environment}.items()
                             if k != "PORT"
                         ],
+                        runtime_environment_secrets=[
+                            apprunner.CfnService.KeyValuePairProperty(name=k, value=v)
+                            for k, v in self._secret_refs()
+                        ]
+                        or None,
                     ),
                 ),
             ),
@@ -345,6 +432,8 @@ class Web(Construct):
         image.grant_pull(execution_role)
         self.log_group.grant_write(execution_role)
         ack_ecr_pull(execution_role)
+        self._grant_secrets(execution_role)
+        self.execution_role = execution_role
         service = ecs.CfnExpressGatewayService(
             self,
             "Service",
@@ -364,8 +453,13 @@ class Web(Construct):
                 container_port=PORT,
                 environment=[
                     ecs.CfnExpressGatewayService.KeyValuePairProperty(name=k, value=v)
-                    for k, v in self.environment.items()
+                    for k, v in {**self.environment, **self.sign_in_environment}.items()
                 ],
+                secrets=[
+                    ecs.CfnExpressGatewayService.SecretProperty(name=k, value_from=v)
+                    for k, v in self._secret_refs()
+                ]
+                or None,
                 aws_logs_configuration=ecs.CfnExpressGatewayService.ExpressGatewayServiceAwsLogsConfigurationProperty(
                     log_group=self.log_group.log_group_name, log_stream_prefix="web"
                 ),
@@ -381,7 +475,8 @@ class Web(Construct):
         service.node.add_dependency(infra_role, execution_role, self.task_role)
         self.express_service = service
         self.service_name = service.attr_service_arn
-        self.url = service.attr_endpoint
+        # The endpoint's documented form is a host name; strip a scheme should it carry one.
+        self.url = "https://" + Fn.join("", Fn.split("https://", service.attr_endpoint))
 
     # ------------------------------------------------------------------ Fargate + ALB
     def _fargate_alb(
@@ -403,7 +498,7 @@ class Web(Construct):
             "web",
             image=image.container_image(),
             port_mappings=[ecs.PortMapping(container_port=PORT)],
-            environment=self.environment,
+            environment={**self.environment, **self.sign_in_environment},
             logging=ecs.LogDrivers.aws_logs(stream_prefix="web", log_group=self.log_group),
         )
         ack_ecr_pull(task.obtain_execution_role())
@@ -411,7 +506,8 @@ class Web(Construct):
             task,
             "ECS2",
             "The environment holds only non-secret settings (store URI, Valkey endpoint without "
-            "credentials, log level, port); the OIDC client secret stays in Secrets Manager on the ALB.",
+            "credentials, log level, port, issuer and client id); the OIDC client secret stays in "
+            "Secrets Manager on the ALB.",
         )
         service = ecs.FargateService(
             self,
@@ -490,23 +586,20 @@ class Web(Construct):
                     token_endpoint=o.token_endpoint,
                     user_info_endpoint=o.user_info_endpoint,
                     client_id=o.client_id,
-                    client_secret=SecretValue.secrets_manager(
-                        o.client_secret_name, json_field="client_secret"
-                    ),
-                    scope="openid email profile",
+                    client_secret=SecretValue.secrets_manager(o.client_secret, json_field="client_secret"),
+                    scope=o.scopes or "openid email profile",
                     session_timeout=Duration.hours(8),
                     on_unauthenticated_request=elbv2.UnauthenticatedAction.AUTHENTICATE,
                     next=forward,
                 )
                 # The app verifies the ALB's signed x-amzn-oidc-data on every request (app/auth.py):
                 # its signer must be this ALB and its issuer the provider the ALB signs users in with.
+                # (issuer, client id, API audience and groups are in sign_in_environment)
                 web.add_environment("CAPFC_AUTH_MODE", "alb")
                 web.add_environment("CAPFC_AUTH_ALB_ARN", alb.load_balancer_arn)
-                web.add_environment("CAPFC_AUTH_ISSUER", o.issuer)
-                web.add_environment("CAPFC_AUTH_CLIENT_ID", o.client_id)
             else:
                 action = forward
-            alb.add_listener(
+            listener = alb.add_listener(
                 "Https",
                 port=443,
                 protocol=elbv2.ApplicationProtocol.HTTPS,
@@ -515,6 +608,18 @@ class Web(Construct):
                 default_action=action,
                 open=False,
             )
+            if config.oidc:
+                # The REST API: machine clients cannot follow the browser sign-in, they send an
+                # OIDC bearer token that the app checks against the provider's keys. This rule
+                # is evaluated before the default action, so /api/v1 is forwarded as it is.
+                elbv2.ApplicationListenerRule(
+                    self,
+                    "ApiRule",
+                    listener=listener,
+                    priority=API_RULE_PRIORITY,
+                    conditions=[elbv2.ListenerCondition.path_patterns(list(API_PATHS))],
+                    action=elbv2.ListenerAction.forward([target_group]),
+                )
             alb.add_redirect(source_port=80, target_port=443, open=False)
             scheme = "https"
         else:

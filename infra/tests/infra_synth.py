@@ -26,6 +26,7 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 IMAGE_URI = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/capfc:test"
 CERT = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/0f0e0d0c-0b0a-0908-0706-050403020100"
+# The provider the ALB signs users in with (fargate-alb: endpoints, client secret by name).
 OIDC = {
     "issuer": "https://idp.example.com",
     "authorization_endpoint": "https://idp.example.com/authorize",
@@ -34,15 +35,45 @@ OIDC = {
     "client_id": "capfc-web",
     "client_secret_name": "capfc/oidc",
 }
+CLIENT_SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:capfc/oidc-AbCdEf"
+# In-app sign-in (ecs-express, apprunner): the app discovers the endpoints from the issuer.
+OIDC_APP = {
+    "issuer": "https://idp.example.com",
+    "client_id": "capfc-web",
+    "client_secret_arn": CLIENT_SECRET_ARN,
+    "groups_claim": "cognito:groups",
+    "role_groups": {"viewer": ["readers"], "planner": ["planners"], "admin": ["admins"]},
+}
+API_AUDIENCE = "https://capfc.example.com/api"
 TIERS = ("apprunner", "ecs-express", "fargate-alb")
 VARIANTS: dict[str, dict] = {
-    "ecs-express": {"web_tier": "ecs-express", "image_uri": IMAGE_URI},
-    "apprunner": {"web_tier": "apprunner", "image_uri": IMAGE_URI},
+    "ecs-express": {"web_tier": "ecs-express", "image_uri": IMAGE_URI, "oidc": OIDC_APP},
+    "apprunner": {"web_tier": "apprunner", "image_uri": IMAGE_URI, "oidc": OIDC_APP},
     "fargate-alb": {"web_tier": "fargate-alb", "image_uri": IMAGE_URI, "certificate_arn": CERT, "oidc": OIDC},
-    "apprunner-private": {"web_tier": "apprunner", "image_uri": IMAGE_URI, "private_ingress": True},
-    "fargate-alb-private": {"web_tier": "fargate-alb", "image_uri": IMAGE_URI, "private_ingress": True},
+    "apprunner-private": {
+        "web_tier": "apprunner",
+        "image_uri": IMAGE_URI,
+        "private_ingress": True,
+        "oidc": OIDC_APP,
+    },
+    # a sandbox without sign-in: said explicitly, and then the web pages serve no one
+    "fargate-alb-private": {
+        "web_tier": "fargate-alb",
+        "image_uri": IMAGE_URI,
+        "private_ingress": True,
+        "dev_sign_in": True,
+    },
+    # the REST API through API Gateway (HTTP API, JWT authorizer) in front of each in-app tier
+    "ecs-express-api": {
+        "web_tier": "ecs-express",
+        "image_uri": IMAGE_URI,
+        "oidc": OIDC_APP,
+        "api_gateway": True,
+        "api_audience": API_AUDIENCE,
+    },
+    "apprunner-api": {"web_tier": "apprunner", "image_uri": IMAGE_URI, "oidc": OIDC_APP, "api_gateway": True},
     # No image_uri: the repo's Dockerfile becomes an image asset (staged, not built: no Docker).
-    "asset": {"web_tier": "ecs-express"},
+    "asset": {"web_tier": "ecs-express", "oidc": OIDC_APP},
 }
 
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from infra_synth import INFRA, REPO
+from infra_synth import CERT, INFRA, OIDC, REPO
 
 CDK = INFRA / "node_modules" / ".bin" / "cdk"
 
@@ -39,8 +39,7 @@ def test_asset_variant_stages_the_repo_dockerfile_for_every_entry_point(synthesi
     assert asset_hash in json.dumps(express["Properties"]["PrimaryContainer"]["Image"])
 
 
-@pytest.mark.slow
-def test_cdk_cli_synthesizes_the_app_offline(tmp_path: Path) -> None:
+def _cdk_synth(out: Path, *context: str) -> subprocess.CompletedProcess:
     assert CDK.exists(), "run scripts/ensure-infra.sh (npm ci in infra/) first"
     env = {
         **os.environ,
@@ -50,29 +49,40 @@ def test_cdk_cli_synthesizes_the_app_offline(tmp_path: Path) -> None:
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    out = tmp_path / "cdk.out"
-    r = subprocess.run(
-        [
-            str(CDK),
-            "synth",
-            "--quiet",
-            "--no-notices",
-            "--no-version-reporting",
-            "--output",
-            str(out),
-            "-c",
-            "web_tier=fargate-alb",
-            "-c",
-            "image_uri=123456789012.dkr.ecr.eu-west-1.amazonaws.com/capfc:cli",
-        ],
+    args = [a for c in context for a in ("-c", c)]
+    return subprocess.run(
+        [str(CDK), "synth", "--quiet", "--no-notices", "--no-version-reporting", "--output", str(out), *args],
         cwd=INFRA,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+@pytest.mark.slow
+def test_cdk_cli_synthesizes_the_app_offline(tmp_path: Path) -> None:
+    out = tmp_path / "cdk.out"
+    r = _cdk_synth(
+        out,
+        "web_tier=fargate-alb",
+        "image_uri=123456789012.dkr.ecr.eu-west-1.amazonaws.com/capfc:cli",
+        f"certificate_arn={CERT}",
+        "oidc=" + json.dumps(OIDC),
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     template = json.loads((out / "CapfcApp.template.json").read_text())
     types = {v["Type"] for v in template["Resources"].values()}
     assert "AWS::ElasticLoadBalancingV2::LoadBalancer" in types
     assert (out / "CapfcData.template.json").exists()
+
+
+@pytest.mark.slow
+def test_cdk_cli_refuses_a_web_tier_without_sign_in(tmp_path: Path) -> None:
+    """``cdk synth`` with cdk.json's defaults alone (no oidc, no dev_sign_in): one line, no stack."""
+    out = tmp_path / "cdk.out"
+    r = _cdk_synth(out, "image_uri=123456789012.dkr.ecr.eu-west-1.amazonaws.com/capfc:cli")
+    assert r.returncode != 0
+    assert "capfc infra: context oidc is missing: the web tier (ecs-express) must sign users in" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (out / "CapfcApp.template.json").exists()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from capfc_infra.config import Config, ConfigError
-from infra_synth import CERT, OIDC, cdk_json_context
+from infra_synth import CERT, CLIENT_SECRET_ARN, OIDC, OIDC_APP, cdk_json_context
 
 
 def cfg(**ctx) -> Config:
-    return Config.from_context({**cdk_json_context(), **ctx}.get)
+    """Config from cdk.json plus ``ctx``; in-app OIDC unless the test chooses sign-in itself."""
+    sign_in = {} if {"oidc", "dev_sign_in"} & set(ctx) else {"oidc": OIDC_APP}
+    return Config.from_context({**cdk_json_context(), **sign_in, **ctx}.get)
 
 
 def test_defaults_from_cdk_json() -> None:
@@ -48,9 +52,34 @@ def test_image_uri_tag_and_digest() -> None:
         ({"private_ingress": True, "nat_gateways": 0}, "private tasks need a NAT gateway"),
         ({"private_ingress": "perhaps"}, "private_ingress='perhaps': true or false"),
         ({"certificate_arn": "arn:aws:iam::123456789012:server-certificate/x"}, "certificate_arn"),
-        ({"web_tier": "apprunner", "oidc": OIDC, "certificate_arn": CERT}, "needs web_tier=fargate-alb"),
+        # App Runner takes only a secret's full ARN; the ALB also takes its name
+        (
+            {"web_tier": "apprunner", "oidc": OIDC},
+            "oidc: missing client_secret_arn (web_tier=apprunner)",
+        ),
+        (
+            {"web_tier": "ecs-express", "oidc": {**OIDC_APP, "client_secret_arn": "capfc/oidc"}},
+            "client_secret_arn='capfc/oidc': the secret's full ARN",
+        ),
         ({"web_tier": "fargate-alb", "oidc": OIDC}, "oidc needs certificate_arn"),
+        (
+            {"web_tier": "fargate-alb", "certificate_arn": CERT, "oidc": OIDC_APP},
+            "oidc: missing authorization_endpoint, token_endpoint, user_info_endpoint",
+        ),
         ({"web_tier": "fargate-alb", "certificate_arn": CERT, "oidc": {"issuer": "x"}}, "oidc: missing"),
+        ({"oidc": {**OIDC_APP, "client_secret": "s3cr3t"}}, "oidc: unknown key(s) client_secret"),
+        ({"oidc": {**OIDC_APP, "role_groups": {"root": ["x"]}}}, "oidc.role_groups"),
+        ({"oidc": {**OIDC_APP, "issuer": "http://idp"}}, "oidc.issuer must be an https:// URL"),
+        ({"oidc": "{not json"}, "context oidc: a JSON object"),
+        ({"oidc": OIDC_APP, "dev_sign_in": True}, "choose one"),
+        ({"api_audience": "two words"}, "api_audience"),
+        (
+            {"web_tier": "fargate-alb", "certificate_arn": CERT, "oidc": OIDC, "api_gateway": True},
+            "its own ALB",
+        ),
+        ({"api_gateway": True, "private_ingress": True}, "would need a VPC link"),
+        ({"dev_sign_in": True, "api_gateway": True}, "api_gateway=true needs oidc"),
+        ({"api_rate_limit": 0}, "api_rate_limit=0: between 1 and 10000"),
         (
             {"web_tier": "fargate-alb", "certificate_arn": CERT, "oidc": {**OIDC, "issuer": "http://idp"}},
             "oidc.issuer must be an https:// URL",
@@ -63,3 +92,26 @@ def test_bad_context_is_refused_with_the_key_named(ctx: dict, message: str) -> N
         ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
     ):
         cfg(**ctx)
+
+
+@pytest.mark.parametrize("tier", ["ecs-express", "apprunner", "fargate-alb"])
+def test_no_sign_in_context_fails_the_synth_naming_the_fix(tier: str) -> None:
+    """A bank never deploys a web tier without sign-in: no oidc and no explicit dev_sign_in."""
+    with pytest.raises(ConfigError) as e:
+        Config.from_context({**cdk_json_context(), "web_tier": tier}.get)
+    message = str(e.value)
+    assert f"context oidc is missing: the web tier ({tier}) must sign users in" in message
+    assert "-c oidc=" in message and "dev_sign_in=true" in message
+
+
+def test_sign_in_per_tier() -> None:
+    app_runner = cfg(web_tier="apprunner", api_gateway="true")
+    assert app_runner.in_app_sign_in and app_runner.oidc.client_secret == CLIENT_SECRET_ARN
+    assert app_runner.api_gateway and app_runner.api_audience == "capfc-web"  # defaults to the client id
+    alb = cfg(web_tier="fargate-alb", certificate_arn=CERT, oidc=json.dumps(OIDC))  # a CLI string
+    assert not alb.in_app_sign_in and alb.oidc.client_secret == "capfc/oidc"
+    assert alb.oidc.token_endpoint == "https://idp.example.com/token"
+    dev = cfg(web_tier="ecs-express", dev_sign_in="true")
+    assert dev.oidc is None and dev.dev_sign_in and not dev.in_app_sign_in and dev.api_audience is None
+    groups = cfg(oidc={**OIDC_APP, "role_groups": '{"viewer": ["a"]}'}).oidc.role_groups
+    assert json.loads(groups) == {"viewer": ["a"]}

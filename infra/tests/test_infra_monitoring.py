@@ -79,3 +79,12 @@ def test_dashboard_shows_the_batch_and_web_metrics(synthesized) -> None:
         "Http5xx",
         "RequestLatencyMs",
     }
+
+
+@pytest.mark.parametrize("variant", ["ecs-express-api", "apprunner-api"])
+def test_api_gateway_5xx_alarm(synthesized, variant: str) -> None:
+    app = synthesized(variant).app
+    api_id, _ = one(app, "AWS::ApiGatewayV2::Api")
+    a = _find(_alarms(app), "Api5xx")
+    assert (a["Namespace"], a["MetricName"], a["Statistic"]) == ("AWS/ApiGateway", "5xx", "Sum")
+    assert a["Dimensions"] == [{"Name": "ApiId", "Value": {"Ref": api_id}}]

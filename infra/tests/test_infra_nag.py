@@ -37,10 +37,10 @@ def test_every_acknowledgment_gives_a_reason(synthesized, variant: str) -> None:
 def test_acknowledged_rules_are_the_reviewed_set(synthesized) -> None:
     """A new kind of acknowledgment must be reviewed and added here (README lists the reasons)."""
     rules = set()
-    for variant in ("ecs-express", "apprunner", "fargate-alb"):
+    for variant in ("ecs-express", "apprunner", "fargate-alb", "ecs-express-api"):
         for where in _acknowledgments(synthesized(variant)):
             rules.add(where.split("AwsSolutions::AwsSolutions-", 1)[1].split("[", 1)[0])
-    assert rules == {"S1", "IAM4", "IAM5", "SQS3", "ECS2", "AEC3", "AEC6", "SNS2", "EC23"}
+    assert rules == {"S1", "IAM4", "IAM5", "SQS3", "ECS2", "AEC3", "AEC6", "SNS2", "EC23", "SMG4"}
 
 
 def test_nag_fails_the_synth_on_an_unacknowledged_finding(tmp_path) -> None:
