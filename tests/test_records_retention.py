@@ -95,7 +95,9 @@ def test_reader_of_a_removed_run_is_told_it_is_gone(tmp_path):
     clean_runs(store, 5)
     with pytest.raises(NoRunError, match="removed by clean-up"), reading(store, RUNS[0]):
         pass
-    assert not (tmp_path / "d" / "readers" / RUNS[0]).exists() or not any((tmp_path / "d" / "readers" / RUNS[0]).iterdir())
+    assert not (tmp_path / "d" / "readers" / RUNS[0]).exists() or not any(
+        (tmp_path / "d" / "readers" / RUNS[0]).iterdir()
+    )
 
 
 def test_reader_arriving_during_clean_up_keeps_the_run(target, monkeypatch):
