@@ -9,6 +9,7 @@ from dash import html
 from app import ids
 from app.pages import PageSpec
 from app.whatif import scenario_panel
+from components.decisions import decision_modal
 from components.export import export_bar
 from components.grid import (
     data_grid,
@@ -54,8 +55,43 @@ RISK_COLUMN_DEFS = [
     date_column("act_by", "Act by", minWidth=105),
     severity_column(minWidth=105),
     number_column("score", "Score", decimals=0, minWidth=80, filter="agNumberColumnFilter"),
+    {
+        "field": "decision",
+        "headerName": "Decision",
+        "minWidth": 170,
+        "tooltipField": "decision",
+        "headerTooltip": "The planner's decision on this row, carried forward from earlier runs; click to record one",
+        "valueFormatter": {"function": "params.value ? params.value : 'Decide…'"},
+        "cellClass": "decision-cell",
+    },
     text_column("reason", "Reason", minWidth=320, flex=1, tooltipField="reason"),
 ]
+
+
+def _decision_form() -> html.Div:
+    from app.auth import current_user
+
+    user = current_user()
+    denied = None
+    if user is None or not user.can("decide"):
+        role = user.role if user is not None else "none"
+        denied = f"Your role ({role}) can read decisions; recording one needs the planner role."
+    return decision_modal(
+        modal_id=ids.DECIDE_MODAL,
+        target_id=ids.DECIDE_TARGET,
+        saved_id=ids.DECIDE_SAVED,
+        row_id=ids.DECIDE_ROW,
+        choice_id=ids.DECIDE_CHOICE,
+        until_id=ids.DECIDE_UNTIL,
+        reference_id=ids.DECIDE_REFERENCE,
+        reason_id=ids.DECIDE_REASON,
+        note_id=ids.DECIDE_NOTE,
+        save_id=ids.DECIDE_SAVE,
+        cancel_id=ids.DECIDE_CANCEL,
+        error_id=ids.DECIDE_ERROR,
+        denied_id=ids.DECIDE_DENIED,
+        denied=denied,
+    )
 
 
 def layout(**query: Any) -> html.Div:
@@ -68,6 +104,7 @@ def layout(**query: Any) -> html.Div:
                 "Servers and metrics forecast to cross their thresholds: when, how likely, and when to act.",
             ),
             *scenario_panel(query, show_headroom=False),
+            _decision_form(),
             html.Div(id=ids.RISK_EMPTY),
             loading(html.Div(id=ids.RISK_KPIS, className="kpi-area")),
             section(
@@ -102,8 +139,9 @@ def layout(**query: Any) -> html.Div:
                         )
                     ),
                 ],
-                subtitle="Rows at risk only (severity low or worse), worst first. Click a row to open its server; "
-                "exports contain exactly the rows shown, with filters and scenario.",
+                subtitle="Rows at risk only (severity low or worse), worst first. Click a row to open its server, "
+                "its Decision cell to record a decision; exports contain exactly the rows shown, with filters, "
+                "scenario and decisions.",
             ),
         ]
     )
