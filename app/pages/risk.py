@@ -29,6 +29,15 @@ RISK_COLUMN_DEFS = [
     text_column("business_unit", "Business unit", minWidth=130),
     text_column("metric_label", "Metric", minWidth=110),
     {
+        "field": "decision",
+        "headerName": "Decision",
+        "minWidth": 170,
+        "tooltipField": "decision",
+        "headerTooltip": "The planner's decision on this row, carried forward from earlier runs; click to record one",
+        "valueFormatter": {"function": "params.value ? params.value : 'Decide…'"},
+        "cellClass": "decision-cell",
+    },
+    {
         "field": "current_p95",
         "headerName": "Current p95",
         "type": "rightAligned",
@@ -55,15 +64,6 @@ RISK_COLUMN_DEFS = [
     date_column("act_by", "Act by", minWidth=105),
     severity_column(minWidth=105),
     number_column("score", "Score", decimals=0, minWidth=80, filter="agNumberColumnFilter"),
-    {
-        "field": "decision",
-        "headerName": "Decision",
-        "minWidth": 170,
-        "tooltipField": "decision",
-        "headerTooltip": "The planner's decision on this row, carried forward from earlier runs; click to record one",
-        "valueFormatter": {"function": "params.value ? params.value : 'Decide…'"},
-        "cellClass": "decision-cell",
-    },
     text_column("reason", "Reason", minWidth=320, flex=1, tooltipField="reason"),
 ]
 
