@@ -112,7 +112,7 @@ def test_viewer_cannot_record_or_sign_off(own):
 
 
 def test_overview_count_and_sign_off_once(own):
-    app, rm, store = own
+    app, rm, _store = own
     plan = rm.plan()
     at_risk = int((plan.table("risk")["severity"].astype(str) != "none").sum())
     row = _first_risk_row(rm)
@@ -140,7 +140,7 @@ def test_overview_count_and_sign_off_once(own):
 def test_app_holds_a_read_lease_on_the_run_it_shows(own):
     from forecasting.records.retention import clean_runs, live_readers
 
-    app, rm, store = own
+    _app, rm, store = own
     run = rm.plan().run_id
     readers = live_readers(store, run)
     assert len(readers) == 1 and readers[0]["reader"].startswith("web ")
