@@ -25,6 +25,7 @@ from forecasting.records.decisions import (
 )
 from forecasting.sources import StoreError
 
+from . import ids
 from .readmodel import Plan, ReadModel
 
 log = logging.getLogger(__name__)
@@ -107,3 +108,49 @@ def split_row_id(row_id: Any) -> tuple[str, str] | None:
         return None
     server, _, metric = row_id.rpartition("/")
     return (server, metric) if server and metric else None
+
+
+# The Decision column of the risk and recommendation grids: a click on it opens the form.
+DECISION_COLUMN_DEF: dict[str, Any] = {
+    "field": "decision",
+    "headerName": "Decision",
+    "minWidth": 170,
+    "tooltipField": "decision",
+    "headerTooltip": "The planner's decision on this row, carried forward from earlier runs; click to record one",
+    "valueFormatter": {"function": "params.value ? params.value : 'Decide…'"},
+    "cellClass": "decision-cell",
+}
+DECISION_EXPORT_COLUMNS = [
+    ("decision", "Decision"),
+    ("decision_by", "Decided by"),
+    ("decision_at", "Decided at (UTC)"),
+]
+
+
+def decision_form() -> Any:
+    """The decision modal for a page's layout; a viewer sees why the form is not there."""
+    from components.decisions import decision_modal
+
+    from .auth import current_user
+
+    user = current_user()
+    denied = None
+    if user is None or not user.can("decide"):
+        role = user.role if user is not None else "none"
+        denied = f"Your role ({role}) can read decisions; recording one needs the planner role."
+    return decision_modal(
+        modal_id=ids.DECIDE_MODAL,
+        target_id=ids.DECIDE_TARGET,
+        saved_id=ids.DECIDE_SAVED,
+        row_id=ids.DECIDE_ROW,
+        choice_id=ids.DECIDE_CHOICE,
+        until_id=ids.DECIDE_UNTIL,
+        reference_id=ids.DECIDE_REFERENCE,
+        reason_id=ids.DECIDE_REASON,
+        note_id=ids.DECIDE_NOTE,
+        save_id=ids.DECIDE_SAVE,
+        cancel_id=ids.DECIDE_CANCEL,
+        error_id=ids.DECIDE_ERROR,
+        denied_id=ids.DECIDE_DENIED,
+        denied=denied,
+    )

@@ -33,21 +33,23 @@ from forecasting.sources import StoreError
 DECISION_COLUMN = "decision"
 
 
-def open_decision(rm: ReadModel, cell: Any) -> tuple[Any, ...]:
+def open_decision(rm: ReadModel, cell: Any, kind: str = "risk") -> tuple[Any, ...]:
     """(modal open, target, row text, choice, until, reference, reason, note, error open) for a
-    click on a risk row's Decision cell; PreventUpdate for any other cell."""
+    click on a row's Decision cell (a risk row: '<server>/<metric>'; a recommendation row:
+    '<server>/<action>'); PreventUpdate for any other cell."""
     if not isinstance(cell, dict) or cell.get("colId") != DECISION_COLUMN:
         raise PreventUpdate
     key = split_row_id(cell.get("rowId"))
     plan = rm.snapshot().plan
     if key is None or plan is None:
         raise PreventUpdate
-    server, metric = key
-    target = {"kind": "risk", "server_id": server, "subject": metric, "run_id": plan.run_id}
+    server, subject = key
+    target = {"kind": kind, "server_id": server, "subject": subject, "run_id": plan.run_id}
     current = str(cell.get("value") or "") or "none"
+    what = metric_label(subject) if kind == "risk" else f"recommendation: {subject}"
     text = html.Div(
         [
-            html.Strong(f"{server} · {metric_label(metric)}"),
+            html.Strong(f"{server} · {what}"),
             html.Div(f"Run {plan.run_id} · decision in force: {current}", className="small text-muted"),
         ]
     )
@@ -179,6 +181,22 @@ def register(app: Dash) -> None:
     )
     def _open(cell: Any) -> tuple[Any, ...]:
         return open_decision(rm, cell)
+
+    @app.callback(
+        Output(ids.DECIDE_MODAL, "is_open", allow_duplicate=True),
+        Output(ids.DECIDE_TARGET, "data", allow_duplicate=True),
+        Output(ids.DECIDE_ROW, "children", allow_duplicate=True),
+        Output(ids.DECIDE_CHOICE, "value", allow_duplicate=True),
+        Output(ids.DECIDE_UNTIL, "value", allow_duplicate=True),
+        Output(ids.DECIDE_REFERENCE, "value", allow_duplicate=True),
+        Output(ids.DECIDE_REASON, "value", allow_duplicate=True),
+        Output(ids.DECIDE_NOTE, "value", allow_duplicate=True),
+        Output(ids.DECIDE_ERROR, "is_open", allow_duplicate=True),
+        Input(ids.CONS_RECS_GRID, "cellClicked"),
+        prevent_initial_call=True,
+    )
+    def _open_recommendation(cell: Any) -> tuple[Any, ...]:
+        return open_decision(rm, cell, "recommendation")
 
     @app.callback(
         Output(ids.DECIDE_SAVED, "data"),

@@ -15,7 +15,7 @@ from dash import Dash, Input, Output, html
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
-from app.decisions import with_decisions
+from app.decisions import DECISION_EXPORT_COLUMNS, with_decisions
 from app.filters import FilterState
 from app.pages.risk import RISK_COLUMN_DEFS
 from app.readmodel import SEVERITY_RANK, Plan, ReadModel
@@ -53,9 +53,7 @@ EXPORT_COLUMNS: list[tuple[str, str]] = [
     ("severity", "Severity"),
     ("score", "Score"),
     ("reason", "Reason"),
-    ("decision", "Decision"),
-    ("decision_by", "Decided by"),
-    ("decision_at", "Decided at (UTC)"),
+    *DECISION_EXPORT_COLUMNS,
 ]
 GRID_FIELDS = [
     "row_id",

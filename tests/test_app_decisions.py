@@ -160,3 +160,34 @@ def test_read_only_store_still_serves(plan_store_root, tmp_path, monkeypatch):
     monkeypatch.setattr(retention, "take_read_lease", refuse)
     rm = ReadModel(open_store(str(plan_store_root)), Settings(data=str(plan_store_root)))
     assert rm.snapshot().plan is not None
+
+
+def test_recommendation_rows_take_decisions(own):
+    from callbacks import consolidation
+
+    app, rm, store = own
+    data, scenario = FilterState().to_data(), ScenarioState().to_data()
+    rows = consolidation.consolidation_view(rm, data, scenario)[4]
+    assert rows, "the fixture plan recommends something other than keep"
+    first = rows[0]
+    assert first["row_id"] == f"{first['server_id']}/{first['action']}" and first["decision"] == ""
+    ctx = _as(app, PLANNER)
+    try:
+        _open, target, *_ = cb.open_decision(
+            rm, {"colId": "decision", "rowId": first["row_id"]}, "recommendation"
+        )
+        assert target == {
+            "kind": "recommendation",
+            "server_id": first["server_id"],
+            "subject": first["action"],
+            "run_id": rm.plan().run_id,
+        }
+        assert cb.save_decision(rm, target, "rejected", None, None, "app owner objects", None, 0)[0] == 1
+    finally:
+        ctx.pop()
+    rows = consolidation.consolidation_view(rm, data, scenario)[4]
+    assert rows[0]["decision"] == "Rejected: app owner objects"
+    exported = consolidation.export_rows(rm, data, scenario)
+    assert exported[0]["decision"] == "Rejected: app owner objects"
+    assert ("decision", "Decision") in consolidation.EXPORT_COLUMNS
+    assert read_decisions(store).iloc[0]["kind"] == "recommendation"

@@ -7,9 +7,9 @@ from typing import Any
 from dash import html
 
 from app import ids
+from app.decisions import DECISION_COLUMN_DEF, decision_form
 from app.pages import PageSpec
 from app.whatif import scenario_panel
-from components.decisions import decision_modal
 from components.export import export_bar
 from components.grid import (
     data_grid,
@@ -28,15 +28,7 @@ RISK_COLUMN_DEFS = [
     server_link_column(pinned="left", minWidth=115, maxWidth=130),
     text_column("business_unit", "Business unit", minWidth=130),
     text_column("metric_label", "Metric", minWidth=110),
-    {
-        "field": "decision",
-        "headerName": "Decision",
-        "minWidth": 170,
-        "tooltipField": "decision",
-        "headerTooltip": "The planner's decision on this row, carried forward from earlier runs; click to record one",
-        "valueFormatter": {"function": "params.value ? params.value : 'Decide…'"},
-        "cellClass": "decision-cell",
-    },
+    DECISION_COLUMN_DEF,
     {
         "field": "current_p95",
         "headerName": "Current p95",
@@ -68,32 +60,6 @@ RISK_COLUMN_DEFS = [
 ]
 
 
-def _decision_form() -> html.Div:
-    from app.auth import current_user
-
-    user = current_user()
-    denied = None
-    if user is None or not user.can("decide"):
-        role = user.role if user is not None else "none"
-        denied = f"Your role ({role}) can read decisions; recording one needs the planner role."
-    return decision_modal(
-        modal_id=ids.DECIDE_MODAL,
-        target_id=ids.DECIDE_TARGET,
-        saved_id=ids.DECIDE_SAVED,
-        row_id=ids.DECIDE_ROW,
-        choice_id=ids.DECIDE_CHOICE,
-        until_id=ids.DECIDE_UNTIL,
-        reference_id=ids.DECIDE_REFERENCE,
-        reason_id=ids.DECIDE_REASON,
-        note_id=ids.DECIDE_NOTE,
-        save_id=ids.DECIDE_SAVE,
-        cancel_id=ids.DECIDE_CANCEL,
-        error_id=ids.DECIDE_ERROR,
-        denied_id=ids.DECIDE_DENIED,
-        denied=denied,
-    )
-
-
 def layout(**query: Any) -> html.Div:
     """Skeleton; callbacks/risk.py fills the KPIs and the grid from the filters and the scenario
     (which arrives in the query string and seeds the what-if controls)."""
@@ -104,7 +70,7 @@ def layout(**query: Any) -> html.Div:
                 "Servers and metrics forecast to cross their thresholds: when, how likely, and when to act.",
             ),
             *scenario_panel(query, show_headroom=False),
-            _decision_form(),
+            decision_form(),
             html.Div(id=ids.RISK_EMPTY),
             loading(html.Div(id=ids.RISK_KPIS, className="kpi-area")),
             section(
