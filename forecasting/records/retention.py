@@ -211,9 +211,9 @@ def clean_runs(
     store: Store, keep_runs: int, *, dry_run: bool = False, now: datetime | None = None
 ) -> CleanupResult:
     """Remove the published runs the retention rules do not keep (see the module docstring)."""
-    ps = _object_store(store)
-    runs = store.list_runs()
-    latest = store.latest_run_id()
+    ps = _object_store(store)  # the Parquet layout (an Athena store's S3 tables)
+    runs = ps.list_runs()
+    latest = ps.latest_run_id()
     signed = signed_off_runs(store)
     candidates = plan_cleanup(runs, keep_runs=keep_runs, latest=latest, signed_off=signed, being_read=set())
     kept = dict(candidates.keep)
@@ -242,7 +242,7 @@ def _remove_run(store: Store, ps: Any, run: str, now: datetime | None) -> str | 
     got = ps.cond.get(manifest)
     if got is None:
         return "no manifest (not published)"
-    if store.latest_run_id() == run:
+    if ps.latest_run_id() == run:
         return "LATEST"
     _delete_file(ps, manifest)
     reason = None
@@ -250,7 +250,7 @@ def _remove_run(store: Store, ps: Any, run: str, now: datetime | None) -> str | 
         reason = "being read"
     elif run in signed_off_runs(store):
         reason = "signed off"
-    elif store.latest_run_id() == run:  # LATEST moves only forward, but never bet on it
+    elif ps.latest_run_id() == run:  # LATEST moves only forward, but never bet on it
         reason = "LATEST"
     if reason:
         with contextlib.suppress(PreconditionFailedError):
