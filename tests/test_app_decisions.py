@@ -191,3 +191,19 @@ def test_recommendation_rows_take_decisions(own):
     assert exported[0]["decision"] == "Rejected: app owner objects"
     assert ("decision", "Decision") in consolidation.EXPORT_COLUMNS
     assert read_decisions(store).iloc[0]["kind"] == "recommendation"
+
+
+def test_server_page_risk_table_shows_the_decision(own):
+    from callbacks import server as server_cb
+
+    app, rm, _store = own
+    row = _first_risk_row(rm)
+    plan = rm.plan()
+    target = {"kind": "risk", "server_id": row["server_id"], "subject": row["metric"], "run_id": plan.run_id}
+    ctx = _as(app, PLANNER)
+    try:
+        cb.save_decision(rm, target, "ordered", None, "PO-9", None, None, 0)
+    finally:
+        ctx.pop()
+    table = server_cb.risk_view(plan, row["server_id"], decisions_of(rm).current(plan))
+    assert "Ordered (PO-9)" in str(table)
