@@ -29,7 +29,8 @@ VIEWER = User("v-1", "Val Viewer", frozenset({"viewer"}))
 @pytest.fixture
 def own(plan_store_root, tmp_path, make_app):
     root = tmp_path / "store"
-    shutil.copytree(plan_store_root, root)
+    # without the read leases other tests' apps hold on the shared fixture store
+    shutil.copytree(plan_store_root, root, ignore=shutil.ignore_patterns("readers"))
     store = open_store(str(root))
     app = make_app(store, root)
     from app import get_context

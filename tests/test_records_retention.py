@@ -180,3 +180,15 @@ def test_batch_run_cleans_up_after_publishing(tmp_path, monkeypatch):
     manifest = run_batch(store, settings, backtest=False, progress=False)
     runs = store.list_runs()
     assert manifest["run_id"] in runs and len(runs) == 2
+
+
+def test_keep_runs_setting(monkeypatch):
+    from forecasting.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("CAPFC_KEEP_RUNS", "12")
+    assert load_settings().keep_runs == 12
+    monkeypatch.setenv("CAPFC_KEEP_RUNS", "-1")
+    with pytest.raises(SettingsError, match="CAPFC_KEEP_RUNS"):
+        load_settings()
+    monkeypatch.delenv("CAPFC_KEEP_RUNS")
+    assert load_settings().keep_runs == 30
