@@ -133,6 +133,7 @@ def _ink(png: Path) -> float:
     return float((a < 200).mean())
 
 
+@pytest.mark.slow
 def test_pdf_pages_render_and_are_not_blank(pack_store, tmp_path):
     store, _root, _n = pack_store
     pdf = tmp_path / "pack.pdf"
@@ -154,6 +155,7 @@ def test_pdf_pages_render_and_are_not_blank(pack_store, tmp_path):
         assert words in text
 
 
+@pytest.mark.slow
 def test_cli_report_formats(pack_store, tmp_path, capsys):
     from forecasting.cli import main
 
