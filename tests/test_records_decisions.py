@@ -323,3 +323,17 @@ def test_cli_decide_list_and_sign_off(tmp_path, capsys):
     assert f"Run {RUN0} signed off by bob" in capsys.readouterr().out
     assert main(["--data", str(root), "sign-off", RUN0]) == 2
     assert "already signed off" in capsys.readouterr().err
+
+
+def test_each_decision_and_sign_off_is_an_audit_event(tmp_path, caplog):
+    from forecasting.observability import AUDIT_LOGGER
+
+    store = fs.local_target(tmp_path / "d").open()
+    _publish(store, RUN0, 1)
+    with caplog.at_level("INFO", logger=AUDIT_LOGGER):
+        d = record_decision(store, _d(RUN0, decision="rejected", reason="known peak"))
+        sign_off(store, RUN0, user="u1", note="fine")
+    events = [r for r in caplog.records if r.name == AUDIT_LOGGER]
+    assert [r.event for r in events] == ["decision", "sign-off"]
+    assert events[0].decision_id == d.id and events[0].reason == "known peak" and events[0].decided_by == "u1"
+    assert events[1].run_id == RUN0 and events[1].signed_by == "u1"
