@@ -89,3 +89,21 @@ def test_overview_counts_undecided_risks_and_signs_off(dash_duo, make_app, own_s
     rec = read_signoff(store, plan.run_id)
     assert rec["user"] == "dev-admin" and rec["note"] == "Reviewed with the infrastructure leads"
     assert not console_errors(dash_duo)
+
+
+def test_planner_accepts_a_recommendation(dash_duo, make_app, own_store):
+    store, root = own_store
+    start(dash_duo, make_app(store, root), "/consolidation")
+    cell = "#cons-recs-grid .ag-center-cols-container .ag-row[row-index='0'] [col-id='decision']"
+    dash_duo.wait_for_element(cell, timeout=25)
+    row_id = dash_duo.find_element(
+        "#cons-recs-grid .ag-center-cols-container .ag-row[row-index='0']"
+    ).get_attribute("row-id")
+    click(dash_duo, dash_duo.find_element(cell))
+    dash_duo.wait_for_contains_text("#decide-row", "recommendation", timeout=10)
+    click(dash_duo, dash_duo.driver.find_element("xpath", "//label[contains(., 'Accept the risk')]"))
+    click(dash_duo, dash_duo.find_element("#decide-save"))
+    dash_duo.wait_for_text_to_equal(cell, "Accepted", timeout=15)
+    rec = read_decisions(store).iloc[0]
+    assert f"{rec['server_id']}/{rec['subject']}" == row_id and rec["kind"] == "recommendation"
+    assert not console_errors(dash_duo)
