@@ -39,6 +39,7 @@ serve: install  ## the container's exact command: gunicorn on $$PORT (default 80
 test: install lint  ## every test: unit, integration, browser, the image built and run, infrastructure (CDK synth, no AWS)
 	bash scripts/ensure-browser.sh
 	bash scripts/ensure-redis.sh
+	bash scripts/ensure-poppler.sh
 	bash scripts/ensure-docker.sh
 	bash scripts/ensure-infra.sh
 	$(PY) -m pytest -n 2 --headless

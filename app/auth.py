@@ -56,14 +56,19 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- roles
 
-PERMISSIONS = ("read", "export", "whatif", "reforecast", "admin")
+PERMISSIONS = ("read", "export", "whatif", "reforecast", "decide", "admin")
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read", "export"}),
-    "planner": frozenset({"read", "export", "whatif", "reforecast"}),
+    "planner": frozenset({"read", "export", "whatif", "reforecast", "decide"}),
     "admin": frozenset(PERMISSIONS),
 }
-PERMISSION_WORDS = {"whatif": "run what-ifs", "reforecast": "re-forecast a server", "admin": "do this"}
-PERMISSION_ROLE = {"whatif": "planner", "reforecast": "planner", "admin": "admin"}
+PERMISSION_WORDS = {
+    "whatif": "run what-ifs",
+    "reforecast": "re-forecast a server",
+    "decide": "record decisions or sign off a run",
+    "admin": "do this",
+}
+PERMISSION_ROLE = {"whatif": "planner", "reforecast": "planner", "decide": "planner", "admin": "admin"}
 
 
 @dataclass(frozen=True)
@@ -509,7 +514,12 @@ def _refusal(status: int, title: str, reason: str, told: str) -> Response:
 
 DASH_UPDATE = "_dash-update-component"
 # Callbacks that start planner work, by an id their outputs name.
-PLANNER_OUTPUTS = {ids.WHATIF_STATE: "whatif", ids.SRV_REFORECAST: "reforecast"}
+PLANNER_OUTPUTS = {
+    ids.WHATIF_STATE: "whatif",
+    ids.SRV_REFORECAST: "reforecast",
+    ids.DECIDE_SAVED: "decide",  # recording a decision (callbacks/decisions.py)
+    ids.SIGNOFF_SAVED: "decide",  # signing a run off
+}
 
 
 def _output_ids(output: str) -> set[str]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -64,6 +66,7 @@ BREACH_WINDOWS = (30, 90)
 PLAN_CACHE_SECONDS = 24 * 3600
 # When the store is unreachable, look again sooner than the TTL so recovery shows quickly.
 UNREACHABLE_RECHECK_SECONDS = 30
+READ_LEASE_MIN_SECONDS = 900  # the read lease on the run shown lasts at least this long
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # critical 0 … none 4
 AT_RISK_SEVERITIES = [s for s in SEVERITIES if s != "none"]
 MODEL_CHOICES = {"fleet": "Fleet model", "prophet": "Prophet", "naive": "Seasonal naive"}
@@ -782,6 +785,9 @@ class ReadModel:
         self._status: DataStatus | None = None
         self._inputs_lock = threading.Lock()
         self._inputs: tuple[str, AnalyticsInputs] | None = None
+        # read lease on the run shown (forecasting.records.retention): (run id, lease path, taken at)
+        self._read_lease: tuple[str, str, float] | None = None
+        self._lease_ttl = float(max(3 * self.ttl, READ_LEASE_MIN_SECONDS))
 
     @property
     def store(self) -> Store:
@@ -865,6 +871,7 @@ class ReadModel:
         status = self.status()
         if status.run_id is None:
             return Snapshot(None, status)
+        self._hold_read_lease(status.run_id)
         plan = self._plan
         if plan is not None and plan.run_id == status.run_id:
             return Snapshot(plan, status)
@@ -889,6 +896,31 @@ class ReadModel:
 
     def plan(self) -> Plan | None:
         return self.snapshot().plan
+
+    def _hold_read_lease(self, run_id: str) -> None:
+        """Keep a read lease on the run this process shows, so the retention clean-up never
+        removes it while the app may still read it (its forecasts for what-ifs, a server's rows):
+        taken before the first load, renewed every third of its ttl (3 × cache_ttl_seconds, at
+        least 15 min), left to expire when another run is shown. A store that refuses the write
+        (read-only credentials) only logs: the app still serves."""
+        now = self._clock()
+        held = self._read_lease
+        if held is not None and held[0] == run_id and now - held[2] < self._lease_ttl / 3:
+            return
+        from forecasting.records.retention import take_read_lease, write_read_lease
+
+        reader = f"web {socket.gethostname()} pid {os.getpid()}"
+        try:
+            if held is not None and held[0] == run_id and held[1]:
+                write_read_lease(self.store, held[1], self._lease_ttl, reader)
+                path = held[1]
+            else:
+                path = take_read_lease(self.store, run_id, self._lease_ttl, reader)
+        except (StoreError, OSError) as e:
+            log.warning("no read lease on run %s: %s", run_id, e)
+            self._read_lease = (run_id, "", now)  # try again after a third of the ttl
+            return
+        self._read_lease = (run_id, path, now)
 
     def _load(self, run_id: str) -> Plan:
         with self._lock:

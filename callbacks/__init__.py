@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dash import Dash
 
-from . import consolidation, overview, risk, server, shell, whatif
+from . import consolidation, decisions, overview, risk, server, shell, whatif
 
-MODULES = (shell, overview, server, whatif, risk, consolidation)
+MODULES = (shell, overview, server, whatif, risk, consolidation, decisions)
 
 
 def register(app: Dash) -> None:

@@ -18,6 +18,7 @@ from dash import Dash, Input, Output, html
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
+from app.decisions import DECISION_EXPORT_COLUMNS, with_decisions
 from app.filters import FilterState
 from app.pages.consolidation import RECOMMENDATION_COLUMN_DEFS
 from app.readmodel import Plan, ReadModel
@@ -63,6 +64,10 @@ RECOMMENDATION_FIELDS = [
     "monthly_savings",
     "held_back",
     "reason",
+    "row_id",
+    "decision",
+    "decision_by",
+    "decision_at",
 ]
 EXPORT_COLUMNS: list[tuple[str, str]] = [
     ("server_id", "Server"),
@@ -79,6 +84,7 @@ EXPORT_COLUMNS: list[tuple[str, str]] = [
     ("monthly_savings", "Savings per month (USD)"),
     ("held_back", "Held back"),
     ("reason", "Reason"),
+    *DECISION_EXPORT_COLUMNS,
 ]
 HELD_TAB = "held-back"  # the value of the held-back tab in ids.CONS_TABS
 ALL_CATEGORIES = "all"
@@ -300,6 +306,8 @@ def consolidation_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[Any, ..
     table = frame_table(savings_table(recs)) if len(recs) else empty_state("No servers under these filters")
     changed = recs[(recs["action"].astype(str) != "keep").to_numpy()]
     changed = changed.sort_values("monthly_savings", ascending=False, kind="stable", na_position="last")
+    changed = with_decisions(rm, plan, changed, "recommendation")
+    changed["row_id"] = changed["server_id"].astype(str) + "/" + changed["action"].astype(str)
     rec_rows = records(changed, RECOMMENDATION_FIELDS)
     rec_note = f"{len(changed):,} of {len(recs):,} servers with an action other than keep" + (
         f" · what-if computed in {view.seconds:.2f} s" if view.seconds else ""
@@ -444,8 +452,9 @@ def register(app: Dash) -> None:
         Output(ids.CONS_PLAN_NOTE, "children"),
         Input(ids.FILTERS, "data"),
         Input(ids.WHATIF_STATE, "data"),
+        Input(ids.DECIDE_SAVED, "data"),
     )
-    def _page(data: Any, scenario: Any) -> tuple[Any, ...]:
+    def _page(data: Any, scenario: Any, _saved: Any = None) -> tuple[Any, ...]:
         if data is None:
             raise PreventUpdate
         return consolidation_view(rm, data, scenario)

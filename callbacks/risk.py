@@ -15,6 +15,7 @@ from dash import Dash, Input, Output, html
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
+from app.decisions import DECISION_EXPORT_COLUMNS, with_decisions
 from app.filters import FilterState
 from app.pages.risk import RISK_COLUMN_DEFS
 from app.readmodel import SEVERITY_RANK, Plan, ReadModel
@@ -52,6 +53,7 @@ EXPORT_COLUMNS: list[tuple[str, str]] = [
     ("severity", "Severity"),
     ("score", "Score"),
     ("reason", "Reason"),
+    *DECISION_EXPORT_COLUMNS,
 ]
 GRID_FIELDS = [
     "row_id",
@@ -75,6 +77,9 @@ GRID_FIELDS = [
     "severity",
     "score",
     "reason",
+    "decision",
+    "decision_by",
+    "decision_at",
 ]
 
 
@@ -177,7 +182,7 @@ def risk_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[list[dict[str, A
     frame = view.risk_rows(plan, filters)
     if frame is None:
         return [], None, not_in_run("Breach risk", "risk"), ""
-    shown = at_risk(frame)
+    shown = with_decisions(rm, plan, at_risk(frame), "risk")
     base_count = None
     if not state.is_base and plan.has("risk"):
         base = plan.table("risk", filters)
@@ -205,8 +210,9 @@ def register(app: Dash) -> None:
         Output(ids.RISK_NOTE, "children"),
         Input(ids.FILTERS, "data"),
         Input(ids.WHATIF_STATE, "data"),
+        Input(ids.DECIDE_SAVED, "data"),
     )
-    def _risk(data: Any, scenario: Any) -> tuple[Any, ...]:
+    def _risk(data: Any, scenario: Any, _saved: Any = None) -> tuple[Any, ...]:
         if data is None:  # the shell has not resolved the URL's filters yet
             raise PreventUpdate
         return risk_view(rm, data, scenario)

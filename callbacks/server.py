@@ -21,6 +21,7 @@ from dash import ALL, ClientsideFunction, Dash, Input, Output, State, ctx, dcc, 
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
+from app.decisions import decisions_of
 from app.errors import report, user_message
 from app.filters import FilterState
 from app.pages.server import PROGRESS_SHOWN
@@ -40,6 +41,7 @@ from components.layout import (
     not_in_run,
 )
 from forecasting.plan import BAND_80, BAND_95
+from forecasting.records.decisions import attach_decisions
 from forecasting.sources import StoreError
 
 log = logging.getLogger(__name__)
@@ -117,7 +119,7 @@ def server_view(rm: ReadModel, server_id: Any) -> tuple[Any, Any, Any, Any, Any,
         message,
         facts_view(plan, server_id),
         accuracy_view(plan, server_id),
-        risk_view(plan, server_id),
+        risk_view(plan, server_id, decisions_of(rm).current(plan)),
         charts_view(plan, server_id, history),
         SHOWN,
     )
@@ -291,11 +293,13 @@ RISK_COLUMNS = [
     Column("breach_pessimistic", "Breach (pessimistic)", "date"),
     Column("probability", "P(breach)", "number", suffix=" %"),
     Column("act_by", "Act by", "date"),
+    Column("decision", "Decision"),
     Column("reason", "Reason"),
 ]
 
 
-def risk_view(plan: Plan, server_id: str) -> Any:
+def risk_view(plan: Plan, server_id: str, decisions: pd.DataFrame | None = None) -> Any:
+    """The server's risk rows with the planners' decisions in force (recorded on the risk page)."""
     risk = plan.server_rows("risk", server_id)
     if risk is None:
         return not_in_run("Breach risk", "risk")
@@ -305,6 +309,10 @@ def risk_view(plan: Plan, server_id: str) -> Any:
         metric_label=risk["metric"].map(metric_label),
         probability=(risk["breach_probability"] * 100).round(0),
     )
+    if decisions is not None:
+        frame = attach_decisions(frame, decisions, "risk")
+    else:
+        frame["decision"] = ""
     return plain_table(ids.SRV_RISK_TABLE, records(frame, [c.field for c in RISK_COLUMNS]), RISK_COLUMNS)
 
 

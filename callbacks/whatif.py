@@ -56,11 +56,12 @@ function (data, carry) {
 }
 """
 
-# Clientside: a click anywhere on a risk row opens its server (the id column is a link already).
+# Clientside: a click anywhere on a risk row opens its server (the id column is a link already;
+# the Decision cell opens the decision form instead, callbacks/decisions.py).
 # Row ids are "<server_id>/<metric>"; the metric never contains "/".
 OPEN_SERVER_JS = """
 function (cell) {
-    if (!cell || cell.colId === "server_id" || cell.rowId === undefined || cell.rowId === null) {
+    if (!cell || cell.colId === "server_id" || cell.colId === "decision" || cell.rowId === undefined || cell.rowId === null) {
         return window.dash_clientside.no_update;
     }
     var rid = String(cell.rowId);

@@ -139,6 +139,9 @@ def run_batch(
         say = echo or (lambda _msg: None)
         for line in summary_lines(manifest, risk):
             say(line)
+        from .records.retention import clean_after_run
+
+        clean_after_run(store, settings.keep_runs)  # under the lease: one clean-up at a time
     return manifest
 
 

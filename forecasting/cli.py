@@ -269,9 +269,132 @@ def cmd_run(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    from .report import render_report
+    if args.format == "text":
+        from .report import render_report
 
-    _out(render_report(store, run_id=args.run, top=args.top))
+        if args.out:
+            raise UsageError("--out is for --format xlsx or pdf (the text report goes to stdout)")
+        _out(render_report(store, run_id=args.run, top=args.top))
+        return EXIT_OK
+    from .records.report import write_pack
+
+    path = write_pack(store, settings, fmt=args.format, out=args.out, run_id=args.run, top=args.top)
+    _out(str(path))
+    return EXIT_OK
+
+
+def _run_arg(store: Store, run: str | None) -> str:
+    """A run id from the command line ('latest' or none: the run LATEST names)."""
+    from .sources import NoRunError
+    from .sources.base import check_run_id
+
+    if not run or run == "latest":
+        latest = store.latest_run_id()
+        if not latest:
+            raise NoRunError(f"no published run in {store.uri}: run `python -m forecasting run` first")
+        return latest
+    try:
+        return check_run_id(run)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+
+
+def _cli_user(args: argparse.Namespace) -> tuple[str, str]:
+    """(user id, display name) recorded for a decision or sign-off made from a script."""
+    from .sources.commit import who
+
+    if args.user:
+        return args.user, f"{args.user} (cli, {who()})"
+    return who(), who()
+
+
+def cmd_decide(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from .records.decisions import (
+        DecisionError,
+        check_row,
+        current_decisions,
+        new_decision,
+        read_decisions,
+        record_decision,
+    )
+
+    try:
+        if args.list:
+            run_id = _run_arg(store, args.run)
+            cur = current_decisions(read_decisions(store), run_id=run_id)
+            if cur.empty:
+                _out(f"No decisions recorded up to run {run_id}.")
+                return EXIT_OK
+            shown = cur[["kind", "server_id", "subject", "label", "in_effect", "user_name", "at"]]
+            _out(f"Decisions in force for run {run_id}:")
+            _out(shown.to_string(index=False))
+            return EXIT_OK
+        if not args.server or not args.decision:
+            raise UsageError("give SERVER and --decision (or --list)")
+        if bool(args.metric) == bool(args.recommendation):
+            raise UsageError(
+                "give either --metric METRIC (a risk row) or --recommendation (its recommendation)"
+            )
+        run_id = _run_arg(store, args.run)
+        if args.metric:
+            kind, subject = "risk", args.metric
+        else:
+            kind = "recommendation"
+            recs = store.read_run_table(run_id, "recommendations", server_ids=[args.server])
+            if recs is None or recs.empty:
+                raise DecisionError(f"run {run_id} has no recommendation for server {args.server}")
+            subject = str(recs["action"].iat[0])
+        check_row(store, run_id, kind, args.server, subject)
+        user, name = _cli_user(args)
+        d = record_decision(
+            store,
+            new_decision(
+                kind=kind,
+                server_id=args.server,
+                subject=subject,
+                decision=args.decision,
+                run_id=run_id,
+                user=user,
+                user_name=name,
+                until=args.until,
+                reference=args.reference,
+                reason=args.reason,
+                note=args.note,
+                source="cli",
+            ),
+        )
+    except DecisionError as e:
+        raise UsageError(str(e)) from None
+    _out(
+        f"Recorded: {d.decision} on {kind} {d.server_id}/{d.subject} (run {run_id}) by {d.user_name}, id {d.id}"
+    )
+    return EXIT_OK
+
+
+def cmd_sign_off(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from .records.decisions import DecisionError, sign_off
+
+    run_id = _run_arg(store, args.run)
+    user, name = _cli_user(args)
+    try:
+        rec = sign_off(store, run_id, user=user, user_name=name, note=args.note, source="cli")
+    except DecisionError as e:
+        raise UsageError(str(e)) from None
+    _out(
+        f"Run {run_id} signed off by {rec['user_name']} at {rec['at']}"
+        + (f": {rec['note']}" if rec["note"] else "")
+    )
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from .records.retention import clean_runs
+
+    keep = settings.keep_runs if args.keep is None else args.keep
+    if keep < 1:
+        raise UsageError("CAPFC_KEEP_RUNS=0 keeps every run: nothing to clean (or pass --keep N)")
+    for line in clean_runs(store, keep, dry_run=args.dry_run).lines():
+        _out(line)
     return EXIT_OK
 
 
@@ -375,10 +498,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_run)
 
-    rep = sub.add_parser("report", help="print the top risks and the consolidation summary of a run")
+    rep = sub.add_parser(
+        "report",
+        help="print the top risks and the consolidation summary of a run, or write the weekly pack (xlsx/pdf)",
+    )
     rep.add_argument("--top", type=int, default=15)
     rep.add_argument("--run", help="run id (default: the latest)")
+    rep.add_argument(
+        "--format",
+        choices=["text", "xlsx", "pdf"],
+        default="text",
+        help="text (stdout, default) or the weekly pack for management as xlsx or pdf",
+    )
+    rep.add_argument(
+        "--out",
+        help="file or directory (local path or s3://bucket/key) for the pack "
+        "(default ./capacity-pack-<run>.<format>); the path written is printed",
+    )
     rep.set_defaults(func=cmd_report, answers=True)
+
+    d = sub.add_parser(
+        "decide",
+        help="record a planner decision on a risk or recommendation row (or --list the decisions in force)",
+        description="Decisions are appended to the store (decisions/), never edited; the latest on a row "
+        "wins and is carried forward to later runs. accepted; deferred --until DATE; ordered --reference REF; "
+        "rejected --reason TEXT.",
+    )
+    d.add_argument("server", nargs="?", metavar="SERVER", help="server id")
+    d.add_argument("--metric", help="the risk row's metric (e.g. cpu_p95)")
+    d.add_argument("--recommendation", action="store_true", help="decide on the server's recommendation")
+    d.add_argument("--decision", choices=["accepted", "deferred", "ordered", "rejected"])
+    d.add_argument("--until", help="deferred: the last day of the deferral (YYYY-MM-DD)")
+    d.add_argument("--reference", help="ordered: the order or change reference")
+    d.add_argument("--reason", help="rejected: why (optional for the others)")
+    d.add_argument("--note", help="free text")
+    d.add_argument("--run", help="run the row is in (default: the latest)")
+    d.add_argument("--user", help="who decides (default: the OS user@host)")
+    d.add_argument("--list", action="store_true", help="print the decisions in force for the run")
+    d.set_defaults(func=cmd_decide, answers=True)
+
+    so = sub.add_parser("sign-off", help="sign a run off (kept from clean-up for ever)")
+    so.add_argument("run", metavar="RUN", help="run id, or 'latest'")
+    so.add_argument("--note", help="free text")
+    so.add_argument("--user", help="who signs (default: the OS user@host)")
+    so.set_defaults(func=cmd_sign_off, answers=True)
+
+    cl = sub.add_parser(
+        "clean",
+        help="remove old runs: keeps CAPFC_KEEP_RUNS newest, LATEST, signed-off runs and runs being read",
+    )
+    cl.add_argument("--keep", type=int, help="runs to keep (default CAPFC_KEEP_RUNS)")
+    cl.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    cl.set_defaults(func=cmd_clean, answers=True)
 
     a = sub.add_parser("athena-ddl", help="print the Athena/Glue table definitions for an athena:// data URI")
     a.add_argument(

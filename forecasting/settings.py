@@ -88,6 +88,14 @@ class Settings(BaseSettings):
         description="how long a run's lease on the store (runs/.lease) lasts unless renewed; a run "
         "renews it every third of this, a crashed one blocks others at most this long",
     )
+    keep_runs: int = Field(
+        30,
+        ge=0,
+        le=100_000,
+        description="published runs the clean-up keeps (newest first; 0 = keep every run); the run "
+        "LATEST names, signed-off runs and runs being read are always kept (python -m forecasting clean, "
+        "and at the end of each batch run)",
+    )
     redis_url: str | None = Field(
         None,
         description="Redis for the web tier's shared state (background-callback jobs run by a Celery "

@@ -609,6 +609,9 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
     log.info("published run from %d shard(s)", plan["n_shards"], extra=ctx)
     if cleanup:
         _delete_partials(ps, run_id)
+    from .records.retention import clean_after_run
+
+    clean_after_run(store, settings.keep_runs)
     return manifest
 
 

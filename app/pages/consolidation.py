@@ -10,6 +10,7 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from app import ids
+from app.decisions import DECISION_COLUMN_DEF, decision_form
 from app.pages import PageSpec
 from app.whatif import scenario_panel
 from components.export import export_bar
@@ -37,6 +38,7 @@ RECOMMENDATION_COLUMN_DEFS = [
         "comparator": {"function": f"({ACTION_ORDER}[valueA] ?? 9) - ({ACTION_ORDER}[valueB] ?? 9)"},
         "cellClass": {"function": "'action-cell action-' + params.value"},
     },
+    DECISION_COLUMN_DEF,
     text_column("current_size", "Current size", minWidth=140),
     text_column("recommended_size", "Recommended", minWidth=140),
     text_column("target_group", "Host group", minWidth=100),
@@ -90,6 +92,7 @@ def layout(**query: Any) -> html.Div:
                 "of last year's load and the pessimistic forecast.",
             ),
             *scenario_panel(query, show_headroom=True),
+            decision_form(),
             dcc.Store(id=ids.CONS_GROUP),
             html.Div(id=ids.CONS_EMPTY),
             loading(html.Div(id=ids.CONS_KPIS, className="kpi-area")),
@@ -150,6 +153,7 @@ def layout(**query: Any) -> html.Div:
                                                 [],
                                                 RECOMMENDATION_COLUMN_DEFS,
                                                 height=480,
+                                                row_id_field="row_id",
                                                 options={
                                                     "localeText": {
                                                         "noRowsToShow": "No recommendations under these filters"

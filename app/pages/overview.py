@@ -9,6 +9,7 @@ from dash import dcc, html
 
 from app import ids
 from app.pages import PageSpec
+from components.decisions import signoff_modal
 from components.figures import GRAPH_CONFIG, GRAPH_STYLE
 from components.layout import loading, page_header, section
 from forecasting.schema import METRICS
@@ -42,6 +43,32 @@ def _graph(graph_id: str) -> dbc.Card:
     )
 
 
+def _record() -> html.Div:
+    """Decisions still to make and the run's sign-off (filled by callbacks/decisions.py)."""
+    return html.Div(
+        [
+            html.Div(id=ids.OV_RECORD),
+            html.Div(
+                [
+                    html.Span(id=ids.SIGNOFF_STATUS, className="me-3 small"),
+                    dbc.Button(
+                        "Sign off this run…", id=ids.SIGNOFF_OPEN, size="sm", color="primary", outline=True
+                    ),
+                ],
+                className="d-flex align-items-center mb-3",
+            ),
+            signoff_modal(
+                modal_id=ids.SIGNOFF_MODAL,
+                note_id=ids.SIGNOFF_NOTE,
+                save_id=ids.SIGNOFF_SAVE,
+                cancel_id=ids.SIGNOFF_CANCEL,
+                error_id=ids.SIGNOFF_ERROR,
+                saved_id=ids.SIGNOFF_SAVED,
+            ),
+        ]
+    )
+
+
 def layout(**_query: Any) -> html.Div:
     """The page skeleton; every value is filled by callbacks/overview.py from the filters."""
     return html.Div(
@@ -55,6 +82,7 @@ def layout(**_query: Any) -> html.Div:
             html.Div(
                 [
                     loading(html.Div(id=ids.OV_KPIS, className="kpi-area")),
+                    _record(),
                     dbc.Row(
                         [
                             dbc.Col(_graph(ids.OV_HEATMAP), lg=6, className="mb-3"),

@@ -7,6 +7,7 @@ from typing import Any
 from dash import html
 
 from app import ids
+from app.decisions import DECISION_COLUMN_DEF, decision_form
 from app.pages import PageSpec
 from app.whatif import scenario_panel
 from components.export import export_bar
@@ -27,6 +28,7 @@ RISK_COLUMN_DEFS = [
     server_link_column(pinned="left", minWidth=115, maxWidth=130),
     text_column("business_unit", "Business unit", minWidth=130),
     text_column("metric_label", "Metric", minWidth=110),
+    DECISION_COLUMN_DEF,
     {
         "field": "current_p95",
         "headerName": "Current p95",
@@ -68,6 +70,7 @@ def layout(**query: Any) -> html.Div:
                 "Servers and metrics forecast to cross their thresholds: when, how likely, and when to act.",
             ),
             *scenario_panel(query, show_headroom=False),
+            decision_form(),
             html.Div(id=ids.RISK_EMPTY),
             loading(html.Div(id=ids.RISK_KPIS, className="kpi-area")),
             section(
@@ -102,8 +105,9 @@ def layout(**query: Any) -> html.Div:
                         )
                     ),
                 ],
-                subtitle="Rows at risk only (severity low or worse), worst first. Click a row to open its server; "
-                "exports contain exactly the rows shown, with filters and scenario.",
+                subtitle="Rows at risk only (severity low or worse), worst first. Click a row to open its server, "
+                "its Decision cell to record a decision; exports contain exactly the rows shown, with filters, "
+                "scenario and decisions.",
             ),
         ]
     )

@@ -387,3 +387,31 @@ def publish(event: dict, context: Any = None, *, settings: Settings | None = Non
         "servers": manifest["input"]["servers"],
         "rows": manifest["rows"],
     }
+
+
+# --------------------------------------------------------------------------- weekly report pack
+
+
+@lambda_entry
+def report(event: dict, context: Any = None, *, settings: Settings | None = None) -> dict:
+    """Weekly report pack (an EventBridge Scheduler cron): the latest run as PDF and xlsx under
+    ``<store>/reports/`` (or ``{"out": "s3://bucket/prefix/"}``); ``{"format": "pdf"}`` or
+    ``["pdf", "xlsx"]`` (default both), ``{"run_id": …}`` for another run."""
+    from ..records.report import FORMATS, default_out, write_pack
+
+    event = event if isinstance(event, dict) else {}
+    formats = event.get("format") or list(FORMATS)
+    formats = [formats] if isinstance(formats, str) else formats
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not isinstance(formats, list):
+        raise EventError(f"report format must be among {list(FORMATS)}, got {formats!r:.100}")
+    out = event.get("out")
+    if out is not None and (not isinstance(out, str) or not out.startswith("s3://") or not out.endswith("/")):
+        raise EventError(f"report 'out' must be an s3://bucket/prefix/ ending in '/', got {out!r:.100}")
+    settings = settings or load_settings()
+    store = _open(settings)
+    out = out or default_out(store)
+    run_id = event.get("run_id")
+    written = [write_pack(store, settings, fmt=f, out=out, run_id=run_id) for f in formats]
+    log.info("report pack written", extra={"written": written})
+    return {"status": "written", "written": written}
