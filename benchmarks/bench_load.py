@@ -170,6 +170,9 @@ def identity_provider() -> Iterator[tuple[str, dict[str, str]]]:
     sys.path.insert(0, str(ROOT))
     from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the provider's request lines
     idp = OidcProvider().start()
     try:
         yield (
