@@ -168,9 +168,9 @@ def identity_provider() -> Iterator[tuple[str, dict[str, str]]]:
     """The test OpenID Connect provider (tests/oidc_provider.py) on loopback, and the app
     settings for ``oidc`` mode against it: users sign in for real before they browse."""
     sys.path.insert(0, str(ROOT))
-    from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
-
     import logging
+
+    from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the provider's request lines
     idp = OidcProvider().start()
