@@ -9,12 +9,15 @@
 # CAPFC_AUTH_ISSUER) or oidc (in-app sign-in: CAPFC_AUTH_ISSUER, CAPFC_AUTH_CLIENT_ID,
 # CAPFC_AUTH_CLIENT_SECRET, CAPFC_SESSION_SECRET); dev is for a laptop only (see README).
 #
-# The base image is a build argument. Production passes a real Python base pinned by digest,
-# e.g. --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:<digest>, so a rebuild cannot
-# silently change the OS layer. The tests pass a local debootstrap base (no registry is
-# reachable there; see scripts/ensure-docker.sh). Any base works that has `python` (3.11+) with
-# pip on PATH and the `groupadd`/`useradd` tools.
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+# The base image is a build argument whose default is Docker Hub's python:3.11-slim-bookworm
+# pinned by digest, so a rebuild cannot silently change the OS layer (a digest the registry does
+# not have fails the build; it never falls back to the tag). The digest was taken from a public
+# record of the registry's answer (2026-08-24), not checked from this build machine, which
+# reaches no registry: re-check it with `docker buildx imagetools inspect
+# python:3.11-slim-bookworm` and update it deliberately (README, "Security and data integrity").
+# The tests pass a local debootstrap base (see scripts/ensure-docker.sh). Any base works that
+# has `python` (3.11+) with pip on PATH and the `groupadd`/`useradd` tools.
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 FROM ${BASE_IMAGE}
 
 # pip's index settings, for builds behind a private index or mirror. Build arguments, not ENV:
@@ -36,11 +39,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, in their own layer: rebuilt only when requirements.txt changes. Compiled
-# to bytecode here, since the unprivileged user cannot write __pycache__ next to root-owned code
-# and would otherwise recompile every module at each start (see the README's image figures).
-COPY requirements.txt ./
-RUN python -m pip install --no-cache-dir -r requirements.txt \
+# Dependencies first, in their own layer: rebuilt only when the lock changes. requirements.lock
+# pins every package (transitive ones too) with its sha256 hashes, made by `make lock` from
+# requirements.txt: pip refuses any file whose hash differs, and resolves nothing (--no-deps).
+# Compiled to bytecode here, since the unprivileged user cannot write __pycache__ next to
+# root-owned code and would otherwise recompile every module at each start (see the README).
+COPY requirements.lock ./
+RUN python -m pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock \
     && python -m compileall -q -j 0 "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 # An unprivileged user; the code stays root-owned (read-only to the app), data is its own. A

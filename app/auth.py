@@ -445,7 +445,9 @@ class OidcLogin:
         session.permanent = True
         session[SESSION_USER] = {**user.to_session(), "exp": time.time() + self.settings.session_hours * 3600}
         _bind_user(user)
-        audit("sign-in", f"signed in as {user.role or 'no role'}", roles=sorted(user.roles), name=user.name)
+        audit(
+            "sign-in", f"signed in as {user.role or 'no role'}", roles=sorted(user.roles), user_name=user.name
+        )
         return flask.redirect(target)
 
     def logout_url(self) -> str:

@@ -152,7 +152,14 @@ def sanitise(
         values = raw.get(dim)
         if values is None:
             continue
-        wanted = _clean_values(list(values) if not isinstance(values, str) else [values])
+        given = list(values) if not isinstance(values, str) else [values]
+        wanted = _clean_values(given)
+        # over-long values are cut by _clean_values: say so too (the notice shortens them)
+        dropped.extend(
+            (dim, v.strip()[:MAX_VALUE_CHARS])
+            for v in given[:MAX_VALUES]
+            if isinstance(v, str) and len(v.strip()) > MAX_VALUE_CHARS
+        )
         known = options.get(dim, ())
         known_set = set(known)
         chosen = set()
@@ -168,8 +175,15 @@ def sanitise(
 def from_query(
     search: str | None, options: Mapping[str, Sequence[str]]
 ) -> tuple[FilterState, list[tuple[str, str]]]:
-    """Parse and sanitise a query string in one step."""
-    return sanitise(parse_query(search), options)
+    """Parse and sanitise a query string in one step; over-long values are reported too."""
+    state, dropped = sanitise(parse_query(search), options)
+    if search and isinstance(search, str):
+        text = (search[1:] if search.startswith("?") else search)[:MAX_QUERY_CHARS]
+        for key, value in parse_qsl(text, keep_blank_values=False, errors="replace"):
+            dim = DIMENSION_OF_PARAM.get(key)
+            if dim is not None and len(value.strip()) > MAX_VALUE_CHARS:
+                dropped.append((dim, value.strip()[:MAX_VALUE_CHARS]))
+    return state, dropped
 
 
 def dimensions() -> list[str]:

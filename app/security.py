@@ -14,9 +14,11 @@ client address (the proxy's X-Forwarded-For when ``proxy_hops`` trusts it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -260,6 +262,95 @@ class JobSlots:
             return job
 
 
+class SharedJobSlots(JobSlots):
+    """The same caps when background jobs run under Celery on Redis (``CAPFC_REDIS_URL``): the
+    registry is one Redis hash shared by every instance, changed under a Redis lock.
+
+    Per user counts the user's jobs on every instance (behind a load balancer a user's clicks
+    reach any instance); per instance counts the jobs this instance started (``instance``: the
+    host name, shared by its gunicorn workers). A job is running while Celery says so; since
+    Celery reports an id it no longer knows as PENDING, a job older than ``max_age`` seconds (the
+    results' lifetime) is taken as finished, so no slot is held forever.
+    """
+
+    HASH = "capfc:job-slots"
+    LOCK = "capfc:job-slots:lock"
+
+    def __init__(
+        self, client: Any, instance: str, max_jobs: int, max_per_user: int, max_age: float = 3600.0
+    ) -> None:
+        self.client = client
+        self.instance = instance
+        self.max_jobs = max_jobs
+        self.max_per_user = max_per_user
+        self.max_age = max_age
+
+    def _all(self, is_running: Callable[[Any], bool]) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        jobs = {}
+        for key, raw in self.client.hgetall(self.HASH).items():
+            entry = json.loads(raw)
+            if now - entry["started"] < self.max_age and _alive(is_running, entry["job"]):
+                jobs[key.decode() if isinstance(key, bytes) else key] = entry
+        return jobs
+
+    def running(self, is_running: Callable[[Any], bool]) -> dict[str, dict[str, Any]]:
+        """This instance's running jobs (what the per-instance cap counts)."""
+        return {k: v for k, v in self._all(is_running).items() if v.get("instance") == self.instance}
+
+    def refusal(self, user: str, is_running: Callable[[Any], bool]) -> str | None:
+        from redis.exceptions import RedisError
+
+        try:
+            jobs = self._all(is_running)
+        except RedisError as e:  # Redis down: the start itself fails fast (Celery's broker)
+            log.warning("job registry unreachable (%s)", type(e).__name__)
+            return None
+        mine = sum(1 for v in jobs.values() if v["user"] == user)
+        if mine >= self.max_per_user:
+            return (
+                f"You already have {mine} re-forecast(s) running (at most {self.max_per_user} at once). "
+                "Wait for one to finish or cancel it, then try again."
+            )
+        here = sum(1 for v in jobs.values() if v.get("instance") == self.instance)
+        if here >= self.max_jobs:
+            return f"The server is running {here} re-forecasts, its limit. Try again in a minute."
+        return None
+
+    def start(self, user: str, spawn: Callable[[], Any], is_running: Callable[[Any], bool]) -> Any:
+        from redis.exceptions import RedisError
+
+        lock = self.client.lock(self.LOCK, timeout=30, blocking_timeout=10)
+        try:
+            lock.acquire()
+        except RedisError as e:  # Redis down: Celery's broker is too, and the start fails there
+            log.warning("job registry unreachable (%s): the start goes to Celery unchecked", type(e).__name__)
+            return spawn()
+        try:
+            return self._start_locked(user, spawn, is_running)
+        finally:
+            with contextlib.suppress(RedisError):
+                lock.release()
+
+    def _start_locked(self, user: str, spawn: Callable[[], Any], is_running: Callable[[Any], bool]) -> Any:
+        why = self.refusal(user, is_running)
+        if why is not None:
+            raise JobLimitError(why)
+        job = spawn()
+        started = time.time()
+        entry = {"user": user, "job": job, "started": started, "instance": self.instance}
+        pipe = self.client.pipeline()
+        pipe.hset(self.HASH, f"{self.instance}:{user}:{job}:{started}", json.dumps(entry))
+        # forget what has ended, so the hash stays the size of what runs
+        alive = self._all(is_running)
+        for key in self.client.hkeys(self.HASH):
+            name = key.decode() if isinstance(key, bytes) else key
+            if name not in alive and not name.endswith(f":{job}:{started}"):
+                pipe.hdel(self.HASH, name)
+        pipe.execute()
+        return job
+
+
 def _alive(is_running: Callable[[Any], bool], job: Any) -> bool:
     try:
         return bool(is_running(job))
@@ -348,7 +439,19 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
         per_method=False,
     )(view)
 
-    slots = JobSlots(os.path.join(cache_dir, "job-slots"), settings.max_jobs, settings.max_jobs_per_user)
+    slots: JobSlots
+    if settings.redis_url:  # jobs run under Celery on Redis: one registry for every instance
+        from .background import JOB_RESULT_SECONDS, redis_client
+
+        slots = SharedJobSlots(
+            redis_client(settings.redis_url),
+            socket.gethostname(),
+            settings.max_jobs,
+            settings.max_jobs_per_user,
+            max_age=JOB_RESULT_SECONDS,
+        )
+    else:
+        slots = JobSlots(os.path.join(cache_dir, "job-slots"), settings.max_jobs, settings.max_jobs_per_user)
     cap_background_jobs(app, slots)
     manager = app._background_manager
 

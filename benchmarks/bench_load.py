@@ -14,6 +14,7 @@ exits 1 on any failed request or on a traceback in the server's log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import signal
@@ -75,7 +76,8 @@ def serve(data: Path, log: Path, *, wait_s: float = 180.0, **env_extra: str) -> 
     """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAPFC_")}
-    env.update(CAPFC_AUTH_MODE="dev", CAPFC_DATA=str(data), PORT=str(port), PYTHONPATH=str(ROOT), **env_extra)
+    env.update(CAPFC_AUTH_MODE="dev", CAPFC_DATA=str(data), PORT=str(port), PYTHONPATH=str(ROOT))
+    env.update(env_extra)
     cmd = [str(BIN / GUNICORN[0]), *GUNICORN[1:3], "--bind", f"127.0.0.1:{port}", *GUNICORN[3:]]
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -102,7 +104,13 @@ def serve(data: Path, log: Path, *, wait_s: float = 180.0, **env_extra: str) -> 
 
 
 def run_locust(
-    base: str, users: int, rate: float, seconds: int, csv_prefix: Path, max_tasks: int = 400
+    base: str,
+    users: int,
+    rate: float,
+    seconds: int,
+    csv_prefix: Path,
+    max_tasks: int = 400,
+    issuer: str | None = None,
 ) -> int:
     """Locust headless against ``base``; its CSVs go to ``csv_prefix``_*.csv. Returns its exit code
     (1 when any request failed). Bounded by ``-t`` and by a hard timeout on the process."""
@@ -128,6 +136,8 @@ def run_locust(
         "WARNING",
     ]
     env = {**os.environ, "LOAD_MAX_TASKS": str(max_tasks), "PYTHONPATH": str(ROOT)}
+    if issuer:  # users sign in through the provider (OIDC code flow) before they browse
+        env["LOAD_OIDC_ISSUER"] = issuer
     proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=seconds + 120, capture_output=True, text=True)
     Path(f"{csv_prefix}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode not in (0, 1) or not Path(f"{csv_prefix}_stats.csv").exists():
@@ -153,6 +163,56 @@ def read_exceptions(csv_prefix: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@contextmanager
+def identity_provider() -> Iterator[tuple[str, dict[str, str]]]:
+    """The test OpenID Connect provider (tests/oidc_provider.py) on loopback, and the app
+    settings for ``oidc`` mode against it: users sign in for real before they browse."""
+    sys.path.insert(0, str(ROOT))
+    import logging
+
+    from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the provider's request lines
+    idp = OidcProvider().start()
+    try:
+        yield (
+            idp.issuer,
+            {
+                "CAPFC_AUTH_MODE": "oidc",
+                "CAPFC_AUTH_ISSUER": idp.issuer,
+                "CAPFC_AUTH_CLIENT_ID": CLIENT_ID,
+                "CAPFC_AUTH_CLIENT_SECRET": CLIENT_SECRET,
+                "CAPFC_SESSION_SECRET": "load-test-session-secret-" + "x" * 32,
+                "CAPFC_SESSION_COOKIE_SECURE": "false",  # plain HTTP on loopback
+            },
+        )
+    finally:
+        idp.stop()
+
+
+def signed_in_users(log: Path) -> dict[str, int]:
+    """Requests per user in the server's JSON access lines ("-": none); probes, sign-in pages
+    and the first visit's redirect to sign in are left out."""
+    import json
+
+    users: dict[str, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        route = str(rec.get("route") or rec.get("path") or "")
+        if "status" not in rec or route.startswith(("/healthz", "/readyz", "/auth/")):
+            continue
+        user = str(rec.get("user") or "-")
+        if user == "-" and rec.get("status") == 302:
+            continue  # a first visit, redirected to sign in
+        users[user] = users.get(user, 0) + 1
+    return users
+
+
 def table(rows: list[dict[str, str]]) -> str:
     lines = [f"{'request':<50} {'count':>6} {'fail':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"]
     for r in sorted(rows, key=lambda r: (r["Type"] != "GET", r["Name"])):
@@ -171,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--spawn-rate", type=float, default=10)
     parser.add_argument("--time", type=int, default=60, help="seconds of load")
+    parser.add_argument(
+        "--auth",
+        choices=["oidc", "dev"],
+        default="oidc",
+        help="oidc: every user signs in through the test OIDC provider (default); dev: no sign-in",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "capfc-bench-load")
     args = parser.parse_args(argv)
     servers = args.servers or (1_000 if args.quick else 10_000)
@@ -180,9 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(exist_ok=True)
     log = out / "gunicorn.log"
     load = os.getloadavg()[0]
-    with serve(data, log) as base:
-        print(f"gunicorn on {base}; locust {args.users} users (+{args.spawn_rate}/s) for {args.time} s")
-        run_locust(base, args.users, args.spawn_rate, args.time, out / "locust")
+    with contextlib.ExitStack() as stack:
+        issuer, auth_env = stack.enter_context(identity_provider()) if args.auth == "oidc" else (None, {})
+        base = stack.enter_context(serve(data, log, **auth_env))
+        print(
+            f"gunicorn on {base} (sign-in: {args.auth}); locust {args.users} users "
+            f"(+{args.spawn_rate}/s) for {args.time} s"
+        )
+        run_locust(base, args.users, args.spawn_rate, args.time, out / "locust", issuer=issuer)
     rows = read_stats(out / "locust")
     failures = read_failures(out / "locust")
     exceptions = read_exceptions(out / "locust")
@@ -195,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  FAILED {f['Method']} {f['Name']} ×{f['Occurrences']}: {f['Error'][:300]}")
     for e in exceptions:
         print(f"  EXCEPTION ×{e['Count']}: {e['Message'][:300]}")
+    users = signed_in_users(log)
+    print(
+        f"signed-in users seen in the access log: {len([u for u in users if u != '-'])}; "
+        f"requests without a user: {users.get('-', 0)}"
+    )
     tracebacks = log.read_text(errors="replace").count("Traceback")
     if tracebacks:
         print(f"server log {log}: {tracebacks} traceback(s)")

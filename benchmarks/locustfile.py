@@ -16,11 +16,14 @@ Run it through benchmarks/bench_load.py (which builds a fleet and starts gunicor
 
     locust -f benchmarks/locustfile.py --headless -u 50 -r 10 -t 60s --host http://127.0.0.1:8080
 
-Sign-in: every request goes through :meth:`Planner.sign_in`'s headers/cookies. Today it sends
-the JSON object in ``LOAD_HEADERS`` (e.g. ``{"x-amzn-oidc-data": "..."}`` for ALB mode, or a
-``Cookie`` header holding a dev/OIDC session); when the app gains a sign-in flow, that one
-method is where the user logs in. ``LOAD_MAX_TASKS`` (default 400) bounds each user's task
-count; ``-t`` bounds the time.
+Sign-in: each user signs in first (:meth:`Planner.sign_in`). With ``LOAD_OIDC_ISSUER`` set (the
+app in ``oidc`` mode, benchmarks/bench_load.py's default) it is a real OpenID Connect code flow:
+the person signs in at the provider (the test provider's ``/session``, as ``u-load-<n>``, a
+planner), then ``GET /`` follows the app's redirects through ``/auth/login``, the provider's
+``/authorize`` and ``/auth/callback`` (PKCE, nonce, a signed ID token) back to the page, and the
+session cookie carries every later request. Otherwise it adds the headers in ``LOAD_HEADERS``
+(a JSON object, e.g. an ALB ``x-amzn-oidc-data``). ``LOAD_MAX_TASKS`` (default 400) bounds each
+user's task count; ``-t`` bounds the time.
 """
 
 from __future__ import annotations
@@ -131,6 +134,29 @@ class Planner(HttpUser):
         """The one place a session is established: headers/cookies every request then carries."""
         extra = json.loads(os.environ.get("LOAD_HEADERS") or "{}")
         self.client.headers.update({str(k): str(v) for k, v in extra.items()})
+        issuer = os.environ.get("LOAD_OIDC_ISSUER")
+        if not issuer:
+            return
+        me = {"sub": f"u-load-{self.index}", "name": f"Load planner {self.index}", "groups": "capfc-planners"}
+        with self.client.get(f"{issuer}/session", params=me, name="idp /session", catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}")
+                raise StopUser
+        # a browser's first visit: / → /auth/login → the provider → /auth/callback → /
+        with self.client.get(
+            "/", headers={"Accept": "text/html"}, name="sign-in (OIDC code flow)", catch_response=True
+        ) as r:
+            hops = [h.headers.get("Location", "") for h in r.history]
+            signed_in = (
+                r.status_code == 200
+                and b"_dash-renderer" in r.content
+                and any("/authorize" in h for h in hops)
+                and any("/auth/callback" in h for h in hops)
+                and "capfc_session" in self.client.cookies
+            )
+            if not signed_in:
+                r.failure(f"not signed in: HTTP {r.status_code} via {hops}")
+                raise StopUser
 
     def on_start(self) -> None:
         self.index = next(USER_NUMBERS)

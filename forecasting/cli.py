@@ -269,6 +269,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    if args.run and args.run not in store.list_runs():  # a mistyped id is bad input, not a store fault
+        latest = store.latest_run_id()
+        raise UsageError(
+            f"no run {args.run[:80]} in {store.uri}"
+            + (f"; the latest is {latest}" if latest else "; it holds no run yet")
+        )
     if args.format == "text":
         from .report import render_report
 

@@ -279,7 +279,13 @@ def audit(event: str, message: str | None = None, **fields: Any) -> None:
     ``capfc.audit`` logger with ``audit: true`` and ``event``, plus the context keys bound for
     the request (``request_id``, and ``user`` once sign-in binds it) and ``fields``. Filter
     them in CloudWatch with ``filter audit = 1``."""
-    logging.getLogger(AUDIT_LOGGER).info(message or event, extra={"audit": True, "event": event, **fields})
+    # a field named like a LogRecord attribute (name, msg, args, ...) would make logging raise
+    # KeyError inside the request (seen as a 500 on sign-in under gunicorn): prefix it instead
+    safe = {(f"field_{k}" if k in _RECORD_ATTRS else k): v for k, v in fields.items()}
+    logging.getLogger(AUDIT_LOGGER).info(message or event, extra={"audit": True, "event": event, **safe})
+
+
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 # --------------------------------------------------------------------------- metrics

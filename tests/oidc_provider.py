@@ -218,6 +218,8 @@ class OidcProvider:
             return self._json({"keys": [_jwk(self.rsa_key.public_key(), self.rsa_kid)]})
         if path == "/authorize":
             return self._authorize(request)
+        if path == "/session":
+            return self._session(request)
         if path == "/token" and request.method == "POST":
             return self._token(request)
         if path == "/logout":
@@ -249,7 +251,7 @@ class OidcProvider:
             return Response("unsupported request", status=400)
         code = secrets.token_urlsafe(24)
         self.codes[code] = _Grant(
-            user=dict(self.user),
+            user=self._session_user(request) or dict(self.user),
             redirect_uri=redirect_uri,
             nonce=args.get("nonce"),
             challenge=args.get("code_challenge"),
@@ -258,6 +260,33 @@ class OidcProvider:
         query = urlencode({"code": code, "state": args.get("state", "")})
         sep = "&" if "?" in redirect_uri else "?"
         return Response(status=302, headers={"Location": f"{redirect_uri}{sep}{query}"})
+
+    # The provider's own sign-in, as a corporate IdP keeps it in a cookie of its own: a load test
+    # signs each simulated person in here first (GET /session?sub=…&name=…&groups=a,b), then the
+    # app's code flow signs in that person. Without it, /authorize signs in ``self.user``.
+    SESSION_COOKIE = "test_idp_session"
+
+    def _session(self, request: Request) -> Response:
+        args = request.args
+        if not args.get("sub"):
+            return Response("sub is required", status=400)
+        account = {
+            "sub": args["sub"],
+            "name": args.get("name") or args["sub"],
+            "groups": [g for g in args.get("groups", "").split(",") if g],
+        }
+        resp = Response("signed in at the provider", mimetype="text/plain")
+        resp.set_cookie(self.SESSION_COOKIE, _json_b64(account), httponly=True, samesite="Lax")
+        return resp
+
+    def _session_user(self, request: Request) -> dict[str, Any] | None:
+        raw = request.cookies.get(self.SESSION_COOKIE)
+        if not raw:
+            return None
+        try:
+            return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        except ValueError:
+            return None
 
     def _token(self, request: Request) -> Response:
         self.token_requests += 1

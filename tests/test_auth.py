@@ -658,3 +658,18 @@ def test_rate_limits_count_per_signed_in_user(build, plan_store_root, idp):
     ]
     assert codes[:2] != [429, 429] and codes[2] == 429, codes
     assert client.post("/_dash-update-component", json=export, headers=planner).status_code != 429
+
+
+def test_audit_fields_named_like_log_record_attributes_do_not_break_the_request(json_lines, capsys):
+    """Found by the signed-in load test: ``audit(..., name=...)`` raised KeyError inside logging
+    (a 500 on every sign-in) whenever INFO was on, as under gunicorn."""
+    from forecasting.observability import audit
+
+    capsys.readouterr()
+    audit("sign-in", "signed in as planner", name="Pat Planner", msg="x", user_name="Pat Planner")
+    (record,) = [r for r in parse_lines(capsys.readouterr().out) if r.get("audit")]
+    assert (record["field_name"], record["field_msg"], record["user_name"]) == (
+        "Pat Planner",
+        "x",
+        "Pat Planner",
+    )

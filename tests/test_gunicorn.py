@@ -38,7 +38,7 @@ def test_dockerfile_follows_the_container_rules():
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim", text, re.MULTILINE)
     assert "FROM ${BASE_IMAGE}" in text
     # dependencies are installed before the code is copied (a cached layer)
-    assert text.index("COPY requirements.txt") < text.index("pip install") < text.index("COPY app/")
+    assert text.index("COPY requirements.lock") < text.index("pip install") < text.index("COPY app/")
     assert re.search(r"^USER 10001:10001$", text, re.MULTILINE) and "useradd --system" in text
     assert "HEALTHCHECK" in text and "/healthz" in text and "ENV" in text and "PORT=8080" in text
     assert docker_cmd() == ["gunicorn", "--config", "gunicorn.conf.py", "app.wsgi:server"]

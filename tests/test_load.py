@@ -1,7 +1,10 @@
 """The load test's locustfile, for real: 5 Locust planners against the container's gunicorn
-command on the shared 200-server plan, 2 actions each (about 10 s; 45 s at most). Every request
-must succeed and every planner action (pages, filters, what-ifs, exports, drill-downs) must have
-run: users start spread over the tour of actions, so 5 users × 2 actions cover all 7."""
+command on the shared 200-server plan, 2 actions each (about 10 s; 45 s at most), each signed in
+first through a real OpenID Connect code flow against the test provider (tests/oidc_provider.py;
+the app in ``oidc`` mode). Every request must succeed, every planner action (pages, filters,
+what-ifs, exports, drill-downs) must have run — users start spread over the tour of actions, so
+5 users × 2 actions cover all 7 — and every request in the server's access log must carry one of
+the 5 signed-in users."""
 
 from __future__ import annotations
 
@@ -39,9 +42,14 @@ def test_locust_planners_against_gunicorn_all_actions_no_failures(plan_store_roo
 
     monkeypatch.setenv("LOAD_THINK_S", "0.1,0.5")  # short pauses between actions
     prefix = tmp_path / "locust"
-    with bench.serve(plan_store_root, tmp_path / "gunicorn.log", TMPDIR=str(tmp_path)) as base:
-        assert base.startswith("http://127.0.0.1:")
-        rc = bench.run_locust(base, users=5, rate=5, seconds=45, csv_prefix=prefix, max_tasks=2)
+    with (
+        bench.identity_provider() as (issuer, auth_env),
+        bench.serve(plan_store_root, tmp_path / "gunicorn.log", TMPDIR=str(tmp_path), **auth_env) as base,
+    ):
+        assert base.startswith("http://127.0.0.1:") and auth_env["CAPFC_AUTH_MODE"] == "oidc"
+        rc = bench.run_locust(
+            base, users=5, rate=5, seconds=45, csv_prefix=prefix, max_tasks=2, issuer=issuer
+        )
 
     rows = bench.read_stats(prefix)
     failures = bench.read_failures(prefix)
@@ -55,3 +63,6 @@ def test_locust_planners_against_gunicorn_all_actions_no_failures(plan_store_roo
     log = (tmp_path / "gunicorn.log").read_text(errors="replace")
     assert "Traceback" not in log
     assert os.path.getsize(f"{prefix}_stats.csv") > 0
+    assert counts.get("sign-in (OIDC code flow)") == 5  # each user signed in once, for real
+    users = bench.signed_in_users(tmp_path / "gunicorn.log")
+    assert set(users) == {f"u-load-{i}" for i in range(5)}, users  # no request without a user

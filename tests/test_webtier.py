@@ -486,3 +486,68 @@ def test_the_worker_refuses_to_start_without_redis(tmp_path):
         timeout=120,
     )
     assert proc.returncode != 0 and "CAPFC_REDIS_URL" in proc.stderr
+
+
+# --------------------------------------------------------------------------- the job cap under Celery
+
+
+def test_the_job_cap_holds_per_user_and_per_instance_under_celery_on_redis(
+    redis_server,  # noqa: F811
+    plan_store_root,
+    plan,
+    tmp_path,
+    monkeypatch,
+):
+    """Two instances (their own cache dirs and host names) on one real Redis, Dash's Celery
+    manager, no worker: started re-forecasts stay queued, so they count as running. A user's
+    cap counts their jobs on every instance; an instance's cap counts the jobs it started."""
+    from app import create_app, security
+
+    def instance(name: str, **caps: int) -> Any:
+        monkeypatch.setattr(security.socket, "gethostname", lambda: name)
+        settings = Settings(data=str(plan_store_root), redis_url=redis_server.url, **caps)
+        app = create_app(settings, cache_type="simple", cache_dir=str(tmp_path / name))
+        client = app.server.test_client()
+        page = client.get(f"/servers/{SERVER}")
+        match = re.search(
+            rb'<script id="_dash-config" type="application/json">(.*?)</script>', page.data, re.S
+        )
+        end_id = json.loads(match.group(1))["end_id"]
+        return client, end_id
+
+    def choose(inst: Any, user: str, model: str) -> tuple[int, Any]:
+        client, end_id = inst
+        security.set_user_id_function(lambda: user)
+        try:
+            answer = client.post(
+                "/_dash-update-component?" + urllib.parse.urlencode({"endId": end_id}),
+                json=reforecast_payload(model, SERVER),
+            )
+        finally:
+            security.set_user_id_function(security.client_address)
+        return answer.status_code, answer.get_json(silent=True)
+
+    def refused(answer: tuple[int, Any]) -> str:
+        status, body = answer
+        assert status == 200 and "cacheKey" not in (body or {}), body
+        return body["response"]["srv-model-status"]["children"]
+
+    a = instance("instance-a", max_jobs=2, max_jobs_per_user=1)
+    b = instance("instance-b", max_jobs=2, max_jobs_per_user=1)
+    status, handles = choose(a, "alice", "naive")
+    assert status == 200 and {"cacheKey", "job"} <= set(handles)  # queued in Celery
+    assert redis_server.client().llen("capfc-background") == 1
+    # per user, across instances: alice's second job is refused on the other instance too
+    assert refused(choose(b, "alice", "naive")).startswith(
+        "You already have 1 re-forecast(s) running (at most 1 at once)"
+    )
+    # per instance: a holds 2 (alice, bob); carol is refused there and served by b
+    assert "cacheKey" in choose(a, "bob", "naive")[1]
+    assert refused(choose(a, "carol", "naive")) == (
+        "The server is running 2 re-forecasts, its limit. Try again in a minute."
+    )
+    assert "cacheKey" in choose(b, "carol", "naive")[1]
+    assert redis_server.client().llen("capfc-background") == 3  # refused starts queued nothing
+    # a job Celery no longer knows (its result expired) frees its slot after the results' lifetime
+    slots = security.SharedJobSlots(redis_server.client(), "instance-a", 2, 1, max_age=0.0)
+    assert slots.refusal("alice", lambda job: True) is None
