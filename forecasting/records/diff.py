@@ -325,8 +325,8 @@ def _why(
             both = ma.merge(mb, on=RISK_KEY, suffixes=("_a", "_b"))
             diff = both[both["model_a"] != both["model_b"]]
             per = diff.groupby("server_id")["metric"].agg(lambda s: ", ".join(sorted(s)))
-            hit = left["server_id"].map(per)
-            col = np.where(hit.notna(), "another model for " + hit.fillna(""), "")
+            hit = left["server_id"].map(per).astype(object)
+            col = np.where(hit.notna(), "another model for " + hit.fillna("").astype(str), "")
         parts.append(np.asarray(col, dtype=object))
     if not parts:
         return np.full(n, "same input, settings and model", dtype=object)
