@@ -1,6 +1,6 @@
 """A store with two published runs a quarter-planner would compare, and actuals after the first.
 
-Run A forecasts from a cut-off 45 days before the end of the generated history; then the rest
+Run A forecasts from a cut-off 60 days before the end of the generated history; then the rest
 of the history "arrives" and run B forecasts from the end with the CPU threshold lowered to 80 %.
 So A's horizon has partly elapsed (its track record can be measured against known actuals), and
 A → B differs by new data and one named setting.
@@ -20,7 +20,7 @@ from forecasting.synthetic import Fleet, generate_fleet
 
 START = "2025-01-01"
 DAYS = 445
-ELAPSED_DAYS = 45
+ELAPSED_DAYS = 60
 RUN_A = "20260301T060000Z-rec0a"
 RUN_B = "20260415T060000Z-rec0b"
 

@@ -21,7 +21,16 @@ def _t(day: str) -> pd.Timestamp:
 
 
 def _risk(rows: list[tuple]) -> pd.DataFrame:
-    cols = ["server_id", "metric", "threshold", "breach_expected", "severity", "score", "status", "days_to_breach"]
+    cols = [
+        "server_id",
+        "metric",
+        "threshold",
+        "breach_expected",
+        "severity",
+        "score",
+        "status",
+        "days_to_breach",
+    ]
     frame = pd.DataFrame(rows, columns=cols)
     frame["breach_expected"] = pd.to_datetime(frame["breach_expected"], utc=True)
     frame["current_p95"] = 60.0
@@ -31,7 +40,9 @@ def _risk(rows: list[tuple]) -> pd.DataFrame:
 
 
 def _recs(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["server_id", "action", "recommended_size", "monthly_savings", "reason"])
+    return pd.DataFrame(
+        rows, columns=["server_id", "action", "recommended_size", "monthly_savings", "reason"]
+    )
 
 
 def _manifest(run_id: str, cpu: float, fingerprint: str, end: str) -> dict:
@@ -144,7 +155,9 @@ def test_changed_recommendations_and_totals():
     assert (t.loc["server × metric at risk", "before"], t.loc["server × metric at risk", "after"]) == (4, 5)
     assert t.loc["at risk: critical", "after"] == 1 and t.loc["servers"].tolist()[:2] == [5, 6]
     assert t.loc["potential savings $/month", "before"] == 120.0
-    assert t.loc["potential savings $/month", "after"] == 60.0  # the upgrade's negative saving is not a saving
+    assert (
+        t.loc["potential savings $/month", "after"] == 60.0
+    )  # the upgrade's negative saving is not a saving
 
 
 def test_new_data_is_named_and_business_unit_filter_applies_to_everything():
@@ -152,11 +165,17 @@ def test_new_data_is_named_and_business_unit_filter_applies_to_everything():
     d = compare(PLAN_A, MAN_A, PLAN_B, man_b, inventory=INVENTORY, business_units=["Payments"])
     assert d.new_data and not d.settings_changed
     assert set(d.moved_breaches["server_id"]) == {"s1"}
-    assert d.moved_breaches["why"].iloc[0].startswith("new data (history to 2026-01-01 → history to 2026-01-31)")
+    assert (
+        d.moved_breaches["why"].iloc[0].startswith("new data (history to 2026-01-01 → history to 2026-01-31)")
+    )
     assert d.new_risks.empty and list(d.resolved_risks["server_id"]) == ["s2"]
     assert d.totals.set_index("measure").loc["servers", "after"] == 2
     frame = changes_frame(d)
-    assert sorted(frame["change"].unique()) == ["breach date moved", "recommendation changed", "resolved risk"]
+    assert sorted(frame["change"].unique()) == [
+        "breach date moved",
+        "recommendation changed",
+        "resolved risk",
+    ]
     assert set(frame["business_unit"]) == {"Payments"}
 
 
