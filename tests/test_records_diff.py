@@ -199,7 +199,7 @@ def records_store(tmp_path_factory):
 
 @pytest.mark.slow
 def test_diff_of_two_real_runs_defaults_to_latest_against_previous(records_store):
-    root, store, _ = records_store
+    _root, store, _ = records_store
     assert resolve_pair(store) == (RUN_A, RUN_B)
     d = diff_runs(store)
     assert (d.run_a, d.run_b) == (RUN_A, RUN_B)
@@ -254,7 +254,7 @@ def test_cli_diff_formats_and_errors(records_store, tmp_path, capsys):
 
 
 def test_one_run_only_is_a_clear_error(plan_store, capsys):
-    with pytest.raises(RecordsError, match="has 1 published run.*a comparison needs two"):
+    with pytest.raises(RecordsError, match=r"has 1 published run.*a comparison needs two"):
         resolve_pair(plan_store)
     assert main(["--data", plan_store.uri, "diff"]) == 2
     assert "a comparison needs two" in capsys.readouterr().err

@@ -62,7 +62,7 @@ def _hand_made() -> tuple[pd.DataFrame, pd.DataFrame, dict, Panel]:
     for i, name in enumerate(names):
         cross = CASES[name][1]
         if cross:
-            values[i, INDEX >= pd.Timestamp(cross, tz="UTC")] = 90.0
+            values[i, pd.Timestamp(cross, tz="UTC") <= INDEX] = 90.0
     panel = Panel(
         keys=pd.DataFrame({"server_id": names, "metric": "cpu_p95"}),
         index=INDEX,
@@ -212,7 +212,7 @@ def test_synthetic_fleet_planted_breaches_are_hits_or_misses(records_store):
 
 @pytest.mark.slow
 def test_cli_track_record(records_store, capsys):
-    root, store, _ = records_store
+    root, _store, _ = records_store
     assert main(["--data", str(root), "track-record", RUN_A, "--no-save"]) == 0
     out = capsys.readouterr().out
     assert f"Run {RUN_A}" in out and "60 of 90 periods elapsed" in out and "came true" in out
