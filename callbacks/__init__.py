@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dash import Dash
 
-from . import consolidation, overview, risk, server, shell, whatif
+from . import changes, consolidation, overview, risk, server, shell, track_record, whatif
 
-MODULES = (shell, overview, server, whatif, risk, consolidation)
+MODULES = (shell, overview, server, whatif, risk, consolidation, changes, track_record)
 
 
 def register(app: Dash) -> None:

@@ -349,17 +349,21 @@ def compare(
     *,
     inventory: pd.DataFrame | None = None,
     business_units: Iterable[str] | None = None,
+    server_ids: Iterable[str] | None = None,
 ) -> RunDiff:
     """What changed from plan A to plan B (pure).
 
     ``plan_*``: plan tables by name: ``risk``, ``recommendations`` and, for the model
     attribution, ``models`` (server_id, metric, model) or ``forecasts``; a missing table gives
     empty frames. ``inventory`` supplies business units; ``business_units`` keeps only their
-    servers (totals included).
+    servers (totals included); ``server_ids`` keeps only those servers (the app's filter bar).
     """
     bu_of = _bu_map(inventory)
     bus = tuple(sorted({str(b) for b in business_units})) if business_units else None
     servers = set(bu_of.index[bu_of.isin(bus)]) if bus else None
+    if server_ids is not None:
+        wanted = {str(s) for s in server_ids}
+        servers = wanted if servers is None else servers & wanted
 
     risk_a = _risk(_keep(plan_a.get("risk"), servers))
     risk_b = _risk(_keep(plan_b.get("risk"), servers))
