@@ -274,7 +274,15 @@ def coverage_figure(summaries: Sequence[dict[str, Any]], *, height: int = 340) -
     layout = _base_layout(
         title, height, xtitle="forecast origin of the run", ytitle="actuals inside the band (%)"
     )
+    lo, hi = min(x), max(x)
+    pad = max((hi - lo) * 0.05, pd.Timedelta(days=10))
     layout.update(
+        xaxis={
+            "type": "date",
+            "tickformat": "%d %b %Y",
+            "range": [lo - pad, hi + pad],
+            "title": {"text": "forecast origin of the run"},
+        },
         shapes=[_hline(80, CATEGORICAL[0], 1), _hline(95, CATEGORICAL[2], 1)],
         yaxis={"title": {"text": "actuals inside the band (%)"}, "range": [0, 102]},
         annotations=[

@@ -328,7 +328,11 @@ def cmd_track_record(args: argparse.Namespace, settings: Settings, store: Store)
 
     if args.tolerance_days < 0:
         raise UsageError("--tolerance-days must be 0 or more")
-    records = track_runs(store, args.runs or None, tolerance_days=args.tolerance_days, save=not args.no_save)
+    if args.sustain < 1:
+        raise UsageError("--sustain must be at least 1 period")
+    records = track_runs(
+        store, args.runs or None, tolerance_days=args.tolerance_days, sustain=args.sustain, save=not args.no_save
+    )
     if args.format == "json":
         _answer(args, json.dumps([r.summary for r in records], indent=2, default=str))
     elif args.format == "csv":
@@ -477,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--tolerance-days", type=float, default=14.0, help="a call is a hit within ± this (default 14)"
+    )
+    tr.add_argument(
+        "--sustain",
+        type=int,
+        default=2,
+        help="periods a crossing must last to count (default 2: a one-period spike is an incident)",
     )
     tr.add_argument("--format", choices=["text", "csv", "json"], default="text")
     tr.add_argument("--out", help="write the answer to this file")

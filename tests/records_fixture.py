@@ -29,11 +29,22 @@ def cutoff() -> pd.Timestamp:
     return pd.Timestamp(START, tz="UTC") + pd.Timedelta(days=DAYS - ELAPSED_DAYS)
 
 
-def make_records_store(root: Path, n_servers: int = 80, seed: int = 5) -> tuple[Store, Fleet]:
+def make_records_store(
+    root: Path, n_servers: int = 80, seed: int = 5, *, earlier: tuple[int, ...] = ()
+) -> tuple[Store, Fleet]:
+    """``earlier``: days before the end of the history at which more runs forecast before run A
+    (e.g. (120, 90): two older runs, so coverage has a history across runs)."""
     fleet = generate_fleet(n_servers, days=DAYS, start=START, seed=seed)
     v = validate(fleet.inventory, fleet.metrics, "daily")
     store = open_store(str(root))
     store.write_inventory(v.inventory)
+    end = pd.Timestamp(START, tz="UTC") + pd.Timedelta(days=DAYS)
+    for i, days in enumerate(sorted(earlier, reverse=True)):
+        store.write_metrics(
+            v.metrics[v.metrics["timestamp"] < end - pd.Timedelta(days=days)], v.inventory, freq="daily"
+        )
+        settings = load_settings(data=str(root))
+        run_batch(store, settings, backtest=False, progress=False, run_id=f"2026020{i + 1}T060000Z-rece{i}")
     store.write_metrics(v.metrics[v.metrics["timestamp"] < cutoff()], v.inventory, freq="daily")
     run_batch(store, load_settings(data=str(root)), backtest=False, progress=False, run_id=RUN_A)
     store.write_metrics(v.metrics, v.inventory, freq="daily")  # the later data arrives

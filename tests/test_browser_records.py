@@ -29,7 +29,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def records_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("records-browser")
-    store, _ = make_records_store(root, n_servers=150, seed=7)
+    store, _ = make_records_store(root, n_servers=150, seed=7, earlier=(120, 90))
     track_runs(store)
     return root
 
@@ -60,6 +60,14 @@ def _plot_traces(dash_duo, graph: str) -> int:
     )
 
 
+def _plot_points(dash_duo, graph: str) -> int:
+    return dash_duo.driver.execute_script(
+        "const el = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');"
+        "return el.data[0].x.length;",
+        graph,
+    )
+
+
 def _wait(cond, timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,7 +80,9 @@ def _wait(cond, timeout: float = 20.0, what: str = "condition") -> None:
     raise AssertionError(f"{what} not met after {timeout} s")
 
 
-def test_changes_page_compares_latest_with_previous_filters_and_exports(dash_duo, make_app, records_root, tmp_path):
+def test_changes_page_compares_latest_with_previous_filters_and_exports(
+    dash_duo, make_app, records_root, tmp_path
+):
     store = open_store(str(records_root))
     app = make_app(store, records_root)
     d = diff_runs(store)
@@ -84,14 +94,20 @@ def test_changes_page_compares_latest_with_previous_filters_and_exports(dash_duo
     causes = dash_duo.find_element("#chg-causes").text
     assert "new data" in causes and "setting thresholds.cpu_p95: 85 → 80" in causes
     _wait(lambda: _plot_traces(dash_duo, "chg-totals-chart") == 2, what="totals chart drawn")
-    _wait(lambda: _plot_traces(dash_duo, "chg-moves-chart") >= 1 or d.moved_breaches.empty, what="moves chart")
+    _wait(
+        lambda: _plot_traces(dash_duo, "chg-moves-chart") >= 1 or d.moved_breaches.empty, what="moves chart"
+    )
     _wait(lambda: _rows(dash_duo, "chg-moved-grid") == len(d.moved_breaches), what="moved grid rows")
     _wait(lambda: _rows(dash_duo, "chg-totals-grid") == len(d.totals), what="totals grid rows")
     screenshot(dash_duo, tmp_path / "changes.png", height=2400)
     assert console_errors(dash_duo) == []
 
     # a business unit from the filter bar narrows everything; the export holds exactly that
-    bu = d.moved_breaches["business_unit"].iloc[0] if len(d.moved_breaches) else d.new_risks["business_unit"].iloc[0]
+    bu = (
+        d.moved_breaches["business_unit"].iloc[0]
+        if len(d.moved_breaches)
+        else d.new_risks["business_unit"].iloc[0]
+    )
     rm = app.server.extensions["capfc"].readmodel
     fd = chg.compute(rm, RUN_A, RUN_B, FilterState(business_unit=(bu,)).to_data())
     dash_duo.driver.get(dash_duo.server_url + f"/changes?bu={bu.replace(' ', '+').replace('&', '%26')}")
@@ -102,7 +118,9 @@ def test_changes_page_compares_latest_with_previous_filters_and_exports(dash_duo
     text = _wait_download(Path(dash_duo.download_path), ".csv").read_text(encoding="utf-8-sig")
     assert f'# Changes,"run {RUN_A} → run {RUN_B}"' in text and "# Filters," in text
     body = pd.read_csv(io.StringIO(text), comment="#")
-    expected = len(fd.new_risks) + len(fd.resolved_risks) + len(fd.moved_breaches) + len(fd.changed_recommendations)
+    expected = (
+        len(fd.new_risks) + len(fd.resolved_risks) + len(fd.moved_breaches) + len(fd.changed_recommendations)
+    )
     assert len(body) == expected and set(body["business_unit"]) <= {bu}
     assert console_errors(dash_duo) == []
 
@@ -129,11 +147,12 @@ def test_track_record_page_draws_path_band_and_calls(dash_duo, make_app, records
         "return document.querySelector('#tr-path-chart .js-plotly-plot').layout.annotations.map(a => a.text)"
     )
     assert "forecast origin" in notes and any(n.startswith("threshold") for n in notes)
-    assert any(n.startswith("crossed") or n.startswith("called") for n in notes)
+    assert any(n.startswith(("crossed", "called")) for n in notes)
     _wait(lambda: _plot_traces(dash_duo, "tr-coverage-chart") == 2, what="coverage chart drawn")
     calls = int((series["outcome"] != "quiet").sum())
     _wait(lambda: _rows(dash_duo, "tr-series-grid") == calls, what="calls grid rows")
-    _wait(lambda: _rows(dash_duo, "tr-runs-grid") == 1, what="runs grid")
+    _wait(lambda: _rows(dash_duo, "tr-runs-grid") == 3, what="runs grid")
+    assert _plot_points(dash_duo, "tr-coverage-chart") == 3  # one point per run with a record
     screenshot(dash_duo, tmp_path / "track-record.png", height=2100)
     assert console_errors(dash_duo) == []
 

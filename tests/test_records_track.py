@@ -39,6 +39,7 @@ CASES = {
     "early_call": ("2025-03-02", "2025-03-25", "at_risk"),  # nothing by 16 Mar: a false alarm
     "quiet": (None, None, "ok"),
     "over": ("2025-03-01", "2025-03-01", "already_over"),
+    "spike": (None, "2025-03-12", "ok"),  # one day at 90 only: an incident, not a crossing
 }
 EXPECTED = {
     "hit": "hit",
@@ -49,6 +50,7 @@ EXPECTED = {
     "early_call": "false_alarm",
     "quiet": "quiet",
     "over": "already_over",
+    "spike": "quiet",
 }
 
 
@@ -61,7 +63,9 @@ def _hand_made() -> tuple[pd.DataFrame, pd.DataFrame, dict, Panel]:
     values[:, after] = 51.0  # forecast 50 → MAE 1 → MASE 0.5 where nothing crosses
     for i, name in enumerate(names):
         cross = CASES[name][1]
-        if cross:
+        if cross and name == "spike":
+            values[i, pd.Timestamp(cross, tz="UTC") == INDEX] = 90.0
+        elif cross:
             values[i, pd.Timestamp(cross, tz="UTC") <= INDEX] = 90.0
     panel = Panel(
         keys=pd.DataFrame({"server_id": names, "metric": "cpu_p95"}),
@@ -96,7 +100,7 @@ def _hand_made() -> tuple[pd.DataFrame, pd.DataFrame, dict, Panel]:
 
 def test_outcomes_are_counted_by_the_rules():
     fc, risk, manifest, panel = _hand_made()
-    inv = pd.DataFrame({"server_id": list(CASES), "business_unit": ["Payments"] * 4 + ["Markets"] * 4})
+    inv = pd.DataFrame({"server_id": list(CASES), "business_unit": ["Payments"] * 4 + ["Markets"] * 5})
     rec = track_record(fc, risk, manifest, panel, inventory=inv, tolerance_days=14)
     s = rec.series.set_index("server_id")
     assert s["outcome"].to_dict() == EXPECTED
@@ -114,16 +118,24 @@ def test_outcomes_are_counted_by_the_rules():
         "missed": 2,
         "false_alarm": 2,
         "pending": 1,
-        "quiet": 1,
+        "quiet": 2,
         "already_over": 1,
     }
     assert summary["precision"] == pytest.approx(1 / 3, abs=1e-4) and summary["recall"] == pytest.approx(
         1 / 3, abs=1e-4
     )
-    assert summary["by_model"]["fleet"]["series"] == 8
+    assert summary["by_model"]["fleet"]["series"] == 9
     by_bu = breakdown(rec.series, ["business_unit"]).set_index("business_unit")
     assert by_bu.loc["Payments", "hit"] == 1 and by_bu.loc["Payments", "missed"] == 1
     assert by_bu.loc["Markets", "missed"] == 1 and by_bu.loc["Markets", "false_alarm"] == 1
+
+
+def test_a_one_period_spike_counts_only_when_asked():
+    fc, risk, manifest, panel = _hand_made()
+    s = track_record(fc, risk, manifest, panel, sustain=1).series.set_index("server_id")
+    assert s.loc["spike", "outcome"] == "missed"
+    assert s.loc["spike", "actual_crossing"] == pd.Timestamp("2025-03-12", tz="UTC")
+    assert s.drop(index="spike")["outcome"].to_dict() == {k: v for k, v in EXPECTED.items() if k != "spike"}
 
 
 def test_tolerance_decides_a_hit():
@@ -182,8 +194,12 @@ def test_synthetic_fleet_planted_breaches_are_hits_or_misses(records_store):
     raw = fleet.metrics[(fleet.metrics["timestamp"] > origin) & (fleet.metrics["timestamp"] <= end)]
     long = raw.melt(id_vars=["server_id", "timestamp"], var_name="metric").dropna()
     risk = store.read_run_table(RUN_A, "risk")[["server_id", "metric", "threshold"]]
-    long = long.merge(risk, on=["server_id", "metric"])
-    truth = set(map(tuple, long.loc[long["value"] >= long["threshold"], ["server_id", "metric"]].values))
+    long = long.merge(risk, on=["server_id", "metric"]).sort_values(["server_id", "metric", "timestamp"])
+    over = long["value"] >= long["threshold"]
+    nxt = long.groupby(["server_id", "metric"])["timestamp"].shift(-1)
+    held = over & over.groupby([long["server_id"], long["metric"]]).shift(-1, fill_value=False).astype(bool)
+    held &= (nxt - long["timestamp"]) == pd.Timedelta(days=1)  # two consecutive days at or above
+    truth = set(map(tuple, long.loc[held, ["server_id", "metric"]].values))
     found = set(map(tuple, s.loc[s["actual_crossing"].notna(), ["server_id", "metric"]].values))
     assert found == truth and len(truth) >= 2
     calls = rec.summary["calls"]

@@ -11,8 +11,10 @@ after its forecast origin), per series (server × metric, with its business unit
 - **Band coverage**: the share of elapsed actuals inside the 80 % band [q10, q90] (and 95 %).
 - **Breach calls**: a *call* is the run's expected breach date (risk table, q50 path) for a
   series not already over its threshold at the origin. The *crossing* is the first elapsed
-  period whose observed actual is at or above that series' threshold (the run's, criticality
-  offset applied). With tolerance ``N`` days (default 14) and ``T`` the last elapsed period:
+  period that starts a run of at least ``sustain`` (default 2) consecutive observed periods at or
+  above that series' threshold (the run's, criticality offset applied): a one-day incident spike
+  is not capacity running out (the sizing policy does not upgrade for one either); ``sustain=1``
+  counts any period. With tolerance ``N`` days (default 14) and ``T`` the last elapsed period:
 
   ========== ==================================================================================
   hit        a call and a crossing with |crossing − call| ≤ N days
@@ -56,6 +58,7 @@ from . import RecordsError
 log = logging.getLogger(__name__)
 
 TOLERANCE_DAYS = 14
+SUSTAIN_PERIODS = 2  # a crossing lasts at least this many consecutive periods: a one-day spike is an incident
 SCALE_DAYS = 365
 OUTCOMES = ("hit", "missed", "false_alarm", "pending", "quiet", "already_over")
 SIDE_DIR = "track-record"
@@ -128,6 +131,18 @@ def outcomes(
     return out
 
 
+def sustained(over: np.ndarray, periods: int) -> np.ndarray:
+    """(n, T) True where a run of at least ``periods`` consecutive True values starts."""
+    if periods <= 1:
+        return over
+    T = over.shape[1]
+    c = np.concatenate([np.zeros((over.shape[0], 1), dtype=np.int64), np.cumsum(over, axis=1)], axis=1)
+    out = np.zeros_like(over)
+    if periods <= T:
+        out[:, : T - periods + 1] = (c[:, periods:] - c[:, : T - periods + 1]) == periods
+    return out
+
+
 def track_record(
     forecasts: pd.DataFrame,
     risk: pd.DataFrame | None,
@@ -137,6 +152,7 @@ def track_record(
     inventory: pd.DataFrame | None = None,
     tolerance_days: float = TOLERANCE_DAYS,
     scale_days: int = SCALE_DAYS,
+    sustain: int = SUSTAIN_PERIODS,
 ) -> TrackRecord | None:
     """A run's forecasts (plan.FORECAST_COLUMNS) and risk rows against ``actuals`` (a panel of
     the store's metrics covering the history before the origin and the periods since); None when
@@ -208,7 +224,7 @@ def track_record(
         expected[ok] = exp_all.iloc[ri[ok]].to_numpy()
         over[ok] = (risk["status"].astype(str) == "already_over").to_numpy()[ri[ok]]
     with np.errstate(invalid="ignore"):
-        crossed = observed & (actual >= thr[:, None])
+        crossed = sustained(observed & (actual >= thr[:, None]), sustain)
     first = np.where(crossed.any(axis=1), crossed.argmax(axis=1), -1)
     crossing = pd.Series(pd.NaT, index=range(n), dtype="datetime64[us, UTC]")
     hitrows = first >= 0
@@ -251,6 +267,7 @@ def track_record(
         "horizon": horizon,
         "elapsed_share": round(min(1.0, int((pos_e >= 0).sum()) / max(horizon, 1)), 4),
         "tolerance_days": tolerance_days,
+        "sustain_periods": sustain,
         "scale_days": scale_days,
         "model": str((manifest.get("config") or {}).get("model", "")),
         **summary,
@@ -430,6 +447,7 @@ def track_runs(
     *,
     tolerance_days: float = TOLERANCE_DAYS,
     scale_days: int = SCALE_DAYS,
+    sustain: int = SUSTAIN_PERIODS,
     save: bool = True,
 ) -> list[TrackRecord]:
     """The track record of every run (or of ``run_ids``) whose horizon has partly elapsed,
@@ -468,6 +486,7 @@ def track_runs(
             inventory=inventory,
             tolerance_days=tolerance_days,
             scale_days=scale_days,
+            sustain=sustain,
         )
         if rec is None:
             continue
@@ -492,7 +511,8 @@ def summary_lines(rec: Mapping[str, Any]) -> list[str]:
         f"{rec['elapsed_periods']} of {rec['horizon']} periods elapsed (actuals to {str(rec['as_of'])[:10]})",
         f"  {rec['series']:,} series: MASE {num(rec.get('mase_mean'))} mean, {num(rec.get('mase_median'))} median; "
         f"80 % band held {pct(rec.get('coverage_80'))} of actuals, 95 % band {pct(rec.get('coverage_95'))}",
-        f"  breach calls (±{rec['tolerance_days']:g} days): {c.get('hit', 0)} came true, {c.get('missed', 0)} missed, "
+        f"  breach calls (±{rec['tolerance_days']:g} days, crossings held ≥ {rec.get('sustain_periods', 1)} periods): "
+        f"{c.get('hit', 0)} came true, {c.get('missed', 0)} missed, "
         f"{c.get('false_alarm', 0)} false alarms, {c.get('pending', 0)} pending; "
         f"precision {pct(rec.get('precision'))}, recall {pct(rec.get('recall'))}; "
         f"{c.get('already_over', 0)} already over at the origin",
