@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 EXCEL_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MAX_CACHED_RUNS = 6
+MAX_RUN_OPTIONS = 60  # the pickers list the newest runs (each label reads a manifest)
 
 _cache: OrderedDict[tuple[str, str], tuple[dict, dict]] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -57,7 +58,7 @@ def run_options(store: Store) -> list[dict[str, str]]:
     """Runs newest first, labelled with their data end and model."""
     out = []
     latest = store.latest_run_id()
-    for rid in reversed(store.list_runs()):
+    for rid in reversed(store.list_runs()[-MAX_RUN_OPTIONS:]):
         try:
             man = store.read_manifest(rid)
         except StoreError:

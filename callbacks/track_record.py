@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CALL_OUTCOMES = ("hit", "missed", "false_alarm", "pending", "already_over")
 HISTORY_SHOWN = pd.Timedelta(days=90)
+MAX_RUNS = 60  # runs looked at for records (one listing each): the newest
 _cache: OrderedDict[tuple[str, str, str], pd.DataFrame] = OrderedDict()
 _lock = threading.Lock()
 NO_RECORD = (
@@ -61,7 +62,7 @@ def series_of(store: Store, run_id: str, record: str) -> pd.DataFrame | None:
 
 def run_pickers(rm: ReadModel) -> tuple[list[dict[str, str]], str | None]:
     try:
-        summaries = load_summaries(rm.store)
+        summaries = load_summaries(rm.store, MAX_RUNS)
     except StoreError as e:
         report(log, "listing track records failed", e)
         return [], None
@@ -149,7 +150,7 @@ def run_rows(summaries: list[dict]) -> list[dict[str, Any]]:
 def record_view(rm: ReadModel, run_id: str | None, filters_data: Any) -> tuple[Any, ...]:
     """(alert, kpis, coverage figure, runs rows, breakdown rows, calls rows) for a run and the filters."""
     try:
-        summaries = load_summaries(rm.store)
+        summaries = load_summaries(rm.store, MAX_RUNS)
         summary, series = _series(rm, run_id)
     except StoreError as e:
         ref = report(log, "reading track records failed", e, run_id=run_id)

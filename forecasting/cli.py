@@ -331,7 +331,11 @@ def cmd_track_record(args: argparse.Namespace, settings: Settings, store: Store)
     if args.sustain < 1:
         raise UsageError("--sustain must be at least 1 period")
     records = track_runs(
-        store, args.runs or None, tolerance_days=args.tolerance_days, sustain=args.sustain, save=not args.no_save
+        store,
+        args.runs or None,
+        tolerance_days=args.tolerance_days,
+        sustain=args.sustain,
+        save=not args.no_save,
     )
     if args.format == "json":
         _answer(args, json.dumps([r.summary for r in records], indent=2, default=str))

@@ -412,10 +412,11 @@ def load_series(store: Store, run_id: str) -> pd.DataFrame | None:
         raise StoreError(f"track record {path} is not readable: {e}") from e
 
 
-def load_summaries(store: Store) -> list[dict[str, Any]]:
-    """The newest summary of every run that has one, oldest run first."""
+def load_summaries(store: Store, limit: int | None = None) -> list[dict[str, Any]]:
+    """The newest summary of every run that has one (of the last ``limit`` runs), oldest first."""
     out = []
-    for rid in store.list_runs():
+    runs = store.list_runs()
+    for rid in runs[-limit:] if limit else runs:
         s = load_summary(store, rid)
         if s is not None:
             out.append(s)
