@@ -261,7 +261,7 @@ def _why(
     new_data: str,
     settings: Mapping[str, tuple[Any, Any]],
     metric_col: str | None,
-    models: tuple[pd.DataFrame | None, pd.DataFrame | None],
+    models: tuple[pd.Series, pd.Series] | None,
     threshold_cols: tuple[str, str] | None = None,
     setting_filter: Sequence[str] | None = None,
 ) -> np.ndarray:
@@ -311,23 +311,16 @@ def _why(
                 f"threshold {a:g} → {b:g} (criticality or offsets)" for a, b in zip(ta[moved], tb[moved])
             ]
         parts.append(col)
-    ma, mb = models
-    if ma is not None and mb is not None and n:
-        key = ["server_id", "metric"] if metric_col is not None else ["server_id"]
-        left = frame[key].astype(str).reset_index(drop=True)
-        if metric_col is not None:
-            joined = left.merge(ma.rename(columns={"model": "ma"}), on=key, how="left").merge(
-                mb.rename(columns={"model": "mb"}), on=key, how="left"
-            )
-            changed = joined["ma"].notna() & joined["mb"].notna() & (joined["ma"] != joined["mb"])
-            col = np.where(changed, "model " + joined["ma"].fillna("") + " → " + joined["mb"].fillna(""), "")
-        else:  # a server: any of its series changed model
-            both = ma.merge(mb, on=RISK_KEY, suffixes=("_a", "_b"))
-            diff = both[both["model_a"] != both["model_b"]]
-            per = diff.groupby("server_id")["metric"].agg(lambda s: ", ".join(sorted(s)))
-            hit = left["server_id"].map(per).astype(object)
-            col = np.where(hit.notna(), "another model for " + hit.fillna("").astype(str), "")
-        parts.append(np.asarray(col, dtype=object))
+    if models is not None and n:
+        series_change, server_change = models
+        sid = frame["server_id"].astype(str).to_numpy(dtype=object)
+        if metric_col is not None and len(series_change):
+            key = pd.Index(sid + "\x1f" + frame[metric_col].astype(str).to_numpy(dtype=object))
+            hit = series_change.reindex(key).to_numpy(dtype=object)
+            parts.append(np.where(pd.isna(hit), "", hit).astype(object))
+        elif metric_col is None and len(server_change):
+            hit = server_change.reindex(pd.Index(sid)).to_numpy(dtype=object)
+            parts.append(np.where(pd.isna(hit), "", hit).astype(object))
     if not parts:
         return np.full(n, "same input, settings and model", dtype=object)
     out = []
@@ -335,6 +328,23 @@ def _why(
         text = "; ".join(p for p in row if p)
         out.append(text or "same input, settings and model")
     return np.asarray(out, dtype=object)
+
+
+def model_changes(ma: pd.DataFrame | None, mb: pd.DataFrame | None) -> tuple[pd.Series, pd.Series]:
+    """Series whose model differs ('server\x1fmetric' → 'model a → b') and per server the
+    metrics concerned ('another model for cpu_p95, mem_p95'): computed once per comparison."""
+    if ma is None or mb is None:
+        empty = pd.Series(dtype=object)
+        return empty, empty
+    both = ma.merge(mb, on=RISK_KEY, suffixes=("_a", "_b"))
+    diff = both[(both["model_a"] != both["model_b"]).to_numpy()]
+    series = pd.Series(
+        ("model " + diff["model_a"] + " → " + diff["model_b"]).to_numpy(dtype=object),
+        index=pd.Index((diff["server_id"] + "\x1f" + diff["metric"]).to_numpy(dtype=object)),
+    )
+    per = diff.groupby("server_id", sort=True)["metric"].agg(lambda m: ", ".join(sorted(m)))
+    server = pd.Series(("another model for " + per).to_numpy(dtype=object), index=per.index.astype(object))
+    return series, server
 
 
 def _days(delta: pd.Series) -> np.ndarray:
@@ -374,11 +384,8 @@ def compare(
     settings = settings_changed(manifest_a, manifest_b)
     fresh = new_input(manifest_a, manifest_b)
     data_text = f"new data ({input_label(manifest_a)} → {input_label(manifest_b)})" if fresh else ""
-    ma, mb = models
-    n_models = 0
-    if ma is not None and mb is not None:
-        both = ma.merge(mb, on=RISK_KEY, suffixes=("_a", "_b"))
-        n_models = int((both["model_a"] != both["model_b"]).sum())
+    changes = model_changes(*models)
+    n_models = len(changes[0])
 
     def bu(s: pd.Series) -> np.ndarray:
         return s.astype(str).map(bu_of).fillna(UNKNOWN_BU).to_numpy(dtype=object)
@@ -399,7 +406,7 @@ def compare(
         "new_data": data_text,
         "settings": settings,
         "metric_col": "metric",
-        "models": models,
+        "models": changes,
         "threshold_cols": ("threshold_a", "threshold_b"),
         "setting_filter": RISK_SETTINGS,
     }
@@ -459,7 +466,7 @@ def compare(
         drop=True
     )
 
-    changed = _changed_recs(recs_a, recs_b, bu, data_text, settings, models)
+    changed = _changed_recs(recs_a, recs_b, bu, data_text, settings, changes)
     totals = _totals(risk_a, risk_b, recs_a, recs_b, manifest_a, manifest_b)
     return RunDiff(
         run_a=str(manifest_a.get("run_id", "A")),
@@ -484,7 +491,7 @@ def _changed_recs(
     bu: Any,
     data_text: str,
     settings: Mapping[str, tuple[Any, Any]],
-    models: tuple[pd.DataFrame | None, pd.DataFrame | None],
+    models: tuple[pd.Series, pd.Series],
 ) -> pd.DataFrame:
     if recs_a is None or recs_b is None:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in CHANGED_REC_COLUMNS})
