@@ -16,6 +16,7 @@ from forecasting.settings import load_settings
 from forecasting.sources import open_store
 from forecasting.synthetic import generate_fleet
 from tests.s3server import ADMIN, aws_env, seaweed
+from tests.small_fleet import append_day
 
 __all__ = ["aws_env", "seaweed"]  # fixtures, imported for pytest
 
@@ -26,7 +27,7 @@ def test_diff_and_track_record_on_s3(seaweed, aws_env, capsys):
     uri = f"s3://{seaweed.new_bucket()}/records"
     fleet = generate_fleet(30, days=150, start="2025-01-01", seed=4)
     v = validate(fleet.inventory, fleet.metrics, "daily")
-    cut = pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(days=130)
+    cut = pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(days=110)  # 40 days held back
     store = open_store(uri)
     store.write_inventory(v.inventory)
     store.write_metrics(v.metrics[v.metrics["timestamp"] < cut], v.inventory, freq="daily")
@@ -41,11 +42,16 @@ def test_diff_and_track_record_on_s3(seaweed, aws_env, capsys):
 
     assert main(["--data", uri, "track-record", "--format", "json"]) == EXIT_OK
     (summary,) = json.loads(capsys.readouterr().out)
-    assert summary["run_id"] == first and summary["elapsed_periods"] == 20
+    assert summary["run_id"] == first and summary["elapsed_periods"] == summary["horizon"] == 30
     saved = load_summary(store, first)
     assert saved["calls"] == summary["calls"] and len(load_series(store, first)) == summary["series"]
-    assert (
-        main(["--data", uri, "track-record", "--format", "json"]) == EXIT_OK
-    )  # same actuals: kept, not rewritten
+    append_day(store)  # new telemetry: the store's version moves on
+    # the whole horizon had elapsed: its figures cannot change, the saved record is kept
+    assert main(["--data", uri, "track-record", "--format", "json"]) == EXIT_OK
     capsys.readouterr()
     assert load_summary(store, first)["record"] == saved["record"]
+    # asked for by id, it is scored again and saved under the new version, beside the old record
+    assert main(["--data", uri, "track-record", first, "--format", "json"]) == EXIT_OK
+    capsys.readouterr()
+    again = load_summary(store, first)
+    assert again["record"] != saved["record"] and again["calls"] == saved["calls"]

@@ -454,8 +454,10 @@ def track_runs(
     """The track record of every run (or of ``run_ids``) whose horizon has partly elapsed,
     against the store's metrics now; saved beside each run unless ``save=False``.
 
-    The metrics are read once (from a year before the earliest origin) for all runs.
-    RecordsError when a named run is unknown or none has any elapsed period yet.
+    The metrics are read once (from a year before the earliest origin) for all runs. Without
+    ``run_ids``, a run whose saved record already covers its whole horizon under the same rules
+    is not scored again (its figures cannot change): its saved record is returned. RecordsError
+    when a named run is unknown or none has any elapsed period yet.
     """
     asked = list(run_ids) if run_ids is not None else None
     runs = eligible_runs(store, asked)
@@ -465,9 +467,27 @@ def track_runs(
             f"no elapsed forecast period for {what}: the store has no data after the forecast origin yet "
             "(a track record needs actuals that arrived after the run)"
         )
+    done: dict[str, TrackRecord] = {}
+    if asked is None:
+        for rid, _ in runs:
+            saved = load_summary(store, rid)
+            same_rules = saved is not None and (
+                saved.get("tolerance_days"),
+                saved.get("sustain_periods"),
+                saved.get("scale_days"),
+            ) == (tolerance_days, sustain, scale_days)
+            if same_rules and int(saved["elapsed_periods"]) >= int(saved["horizon"]):
+                series = load_series(store, rid)
+                if series is not None:
+                    done[rid] = TrackRecord(rid, saved, series)
+        if len(done) == len(runs):
+            return [done[rid] for rid, _ in runs]
+        runs_to_score = [(rid, man) for rid, man in runs if rid not in done]
+    else:
+        runs_to_score = runs
     info = store.read_store_info()
     freq = info.get("freq", "daily")
-    start = min(_utc(m["forecast_origin"]) for _, m in runs) - pd.Timedelta(days=scale_days)
+    start = min(_utc(m["forecast_origin"]) for _, m in runs_to_score) - pd.Timedelta(days=scale_days)
     metrics = store.read_metrics(MetricsQuery.of(start=start))
     panel = build_panel(metrics, freq)
     del metrics
@@ -475,6 +495,9 @@ def track_runs(
     version = int(info.get("version") or 0)
     out = []
     for rid, man in runs:
+        if rid in done:
+            out.append(done[rid])
+            continue
         forecasts = store.read_run_table(rid, "forecasts")
         if forecasts is None or forecasts.empty:
             log.warning("run %s has no forecasts: no track record", rid)
