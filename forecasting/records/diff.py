@@ -574,10 +574,10 @@ def _totals(
     manifest_b: Mapping,
 ) -> pd.DataFrame:
     def servers(risk: pd.DataFrame, recs: pd.DataFrame | None) -> int:
-        ids = set(risk["server_id"].astype(str))
+        ids = [risk["server_id"].astype(str)]
         if recs is not None:
-            ids |= set(recs["server_id"].astype(str))
-        return len(ids)
+            ids.append(recs["server_id"].astype(str))
+        return int(pd.concat(ids, ignore_index=True).nunique())
 
     a = {"servers": servers(risk_a, recs_a), **_risk_totals(risk_a), **_rec_totals(recs_a)}
     b = {"servers": servers(risk_b, recs_b), **_risk_totals(risk_b), **_rec_totals(recs_b)}

@@ -171,24 +171,31 @@ def track_record(
     steps_e, pos_e = steps[:He], pos[:He]
     last = steps_e[pos_e >= 0][-1]
 
-    # forecasts as arrays (n, He) and (n, He, Q)
-    key = fc["server_id"].astype(str) + "\x1f" + fc["metric"].astype(str)
-    codes, uniques = pd.factorize(key, sort=True)
-    step_i = steps.get_indexer(pd.to_datetime(fc["timestamp"], utc=True))
-    n = len(uniques)
+    # forecasts as arrays (n, He) and (n, He, Q): integer codes, no per-row strings (millions of rows)
+    s_codes, s_uni = pd.factorize(fc["server_id"], sort=True)
+    m_codes, m_uni = pd.factorize(fc["metric"], sort=True)
+    combo = s_codes.astype(np.int64) * len(m_uni) + m_codes
+    ucombo, codes = np.unique(combo, return_inverse=True)
+    n = len(ucombo)
+    keys = pd.DataFrame(
+        {
+            "server_id": np.asarray(s_uni, dtype=object)[ucombo // len(m_uni)],
+            "metric": np.asarray(m_uni, dtype=object)[ucombo % len(m_uni)],
+        }
+    )
+    uniques = (keys["server_id"].astype(str) + "\x1f" + keys["metric"].astype(str)).to_numpy(dtype=object)
+    ts = pd.DatetimeIndex(pd.to_datetime(fc["timestamp"], utc=True)).as_unit("us").asi8
+    step_i = np.searchsorted(steps.as_unit("us").asi8, ts)
     keep = step_i < He
+    ci, si = codes[keep], step_i[keep]
     point = np.full((n, He), np.nan)
-    point[codes[keep], step_i[keep]] = fc["yhat"].to_numpy(dtype=float)[keep]
+    point[ci, si] = fc["yhat"].to_numpy(dtype=float)[keep]
     quants = np.full((n, He, len(QUANTILE_COLUMNS)), np.nan)
     for j, col in enumerate(QUANTILE_COLUMNS):
-        quants[codes[keep], step_i[keep], j] = fc[col].to_numpy(dtype=float)[keep]
-    split = pd.Series(uniques).str.split("\x1f", n=1, expand=True)
-    keys = pd.DataFrame(
-        {"server_id": split[0].to_numpy(dtype=object), "metric": split[1].to_numpy(dtype=object)}
-    )
+        quants[ci, si, j] = fc[col].to_numpy(dtype=float)[keep]
     first_row = np.zeros(n, dtype=np.int64)
     first_row[codes[::-1]] = np.arange(len(codes))[::-1]
-    model = fc["model"].astype(str).to_numpy(dtype=object)[first_row]
+    model = fc["model"].to_numpy(dtype=object)[first_row].astype(str).astype(object)
 
     # actuals for the same series
     pk = actuals.keys["server_id"].astype(str) + "\x1f" + actuals.keys["metric"].astype(str)
