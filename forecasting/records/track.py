@@ -50,7 +50,7 @@ import pandas as pd
 
 from ..metrics_eval import mase_scale, score, season_of
 from ..panel import Panel, build_panel
-from ..plan import QUANTILE_COLUMNS
+from ..plan import BAND_80, BAND_95, QUANTILE_COLUMNS
 from ..sources import MetricsQuery, Store, StoreError
 from ..sources.base import check_run_id
 from . import RecordsError
@@ -62,6 +62,7 @@ SUSTAIN_PERIODS = 2  # a crossing lasts at least this many consecutive periods: 
 SCALE_DAYS = 365
 OUTCOMES = ("hit", "missed", "false_alarm", "pending", "quiet", "already_over")
 SIDE_DIR = "track-record"
+BAND_COLUMNS = {*BAND_80, *BAND_95}
 SERIES_COLUMNS = [
     "server_id",
     "business_unit",
@@ -192,7 +193,8 @@ def track_record(
     point[ci, si] = fc["yhat"].to_numpy(dtype=float)[keep]
     quants = np.full((n, He, len(QUANTILE_COLUMNS)), np.nan)
     for j, col in enumerate(QUANTILE_COLUMNS):
-        quants[ci, si, j] = fc[col].to_numpy(dtype=float)[keep]
+        if col in BAND_COLUMNS:  # the only levels coverage reads (metrics_eval.score)
+            quants[ci, si, j] = fc[col].to_numpy(dtype=float)[keep]
     first_row = np.zeros(n, dtype=np.int64)
     first_row[codes[::-1]] = np.arange(len(codes))[::-1]
     model = fc["model"].to_numpy(dtype=object)[first_row].astype(str).astype(object)
