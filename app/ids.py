@@ -157,3 +157,32 @@ SIGNOFF_CANCEL = "signoff-cancel"
 SIGNOFF_ERROR = "signoff-error"
 SIGNOFF_SAVED = "signoff-saved"  # dcc.Store: bumped after a sign-off
 SIGNOFF_STATUS = "signoff-status"
+# --------------------------------------------------------------------------- changes between runs (/changes)
+CHG_RUN_A = "chg-run-a"  # the earlier run (before)
+CHG_RUN_B = "chg-run-b"  # the later run (after)
+CHG_ALERT = "chg-alert"  # unknown run, one run only, unreadable run: a visible alert
+CHG_CAUSES = "chg-causes"  # why the two runs differ (data, settings, models)
+CHG_KPIS = "chg-kpis"
+CHG_TOTALS_CHART = "chg-totals-chart"
+CHG_MOVES_CHART = "chg-moves-chart"
+CHG_TABS = "chg-tabs"
+CHG_NEW_GRID = "chg-new-grid"
+CHG_RESOLVED_GRID = "chg-resolved-grid"
+CHG_MOVED_GRID = "chg-moved-grid"
+CHG_RECS_GRID = "chg-recs-grid"
+CHG_TOTALS_GRID = "chg-totals-grid"
+CHG_EXPORT_CSV = "chg-export-csv"
+CHG_EXPORT_XLSX = "chg-export-xlsx"
+CHG_DOWNLOAD = "chg-download"
+
+# --------------------------------------------------------------------------- track record (/track-record)
+TR_RUN = "tr-run"
+TR_SERVER = "tr-server"
+TR_METRIC = "tr-metric"
+TR_ALERT = "tr-alert"
+TR_KPIS = "tr-kpis"
+TR_PATH_CHART = "tr-path-chart"  # predicted path and band against the actuals
+TR_COVERAGE_CHART = "tr-coverage-chart"  # band coverage over time across runs
+TR_RUNS_GRID = "tr-runs-grid"  # one row per run
+TR_BREAKDOWN_GRID = "tr-breakdown-grid"  # business unit × metric × model of the chosen run
+TR_SERIES_GRID = "tr-series-grid"  # the calls of the chosen run (hits, misses, false alarms)

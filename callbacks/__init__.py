@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dash import Dash
 
-from . import consolidation, decisions, overview, risk, server, shell, whatif
+from . import changes, consolidation, decisions, overview, risk, server, shell, track_record, whatif
 
-MODULES = (shell, overview, server, whatif, risk, consolidation, decisions)
+MODULES = (shell, overview, server, whatif, risk, consolidation, decisions, changes, track_record)
 
 
 def register(app: Dash) -> None:

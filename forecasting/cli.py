@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .files import FileFormatError
 from .observability import SERVICE_BATCH, configure_logging, log_format
+from .records import RecordsError
 from .schema import FREQUENCIES, METRIC_COLUMNS, SchemaError, ValidationReport, validate
 from .settings import Settings, SettingsError, load_settings
 from .sources import NoDataError, Store, StoreError, open_store
@@ -404,6 +405,96 @@ def cmd_clean(args: argparse.Namespace, settings: Settings, store: Store) -> int
     return EXIT_OK
 
 
+def _write_out(path: str, data: bytes) -> None:
+    """An answer written to a file whole (temporary name, then rename): never half a file."""
+    import os
+    import tempfile
+
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--out {path} is a directory: give a file name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _answer(args: argparse.Namespace, text: str | None, data: bytes | None = None) -> None:
+    if args.out:
+        _write_out(args.out, data if data is not None else (text or "").encode())
+        _say(f"wrote {args.out}")
+    elif data is not None and text is None:
+        raise UsageError(f"--format {args.format} is binary: give --out FILE")
+    else:
+        _out(text if text is not None else data.decode("utf-8-sig"))
+
+
+def cmd_diff(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    import json
+
+    from .exports import csv_bytes, excel_book
+    from .records.diff import changes_frame, diff_runs, export_about, to_json
+
+    d = diff_runs(store, args.run_a, args.run_b, business_units=args.business_unit)
+    if args.format == "json":
+        _answer(args, json.dumps(to_json(d), indent=2, default=str))
+    elif args.format == "csv":
+        data = csv_bytes(changes_frame(d), export_about(d))
+        _answer(args, data.decode("utf-8-sig") if not args.out else None, data)
+    elif args.format == "xlsx":
+        _answer(
+            args, None, excel_book({k.replace("_", " "): v for k, v in d.tables().items()}, export_about(d))
+        )
+    else:
+        lines = d.summary_lines()
+        with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+            for name, frame in d.tables().items():
+                lines += ["", f"{name.replace('_', ' ').capitalize()} ({len(frame):,}):"]
+                shown = frame.drop(columns=[c for c in ("reason",) if c in frame]).head(args.top)
+                lines.append(shown.to_string(index=False) if len(frame) else "  none")
+        _answer(args, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_track_record(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    import json
+
+    from .exports import csv_bytes
+    from .records.track import summary_lines as track_lines
+    from .records.track import track_runs
+
+    if args.tolerance_days < 0:
+        raise UsageError("--tolerance-days must be 0 or more")
+    if args.sustain < 1:
+        raise UsageError("--sustain must be at least 1 period")
+    records = track_runs(
+        store,
+        args.runs or None,
+        tolerance_days=args.tolerance_days,
+        sustain=args.sustain,
+        save=not args.no_save,
+    )
+    if args.format == "json":
+        _answer(args, json.dumps([r.summary for r in records], indent=2, default=str))
+    elif args.format == "csv":
+        frame = pd.concat([r.series.assign(run_id=r.run_id) for r in records], ignore_index=True)
+        data = csv_bytes(
+            frame, [("Track record", f"{len(records)} run(s), tolerance ±{args.tolerance_days:g} days")]
+        )
+        _answer(args, data.decode("utf-8-sig") if not args.out else None, data)
+    else:
+        lines = []
+        for r in records:
+            lines += [*track_lines(r.summary), ""]
+        _answer(args, "\n".join(lines).rstrip())
+    return EXIT_OK
+
+
 def cmd_has_data(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     return EXIT_OK if store.has_data() else EXIT_INTERNAL
 
@@ -556,6 +647,44 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--keep", type=int, help="runs to keep (default CAPFC_KEEP_RUNS)")
     cl.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     cl.set_defaults(func=cmd_clean, answers=True)
+    df = sub.add_parser(
+        "diff",
+        help="what changed between two runs: new and resolved risks, moved breach dates and why, "
+        "changed recommendations, totals (default: the latest run against the one before)",
+    )
+    df.add_argument(
+        "run_a", nargs="?", metavar="RUN_A", help="the earlier run (default: the one before RUN_B)"
+    )
+    df.add_argument("run_b", nargs="?", metavar="RUN_B", help="the later run (default: the latest)")
+    df.add_argument(
+        "--business-unit", action="append", metavar="BU", help="only this business unit (repeatable)"
+    )
+    df.add_argument("--format", choices=["text", "csv", "json", "xlsx"], default="text")
+    df.add_argument("--out", help="write the answer to this file (required for xlsx)")
+    df.add_argument("--top", type=int, default=20, help="rows per table in the text answer (default 20)")
+    df.set_defaults(func=cmd_diff, answers=True)
+
+    tr = sub.add_parser(
+        "track-record",
+        help="how right past runs were: MASE, band coverage, breach calls that came true, were missed "
+        "or were false alarms; saved beside each run",
+    )
+    tr.add_argument(
+        "runs", nargs="*", metavar="RUN", help="run id(s) (default: every run with elapsed periods)"
+    )
+    tr.add_argument(
+        "--tolerance-days", type=float, default=14.0, help="a call is a hit within ± this (default 14)"
+    )
+    tr.add_argument(
+        "--sustain",
+        type=int,
+        default=2,
+        help="periods a crossing must last to count (default 2: a one-period spike is an incident)",
+    )
+    tr.add_argument("--format", choices=["text", "csv", "json"], default="text")
+    tr.add_argument("--out", help="write the answer to this file")
+    tr.add_argument("--no-save", action="store_true", help="do not write the side records beside the runs")
+    tr.set_defaults(func=cmd_track_record, answers=True)
 
     a = sub.add_parser("athena-ddl", help="print the Athena/Glue table definitions for an athena:// data URI")
     a.add_argument(
@@ -586,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else None
         )
         return args.func(args, settings, store)
-    except (SchemaError, SettingsError, UsageError, NoDataError, FileFormatError) as e:
+    except (SchemaError, SettingsError, UsageError, NoDataError, FileFormatError, RecordsError) as e:
         return _fail(f"error: {e}", EXIT_BAD_INPUT)
     except LeaseHeldError as e:
         return _fail(f"error: {e}", EXIT_BUSY)

@@ -34,6 +34,7 @@ import pandas as pd
 from ..report import savings_by_business_unit, top_risks
 from ..settings import Settings
 from ..sources import NoRunError, Store, StoreError
+from . import RecordsError
 from .decisions import attach_decisions, current_decisions, read_decisions, read_signoff, undecided_count
 
 log = logging.getLogger(__name__)
@@ -169,54 +170,28 @@ def kpi_section(
     return Section("Key figures", kpis=kpis, sheet="Summary")
 
 
-def _risk_keys(risk: pd.DataFrame | None) -> set[tuple[str, str]]:
-    if risk is None:
-        return set()
-    at = risk[risk["severity"].astype(str) != "none"]
-    return set(zip(at["server_id"].astype(str), at["metric"].astype(str), strict=True))
-
-
-def changes_section(
-    changes: Mapping[str, Any] | None,
-    *,
-    risk: pd.DataFrame | None = None,
-    previous_risk: pd.DataFrame | None = None,
-    previous_run: str | None = None,
-) -> Section:
+def changes_section(changes: Mapping[str, Any] | None) -> Section:
     """Changes since the last plan.
 
-    ``changes`` (from the run diff, when available) maps ``"summary"`` to a DataFrame (the
-    fleet totals before/after) and optionally ``"table"`` to the rows to list and ``"note"``
-    to a sentence; it is shown as given. Without it, the fallback counts risk rows (at risk:
-    severity other than none) new, resolved and unchanged against ``previous_risk``.
+    ``changes`` (:func:`diff_changes`: the run diff) maps ``"summary"`` to a DataFrame or a
+    {figure: value} mapping, optionally ``"table"`` to the rows to list and ``"note"`` to a
+    sentence; it is shown as given. None: there is no earlier run to compare with.
     """
-    if changes:
-        summary = changes.get("summary")
-        table = changes.get("table")
-        kpis = dict(summary) if isinstance(summary, Mapping) else {}
-        if isinstance(summary, pd.DataFrame) and table is None:
-            table = summary
-        return Section(
-            "Changes since the last plan",
-            note=str(changes.get("note") or ""),
-            kpis=kpis,
-            table=table,
-            sheet="Changes",
-        )
-    if previous_run is None or previous_risk is None:
+    if not changes:
         return Section(
             "Changes since the last plan",
             note="No earlier run in the store to compare with.",
             sheet="Changes",
         )
-    now, before = _risk_keys(risk), _risk_keys(previous_risk)
-    new, resolved = sorted(now - before), sorted(before - now)
-    rows = [("new", s, m) for s, m in new] + [("resolved", s, m) for s, m in resolved]
-    table = pd.DataFrame(rows, columns=["change", "server", "metric"])
+    summary = changes.get("summary")
+    table = changes.get("table")
+    kpis = dict(summary) if isinstance(summary, Mapping) else {}
+    if isinstance(summary, pd.DataFrame) and table is None:
+        table = summary
     return Section(
         "Changes since the last plan",
-        note=f"Risk rows against run {previous_run} (the previous published run).",
-        kpis={"New risks": len(new), "Resolved risks": len(resolved), "Still at risk": len(now & before)},
+        note=str(changes.get("note") or ""),
+        kpis=kpis,
         table=table,
         sheet="Changes",
     )
@@ -263,6 +238,59 @@ def track_record_section(
     )
 
 
+def diff_changes(store: Store, run_a: str, run_b: str, rows: int = 200) -> dict[str, Any]:
+    """The run diff (records.diff) as the pack's changes section: totals as KPIs, the changes
+    (new, resolved, moved, changed recommendations; at most ``rows``) as the table, why in words."""
+    from .diff import changes_frame, diff_runs
+
+    d = diff_runs(store, run_a, run_b)
+    kpis = {
+        "New risks": len(d.new_risks),
+        "Resolved risks": len(d.resolved_risks),
+        "Breach dates moved": len(d.moved_breaches),
+        "Recommendations changed": len(d.changed_recommendations),
+    }
+    table = changes_frame(d)
+    note = f"Against run {run_a} (the previous published run); why the runs differ: " + "; ".join(d.causes())
+    if len(table) > rows:
+        note += f". The first {rows:,} of {len(table):,} changes are listed (`python -m forecasting diff` has all)."
+    return {"summary": kpis, "table": table.head(rows), "note": note}
+
+
+def track_record_figures(store: Store, run_id: str, runs: int = 12) -> dict[str, Any] | None:
+    """The saved track records (records.track) of the runs up to this one, newest last: one row per
+    past run (what it predicted against what happened since). None when no run has one yet."""
+    from .track import load_summaries
+
+    rows = []
+    for s in load_summaries(store):
+        if str(s.get("run_id", "")) > run_id:
+            continue
+        calls = s.get("calls") or {}
+        rows.append(
+            {
+                "run": s.get("run_id"),
+                "scored to": str(s.get("as_of", ""))[:10],
+                "horizon elapsed %": round(100 * float(s.get("elapsed_share") or 0), 1),
+                "series": s.get("series"),
+                "median MASE": s.get("mase_median"),
+                "80 % band coverage %": None
+                if s.get("coverage_80") is None
+                else round(100 * s["coverage_80"], 1),
+                "calls came true": calls.get("hit"),
+                "missed": calls.get("missed"),
+                "false alarms": calls.get("false_alarm"),
+            }
+        )
+    if not rows:
+        return None
+    return {
+        "note": "Past runs scored against the actuals that arrived since (python -m forecasting track-record); "
+        "MASE below 1 beats the seasonal naive forecast.",
+        "table": pd.DataFrame(rows[-runs:]),
+    }
+
+
 def previous_run(store: Store, run_id: str) -> str | None:
     """The published run before ``run_id`` (run ids sort by time)."""
     earlier = [r for r in store.list_runs() if r < run_id]
@@ -295,19 +323,20 @@ def build_pack(
         recs = store.read_run_table(run_id, "recommendations")
         backtest = store.read_run_table(run_id, "backtest")
         prev = previous_run(store, run_id) if changes is None else None
-        prev_risk = None
         if prev:
             try:
                 with reading(store, prev, reader="report pack"):
-                    prev_risk = store.read_run_table(prev, "risk")
-            except StoreError as e:  # removed meanwhile: the pack says there is nothing to compare
+                    changes = diff_changes(store, prev, run_id)
+            except (StoreError, RecordsError) as e:  # removed meanwhile: nothing to compare
                 log.warning("previous run %s unreadable: %s", prev, e)
                 prev = None
+        if track_record is None:
+            track_record = track_record_figures(store, run_id)
     inventory = store.read_inventory()
     current = current_decisions(read_decisions(store), run_id=run_id, as_of=as_of)
     signoff = read_signoff(store, run_id)
     sections = [kpi_section(manifest, risk, recs, current, signoff)]
-    sections.append(changes_section(changes, risk=risk, previous_risk=prev_risk, previous_run=prev))
+    sections.append(changes_section(changes))
     if risk is not None:
         top_table = top_risks(risk, inventory, top)
         keyed = (
