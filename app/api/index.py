@@ -1,0 +1,616 @@
+"""A published run prepared for the API: its tables joined with the inventory, filtered, sorted
+and paged fast.
+
+Why a separate index and not the app's :class:`app.readmodel.Plan`: the API serves *any* run by
+id (not only the latest) and never needs the Plan's history trends, which are its slowest part.
+It reuses the read model's joins (``_join``, ``_held_back``, ``_options``) and filter semantics
+(:class:`app.filters.FilterState`: unknown values match nothing), and the grid's JSON rows
+(:func:`components.grid.records`), so the API and the pages say the same things.
+
+A run never changes once published, so an index is built once per run id and kept per process
+(a small LRU); sort orders are computed once per sort key and kept with it; a page is a slice
+of a precomputed permutation. One server's forecast is read through a memory-mapped compact copy
+written once per run beside the app's cache (shared by every gunicorn worker on the machine).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from app.filters import FilterState
+from app.readmodel import (
+    DISPLAY_COLUMNS,
+    SEVERITY_RANK,
+    _as_str,
+    _held_back,
+    _join,
+    _options,
+)
+from components.grid import records
+from forecasting.plan import ACTIONS, BAND_80, BAND_95
+from forecasting.schema import FILTER_DIMENSIONS
+from forecasting.sources import Store, StoreError
+from forecasting.sources.base import RUN_ID_RE
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = "1"  # part of every ETag: bump when a representation changes
+MAX_INDEXES = 3  # runs kept per process (each is a few hundred MB at 100,000 servers)
+MAX_ORDERS = 16  # sort orders kept per table
+FORECAST_CHUNK = 5000  # servers per read while compacting a run's forecasts
+FORECAST_VALUES = ["yhat", BAND_80[0], BAND_80[1], BAND_95[0], BAND_95[1]]
+
+# Columns each table serves, in order (those the run has). Display columns come from the inventory.
+RISK_FIELDS = [
+    "server_id",
+    *DISPLAY_COLUMNS,
+    "metric",
+    "threshold",
+    "current_p95",
+    "forecast_peak",
+    "forecast_peak_upper",
+    "breach_optimistic",
+    "breach_expected",
+    "breach_pessimistic",
+    "days_to_breach",
+    "days_to_breach_pessimistic",
+    "breach_probability",
+    "act_by",
+    "status",
+    "severity",
+    "score",
+    "trend_per_week",
+    "reason",
+]
+RECOMMENDATION_FIELDS = [
+    "server_id",
+    *DISPLAY_COLUMNS,
+    "action",
+    "current_size",
+    "current_cores",
+    "current_memory_gb",
+    "recommended_size",
+    "recommended_cores",
+    "recommended_memory_gb",
+    "target_group",
+    "current_monthly_cost",
+    "recommended_monthly_cost",
+    "monthly_savings",
+    "reason",
+    "held_back",
+]
+BACKTEST_FIELDS = ["metric", "model", "mase", "smape", "mae", "coverage_80", "coverage_95", "n_cutoffs"]
+CONSOLIDATION_FIELDS = [
+    "server_id",
+    "hostname",
+    "business_unit",
+    "region",
+    "environment",
+    "host_size",
+    "host_cores",
+    "host_memory_gb",
+    "host_monthly_cost",
+    "peak_cpu_util",
+    "peak_mem_util",
+]
+# Default orders: the risk grid's (worst first), recommendations by saving.
+DEFAULT_SORT = {
+    "risk": ["severity", "-score", "server_id", "metric"],
+    "recommendations": ["-monthly_savings"],
+}
+RANKED = {"severity": SEVERITY_RANK, "action": {a: i for i, a in enumerate(ACTIONS)}}
+
+
+class ApiInputError(ValueError):
+    """A request the API cannot answer as asked (bad filter, sort, fields or cursor): a 400."""
+
+    def __init__(self, title: str, detail: str, *, param: str | None = None):
+        super().__init__(detail)
+        self.title = title
+        self.detail = detail
+        self.param = param
+
+
+class UnknownRunError(LookupError):
+    """No published run with this id."""
+
+
+# --------------------------------------------------------------------------- cursor
+
+
+def encode_cursor(run_id: str, table: str, digest: str, offset: int) -> str:
+    """An opaque cursor: which run, table and query it continues, and where."""
+    raw = json.dumps({"r": run_id, "t": table, "q": digest, "o": offset}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, run_id: str, table: str, digest: str) -> int:
+    """The offset a cursor continues from; ApiInputError when it is not one of ours or belongs to
+    another run, list or query (paging must not silently mix two queries)."""
+    bad = ApiInputError("Bad cursor", "the cursor is not one this API issued", param="cursor")
+    if not isinstance(cursor, str) or not cursor or len(cursor) > 512:
+        raise bad
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not isinstance(data, dict):
+        raise bad
+    offset = data.get("o")
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise bad
+    if data.get("r") != run_id or data.get("t") != table:
+        raise ApiInputError(
+            "Bad cursor",
+            "the cursor belongs to another run or list: page with the `next` link",
+            param="cursor",
+        )
+    if data.get("q") != digest:
+        raise ApiInputError(
+            "Bad cursor",
+            "the cursor belongs to another query (filters or sort changed): start again without a cursor",
+            param="cursor",
+        )
+    return offset
+
+
+# --------------------------------------------------------------------------- one table
+
+
+@dataclass
+class Table:
+    """One plan table, joined with display columns, rows in a canonical order (server, metric)."""
+
+    name: str
+    frame: pd.DataFrame
+    pos: np.ndarray  # inventory position of each row
+    fields: list[str]
+    search: pa.Array  # lower-case "server_id hostname" per row
+    _orders: OrderedDict[tuple[str, ...], np.ndarray] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sortable(self) -> list[str]:
+        return [f for f in self.fields if f != "reason"]
+
+    def order(self, keys: Sequence[str]) -> np.ndarray:
+        """Row permutation for ``keys`` ('-x' descending); ties broken by the canonical order, so
+        every order is total and a page boundary never moves. Missing values sort last."""
+        spec = tuple(keys)
+        with self._lock:
+            got = self._orders.get(spec)
+            if got is not None:
+                self._orders.move_to_end(spec)
+                return got
+        columns: list[np.ndarray] = []
+        for key in spec:
+            desc = key.startswith("-")
+            name = key.lstrip("-")
+            s = self.frame[name]
+            if name in RANKED:
+                v = s.astype(str).map(RANKED[name]).to_numpy(dtype=float, na_value=np.nan)
+            elif pd.api.types.is_numeric_dtype(s.dtype) or isinstance(s.dtype, pd.DatetimeTZDtype):
+                v = (
+                    s.astype("int64").to_numpy(dtype=float)
+                    if isinstance(s.dtype, pd.DatetimeTZDtype)
+                    else s.to_numpy(dtype=float, na_value=np.nan)
+                )
+                if isinstance(s.dtype, pd.DatetimeTZDtype):
+                    v[s.isna().to_numpy()] = np.nan
+            else:
+                codes, _ = pd.factorize(s.astype("string"), sort=True, use_na_sentinel=True)
+                v = codes.astype(float)
+                v[codes < 0] = np.nan
+            missing = np.isnan(v)
+            v = np.where(missing, 0.0, -v if desc else v)
+            columns.append(v)
+            columns.append(missing.astype(np.int8))  # missing last, whatever the direction
+        # np.lexsort sorts by the last key first: reverse, with the canonical row number last-priority
+        keys_arr = [np.arange(len(self.frame))]
+        for i in range(len(spec) - 1, -1, -1):
+            keys_arr.append(columns[2 * i])
+            keys_arr.append(columns[2 * i + 1])
+        perm = np.lexsort(keys_arr)
+        with self._lock:
+            self._orders[spec] = perm
+            while len(self._orders) > MAX_ORDERS:
+                self._orders.popitem(last=False)
+        return perm
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated list query: filters over inventory dimensions and table columns, search, sort."""
+
+    dims: FilterState = field(default_factory=FilterState)
+    columns: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (column, allowed values)
+    search: str = ""
+    min_values: tuple[tuple[str, float], ...] = ()  # (column, minimum)
+    max_values: tuple[tuple[str, float], ...] = ()
+    sort: tuple[str, ...] = ()
+
+    def digest(self) -> str:
+        """Stable over equal queries: what a cursor is bound to."""
+        raw = json.dumps(
+            [
+                {d: list(v) for d, v in self.dims.active.items()},
+                [list(c) for c in self.columns],
+                self.search,
+                [list(m) for m in self.min_values],
+                [list(m) for m in self.max_values],
+                list(self.sort),
+            ],
+            sort_keys=True,
+        )
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Page:
+    rows: list[dict[str, Any]]
+    frame: pd.DataFrame
+    total: int
+    offset: int
+    next_offset: int | None
+
+
+# --------------------------------------------------------------------------- a run
+
+
+@dataclass
+class RunIndex:
+    """One run, ready to answer every API read."""
+
+    run_id: str
+    manifest: dict[str, Any]
+    inventory: pd.DataFrame  # sorted by server_id
+    ids: pd.Index
+    options: dict[str, list[str]]
+    codes: dict[str, np.ndarray]
+    tables: dict[str, Table | None]
+    consolidation: pd.DataFrame | None
+    fingerprint: str  # run id + inventory content: what ETags are built on
+    forecasts: ForecastStore | None = None
+
+    @property
+    def n_servers(self) -> int:
+        return len(self.inventory)
+
+    def position(self, server_id: str) -> int | None:
+        i = self.ids.get_indexer([server_id])[0]
+        return int(i) if i >= 0 else None
+
+    def dim_mask(self, filters: FilterState) -> np.ndarray:
+        """Inventory rows matching the dimension filters; unknown values match nothing (as the app)."""
+        keep = np.ones(self.n_servers, dtype=bool)
+        for dim, values in filters.active.items():
+            known = {v: i for i, v in enumerate(self.options[dim])}
+            wanted = [known[v] for v in values if v in known]
+            keep &= np.isin(self.codes[dim], np.asarray(wanted, dtype=np.int32))
+        return keep
+
+    def rows_mask(self, table: Table, q: Query) -> np.ndarray:
+        mask = self.dim_mask(q.dims)[table.pos] if not q.dims.is_empty else np.ones(len(table.frame), bool)
+        for col, values in q.columns:
+            s = table.frame[col]
+            mask &= s.astype(str).isin(values).to_numpy() if col not in ("held_back",) else _held(s, values)
+        for col, lo in q.min_values:
+            mask &= np.nan_to_num(table.frame[col].to_numpy(dtype=float, na_value=np.nan), nan=-np.inf) >= lo
+        for col, hi in q.max_values:
+            mask &= np.nan_to_num(table.frame[col].to_numpy(dtype=float, na_value=np.nan), nan=np.inf) <= hi
+        if q.search:
+            hit = pc.match_substring(table.search, q.search.lower()).to_numpy(zero_copy_only=False)
+            mask &= hit
+        return mask
+
+    def page(self, name: str, q: Query, offset: int, limit: int, fields: Sequence[str]) -> Page:
+        """Rows ``offset``..``offset+limit`` of the filtered, sorted table (JSON-ready)."""
+        table = self.tables.get(name)
+        if table is None:
+            raise LookupError(name)
+        mask = self.rows_mask(table, q)
+        perm = table.order(q.sort or DEFAULT_SORT.get(name, ["server_id"]))
+        selected = perm[mask[perm]]
+        total = len(selected)
+        chosen = selected[offset : offset + limit]
+        frame = table.frame.iloc[chosen]
+        rows = records(frame, list(fields))
+        nxt = offset + limit if offset + limit < total else None
+        return Page(rows, frame[list(fields)], total, offset, nxt)
+
+
+def _held(s: pd.Series, values: Sequence[str]) -> np.ndarray:
+    """held_back filter: rows held back for any of ``values`` ('' = not held back)."""
+    text = s.astype(str).to_numpy(dtype=object)
+    return np.isin(text, np.asarray(list(values), dtype=object))
+
+
+def inventory_fingerprint(inventory: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(inventory, index=False).to_numpy().tobytes()).hexdigest()
+
+
+def build_index(store: Store, run_id: str, forecast_dir: str | None = None) -> RunIndex:
+    """Read one run (its tables and the inventory) into a :class:`RunIndex`."""
+    manifest = store.read_manifest(run_id)
+    inventory = store.read_inventory().copy()
+    for col in ["server_id", *DISPLAY_COLUMNS]:
+        _as_str(inventory, col)
+    inventory = inventory.sort_values("server_id", kind="stable", ignore_index=True)
+    inventory = inventory.drop_duplicates("server_id", ignore_index=True)
+    ids = pd.Index(inventory["server_id"])
+    options = _options(inventory)
+    codes = {
+        dim: pd.Categorical(inventory[dim], categories=options[dim]).codes.astype(np.int32)
+        for dim in FILTER_DIMENSIONS
+    }
+    notes: list[str] = []
+    tables: dict[str, Table | None] = {}
+    for name, fields, order in (
+        ("risk", RISK_FIELDS, ["server_id", "metric"]),
+        ("recommendations", RECOMMENDATION_FIELDS, ["server_id"]),
+        ("backtest", ["server_id", *BACKTEST_FIELDS], ["server_id", "metric", "model"]),
+    ):
+        raw = store.read_run_table(run_id, name)
+        if raw is None or "server_id" not in raw:
+            tables[name] = None
+            continue
+        frame, pos = _join(raw, name, ids, inventory, notes)
+        if name == "recommendations":
+            _held_back(frame)
+        for col in ("metric", "severity", "status", "action"):
+            if col in frame:
+                _as_str(frame, col)
+        keep = [c for c in order if c in frame]
+        idx = np.lexsort([frame[c].astype(str).to_numpy() for c in reversed(keep)])
+        frame = frame.iloc[idx].reset_index(drop=True)
+        pos = pos[idx]
+        present = [f for f in fields if f in frame]
+        hostname = frame["hostname"].fillna("").astype(str) if "hostname" in frame else ""
+        search = pa.array(
+            (frame["server_id"].astype(str) + " " + hostname).str.lower(), type=pa.large_string()
+        )
+        tables[name] = Table(name, frame, pos, present, search)
+    cons = store.read_run_table(run_id, "consolidation")
+    if cons is not None and len(cons):
+        cons = cons.copy()
+        _as_str(cons, "server_id")
+        pos = ids.get_indexer(cons["server_id"])
+        for col in ("hostname", "business_unit"):
+            if col not in cons:
+                cons[col] = np.where(pos >= 0, inventory[col].to_numpy()[np.maximum(pos, 0)], None)
+        cons = cons.sort_values(["target_group", "server_id"], kind="stable", ignore_index=True)
+    fingerprint = hashlib.sha256(
+        f"{INDEX_VERSION}|{run_id}|{inventory_fingerprint(inventory[['server_id', *DISPLAY_COLUMNS]])}".encode()
+    ).hexdigest()[:32]
+    index = RunIndex(run_id, manifest, inventory, ids, options, codes, tables, cons, fingerprint)
+    if notes:
+        log.warning("run %s for the API: %s", run_id, "; ".join(notes))
+    if forecast_dir is not None:
+        index.forecasts = ForecastStore(store, run_id, ids, os.path.join(forecast_dir, run_id))
+    return index
+
+
+# --------------------------------------------------------------------------- forecasts
+
+
+class ForecastStore:
+    """One run's forecasts, compacted once into memory-mapped arrays grouped by server.
+
+    Reading one server from the run's Parquet scans a row group of 64k rows (tens of ms at
+    10,000 servers); the compact copy is a slice. It is written once per run (runs never change)
+    under the app's cache directory, atomically (temp directory + rename), and every worker maps
+    the same files.
+    """
+
+    FILES = ("bounds.npy", "metric.npy", "timestamp.npy", "values.npy", "meta.json")
+
+    def __init__(self, store: Store, run_id: str, ids: pd.Index, directory: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.ids = ids
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._arrays: dict[str, Any] | None = None
+
+    def _complete(self) -> bool:
+        return all(os.path.exists(os.path.join(self.directory, f)) for f in self.FILES)
+
+    def build(self) -> None:
+        """Write the compact copy (once; a no-op when another worker already did)."""
+        if self._complete():
+            return
+        started = time.perf_counter()
+        parent = os.path.dirname(self.directory)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-fc-")
+        n = len(self.ids)
+        counts = np.zeros(n, dtype=np.int64)
+        parts: list[pd.DataFrame] = []
+        metrics: list[str] = []
+        ids = list(self.ids)
+        for start in range(0, n, FORECAST_CHUNK):
+            chunk = ids[start : start + FORECAST_CHUNK]
+            raw = self.store.read_run_table(self.run_id, "forecasts", server_ids=chunk)
+            if raw is None:
+                raise LookupError("forecasts")
+            pos = self.ids.get_indexer(raw["server_id"].astype(str))
+            keep = pos >= 0
+            metric = raw["metric"].astype(str).to_numpy()
+            for m in pd.unique(metric):
+                if m not in metrics:
+                    metrics.append(str(m))
+            code = (
+                np.asarray([metrics.index(m) for m in metric], dtype=np.int8)
+                if len(metric)
+                else np.zeros(0, np.int8)
+            )
+            frame = pd.DataFrame(
+                {
+                    "_pos": pos,
+                    "_metric": code,
+                    "_ts": pd.to_datetime(raw["timestamp"], utc=True).astype("int64").to_numpy()
+                    // 1_000_000_000,
+                    **{c: raw[c].to_numpy(dtype=np.float32) for c in FORECAST_VALUES if c in raw},
+                }
+            )[keep]
+            frame = frame.sort_values(["_pos", "_metric", "_ts"], kind="stable")
+            np.add.at(counts, frame["_pos"].to_numpy(), 1)
+            parts.append(frame)
+        whole = (
+            pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["_pos", "_metric", "_ts"])
+        )
+        whole = whole.sort_values(["_pos", "_metric", "_ts"], kind="stable", ignore_index=True)
+        bounds = np.concatenate(
+            [[0], np.cumsum(np.bincount(whole["_pos"].to_numpy(dtype=np.int64), minlength=n))]
+        )
+        values = (
+            np.stack(
+                [
+                    whole[c].to_numpy(dtype=np.float32)
+                    if c in whole
+                    else np.full(len(whole), np.nan, np.float32)
+                    for c in FORECAST_VALUES
+                ],
+                axis=1,
+            )
+            if len(whole)
+            else np.zeros((0, len(FORECAST_VALUES)), np.float32)
+        )
+        np.save(os.path.join(tmp, "bounds.npy"), bounds.astype(np.int64))
+        np.save(os.path.join(tmp, "metric.npy"), whole["_metric"].to_numpy(dtype=np.int8))
+        np.save(os.path.join(tmp, "timestamp.npy"), whole["_ts"].to_numpy(dtype=np.int64))
+        np.save(os.path.join(tmp, "values.npy"), values)
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump({"metrics": metrics, "values": FORECAST_VALUES, "run_id": self.run_id}, f)
+        try:
+            os.rename(tmp, self.directory)
+        except OSError:  # another worker won the race: its copy is the same
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("compacted forecasts of run %s in %.2f s", self.run_id, time.perf_counter() - started)
+
+    def arrays(self) -> dict[str, Any]:
+        if self._arrays is not None:
+            return self._arrays
+        with self._lock:
+            if self._arrays is None:
+                self.build()
+                d = self.directory
+                with open(os.path.join(d, "meta.json")) as f:
+                    meta = json.load(f)
+                self._arrays = {
+                    "bounds": np.load(os.path.join(d, "bounds.npy"), mmap_mode="r"),
+                    "metric": np.load(os.path.join(d, "metric.npy"), mmap_mode="r"),
+                    "timestamp": np.load(os.path.join(d, "timestamp.npy"), mmap_mode="r"),
+                    "values": np.load(os.path.join(d, "values.npy"), mmap_mode="r"),
+                    "metrics": meta["metrics"],
+                }
+        return self._arrays
+
+    def server(self, pos: int) -> dict[str, list[dict[str, Any]]]:
+        """metric -> [{timestamp, yhat, lower_80, upper_80, lower_95, upper_95}] of one server."""
+        a = self.arrays()
+        lo, hi = int(a["bounds"][pos]), int(a["bounds"][pos + 1])
+        metric = np.asarray(a["metric"][lo:hi])
+        ts = np.asarray(a["timestamp"][lo:hi])
+        vals = np.asarray(a["values"][lo:hi], dtype=np.float64)
+        out: dict[str, list[dict[str, Any]]] = {}
+        stamps = pd.to_datetime(ts, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ").tolist()
+        names = ("yhat", "lower_80", "upper_80", "lower_95", "upper_95")
+        cols = [
+            [None if not np.isfinite(v) else round(float(v), 4) for v in vals[:, j]]
+            for j in range(vals.shape[1])
+        ]
+        for i in range(hi - lo):
+            m = a["metrics"][int(metric[i])]
+            point = {"timestamp": stamps[i]}
+            point.update({names[j]: cols[j][i] for j in range(len(names))})
+            out.setdefault(m, []).append(point)
+        return out
+
+
+# --------------------------------------------------------------------------- cache of runs
+
+
+class RunIndexCache:
+    """The runs the API has loaded, by id (a run never changes: an entry never goes stale)."""
+
+    def __init__(self, store: Callable[[], Store], forecast_dir: str | None, size: int = MAX_INDEXES) -> None:
+        self._store = store
+        self.forecast_dir = forecast_dir
+        self.size = size
+        self._entries: OrderedDict[str, RunIndex] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._manifests: dict[str, dict[str, Any]] = {}
+
+    @property
+    def store(self) -> Store:
+        return self._store()
+
+    def manifest(self, run_id: str) -> dict[str, Any]:
+        """A run's manifest (cached: immutable), UnknownRunError when there is no such run."""
+        if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+            raise UnknownRunError(run_id)
+        got = self._manifests.get(run_id)
+        if got is not None:
+            return got
+        try:
+            manifest = self.store.read_manifest(run_id)
+        except StoreError:
+            if run_id not in self.store.list_runs():
+                raise UnknownRunError(run_id) from None
+            raise
+        if len(self._manifests) > 1000:
+            self._manifests.clear()
+        self._manifests[run_id] = manifest
+        return manifest
+
+    def get(self, run_id: str) -> RunIndex:
+        self.manifest(run_id)  # UnknownRunError first
+        with self._lock:
+            hit = self._entries.get(run_id)
+            if hit is not None:
+                self._entries.move_to_end(run_id)
+                return hit
+            lock = self._locks.setdefault(run_id, threading.Lock())
+        with lock:  # one build per run, other requests for it wait
+            with self._lock:
+                hit = self._entries.get(run_id)
+                if hit is not None:
+                    return hit
+            started = time.perf_counter()
+            index = build_index(self.store, run_id, self.forecast_dir)
+            for name in ("risk", "recommendations"):
+                table = index.tables.get(name)
+                if table is not None:
+                    table.order(DEFAULT_SORT[name])
+            log.info(
+                "API index of run %s (%d servers) built in %.2f s",
+                run_id,
+                index.n_servers,
+                time.perf_counter() - started,
+            )
+            with self._lock:
+                self._entries[run_id] = index
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+                self._locks.pop(run_id, None)
+            return index
