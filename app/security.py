@@ -442,7 +442,8 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
             ref = report(log, f"{request.method} {request.path} failed", e)
             return _answer(e.code, user_message("Something went wrong on the server", ref))
         log.warning("%s %s: %s %s", request.method, request.path, e.code, e.name)
-        return _answer(e.code or 400, f"{e.code} {e.name}.")
+        allow = {k: v for k, v in e.get_headers() if k.lower() == "allow"}
+        return _answer(e.code or 400, f"{e.code} {e.name}.", **allow)
 
     @server.errorhandler(Exception)
     def _internal_error(e: Exception):  # type: ignore[no-untyped-def]

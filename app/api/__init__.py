@@ -259,6 +259,13 @@ def install(app: Any, settings: Settings, gate: app_auth.Gate, limiter: Any, cac
         resp.headers["Cache-Control"] = "no-cache"
         return resp
 
+    # anything else under /api/v1 is a 404 problem (not the Dash app's catch-all page)
+    server.add_url_rule(
+        PREFIX + "/<path:rest>",
+        "capfc_api_unknown",
+        lambda rest: problem(404, f"no such API resource: see {SPEC_PATH}"),
+        methods=["GET"],
+    )
     server.add_url_rule(DOCS_PATH, "capfc_api_docs", _docs_page)
     server.add_url_rule(DOCS_ASSETS + "<name>", "capfc_api_docs_asset", _docs_asset)
     for endpoint in ("capfc_api_spec", "capfc_api_docs", "capfc_api_docs_asset"):

@@ -403,6 +403,8 @@ def build_index(store: Store, run_id: str, forecast_dir: str | None = None) -> R
         log.warning("run %s for the API: %s", run_id, "; ".join(notes))
     if forecast_dir is not None:
         index.forecasts = ForecastStore(store, run_id, ids, os.path.join(forecast_dir, run_id))
+        # compact the forecasts now, so the first one-server read does not wait for it
+        threading.Thread(target=index.forecasts.warm, name=f"capfc-api-fc-{run_id}", daemon=True).start()
     return index
 
 
@@ -505,6 +507,12 @@ class ForecastStore:
 
             shutil.rmtree(tmp, ignore_errors=True)
         log.info("compacted forecasts of run %s in %.2f s", self.run_id, time.perf_counter() - started)
+
+    def warm(self) -> None:
+        try:
+            self.arrays()
+        except Exception:  # a read request will meet (and report) the same failure
+            log.warning("forecasts of run %s could not be compacted ahead", self.run_id, exc_info=True)
 
     def arrays(self) -> dict[str, Any]:
         if self._arrays is not None:

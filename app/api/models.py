@@ -3,17 +3,21 @@ and writes the OpenAPI 3.1 document from them."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from forecasting.plan import ACTIONS, SEVERITIES
 from forecasting.schema import METRIC_COLUMNS
+
+from .index import RECOMMENDATION_FIELDS, RISK_FIELDS
 
 Metric = Literal[tuple(METRIC_COLUMNS)]  # type: ignore[valid-type]
 Severity = Literal[tuple(SEVERITIES)]  # type: ignore[valid-type]
 Action = Literal[tuple(ACTIONS)]  # type: ignore[valid-type]
 MAX_LIMIT = 10_000
+MAX_VALUES = 50  # per filter dimension: keeps every URL well under servers' request-line limits
+Value = Annotated[str, StringConstraints(max_length=100)]
 TEXT = 200
 
 
@@ -34,36 +38,52 @@ class _Filters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bu: list[str] = Field(
-        default_factory=list, max_length=500, description="business unit(s); repeat for several"
+    bu: list[Value] = Field(
+        default_factory=list, max_length=MAX_VALUES, description="business unit(s); repeat for several"
     )
-    region: list[str] = Field(default_factory=list, max_length=500, description="region(s)")
-    env: list[str] = Field(default_factory=list, max_length=500, description="environment(s)")
-    crit: list[str] = Field(default_factory=list, max_length=500, description="criticality tier(s)")
-    type: list[str] = Field(default_factory=list, max_length=500, description="server type(s)")
+    region: list[Value] = Field(default_factory=list, max_length=MAX_VALUES, description="region(s)")
+    env: list[Value] = Field(default_factory=list, max_length=MAX_VALUES, description="environment(s)")
+    crit: list[Value] = Field(default_factory=list, max_length=MAX_VALUES, description="criticality tier(s)")
+    type: list[Value] = Field(default_factory=list, max_length=MAX_VALUES, description="server type(s)")
 
 
 class SummaryQuery(_Filters):
     pass
 
 
+def _names(fields: list[str], *, signed: bool = False) -> str:
+    """A pattern for a comma-separated list of ``fields`` (each may start with '-' when ``signed``)."""
+    one = ("-?" if signed else "") + "(" + "|".join(fields) + ")"
+    return f"^{one}(,{one})*$"
+
+
 class _ListQuery(_Filters):
     q: str | None = Field(
         None, max_length=TEXT, description="server id or hostname contains (case-insensitive)"
     )
-    sort: str | None = Field(
-        None,
-        max_length=500,
-        description="comma-separated fields, `-` for descending, e.g. `-score,server_id`",
-    )
-    fields: str | None = Field(
-        None, max_length=2000, description="comma-separated fields to return (default all)"
-    )
+    sort: str | None = None
+    fields: str | None = None
     limit: int = Field(100, ge=1, le=MAX_LIMIT, description="rows per page")
     cursor: str | None = Field(None, max_length=512, description="from a previous page's `next` (opaque)")
 
 
+RISK_SORTABLE = [f for f in RISK_FIELDS if f != "reason"]
+RECOMMENDATION_SORTABLE = [f for f in RECOMMENDATION_FIELDS if f != "reason"]
+
+
 class RiskQuery(_ListQuery):
+    sort: str | None = Field(
+        None,
+        max_length=500,
+        pattern=_names(RISK_SORTABLE, signed=True),
+        description="comma-separated fields, `-` for descending (default: severity, -score, server_id, metric)",
+    )
+    fields: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=_names(RISK_FIELDS),
+        description="comma-separated fields to return (default all)",
+    )
     metric: list[Metric] = Field(default_factory=list, description="metric(s)")  # type: ignore[valid-type]
     severity: list[Severity] = Field(  # type: ignore[valid-type]
         default_factory=list,
@@ -76,8 +96,20 @@ class RiskQuery(_ListQuery):
 
 
 class RecommendationsQuery(_ListQuery):
+    sort: str | None = Field(
+        None,
+        max_length=500,
+        pattern=_names(RECOMMENDATION_SORTABLE, signed=True),
+        description="comma-separated fields, `-` for descending (default: -monthly_savings)",
+    )
+    fields: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=_names(RECOMMENDATION_FIELDS),
+        description="comma-separated fields to return (default all)",
+    )
     action: list[Action] = Field(default_factory=list, description="action(s)")  # type: ignore[valid-type]
-    held_back: list[str] = Field(
+    held_back: list[Value] = Field(
         default_factory=list,
         max_length=50,
         description="why held back (e.g. `at risk`, `pinned`); empty string: not held back",
