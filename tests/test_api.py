@@ -529,3 +529,16 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(plan_store, plan
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]
     assert "Tested: 7" in out and "failures" not in out.split("SUMMARY")[-1].lower().replace("0 failures", "")
+
+
+def test_index_rows_are_the_grids_json_values(plan_store):
+    """The API's precomputed columns give exactly what components.grid.records gives the pages."""
+    from app.api.index import build_index
+    from components.grid import records
+
+    index = build_index(plan_store, RUN)
+    for name in ("risk", "recommendations", "backtest"):
+        table = index.tables[name]
+        chosen = np.arange(0, len(table.frame), 7)
+        assert table.rows(chosen, table.fields) == records(table.frame.iloc[chosen], table.fields)
+    assert index.inventory_row(3) == records(index.inventory.iloc[3:4])[0]

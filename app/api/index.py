@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
+import shutil
 import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from app.filters import FilterState
 from app.readmodel import (
@@ -43,11 +47,11 @@ from app.readmodel import (
     _join,
     _options,
 )
-from components.grid import records
 from forecasting.plan import ACTIONS, BAND_80, BAND_95
 from forecasting.schema import FILTER_DIMENSIONS
 from forecasting.sources import Store, StoreError
 from forecasting.sources.base import RUN_ID_RE
+from forecasting.sources.parquet import ParquetStore
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +189,26 @@ class Table:
     search: pa.Array  # lower-case "server_id hostname" per row
     _orders: OrderedDict[tuple[str, ...], np.ndarray] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _json: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # every served column once in a JSON-ready form, so a page is a gather, not a conversion
+        self._json = {f: _json_column(self.frame[f]) for f in self.fields}
+
+    def rows(self, chosen: np.ndarray, fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Rows ``chosen`` as JSON-safe dicts: the same values as :func:`components.grid.records`
+        gives (tests/test_api.py checks it), without pandas on the request path."""
+        cols: list[list[Any]] = []
+        for f in fields:
+            kind, arr = self._json[f]
+            values = arr[chosen].tolist()
+            if kind == "num":
+                values = [
+                    None if not math.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else v)
+                    for v in values
+                ]
+            cols.append(values)
+        return [dict(zip(fields, row, strict=True)) for row in zip(*cols, strict=True)]
 
     def sortable(self) -> list[str]:
         return [f for f in self.fields if f != "reason"]
@@ -234,6 +258,25 @@ class Table:
         return perm
 
 
+def _json_column(s: pd.Series) -> tuple[str, np.ndarray]:
+    """A column as ('num', float64) or ('obj', Python values): records()'s conversions, done once."""
+    if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+        text = s.dt.strftime("%Y-%m-%d")
+        return "obj", text.astype(object).where(text.notna(), None).to_numpy(dtype=object)
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return "obj", np.asarray([bool(v) for v in s.tolist()], dtype=object)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return "num", s.to_numpy(dtype=float, na_value=np.nan)
+    vals = s.to_numpy(dtype=object).tolist()
+    return "obj", np.asarray(
+        [
+            None if (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))) else str(v)
+            for v in vals
+        ],
+        dtype=object,
+    )
+
+
 @dataclass(frozen=True)
 class Query:
     """A validated list query: filters over inventory dimensions and table columns, search, sort."""
@@ -264,7 +307,6 @@ class Query:
 @dataclass
 class Page:
     rows: list[dict[str, Any]]
-    frame: pd.DataFrame
     total: int
     offset: int
     next_offset: int | None
@@ -287,6 +329,19 @@ class RunIndex:
     consolidation: pd.DataFrame | None
     fingerprint: str  # run id + inventory content: what ETags are built on
     forecasts: ForecastStore | None = None
+    _inventory_json: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+
+    def inventory_row(self, pos: int) -> dict[str, Any]:
+        """One server's inventory facts, JSON-safe (as records() writes them)."""
+        if not self._inventory_json:
+            self._inventory_json = {c: _json_column(self.inventory[c]) for c in self.inventory.columns}
+        row: dict[str, Any] = {}
+        for c, (kind, arr) in self._inventory_json.items():
+            v = arr[pos].item() if kind == "num" else arr[pos]
+            if kind == "num":
+                v = None if not math.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else v)
+            row[c] = v
+        return row
 
     @property
     def n_servers(self) -> int:
@@ -329,10 +384,9 @@ class RunIndex:
         selected = perm[mask[perm]]
         total = len(selected)
         chosen = selected[offset : offset + limit]
-        frame = table.frame.iloc[chosen]
-        rows = records(frame, list(fields))
+        rows = table.rows(chosen, list(fields))
         nxt = offset + limit if offset + limit < total else None
-        return Page(rows, frame[list(fields)], total, offset, nxt)
+        return Page(rows, total, offset, nxt)
 
 
 def _held(s: pd.Series, values: Sequence[str]) -> np.ndarray:
@@ -429,6 +483,7 @@ class ForecastStore:
         self.directory = directory
         self._lock = threading.Lock()
         self._arrays: dict[str, Any] | None = None
+        self._stamps: dict[int, str] = {}
 
     def _complete(self) -> bool:
         return all(os.path.exists(os.path.join(self.directory, f)) for f in self.FILES)
@@ -441,72 +496,93 @@ class ForecastStore:
         parent = os.path.dirname(self.directory)
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-fc-")
-        n = len(self.ids)
-        counts = np.zeros(n, dtype=np.int64)
-        parts: list[pd.DataFrame] = []
-        metrics: list[str] = []
+        try:
+            metrics = self._write(tmp)
+            with open(os.path.join(tmp, "meta.json"), "w") as f:
+                json.dump({"metrics": metrics, "values": FORECAST_VALUES, "run_id": self.run_id}, f)
+            with contextlib.suppress(OSError):  # another worker won the race: its copy is the same
+                os.rename(tmp, self.directory)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("compacted forecasts of run %s in %.2f s", self.run_id, time.perf_counter() - started)
+
+    def _batches(self) -> Iterator[pa.Table]:
+        """The run's forecasts in pieces: row group by row group straight from the Parquet file
+        (local or S3), or through ``read_run_table`` in chunks of servers for other stores."""
+        cols = ["server_id", "metric", "timestamp", *FORECAST_VALUES]
+        if isinstance(self.store, ParquetStore):
+            path = self.store._p("runs", self.run_id, "forecasts.parquet")
+            try:
+                source = self.store.fs.open_input_file(path)
+            except FileNotFoundError:
+                raise LookupError("forecasts") from None
+            with source:
+                f = pq.ParquetFile(source)
+                have = [c for c in cols if c in f.schema_arrow.names]
+                for i in range(f.num_row_groups):
+                    yield f.read_row_group(i, columns=have)
+            return
         ids = list(self.ids)
-        for start in range(0, n, FORECAST_CHUNK):
-            chunk = ids[start : start + FORECAST_CHUNK]
-            raw = self.store.read_run_table(self.run_id, "forecasts", server_ids=chunk)
+        for start in range(0, len(ids), FORECAST_CHUNK):
+            raw = self.store.read_run_table(
+                self.run_id, "forecasts", server_ids=ids[start : start + FORECAST_CHUNK]
+            )
             if raw is None:
                 raise LookupError("forecasts")
-            pos = self.ids.get_indexer(raw["server_id"].astype(str))
-            keep = pos >= 0
-            metric = raw["metric"].astype(str).to_numpy()
-            for m in pd.unique(metric):
+            yield pa.Table.from_pandas(raw[[c for c in cols if c in raw]], preserve_index=False)
+
+    def _write(self, directory: str) -> list[str]:
+        """Rows kept (known servers), grouped by server then metric then time, as .npy files."""
+        metrics: list[str] = []
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        for batch in self._batches():
+            sid = pc.dictionary_encode(batch["server_id"].cast(pa.string())).combine_chunks()
+            where = self.ids.get_indexer(sid.dictionary.to_pylist())
+            pos = where[sid.indices.to_numpy(zero_copy_only=False)]
+            met = pc.dictionary_encode(batch["metric"].cast(pa.string())).combine_chunks()
+            codes = []
+            for m in met.dictionary.to_pylist():
                 if m not in metrics:
-                    metrics.append(str(m))
-            code = (
-                np.asarray([metrics.index(m) for m in metric], dtype=np.int8)
-                if len(metric)
-                else np.zeros(0, np.int8)
+                    metrics.append(m)
+                codes.append(metrics.index(m))
+            metric = np.asarray(codes, dtype=np.int8)[met.indices.to_numpy(zero_copy_only=False)]
+            ts = (
+                pc.cast(batch["timestamp"], pa.timestamp("s", tz="UTC"))
+                .cast(pa.int64())
+                .to_numpy(zero_copy_only=False)
             )
-            frame = pd.DataFrame(
-                {
-                    "_pos": pos,
-                    "_metric": code,
-                    "_ts": pd.to_datetime(raw["timestamp"], utc=True).astype("int64").to_numpy()
-                    // 1_000_000_000,
-                    **{c: raw[c].to_numpy(dtype=np.float32) for c in FORECAST_VALUES if c in raw},
-                }
-            )[keep]
-            frame = frame.sort_values(["_pos", "_metric", "_ts"], kind="stable")
-            np.add.at(counts, frame["_pos"].to_numpy(), 1)
-            parts.append(frame)
-        whole = (
-            pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["_pos", "_metric", "_ts"])
-        )
-        whole = whole.sort_values(["_pos", "_metric", "_ts"], kind="stable", ignore_index=True)
-        bounds = np.concatenate(
-            [[0], np.cumsum(np.bincount(whole["_pos"].to_numpy(dtype=np.int64), minlength=n))]
-        )
-        values = (
-            np.stack(
+            vals = np.stack(
                 [
-                    whole[c].to_numpy(dtype=np.float32)
-                    if c in whole
-                    else np.full(len(whole), np.nan, np.float32)
+                    batch[c].to_numpy(zero_copy_only=False).astype(np.float32)
+                    if c in batch.column_names
+                    else np.full(len(batch), np.nan, np.float32)
                     for c in FORECAST_VALUES
                 ],
                 axis=1,
             )
-            if len(whole)
+            keep = pos >= 0
+            parts.append((pos[keep].astype(np.int32), metric[keep], ts[keep], vals[keep]))
+        n = len(self.ids)
+        pos = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
+        metric = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int8)
+        ts = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+        vals = (
+            np.concatenate([p[3] for p in parts])
+            if parts
             else np.zeros((0, len(FORECAST_VALUES)), np.float32)
         )
-        np.save(os.path.join(tmp, "bounds.npy"), bounds.astype(np.int64))
-        np.save(os.path.join(tmp, "metric.npy"), whole["_metric"].to_numpy(dtype=np.int8))
-        np.save(os.path.join(tmp, "timestamp.npy"), whole["_ts"].to_numpy(dtype=np.int64))
-        np.save(os.path.join(tmp, "values.npy"), values)
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump({"metrics": metrics, "values": FORECAST_VALUES, "run_id": self.run_id}, f)
-        try:
-            os.rename(tmp, self.directory)
-        except OSError:  # another worker won the race: its copy is the same
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-        log.info("compacted forecasts of run %s in %.2f s", self.run_id, time.perf_counter() - started)
+        del parts
+        if len(pos) and not bool(
+            np.all(pos[1:] >= pos[:-1])
+        ):  # group by server, keeping the file's order within
+            order = np.argsort(pos, kind="stable")
+            pos, metric, ts, vals = pos[order], metric[order], ts[order], vals[order]
+        bounds = np.searchsorted(pos, np.arange(n + 1), side="left").astype(np.int64)
+        np.save(os.path.join(directory, "bounds.npy"), bounds)
+        np.save(os.path.join(directory, "metric.npy"), metric)
+        np.save(os.path.join(directory, "timestamp.npy"), ts)
+        np.save(os.path.join(directory, "values.npy"), vals)
+        return metrics
 
     def warm(self) -> None:
         try:
@@ -530,28 +606,38 @@ class ForecastStore:
                     "values": np.load(os.path.join(d, "values.npy"), mmap_mode="r"),
                     "metrics": meta["metrics"],
                 }
+                ts = np.unique(
+                    np.asarray(self._arrays["timestamp"][: min(len(self._arrays["timestamp"]), 1_000_000)])
+                )
+                self._stamps = {int(t): _iso(int(t)) for t in ts[:5000]}
         return self._arrays
 
     def server(self, pos: int) -> dict[str, list[dict[str, Any]]]:
         """metric -> [{timestamp, yhat, lower_80, upper_80, lower_95, upper_95}] of one server."""
         a = self.arrays()
         lo, hi = int(a["bounds"][pos]), int(a["bounds"][pos + 1])
-        metric = np.asarray(a["metric"][lo:hi])
+        metric = np.asarray(a["metric"][lo:hi]).tolist()
         ts = np.asarray(a["timestamp"][lo:hi])
-        vals = np.asarray(a["values"][lo:hi], dtype=np.float64)
+        vals = np.round(np.asarray(a["values"][lo:hi], dtype=np.float64), 4)
+        rows = vals.tolist()
+        if not np.isfinite(vals).all():
+            rows = [[v if math.isfinite(v) else None for v in row] for row in rows]
+        stamps = self._stamps
+        text = [stamps.get(t) or _iso(t) for t in ts.tolist()]
+        names = a["metrics"]
         out: dict[str, list[dict[str, Any]]] = {}
-        stamps = pd.to_datetime(ts, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ").tolist()
-        names = ("yhat", "lower_80", "upper_80", "lower_95", "upper_95")
-        cols = [
-            [None if not np.isfinite(v) else round(float(v), 4) for v in vals[:, j]]
-            for j in range(vals.shape[1])
-        ]
-        for i in range(hi - lo):
-            m = a["metrics"][int(metric[i])]
-            point = {"timestamp": stamps[i]}
-            point.update({names[j]: cols[j][i] for j in range(len(names))})
-            out.setdefault(m, []).append(point)
+        for m, t, row in zip(metric, text, rows, strict=True):
+            point = dict(zip(POINT_FIELDS, row, strict=True))
+            point["timestamp"] = t
+            out.setdefault(names[m], []).append(point)
         return out
+
+
+POINT_FIELDS = ("yhat", "lower_80", "upper_80", "lower_95", "upper_95")
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 # --------------------------------------------------------------------------- cache of runs

@@ -377,7 +377,7 @@ def get_server(path: ServerPath) -> Response:
     hit = _not_modified(etag)
     if hit is not None:
         return hit
-    inventory = records(index.inventory.iloc[pos : pos + 1])[0]
+    inventory = index.inventory_row(pos)
     body: dict[str, Any] = {
         "run_id": path.run_id,
         "server_id": path.server_id,
@@ -397,8 +397,8 @@ def _server_rows(
     if table is None:
         return []
     lo, hi = np.searchsorted(table.pos, [pos, pos + 1])
-    cols = [f for f in (fields or table.fields) if f in table.frame]
-    return records(table.frame.iloc[lo:hi], cols)
+    cols = [f for f in (fields or table.fields) if f in table.fields]
+    return table.rows(np.arange(lo, hi), cols)
 
 
 # --------------------------------------------------------------------------- fleet summary
