@@ -342,7 +342,7 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
     # runs: the hashes are refreshed before each page request, in the policy Talisman sends.
     @server.before_request
     def _refresh_script_hashes():  # type: ignore[no-untyped-def]
-        if request.method == "GET" and not request.path.startswith(STATIC_PREFIXES):
+        if request.method == "GET" and not request.path.startswith((*STATIC_PREFIXES, *OWN_CACHE_PREFIXES)):
             talisman.content_security_policy["script-src"] = content_security_policy(app)["script-src"]
 
     limiter = Limiter(
