@@ -190,10 +190,43 @@ class Table:
     _orders: OrderedDict[tuple[str, ...], np.ndarray] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _json: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    _codes: dict[str, tuple[dict[str, int], np.ndarray]] = field(default_factory=dict)
+    _encoded: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # every served column once in a JSON-ready form, so a page is a gather, not a conversion
         self._json = {f: _json_column(self.frame[f]) for f in self.fields}
+
+    def isin(self, col: str, values: Sequence[str]) -> np.ndarray:
+        """Rows whose ``col`` (as text, '' for missing) is one of ``values``."""
+        with self._lock:
+            coded = self._codes.get(col)
+            if coded is None:
+                text = self.frame[col].astype("object").where(self.frame[col].notna(), "").astype(str)
+                codes, uniques = pd.factorize(text, sort=True)
+                coded = self._codes[col] = ({u: i for i, u in enumerate(uniques)}, codes.astype(np.int32))
+        lookup, codes = coded
+        keep = np.zeros(len(lookup) + 1, dtype=bool)
+        keep[[lookup[v] for v in values if v in lookup]] = True
+        return keep[codes]
+
+    def json_rows(self, chosen: np.ndarray) -> str:
+        """Rows ``chosen`` with every field, as a JSON array. Each row is encoded once per run
+        and kept (runs never change): encoding floats is most of a page's cost otherwise."""
+        with self._lock:
+            if self._encoded is None:
+                self._encoded = np.asarray(
+                    [
+                        json.dumps(r, allow_nan=False)
+                        for r in self.rows(np.arange(len(self.frame)), self.fields)
+                    ],
+                    dtype=object,
+                )
+        return "[" + ",".join(self._encoded[chosen].tolist()) + "]"
+
+    def numbers(self, col: str) -> np.ndarray:
+        kind, arr = self._json[col]
+        return arr if kind == "num" else self.frame[col].to_numpy(dtype=float, na_value=np.nan)
 
     def rows(self, chosen: np.ndarray, fields: Sequence[str]) -> list[dict[str, Any]]:
         """Rows ``chosen`` as JSON-safe dicts: the same values as :func:`components.grid.records`
@@ -306,10 +339,22 @@ class Query:
 
 @dataclass
 class Page:
-    rows: list[dict[str, Any]]
+    table: Table
+    chosen: np.ndarray  # the page's rows of the table
+    fields: list[str]
     total: int
     offset: int
     next_offset: int | None
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.table.rows(self.chosen, self.fields)
+
+    def items_json(self) -> str:
+        """The rows as a JSON array: all fields come pre-serialized (a join), others are encoded."""
+        if self.fields == self.table.fields:
+            return self.table.json_rows(self.chosen)
+        return json.dumps(self.rows, allow_nan=False)
 
 
 # --------------------------------------------------------------------------- a run
@@ -361,14 +406,14 @@ class RunIndex:
         return keep
 
     def rows_mask(self, table: Table, q: Query) -> np.ndarray:
+        """Rows matching every filter: integer codes and float arrays prepared once per run."""
         mask = self.dim_mask(q.dims)[table.pos] if not q.dims.is_empty else np.ones(len(table.frame), bool)
         for col, values in q.columns:
-            s = table.frame[col]
-            mask &= s.astype(str).isin(values).to_numpy() if col not in ("held_back",) else _held(s, values)
+            mask &= table.isin(col, values)
         for col, lo in q.min_values:
-            mask &= np.nan_to_num(table.frame[col].to_numpy(dtype=float, na_value=np.nan), nan=-np.inf) >= lo
+            mask &= table.numbers(col) >= lo  # NaN compares False: a missing value never passes
         for col, hi in q.max_values:
-            mask &= np.nan_to_num(table.frame[col].to_numpy(dtype=float, na_value=np.nan), nan=np.inf) <= hi
+            mask &= table.numbers(col) <= hi
         if q.search:
             hit = pc.match_substring(table.search, q.search.lower()).to_numpy(zero_copy_only=False)
             mask &= hit
@@ -384,15 +429,8 @@ class RunIndex:
         selected = perm[mask[perm]]
         total = len(selected)
         chosen = selected[offset : offset + limit]
-        rows = table.rows(chosen, list(fields))
         nxt = offset + limit if offset + limit < total else None
-        return Page(rows, total, offset, nxt)
-
-
-def _held(s: pd.Series, values: Sequence[str]) -> np.ndarray:
-    """held_back filter: rows held back for any of ``values`` ('' = not held back)."""
-    text = s.astype(str).to_numpy(dtype=object)
-    return np.isin(text, np.asarray(list(values), dtype=object))
+        return Page(table, chosen, list(fields), total, offset, nxt)
 
 
 def inventory_fingerprint(inventory: pd.DataFrame) -> str:
@@ -692,10 +730,17 @@ class RunIndexCache:
                     return hit
             started = time.perf_counter()
             index = build_index(self.store, run_id, self.forecast_dir)
-            for name in ("risk", "recommendations"):
+            for name, cols in (
+                ("risk", ("severity", "metric")),
+                ("recommendations", ("action", "held_back")),
+            ):
                 table = index.tables.get(name)
-                if table is not None:
+                if table is not None:  # the default order and the usual filters, before any request
                     table.order(DEFAULT_SORT[name])
+                    for col in cols:
+                        if col in table.frame:
+                            table.isin(col, ())
+                    table.json_rows(np.arange(0))
             log.info(
                 "API index of run %s (%d servers) built in %.2f s",
                 run_id,

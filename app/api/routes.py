@@ -199,15 +199,8 @@ def _list(name: str, run_id: str, query: Any, q: Query) -> Response:
         frame = pd.DataFrame(page.rows, columns=fields)
         resp = Response(csv_bytes(frame), content_type="text/csv; charset=utf-8")
     else:
-        resp = _json(
-            {
-                "run_id": run_id,
-                "total": page.total,
-                "limit": query.limit,
-                "next": next_url,
-                "items": page.rows,
-            }
-        )
+        head = json.dumps({"run_id": run_id, "total": page.total, "limit": query.limit, "next": next_url})
+        resp = Response(f'{head[:-1]}, "items": {page.items_json()}}}', content_type=JSON)
     resp.headers["X-Total-Count"] = str(page.total)
     if next_url:
         resp.headers["Link"] = f'<{next_url}>; rel="next"'
