@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -752,4 +753,10 @@ class RunIndexCache:
                 while len(self._entries) > self.size:
                     self._entries.popitem(last=False)
                 self._locks.pop(run_id, None)
+            # The index holds millions of references in object arrays, which every full
+            # collection of the cyclic GC walks (~0.2 s at 100,000 servers: a request that
+            # triggers one waits for it). It lives as long as the run is served and is freed by
+            # reference counting when evicted, so it is moved out of the collector's sight.
+            gc.collect()
+            gc.freeze()
             return index
