@@ -378,9 +378,19 @@ def get_server(path: ServerPath) -> Response:
         "risk": _server_rows(index, "risk", pos),
         "recommendation": (_server_rows(index, "recommendations", pos) or [None])[0],
         "backtest": _server_rows(index, "backtest", pos, BACKTEST_FIELDS),
-        "forecast": index.forecasts.server(pos) if index.forecasts is not None else {},
+        "forecast": _forecast(index, pos),
     }
     return _cacheable(_json(body), etag)
+
+
+def _forecast(index: RunIndex, pos: int) -> dict[str, Any]:
+    """The server's forecast per metric; empty when the run has no forecasts table."""
+    if index.forecasts is None:
+        return {}
+    try:
+        return index.forecasts.server(pos)
+    except LookupError:
+        return {}
 
 
 def _server_rows(
