@@ -542,3 +542,41 @@ def test_index_rows_are_the_grids_json_values(plan_store):
         chosen = np.arange(0, len(table.frame), 7)
         assert table.rows(chosen, table.fields) == records(table.frame.iloc[chosen], table.fields)
     assert index.inventory_row(3) == records(index.inventory.iloc[3:4])[0]
+
+
+@pytest.mark.browser
+def test_docs_page_renders_in_chromium_under_the_csp(fixture_app):
+    """Swagger UI draws every operation from the app's own files, with no CSP violation or error."""
+    import time
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    from tests.conftest import CHROME_FLAGS
+
+    server = make_server("127.0.0.1", 0, fixture_app.server, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    options = Options()
+    for flag in ["--headless=new", *CHROME_FLAGS]:
+        options.add_argument(flag)
+    options.binary_location = "/usr/bin/chromium"
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        driver.get(f"http://127.0.0.1:{server.server_port}{V1}/docs")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(driver.find_elements("css selector", ".opblock")) < 7:
+            time.sleep(0.2)
+        assert len(driver.find_elements("css selector", ".opblock")) == 7
+        assert (
+            "Capacity Forecaster API" in driver.find_element("css selector", ".swagger-ui .info .title").text
+        )
+        logs = driver.get_log("browser")
+        assert not [
+            e for e in logs if e.get("level") == "SEVERE" or "Content Security Policy" in e["message"]
+        ], logs
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
