@@ -521,6 +521,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(plan_store, plan
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its cache (.schemathesis/) stays out of the repository
             env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
         )
     finally:
