@@ -178,15 +178,19 @@ def create_app(
     )
     # every other route needs a signed-in user (app/auth.py); the probes above stay public.
     # The Celery worker builds the app only to register its background callbacks: no gate.
-    if serves_http:
-        auth.install(app, settings)
+    gate = auth.install(app, settings) if serves_http else None
     # The composition root is the one place app code meets callbacks (DESIGN.md §2 has
     # callbacks → app): it hands the app to callbacks.register and uses nothing else of it.
     import callbacks
 
     callbacks.register(app)
     # last: the CSP hashes every inline script, clientside callbacks included
-    security.install(app, settings, cache_dir)
+    limiter = security.install(app, settings, cache_dir)
+    # the REST API (/api/v1) behind the same gate (bearer tokens), limiter and audit log
+    if gate is not None:
+        from . import api
+
+        api.install(app, settings, gate, limiter, cache_dir)
     return app
 
 

@@ -609,6 +609,7 @@ def check_config(settings: Settings) -> None:
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+API_PREFIX = "/api/v1"
 
 
 class Gate:
@@ -624,6 +625,8 @@ class Gate:
             self.public |= {LOGIN_PATH, CALLBACK_PATH}
         self.alb: AlbVerifier | None = None
         self.oidc: OidcLogin | None = None
+        # the REST API's own sign-in (bearer tokens; app/api), set by app.api.install
+        self.api: Callable[[], Response | None] | None = None
         if self.mode == "alb":
             self.alb = AlbVerifier(
                 settings.auth_alb_arn or "",
@@ -657,6 +660,8 @@ class Gate:
         path = request.path
         if path in self.public:
             return None
+        if self.api is not None and (path == API_PREFIX or path.startswith(API_PREFIX + "/")):
+            return self.api()  # API clients sign in with bearer tokens, not the browser's session
         try:
             user = self.authenticate()
         except AuthError as e:

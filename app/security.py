@@ -79,6 +79,8 @@ BASE_CSP: dict[str, list[str]] = {
 HSTS_MAX_AGE = 63_072_000  # two years, as hstspreload.org asks
 # Paths whose responses are the same for everybody and hold no data: cacheable.
 STATIC_PREFIXES = ("/assets/", "/_dash-component-suites/", "/_favicon.ico")
+# Paths that set their own Cache-Control (the REST API); everything else non-static is no-store.
+OWN_CACHE_PREFIXES = ("/api/v1/",)
 CALLBACK_PATH = "/_dash-update-component"
 HEALTH_ENDPOINT = "healthz"  # the view function of app/__init__.py's /healthz
 TEXT = "text/plain; charset=utf-8"
@@ -123,6 +125,25 @@ def plain(status: int, message: str, **headers: str) -> Response:
     for k, v in headers.items():
         resp.headers[k.replace("_", "-")] = v
     return resp
+
+
+# Paths whose errors are answered in another format (the REST API: RFC 9457 problem details).
+_problem_responder: tuple[Callable[[str], bool], Callable[[int, str, dict[str, str]], Response]] | None = None
+
+
+def set_problem_responder(
+    matches: Callable[[str], bool], answer: Callable[[int, str, dict[str, str]], Response]
+) -> None:
+    """Answer errors on paths ``matches`` accepts with ``answer(status, message, headers)``."""
+    global _problem_responder
+    _problem_responder = (matches, answer)
+
+
+def _answer(status: int, message: str, **headers: str) -> Response:
+    """The error answer for this request: plain text, or the registered format for its path."""
+    if _problem_responder is not None and _problem_responder[0](request.path):
+        return _problem_responder[1](status, message, {k.replace("_", "-"): v for k, v in headers.items()})
+    return plain(status, message, **headers)
 
 
 class BadCallbackRequestError(Exception):
@@ -412,7 +433,7 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
     # runs: the hashes are refreshed before each page request, in the policy Talisman sends.
     @server.before_request
     def _refresh_script_hashes():  # type: ignore[no-untyped-def]
-        if request.method == "GET" and not request.path.startswith(STATIC_PREFIXES):
+        if request.method == "GET" and not request.path.startswith((*STATIC_PREFIXES, *OWN_CACHE_PREFIXES)):
             talisman.content_security_policy["script-src"] = content_security_policy(app)["script-src"]
 
     limiter = Limiter(
@@ -486,6 +507,8 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
 
     @server.after_request
     def _no_store(resp: Response) -> Response:  # type: ignore[no-untyped-def]
+        if request.path.startswith(OWN_CACHE_PREFIXES) and "Cache-Control" in resp.headers:
+            return resp  # the REST API sets its own (immutable runs are cacheable)
         if not request.path.startswith(STATIC_PREFIXES):
             resp.headers["Cache-Control"] = "no-store"
             resp.headers.pop("Expires", None)
@@ -498,7 +521,7 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
         log.warning(
             "rate limit hit: %s by %s (%s)", kind, user_id(), e.description, extra={"user": user_id()}
         )
-        resp = plain(
+        resp = _answer(
             429,
             f"Too many {kind} requests: at most {e.description}. Wait a little, then try again.",
         )
@@ -507,12 +530,12 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
     @server.errorhandler(RequestEntityTooLarge)
     def _too_large(_e: RequestEntityTooLarge):  # type: ignore[no-untyped-def]
         log.warning("request refused: body over %s bytes", settings.max_request_bytes)
-        return plain(413, f"Request too large: at most {settings.max_request_bytes:,} bytes.")
+        return _answer(413, f"Request too large: at most {settings.max_request_bytes:,} bytes.")
 
     @server.errorhandler(DependencyException)
     def _unknown_bundle(_e: DependencyException):  # type: ignore[no-untyped-def]
         log.warning("%s %s: no such component bundle", request.method, request.path)
-        return plain(404, "404 Not Found.")
+        return _answer(404, "404 Not Found.")
 
     @server.errorhandler(HTTPException)
     def _http_error(e: HTTPException):  # type: ignore[no-untyped-def]
@@ -520,13 +543,14 @@ def install(app: Dash, settings: Settings, cache_dir: str) -> Limiter:
             return e
         if e.code is not None and e.code >= 500:
             ref = report(log, f"{request.method} {request.path} failed", e)
-            return plain(e.code, user_message("Something went wrong on the server", ref))
+            return _answer(e.code, user_message("Something went wrong on the server", ref))
         log.warning("%s %s: %s %s", request.method, request.path, e.code, e.name)
-        return plain(e.code or 400, f"{e.code} {e.name}.")
+        allow = {k: v for k, v in e.get_headers() if k.lower() == "allow"}
+        return _answer(e.code or 400, f"{e.code} {e.name}.", **allow)
 
     @server.errorhandler(Exception)
     def _internal_error(e: Exception):  # type: ignore[no-untyped-def]
         ref = report(log, f"{request.method} {request.path} failed", e)
-        return plain(500, user_message("Something went wrong on the server", ref) + " Try again later.")
+        return _answer(500, user_message("Something went wrong on the server", ref) + " Try again later.")
 
     return limiter

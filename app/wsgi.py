@@ -13,7 +13,7 @@ import sys
 
 from forecasting.settings import SettingsError
 
-from . import create_app, get_context
+from . import api, create_app, get_context
 
 try:
     app = create_app()
@@ -22,3 +22,4 @@ except SettingsError as e:  # e.g. no CAPFC_AUTH_MODE: the worker does not boot,
     raise SystemExit(3) from None  # gunicorn's "worker failed to boot": the arbiter stops
 server = app.server
 get_context(app).readmodel.warm()  # each worker loads (or reads from the shared cache) at boot
+api.warm(app)  # and the REST API's index of the latest run

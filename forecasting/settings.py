@@ -190,10 +190,19 @@ class Settings(BaseSettings):
     rate_limit: str = Field(
         "30/minute", description="per user: exports, what-if changes and re-forecasts (e.g. 30/minute)"
     )
+    # The REST API (app/api; README "REST API"): bearer tokens from the same identity provider
+    api_audience: str | None = Field(
+        None,
+        description="the audience (aud) API access tokens must carry; unset: the API refuses every "
+        "token (dev mode needs none)",
+    )
+    api_rate_limit: str = Field(
+        "600/minute", description="per API client (the token's subject), e.g. 600/minute"
+    )
     max_jobs: int = Field(4, ge=1, le=256, description="background jobs (re-forecasts) per instance")
     max_jobs_per_user: int = Field(2, ge=1, le=256, description="background jobs per user at once")
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "api_rate_limit")
     @classmethod
     def _rate(cls, v: str) -> str:
         import re

@@ -9,6 +9,11 @@ RS256-signed ID token carrying the nonce), ``/logout`` (end-session). It also pl
 does, and :meth:`OidcProvider.alb_token` writes ``x-amzn-oidc-data`` headers as an ALB does
 (ES256, padded base64url segments, ``signer``/``kid``/``iss``/``client``/``exp`` in the header).
 
+For API clients it also answers the **client credentials** grant (``grant_type=client_credentials``
+at ``/token``): machine clients registered in ``machine_clients`` (id -> secret and claims, e.g.
+their groups) get an RS256 access token for ``API_AUDIENCE``; :meth:`OidcProvider.access_token`
+writes the same tokens directly, bent on request (expired, another audience, another key).
+
 Tests bend it to forge bad tokens: ``id_token_overrides`` (claims such as ``aud``, ``iss``,
 ``exp``, ``nonce``) and ``sign_with`` (another key) apply to the next ID tokens issued.
 """
@@ -35,6 +40,9 @@ from werkzeug.wrappers import Request, Response
 CLIENT_ID = "capfc-test-client"
 CLIENT_SECRET = "test-client-secret-0123456789"
 ALB_ARN = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/capfc/50dc6c495c0c9188"
+API_AUDIENCE = "capfc-api"
+MACHINE_ID = "capfc-reporting-job"
+MACHINE_SECRET = "machine-secret-0123456789abcdef"
 OTHER_ALB_ARN = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/other/0123456789abcdef"
 
 
@@ -108,6 +116,10 @@ class OidcProvider:
         self.authorize_requests: list[dict[str, str]] = []
         self.token_requests = 0
         self.key_requests = 0
+        self.machine_clients: dict[str, dict[str, Any]] = {
+            MACHINE_ID: {"secret": MACHINE_SECRET, "claims": {"groups": ["capfc-viewers"]}}
+        }
+        self.access_token_requests = 0
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -152,6 +164,33 @@ class OidcProvider:
         claims = {k: v for k, v in claims.items() if v is not None}
         key = self.sign_with or self.rsa_key
         return sign_rs256(key, {"alg": "RS256", "typ": "JWT", "kid": self.rsa_kid}, claims)
+
+    def access_token(
+        self,
+        sub: str = MACHINE_ID,
+        *,
+        audience: str | list[str] | None = API_AUDIENCE,
+        lifetime: int = 300,
+        key: rsa.RSAPrivateKey | None = None,
+        kid: str | None = None,
+        **claims: Any,
+    ) -> str:
+        """An RS256 access token as the client credentials grant issues it (or bent: ``lifetime``
+        below 0 is expired, another ``audience``, ``key`` not the provider's = forged)."""
+        now = int(time.time())
+        body: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": audience,
+            "iat": now,
+            "exp": now + lifetime,
+            "client_id": sub,
+            **claims,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        return sign_rs256(
+            key or self.rsa_key, {"alg": "RS256", "typ": "at+jwt", "kid": kid or self.rsa_kid}, body
+        )
 
     def alb_token(
         self,
@@ -295,6 +334,15 @@ class OidcProvider:
         auth = request.authorization
         if auth is not None and auth.type == "basic":
             client_id, secret = auth.username, auth.password
+        if form.get("grant_type") == "client_credentials":
+            machine = self.machine_clients.get(client_id or "")
+            if machine is None or not hmac.compare_digest(str(secret or ""), machine["secret"]):
+                return self._json({"error": "invalid_client"}, 401)
+            self.access_token_requests += 1
+            token = self.access_token(
+                client_id or "", audience=form.get("audience") or API_AUDIENCE, **machine["claims"]
+            )
+            return self._json({"access_token": token, "token_type": "Bearer", "expires_in": 300})
         if client_id != CLIENT_ID or secret != CLIENT_SECRET:
             return self._json({"error": "invalid_client"}, 401)
         if form.get("grant_type") != "authorization_code":
