@@ -29,6 +29,7 @@ Figures are printed beside their targets (meets / MISSES); the script always exi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -226,9 +227,15 @@ def run_seed(seed: int, servers: int) -> tuple[dict[str, pd.DataFrame], float]:
         store.write_metrics(v.metrics, v.inventory, freq=fleet.freq, mode="overwrite")
         del v
         settings = load_settings(data=root)
-        t = time.perf_counter()
+        t, cpu, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
         manifest = run_batch(store, settings, progress=False)
         wall = time.perf_counter() - t
+        # the machine may be shared: the run's CPU seconds (all its threads) and the load before it
+        # say whether a wall time over the target is the code's or the neighbours'
+        print(
+            f"(seed {seed}: run {wall:.1f} s wall, {time.process_time() - cpu:.1f} s CPU over its threads, "
+            f"load average {load:.1f} on {os.cpu_count()} cores before it)"
+        )
         run_id = manifest["run_id"]
         frames = {
             "profiles": fleet.profiles,
