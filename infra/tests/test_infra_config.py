@@ -129,3 +129,13 @@ def test_report_schedule_and_retention_defaults_and_overrides() -> None:
     assert (c.report_schedule, c.schedule_timezone, c.keep_runs) == ("cron(0 6 ? * MON *)", "UTC", 30)
     o = cfg(report_schedule="rate(7 days)", keep_runs="0")  # CLI strings; 0 keeps every run
     assert (o.report_schedule, o.keep_runs) == ("rate(7 days)", 0)
+
+
+def test_every_context_key_is_in_the_readme() -> None:
+    """README "Deploy on AWS" documents each key (a new key without a line there fails here)."""
+    from capfc_infra.config import DEFAULTS
+    from infra_synth import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Deploy on AWS", 1)[1].split("\n## ", 1)[0]
+    assert [k for k in DEFAULTS if f"`{k}`" not in section] == []
