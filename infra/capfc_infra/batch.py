@@ -121,8 +121,8 @@ class Batch(Construct):
                 role,
                 "IAM5",
                 "Object-level S3 actions need object ARNs: the wildcard is the key suffix under one store "
-                "prefix (metrics/, inventory/, signoffs/, readers/ read; runs/, athena-manifests/ write; "
-                "readers/ delete: the retention clean-up), never the bucket.",
+                "prefix (metrics/, inventory/ read; runs/ or only runs/*/shards/ write; whole runs also "
+                "read signoffs/ and delete readers/ for the retention clean-up), never the bucket.",
                 *_s3_findings(self, config.store_prefix),
             )
 
