@@ -82,6 +82,7 @@ class AppStack(Stack):
 
         CfnOutput(self, "StateMachineArn", value=self.batch.state_machine.state_machine_arn)
         CfnOutput(self, "TriggerFunctionName", value=self.batch.functions["trigger"].function_name)
+        CfnOutput(self, "ReportFunctionName", value=self.batch.functions["report"].function_name)
         CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         CfnOutput(self, "BatchTaskDefinitionArn", value=self.batch.task_definition.task_definition_arn)
         CfnOutput(

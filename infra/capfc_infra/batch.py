@@ -1,11 +1,12 @@
-"""The event-driven batch: four Lambda functions from the one image, the triggers, the state machine
-and the batch as a Fargate task.
+"""The event-driven batch: five Lambda functions from the one image, the triggers, the state machine,
+the batch as a Fargate task, and the weekly report pack (a sixth function on its own schedule).
 
 Flow: new telemetry under ``<store>/metrics/`` (S3 Object Created through EventBridge) or the
 EventBridge Scheduler cron invokes ``trigger``. It runs small fleets itself and starts the
 Step Functions machine ``Plan → Map(shard) → Publish`` for large ones. Both event sources keep
 failed deliveries in a dead-letter queue; the run is idempotent, so a retried or duplicated
-event does no harm.
+event does no harm. Whole runs (trigger, publish, the task) end in the retention clean-up
+(``CAPFC_KEEP_RUNS`` from context ``keep_runs``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from .access import RUN_WRITES, SHARD_WRITES, grant_store
+from .access import REPORT as REPORT_ACCESS
+from .access import RUN_BATCH, SHARD_STEP, grant_store
 from .config import Config
 from .image import Image
 from .nag import ack, ack_ecr_pull
@@ -45,6 +47,12 @@ FUNCTIONS = {
     "publish": (4096, 15, 2),
 }
 STEPS = ("plan", "calibrate", "shard", "publish")  # the state machine's task steps
+CLEANUP_FUNCTIONS = ("trigger", "publish")  # whole runs: they end in the retention clean-up
+# The weekly report pack (forecasting.aws.handlers.report): reads one run, renders charts with
+# matplotlib, writes an xlsx and a PDF (≈ 90 kB each). Measured on a local store: 10k servers
+# 4.2 s and 0.42 GB peak (1k servers 9.7 s with a cold matplotlib font cache, as a cold Lambda
+# has); S3 reads add seconds. 2 GB and 120 s leave room for both.
+REPORT = (2048, 120, 1)
 
 
 class Batch(Construct):
@@ -87,7 +95,7 @@ class Batch(Construct):
                 role,
                 bucket,
                 config.store_prefix,
-                writes=SHARD_WRITES if name in ("plan", "calibrate", "shard") else RUN_WRITES,
+                access=SHARD_STEP if name in ("plan", "calibrate", "shard") else RUN_BATCH,
             )
             fn = lambda_.DockerImageFunction(
                 self,
@@ -113,7 +121,8 @@ class Batch(Construct):
                 role,
                 "IAM5",
                 "Object-level S3 actions need object ARNs: the wildcard is the key suffix under one store "
-                "prefix (metrics/, inventory/ read; runs/, athena-manifests/ write), never the bucket.",
+                "prefix (metrics/, inventory/ read; runs/ or only runs/*/shards/ write; whole runs also "
+                "read signoffs/ and delete readers/ for the retention clean-up), never the bucket.",
                 *_s3_findings(self, config.store_prefix),
             )
 
@@ -144,8 +153,13 @@ class Batch(Construct):
             f"{_rendered(Stack.of(self).account, 'AWS::AccountId')}:execution:<{_logical(self.state_machine)}.Name>:*",
         )
         self.functions["plan"].add_environment("CAPFC_SHARD_CONCURRENCY", str(config.shard_concurrency))
+        # The runs that end in the retention clean-up (forecasting/records/retention.py): the
+        # trigger's in-Lambda run and publish (the Fargate task gets it below).
+        for name in CLEANUP_FUNCTIONS:
+            self.functions[name].add_environment("CAPFC_KEEP_RUNS", str(config.keep_runs))
 
-        # Failed deliveries (after retries) of either trigger land here, for a look and a replay.
+        # Failed deliveries (after retries) of either trigger, and of the report schedule, land
+        # here, for a look and a replay.
         self.dlq = sqs.Queue(
             self,
             "TriggerDeadLetters",
@@ -224,6 +238,7 @@ class Batch(Construct):
         )
 
         self._batch_task(image, bucket, cluster, data_uri, retention)
+        self._report(image, bucket, env, retention)
 
     def _state_machine(self, retention: logs.RetentionDays) -> sfn.StateMachine:
         """Plan → Calibrate → Map(shard) → Publish, from the product's own definition
@@ -274,7 +289,7 @@ class Batch(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
-        grant_store(self.task_definition.task_role, bucket, self.config.store_prefix, writes=RUN_WRITES)
+        grant_store(self.task_definition.task_role, bucket, self.config.store_prefix, access=RUN_BATCH)
         log_group = logs.LogGroup(
             self, "BatchTaskLogs", retention=retention, removal_policy=RemovalPolicy.DESTROY
         )
@@ -282,7 +297,11 @@ class Batch(Construct):
             "batch",
             image=image.container_image(),
             command=["python", "-m", "forecasting", "run"],
-            environment={"CAPFC_DATA": data_uri, "CAPFC_LOG_LEVEL": "INFO"},
+            environment={
+                "CAPFC_DATA": data_uri,
+                "CAPFC_LOG_LEVEL": "INFO",
+                "CAPFC_KEEP_RUNS": str(self.config.keep_runs),
+            },
             logging=ecs.LogDrivers.aws_logs(stream_prefix="batch", log_group=log_group),
             readonly_root_filesystem=False,
         )
@@ -297,8 +316,87 @@ class Batch(Construct):
             self.task_definition.task_role,
             "IAM5",
             "Object-level S3 actions need object ARNs: the wildcard is the key suffix under one store "
-            "prefix (metrics/, inventory/ read; runs/, athena-manifests/ write), never the bucket.",
+            "prefix (metrics/, inventory/, signoffs/, readers/ read; runs/, athena-manifests/ write; "
+            "readers/ delete: the retention clean-up), never the bucket.",
             *_s3_findings(self, self.config.store_prefix),
+        )
+
+    def _report(
+        self, image: Image, bucket: s3.IBucket, env: dict[str, str], retention: logs.RetentionDays
+    ) -> None:
+        """The weekly report pack: a Lambda (``forecasting.aws.handlers.report``) that writes the
+        latest run as xlsx and PDF under ``<store>/reports/``, invoked by its own Scheduler
+        schedule (``report_schedule``, in ``schedule_timezone``). Its role reads the plan and its
+        records, holds a read lease while it reads, and writes only ``reports/``."""
+        memory, seconds, tmp_gib = REPORT
+        role = iam.Role(
+            self,
+            "ReportRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="capfc report Lambda: read the store and its records, write reports/ and read leases",
+        )
+        log_group = logs.LogGroup(
+            self, "ReportLogs", retention=retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        log_group.grant_write(role)
+        grant_store(role, bucket, self.config.store_prefix, access=REPORT_ACCESS)
+        ack(
+            role,
+            "IAM5",
+            "Object-level S3 actions need object ARNs: the wildcard is the key suffix under one store "
+            "prefix (runs/, decisions/, signoffs/ read; readers/ write: its read lease; reports/ "
+            "create), never the bucket.",
+            *_s3_findings(self, self.config.store_prefix),
+        )
+        fn = lambda_.DockerImageFunction(
+            self,
+            "ReportFunction",
+            code=image.lambda_code(f"{HANDLERS}.report"),
+            role=role,
+            memory_size=memory,
+            timeout=Duration.seconds(seconds),
+            ephemeral_storage_size=Size.gibibytes(tmp_gib),
+            architecture=lambda_.Architecture.X86_64,
+            # matplotlib writes its font cache under MPLCONFIGDIR: only /tmp is writable on Lambda.
+            environment={**env, "MPLCONFIGDIR": "/tmp/mpl"},
+            log_group=log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            description=f"Capacity Forecaster weekly report pack: {HANDLERS}.report",
+        )
+        self.functions["report"] = fn
+        self.roles["report"] = role
+
+        schedule_role = iam.Role(
+            self,
+            "ReportScheduleRole",
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+            description="EventBridge Scheduler invokes the report function (that function only)",
+        )
+        ack(
+            schedule_role,
+            "IAM5",
+            "The Scheduler target grants invoke on the report function and its versions (ARN:*): "
+            "one function, nothing else.",
+            f"Resource::<{_logical(fn)}.Arn>:*",
+        )
+        self.report_schedule = scheduler.Schedule(
+            self,
+            "ReportSchedule",
+            description="Weekly report pack (xlsx and PDF under reports/)",
+            schedule=scheduler.ScheduleExpression.expression(
+                self.config.report_schedule, _time_zone(self.config.schedule_timezone)
+            ),
+            target=scheduler_targets.LambdaInvoke(
+                fn,
+                input=scheduler.ScheduleTargetInput.from_object({"format": ["xlsx", "pdf"]}),
+                role=schedule_role,
+                dead_letter_queue=self.dlq,
+                retry_attempts=3,
+                max_event_age=Duration.hours(6),
+            ),
         )
 
 
@@ -320,10 +418,10 @@ def _s3_findings(scope: Construct, prefix: str) -> list[str]:
     """cdk-nag finding ids of the store grants (``Resource::arn:…:s3:::bucket/prefix/…*``)."""
     from aws_cdk import Stack
 
-    from .access import PLAN_PREFIXES, READ_PREFIXES, SHARD_WRITES
+    from .access import PLAN_PREFIXES, READ_PREFIXES, RECORD_PREFIXES, REPORTS, SHARD_WRITES
 
     arn = Stack.of(scope).store_arn_rendered  # type: ignore[attr-defined]
-    parts = (*READ_PREFIXES, *PLAN_PREFIXES, *SHARD_WRITES)
+    parts = (*READ_PREFIXES, *PLAN_PREFIXES, *SHARD_WRITES, *RECORD_PREFIXES, REPORTS)
     return [f"Resource::{arn}/{prefix}/{p}*" for p in parts if p.endswith("/")]
 
 

@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "store_prefix": "store",
     "schedule": "cron(0 5 * * ? *)",
     "schedule_timezone": "UTC",
+    "report_schedule": "cron(0 6 ? * MON *)",
+    "keep_runs": 30,
     "lambda_max_servers": 10000,
     "shard_concurrency": 10,
     "trigger_reserved_concurrency": 1,
@@ -66,6 +68,7 @@ _IMAGE_URI_RE = re.compile(
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")
 _ARN_ACM_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
 _BU_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_SCHEDULE_RE = re.compile(r"^(cron\([^()]+\)|rate\([^()]+\)|at\([^()]+\))$")  # Scheduler checks the rest
 
 
 class ConfigError(ValueError):
@@ -118,6 +121,8 @@ class Config:
     store_prefix: str = "store"
     schedule: str = "cron(0 5 * * ? *)"
     schedule_timezone: str = "UTC"
+    report_schedule: str = "cron(0 6 ? * MON *)"
+    keep_runs: int = 30
     lambda_max_servers: int = 10000
     shard_concurrency: int = 10
     trigger_reserved_concurrency: int = 1
@@ -238,6 +243,7 @@ class Config:
             k: _int(k, raw[k], lo, hi)
             for k, lo, hi in (
                 ("lambda_max_servers", 1, 1_000_000),
+                ("keep_runs", 0, 100_000),
                 ("shard_concurrency", 1, 1000),
                 ("trigger_reserved_concurrency", 0, 1000),
                 ("athena_bytes_scanned_cutoff_gb", 1, 10_000),
@@ -267,6 +273,12 @@ class Config:
                 "context private_ingress=true with nat_gateways=0: private tasks need a NAT gateway "
                 "to reach ECR, CloudWatch and S3"
             )
+        for key in ("schedule", "report_schedule"):
+            if not _SCHEDULE_RE.match(str(raw[key])):
+                raise ConfigError(
+                    f"context {key}={raw[key]!r}: an EventBridge Scheduler expression, "
+                    "cron(minutes hours day-of-month month day-of-week year), rate(…) or at(…)"
+                )
         return cls(
             web_tier=tier,
             private_ingress=private,
@@ -274,6 +286,7 @@ class Config:
             store_prefix=prefix,
             schedule=str(raw["schedule"]),
             schedule_timezone=str(raw["schedule_timezone"]),
+            report_schedule=str(raw["report_schedule"]),
             business_units=bus,
             redis_node_type=str(raw["redis_node_type"]),
             certificate_arn=cert,

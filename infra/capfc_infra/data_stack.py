@@ -96,9 +96,13 @@ class DataStack(Stack):
             server_access_logs_prefix="s3/store/",
             event_bridge_enabled=True,  # Object Created events start a run (app stack's rule)
             lifecycle_rules=[
+                # Overwritten and deleted objects (runs the retention clean-up removed, renewed and
+                # released read leases) stay restorable for 30 days, then go; so do the delete
+                # markers left with no version behind them (leases churn: one per lease).
                 s3.LifecycleRule(
                     id="old-versions",
                     noncurrent_version_expiration=Duration.days(30),
+                    expired_object_delete_marker=True,
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                 ),
                 s3.LifecycleRule(

@@ -1,4 +1,5 @@
-"""Alarms and the dashboard: a failed run, no successful run in 26 h, Lambda errors, web 5xx.
+"""Alarms and the dashboard: a failed run, no successful run in 26 h, Lambda errors (the batch
+functions and the weekly report pack), web 5xx.
 
 The batch and the app publish CloudWatch Embedded Metric Format lines (``forecasting/
 observability.py``): namespace ``CapacityForecaster``, dimension ``service`` = ``capfc-batch``
@@ -124,14 +125,17 @@ class Monitoring(Construct):
             alarm(
                 f"{name.title()}Errors",
                 fn.metric_errors(period=Duration.minutes(5), statistic="Sum"),
-                f"The {name} Lambda function raised errors.",
+                "The weekly report pack failed (no pack under reports/ this time; see its log group)."
+                if name == "report"
+                else f"The {name} Lambda function raised errors.",
             )
         alarm(
             "TriggerDeadLetters",
             batch.dlq.metric_approximate_number_of_messages_visible(
                 period=Duration.minutes(5), statistic="Maximum"
             ),
-            "A run trigger (S3 event or schedule) could not be delivered after retries; see the dead-letter queue.",
+            "A run trigger (S3 event or schedule) or the weekly report schedule could not be delivered "
+            "after retries; see the dead-letter queue.",
         )
         alarm(
             "Web5xx",

@@ -18,8 +18,8 @@ without the browser sign-in action; the other tiers serve it on their URL, and o
 through an API Gateway HTTP API with a JWT authorizer (``api.py``).
 
 All three: ``CAPFC_DATA`` (the store), ``CAPFC_REDIS_URL`` (ElastiCache Valkey, TLS, for the
-background-callback manager shared by every instance), health check ``/healthz``, read-only
-access to the store.
+background-callback manager shared by every instance), health check ``/healthz``, read access
+to the store; the only writes are records (``access.WEB_APP``: decisions, sign-offs, read leases).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from .access import grant_store
+from .access import WEB_APP, WORKER, grant_store
 from .batch import _s3_findings, retention_for
 from .config import Config, ConfigError
 from .image import Image
@@ -93,14 +93,15 @@ class Web(Construct):
                 if config.web_tier == "apprunner"
                 else "ecs-tasks.amazonaws.com"
             ),
-            description="capfc web: read the store (plans, metrics, inventory), write nothing",
+            description="capfc web: read the store; write only decisions, sign-offs, read leases",
         )
-        grant_store(self.task_role, bucket, config.store_prefix)
+        grant_store(self.task_role, bucket, config.store_prefix, access=WEB_APP)
         ack(
             self.task_role,
             "IAM5",
-            "Object-level S3 reads need object ARNs: the wildcard is the key suffix under one store "
-            "prefix (metrics/, inventory/, runs/, athena-manifests/), never the bucket.",
+            "Object-level S3 actions need object ARNs: the wildcard is the key suffix under one store "
+            "prefix (metrics/, inventory/, runs/, athena-manifests/ read; decisions/ create; signoffs/, "
+            "readers/ write), never the bucket.",
             *_s3_findings(self, config.store_prefix),
         )
         self.sign_in_environment, self.secrets = self._sign_in()
@@ -127,14 +128,15 @@ class Web(Construct):
             self,
             "WorkerTaskRole",
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-            description="capfc Celery worker: read the store (re-forecasts), write nothing",
+            description="capfc Celery worker: read the store (re-forecasts); write only read leases",
         )
-        grant_store(role, bucket, self.config.store_prefix)
+        grant_store(role, bucket, self.config.store_prefix, access=WORKER)
         ack(
             role,
             "IAM5",
-            "Object-level S3 reads need object ARNs: the wildcard is the key suffix under one store "
-            "prefix (metrics/, inventory/, runs/, athena-manifests/), never the bucket.",
+            "Object-level S3 actions need object ARNs: the wildcard is the key suffix under one store "
+            "prefix (metrics/, inventory/, runs/, athena-manifests/ read; readers/ write: read leases), "
+            "never the bucket.",
             *_s3_findings(self, self.config.store_prefix),
         )
         task = ecs.FargateTaskDefinition(

@@ -58,3 +58,36 @@ def role_of(template: dict, logical_id: str) -> str:
     props = template["Resources"][logical_id]["Properties"]
     ref = props.get("Role") or props.get("TaskRoleArn")
     return ref["Fn::GetAtt"][0]
+
+
+STORE_ARN = "arn:${AWS::Partition}:s3:::capfc-store-123456789012-eu-west-1"
+
+
+def s3_grants(template: dict, role: str) -> dict[str, set[str]]:
+    """S3 action -> the resources granted to a role, rendered, with the store bucket's ARN as 'B'."""
+    out: dict[str, set[str]] = {}
+    for s in statements(template, role):
+        if s.get("Effect", "Allow") != "Allow" or "Condition" in s:
+            continue
+        for a in as_list(s["Action"]):
+            if a.startswith("s3:"):
+                out.setdefault(a, set()).update(
+                    render(r).replace(STORE_ARN, "B") for r in as_list(s["Resource"])
+                )
+    return out
+
+
+def allows(grants: dict[str, set[str]], action: str, key: str) -> bool:
+    """Whether ``action`` on object ``B/<key>`` is allowed, with IAM's wildcard rules (``*`` matches
+    any run of characters, ``/`` included, or none; ``?`` one character)."""
+    import re
+
+    def pattern(resource: str) -> re.Pattern:
+        return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in resource))
+
+    return any(
+        pattern(r).fullmatch(f"B/{key}")
+        for a, resources_ in grants.items()
+        if a == action or a == "s3:*"
+        for r in resources_
+    )

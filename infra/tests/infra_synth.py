@@ -62,6 +62,10 @@ VARIANTS: dict[str, dict] = {
         "image_uri": IMAGE_URI,
         "private_ingress": True,
         "dev_sign_in": True,
+        # and the schedule settings overridden (the tiers above keep cdk.json's defaults)
+        "report_schedule": "cron(30 7 ? * FRI *)",
+        "schedule_timezone": "Europe/Zurich",
+        "keep_runs": 0,
     },
     # the REST API through API Gateway (HTTP API, JWT authorizer) in front of each in-app tier
     "ecs-express-api": {

@@ -8,8 +8,10 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from cfn import actions, as_list, one, render, resources, role_of, statements
 from infra_synth import IMAGE_URI
+from store_access import assert_store_access
 
-HANDLERS = {"trigger", "plan", "calibrate", "shard", "publish"}
+HANDLERS = {"trigger", "plan", "calibrate", "shard", "publish", "report"}
+BATCH = HANDLERS - {"report"}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,7 @@ def _functions(app: dict) -> dict[str, tuple[str, dict]]:
     return out
 
 
-def test_four_functions_run_the_one_image_through_awslambdaric(app: dict) -> None:
+def test_every_function_runs_the_one_image_through_awslambdaric(app: dict) -> None:
     fns = _functions(app)
     assert set(fns) == HANDLERS
     for name, (_, p) in fns.items():
@@ -84,8 +86,11 @@ def test_new_telemetry_under_the_metrics_prefix_invokes_the_trigger(app: dict) -
 
 def test_scheduler_cron_invokes_the_trigger_with_the_schedule_input(app: dict) -> None:
     trigger_id = _functions(app)["trigger"][0]
-    _, schedule = one(app, "AWS::Scheduler::Schedule")
-    p = schedule["Properties"]
+    (p,) = [
+        s["Properties"]
+        for s in resources(app, "AWS::Scheduler::Schedule").values()
+        if s["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": [trigger_id, "Arn"]}
+    ]
     assert p["ScheduleExpression"] == "cron(0 5 * * ? *)"
     assert p["ScheduleExpressionTimezone"] == "UTC"
     assert p["FlexibleTimeWindow"] == {"Mode": "OFF"}
@@ -165,34 +170,40 @@ def test_batch_runs_as_a_fargate_task_with_the_cli(app: dict) -> None:
     )
 
 
-def _s3_grants(app: dict, role: str) -> dict[str, set[str]]:
-    """action -> rendered object ARNs (with the bucket replaced by 'B') granted to a role."""
-    out: dict[str, set[str]] = {}
-    for s in statements(app, role):
-        for a in as_list(s["Action"]):
-            if a.startswith("s3:"):
-                out.setdefault(a, set()).update(
-                    render(r).replace("arn:${AWS::Partition}:s3:::capfc-store-123456789012-eu-west-1", "B")
-                    for r in as_list(s["Resource"])
-                )
-    return out
-
-
 def test_batch_roles_read_telemetry_and_write_plans_only_under_runs(app: dict) -> None:
+    """plan/calibrate/shard write only a run's shard area; trigger, publish and the task a whole run
+    and, for the retention clean-up, read sign-offs and leases and delete leases (never a
+    sign-off or a decision; store_access.EXPECTED lists every probe)."""
     roles = {name: role_of(app, lid) for name, (lid, _) in _functions(app).items()}
     task_id = next(k for k in resources(app, "AWS::ECS::TaskDefinition") if k.startswith("BatchBatchTask"))
     roles["task"] = role_of(app, task_id)
     assert len(set(roles.values())) == len(roles), "one role per function and task"
-    whole_run = {"B/store/runs/*", "B/store/athena-manifests/*"}
     for name, role in roles.items():
-        grants = _s3_grants(app, role)
-        assert grants["s3:GetObject"] >= {"B/store/metrics/*", "B/store/inventory/*", "B/store/store.json"}, (
-            name
-        )
-        expected = {"B/store/runs/*/shards/*"} if name in ("plan", "calibrate", "shard") else whole_run
-        assert grants["s3:PutObject"] == expected, name
-        assert grants["s3:DeleteObject"] == expected, name
+        kind = {"plan": "shard_step", "calibrate": "shard_step", "shard": "shard_step", "report": "report"}
+        assert_store_access(app, role, kind.get(name, "run_batch"))
         assert not any("*" in a for a in actions(statements(app, role))), f"{name}: no wildcard actions"
+
+
+def test_whole_runs_get_the_retention_setting(app: dict, synthesized) -> None:
+    """CAPFC_KEEP_RUNS (context keep_runs) where a run ends in the clean-up: trigger, publish, task."""
+    fns = _functions(app)
+    for name in ("trigger", "publish"):
+        assert fns[name][1]["Environment"]["Variables"]["CAPFC_KEEP_RUNS"] == "30", name
+    for name in ("plan", "calibrate", "shard", "report"):
+        assert "CAPFC_KEEP_RUNS" not in fns[name][1]["Environment"]["Variables"], name
+    assert _task_env(app)["CAPFC_KEEP_RUNS"] == "30"
+    other = synthesized("fargate-alb-private").app  # keep_runs=0: keep every run
+    assert _functions(other)["publish"][1]["Environment"]["Variables"]["CAPFC_KEEP_RUNS"] == "0"
+    assert _task_env(other)["CAPFC_KEEP_RUNS"] == "0"
+
+
+def _task_env(app: dict) -> dict[str, str]:
+    _, task = next(
+        (k, v)
+        for k, v in resources(app, "AWS::ECS::TaskDefinition").items()
+        if k.startswith("BatchBatchTask")
+    )
+    return {e["Name"]: e["Value"] for e in task["Properties"]["ContainerDefinitions"][0]["Environment"]}
 
 
 def test_only_the_trigger_may_start_the_state_machine(app: dict) -> None:

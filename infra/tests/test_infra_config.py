@@ -85,6 +85,13 @@ def test_image_uri_tag_and_digest() -> None:
             "oidc.issuer must be an https:// URL",
         ),
         ({"business_units": ["ok", "not ok!"]}, "business_units"),
+        (
+            {"report_schedule": "Mondays 6:00"},
+            "report_schedule='Mondays 6:00': an EventBridge Scheduler expression",
+        ),
+        ({"schedule": "daily"}, "schedule='daily': an EventBridge Scheduler expression"),
+        ({"keep_runs": -1}, "keep_runs=-1: between 0 and 100000"),
+        ({"keep_runs": "thirty"}, "keep_runs='thirty': a whole number"),
     ],
 )
 def test_bad_context_is_refused_with_the_key_named(ctx: dict, message: str) -> None:
@@ -115,3 +122,20 @@ def test_sign_in_per_tier() -> None:
     assert dev.oidc is None and dev.dev_sign_in and not dev.in_app_sign_in and dev.api_audience is None
     groups = cfg(oidc={**OIDC_APP, "role_groups": '{"viewer": ["a"]}'}).oidc.role_groups
     assert json.loads(groups) == {"viewer": ["a"]}
+
+
+def test_report_schedule_and_retention_defaults_and_overrides() -> None:
+    c = cfg()
+    assert (c.report_schedule, c.schedule_timezone, c.keep_runs) == ("cron(0 6 ? * MON *)", "UTC", 30)
+    o = cfg(report_schedule="rate(7 days)", keep_runs="0")  # CLI strings; 0 keeps every run
+    assert (o.report_schedule, o.keep_runs) == ("rate(7 days)", 0)
+
+
+def test_every_context_key_is_in_the_readme() -> None:
+    """README "Deploy on AWS" documents each key (a new key without a line there fails here)."""
+    from capfc_infra.config import DEFAULTS
+    from infra_synth import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Deploy on AWS", 1)[1].split("\n## ", 1)[0]
+    assert [k for k in DEFAULTS if f"`{k}`" not in section] == []

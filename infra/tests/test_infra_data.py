@@ -43,6 +43,23 @@ def test_store_bucket_is_versioned_encrypted_private_and_access_logged(data: dic
         assert bucket["DeletionPolicy"] == "Retain"
 
 
+def test_deleted_runs_and_leases_are_restorable_for_30_days_then_gone(data: dict) -> None:
+    """The retention clean-up deletes runs and read leases; on the versioned bucket their old
+    versions expire after 30 days and the delete markers left behind are removed."""
+    _, bucket = next(
+        (k, v)
+        for k, v in resources(data, "AWS::S3::Bucket").items()
+        if v["Properties"].get("BucketName") == "capfc-store-123456789012-eu-west-1"
+    )
+    (rule,) = [
+        r for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"] if r["Id"] == "old-versions"
+    ]
+    assert rule["Status"] == "Enabled" and "Prefix" not in rule
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    assert rule["ExpiredObjectDeleteMarker"] is True
+    assert "ExpirationInDays" not in rule  # current objects never expire
+
+
 def test_every_bucket_refuses_plain_http(data: dict) -> None:
     policies = resources(data, "AWS::S3::BucketPolicy")
     assert len(policies) == 2

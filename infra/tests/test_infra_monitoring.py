@@ -1,4 +1,5 @@
-"""Alarms (failed run, no successful run in 26 h, Lambda errors, web 5xx) and the dashboard."""
+"""Alarms (failed run, no successful run in 26 h, Lambda errors incl. the report pack, web 5xx) and the
+dashboard."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_alarms_notify_one_topic(synthesized, variant: str) -> None:
     for name, a in alarms.items():
         assert a["AlarmActions"] == [{"Ref": topic_id}], name
     expected = {"StateMachineRunFailed", "BatchRunFailed", "NoSuccessfulRun", "Web5xx", "TriggerDeadLetters"}
-    expected |= {f"{f}Errors" for f in ("Trigger", "Plan", "Calibrate", "Shard", "Publish")}
+    expected |= {f"{f}Errors" for f in ("Trigger", "Plan", "Calibrate", "Shard", "Publish", "Report")}
     expected |= {
         "ecs-express": set(),
         "apprunner": {"AppRunner5xx"},

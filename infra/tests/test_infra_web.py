@@ -11,6 +11,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from cfn import actions, as_list, one, render, resources, role_of, statements
 from infra_synth import API_AUDIENCE, CLIENT_SECRET_ARN, REPO
+from store_access import assert_store_access
 
 STORE = "s3://capfc-store-123456789012-eu-west-1/store"
 
@@ -56,10 +57,11 @@ def _assert_in_app_sign_in(app: dict, env: dict[str, str], secrets: dict[str, ob
     )
 
 
-def _assert_read_only(app: dict, role: str) -> None:
-    granted = actions(statements(app, role))
-    assert "s3:GetObject" in granted
-    assert not granted & {"s3:PutObject", "s3:DeleteObject", "states:StartExecution"}, granted
+def _assert_web_store_access(app: dict, role: str, kind: str = "web") -> None:
+    """Reads the store; writes only records (decisions, sign-offs, read leases; see store_access);
+    starts no run."""
+    assert_store_access(app, role, kind)
+    assert "states:StartExecution" not in actions(statements(app, role))
 
 
 @pytest.mark.parametrize("variant", ["ecs-express", "apprunner", "fargate-alb"])
@@ -101,7 +103,7 @@ def test_ecs_express_service(synthesized) -> None:
     assert env["CAPFC_API_AUDIENCE"] == "capfc-web"  # default: the client id
     # Public ingress: ECS Express puts its (internet-facing) ALB in the subnets it is given.
     assert all("public" in s["Ref"] for s in p["NetworkConfiguration"]["Subnets"])
-    _assert_read_only(app, role_of(app, sid))
+    _assert_web_store_access(app, role_of(app, sid))
     infra_role = app["Resources"][p["InfrastructureRoleArn"]["Fn::GetAtt"][0]]["Properties"]
     assert "AmazonECSInfrastructureRoleforExpressGatewayServices" in render(
         infra_role["ManagedPolicyArns"][0]
@@ -126,7 +128,7 @@ def test_app_runner_service_public_with_vpc_egress(synthesized) -> None:
     assert p["NetworkConfiguration"]["EgressConfiguration"]["EgressType"] == "VPC"
     assert p["NetworkConfiguration"]["IngressConfiguration"]["IsPubliclyAccessible"] is True
     assert not resources(app, "AWS::AppRunner::VpcIngressConnection")
-    _assert_read_only(app, p["InstanceConfiguration"]["InstanceRoleArn"]["Fn::GetAtt"][0])
+    _assert_web_store_access(app, p["InstanceConfiguration"]["InstanceRoleArn"]["Fn::GetAtt"][0])
     assert sid
 
 
@@ -189,7 +191,7 @@ def test_fargate_alb_signs_users_in_with_oidc_over_https(synthesized) -> None:
     )
     env = _env(task["Properties"]["ContainerDefinitions"][0]["Environment"])
     _assert_web_env(env, redis_id)
-    _assert_read_only(app, role_of(app, tid))
+    _assert_web_store_access(app, role_of(app, tid))
     # the app verifies the header this ALB signs (app/auth.py): mode, signer, issuer, client
     lb_id, _ = one(app, "AWS::ElasticLoadBalancingV2::LoadBalancer")
     assert env["CAPFC_AUTH_MODE"] == "alb" and env["CAPFC_AUTH_ALB_ARN"] == f"${{{lb_id}}}"
@@ -315,7 +317,8 @@ def test_alb_logs_are_allowed_into_the_log_bucket(synthesized) -> None:
 @pytest.mark.parametrize("variant", ["ecs-express", "apprunner", "fargate-alb"])
 def test_celery_worker_runs_beside_every_web_tier(synthesized, variant: str) -> None:
     """Background callbacks are run by ``celery -A app.worker worker`` from the same image, on
-    the same Valkey and store, reading only (README "Several web instances")."""
+    the same Valkey and store, reading (and holding a read lease on the run it loads; README
+    "Several web instances")."""
     app = synthesized(variant).app
     redis_id, _ = one(app, "AWS::ElastiCache::ReplicationGroup")
     tid, task = next(
@@ -331,7 +334,7 @@ def test_celery_worker_runs_beside_every_web_tier(synthesized, variant: str) -> 
         "--concurrency=2",
     ]
     _assert_web_env(_env(container["Environment"]), redis_id)
-    _assert_read_only(app, role_of(app, tid))
+    _assert_web_store_access(app, role_of(app, tid), "worker")
     services = [
         v["Properties"]
         for v in resources(app, "AWS::ECS::Service").values()
