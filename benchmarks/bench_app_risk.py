@@ -47,6 +47,7 @@ def page_requests(
 ) -> dict[str, dict]:
     data = {"id": "shell-filters", "property": "data", "value": filters.to_data()}
     whatif = {"id": "whatif-state", "property": "data", "value": scenario.to_data()}
+    decided = {"id": "decide-saved", "property": "data", "value": None}  # bumped after a planner decision
     risk_out = ["risk-grid.rowData", "risk-kpis.children", "risk-empty.children", "risk-note.children"]
     cons_out = [
         "cons-empty.children",
@@ -63,8 +64,12 @@ def page_requests(
         return [{"id": k.split(".")[0], "property": k.split(".")[1]} for k in keys]
 
     reqs = {
-        "risk: grid + KPIs": request(".." + "...".join(risk_out) + "..", outs(risk_out), [data, whatif]),
-        "consolidation: page": request(".." + "...".join(cons_out) + "..", outs(cons_out), [data, whatif]),
+        "risk: grid + KPIs": request(
+            ".." + "...".join(risk_out) + "..", outs(risk_out), [data, whatif, decided]
+        ),
+        "consolidation: page": request(
+            ".." + "...".join(cons_out) + "..", outs(cons_out), [data, whatif, decided]
+        ),
         "consolidation: host chart": request(
             "cons-host-chart.figure",
             {"id": "cons-host-chart", "property": "figure"},
