@@ -304,7 +304,7 @@ def get_changes(path: RunPath, query: ChangesQuery) -> Response:
         if query.since is None:
             hit.headers["Cache-Control"] = REVALIDATE
         return hit
-    key = (run_a, run_b, bus, fingerprint)
+    key = (store.uri, run_a, run_b, bus, fingerprint)
     diff: RunDiff | None = _DIFFS.get(key)
     if diff is None:
         try:
@@ -328,7 +328,7 @@ def get_changes(path: RunPath, query: ChangesQuery) -> Response:
 
 
 def _series(store: Any, run_id: str, record: str) -> pd.DataFrame:
-    key = (run_id, record)
+    key = (store.uri, run_id, record)
     hit = _SERIES.get(key)
     if hit is None:
         frame = load_series(store, run_id)
