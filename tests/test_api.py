@@ -466,6 +466,12 @@ def test_openapi_document_and_docs_page_work_offline_under_the_csp(api):
         f"{V1}/runs/{{run_id}}/consolidation",
         f"{V1}/runs/{{run_id}}/servers/{{server_id}}",
         f"{V1}/runs/{{run_id}}/summary",
+        f"{V1}/runs/{{run_id}}/changes",
+        f"{V1}/runs/{{run_id}}/track-record",
+        f"{V1}/track-record",
+        f"{V1}/decisions",
+        f"{V1}/decisions/{{decision_id}}",
+        f"{V1}/runs/{{run_id}}/sign-off",
     }
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     risk = spec["paths"][f"{V1}/runs/{{run_id}}/risk"]["get"]
@@ -486,18 +492,34 @@ def test_openapi_document_and_docs_page_work_offline_under_the_csp(api):
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_no_server_error_or_schema_violation(plan_store, plan_store_root, idp, tmp_path):
-    """Every operation of the OpenAPI document, fuzzed against the live server (all checks)."""
+def test_schemathesis_finds_no_server_error_or_schema_violation(writable_store, idp, tmp_path):
+    """Every operation of the OpenAPI document, fuzzed against the live server (all checks).
+
+    The writes (decisions, sign-off) run too: the token is a planner machine client's, and the
+    store is a private copy (what the fuzzer records stays there)."""
     from app import create_app
 
-    settings = oidc_settings(plan_store_root, idp, api_rate_limit="100000/minute", log_level="WARNING")
-    app = create_app(settings, plan_store, cache_type="simple", cache_dir=str(tmp_path / "cache"))
+    store, root = writable_store
+    idp.machine_clients["capfc-planning-job"] = {
+        "secret": "planner-secret-0123",
+        "claims": {"groups": ["capfc-planners"]},
+    }
+    settings = oidc_settings(root, idp, api_rate_limit="100000/minute", log_level="WARNING")
+    app = create_app(settings, store, cache_type="simple", cache_dir=str(tmp_path / "cache"))
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_port}"
-        token = machine_token(idp)
+        token = requests.post(
+            idp.url + "/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "capfc-planning-job",
+                "client_secret": "planner-secret-0123",
+            },
+            timeout=10,
+        ).json()["access_token"]
         st = Path(sys.executable).with_name("st")
         result = subprocess.run(
             [
@@ -512,8 +534,11 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(plan_store, plan
                 "all",
                 "--max-examples",
                 "25",
+                # one worker: with two, hypothesis' lambda descriptions (ast.parse) for the
+                # request bodies' recursive strategies race in CPython 3.11 ("AST constructor
+                # recursion depth mismatch", a runtime error of the tool, not of the API)
                 "--workers",
-                "2",
+                "1",
                 "--seed",
                 "20261204",
                 "--no-color",
@@ -529,7 +554,9 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(plan_store, plan
         server.server_close()
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]
-    assert "Tested: 7" in out and "failures" not in out.split("SUMMARY")[-1].lower().replace("0 failures", "")
+    assert "Tested: 15" in out and "failures" not in out.split("SUMMARY")[-1].lower().replace(
+        "0 failures", ""
+    )
 
 
 def test_index_rows_are_the_grids_json_values(plan_store):

@@ -37,6 +37,7 @@ from forecasting.settings import Settings
 from .. import auth as app_auth
 from .. import security
 from ..errors import report
+from . import records as _records  # noqa: F401  (registers its endpoints on the blueprint)
 from .index import RunIndexCache
 from .problems import PROBLEM_JSON, PROBLEM_SCHEMA, problem
 from .routes import EXTENSION, PREFIX, api
@@ -159,7 +160,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     errors = {
         "400": "bad parameter, filter, sort, fields or cursor",
         "401": "no valid bearer token",
-        "403": "the client's role may not read plans",
+        "403": "the client's role may not do this (read: viewer and up; decide: planner, admin)",
         "404": "no such run or server",
         "406": "no acceptable media type",
         "429": "rate limit exceeded",
@@ -176,12 +177,33 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     "description": "`latest`: redirect to the same resource of the current run",
                     "headers": {"Location": {"schema": {"type": "string"}}},
                 }
-            if path.endswith(("/risk", "/recommendations")):
+            if "get" in item:  # every read answers If-None-Match
+                item["get"]["responses"]["304"] = {
+                    "description": "not modified (If-None-Match matched the ETag)"
+                }
+            if path.endswith("/decisions") and "get" in item:
+                item["get"]["responses"]["307"] = {
+                    "description": "`latest` as a run parameter: redirect to the current run's id",
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                }
+            if path.endswith(("/risk", "/recommendations", "/changes", "}/track-record")):
                 responses["200"].setdefault("content", {})["text/csv"] = {"schema": {"type": "string"}}
                 responses["200"]["headers"] = {
                     "Link": {"schema": {"type": "string"}, "description": 'next page: <url>; rel="next"'},
                     "X-Total-Count": {"schema": {"type": "string"}},
                 }
+            if "requestBody" in op:
+                responses["409"] = {
+                    "description": "already done (a run is signed off once)",
+                    "content": {PROBLEM_JSON: {"schema": ref}},
+                }
+                responses["422"] = {
+                    "description": "the body is well-formed but cannot be recorded (`param` names the field)",
+                    "content": {PROBLEM_JSON: {"schema": ref}},
+                }
+                created = responses.get("201")
+                if created is not None:
+                    created["headers"] = {"Location": {"schema": {"type": "string"}}}
             op["security"] = [{"bearer": []}]
     return spec
 

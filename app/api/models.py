@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from forecasting.plan import ACTIONS, SEVERITIES
+from forecasting.records.decisions import CHOICES, KINDS
+from forecasting.records.track import OUTCOMES, SERIES_COLUMNS
 from forecasting.schema import METRIC_COLUMNS
 
 from .index import RECOMMENDATION_FIELDS, RISK_FIELDS
@@ -302,3 +304,152 @@ class Summary(BaseModel):
     actions: dict[str, int]
     monthly_savings: float
     held_back: dict[str, int]
+
+
+# --------------------------------------------------------------------------- plans as records
+
+RunId = Annotated[str, StringConstraints(max_length=64)]
+
+
+class ChangesQuery(_Cached):
+    model_config = ConfigDict(extra="forbid")
+
+    since: str | None = Field(
+        None,
+        max_length=64,
+        description="the earlier run (default: the run before this one); `latest` is redirected",
+    )
+    bu: list[Value] = Field(
+        default_factory=list, max_length=MAX_VALUES, description="business unit(s); repeat for several"
+    )
+
+
+class Changes(BaseModel):
+    run_a: str = Field(..., description="the earlier run (before)")
+    run_b: str = Field(..., description="this run (after)")
+    business_units: list[str] | None = None
+    new_data: bool = Field(..., description="the runs read different input")
+    settings_changed: dict[str, list[Any]] = Field(..., description="setting -> [before, after]")
+    models_changed: int = Field(..., description="series forecast by another model")
+    causes: list[str] = Field(..., description="why the runs differ, in words")
+    totals: list[dict[str, Any]] = Field(..., description="measure, before, after, change")
+    new_risks: list[dict[str, Any]]
+    resolved_risks: list[dict[str, Any]]
+    moved_breaches: list[dict[str, Any]] = Field(
+        ..., description="breach dates that moved: days_moved (+ later, - earlier) and why"
+    )
+    changed_recommendations: list[dict[str, Any]]
+
+
+class TrackRecordQuery(_Cached):
+    model_config = ConfigDict(extra="forbid")
+
+    bu: list[Value] = Field(default_factory=list, max_length=MAX_VALUES, description="business unit(s)")
+    outcome: list[Literal[OUTCOMES]] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="breach-call outcome(s) of the series rows"
+    )
+    fields: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=_names(SERIES_COLUMNS),
+        description="comma-separated series fields to return (default all)",
+    )
+    limit: int = Field(100, ge=0, le=MAX_LIMIT, description="series rows per page (0: the summary only)")
+    cursor: str | None = Field(None, max_length=512, description="from a previous page's `next` (opaque)")
+
+
+class TrackRecordPage(BaseModel):
+    run_id: str
+    record: str = Field(..., description="which saved record (actuals' end and store version)")
+    summary: dict[str, Any] = Field(
+        ..., description="MASE, band coverage, breach-call outcomes, precision and recall"
+    )
+    total: int = Field(..., description="series rows matching the filters, all pages")
+    limit: int
+    next: str | None = None
+    items: list[dict[str, Any]] = Field(..., description="per-series rows (server × metric)")
+
+
+class TrackRecordList(BaseModel):
+    items: list[dict[str, Any]] = Field(..., description="the newest summary of every run that has one")
+
+
+Kind = Literal[tuple(KINDS)]  # type: ignore[valid-type]
+Choice = Literal[tuple(CHOICES)]  # type: ignore[valid-type]
+
+
+class DecisionsQuery(_Cached):
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(
+        "latest", max_length=64, description="the run whose decisions in force are listed (default latest)"
+    )
+    kind: Kind | None = Field(None, description="risk or recommendation rows only")  # type: ignore[valid-type]
+    server: str | None = Field(None, max_length=TEXT, description="one server's decisions")
+    limit: int = Field(100, ge=1, le=MAX_LIMIT, description="decisions per page")
+    cursor: str | None = Field(None, max_length=512, description="from a previous page's `next` (opaque)")
+
+
+class DecisionBody(_Cached):
+    """A planner's decision on one row of a run (a risk row: server + metric; a recommendation
+    row: server + action)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: RunId = Field(..., description="the run whose row was decided on (a concrete id)")
+    kind: Kind = Field(..., description="risk or recommendation")  # type: ignore[valid-type]
+    server_id: str = Field(..., max_length=TEXT)
+    subject: str = Field(
+        ..., max_length=TEXT, description="the metric of a risk row, the action of a recommendation row"
+    )
+    decision: Choice = Field(  # type: ignore[valid-type]
+        ...,
+        description="deferred needs `until`, ordered needs `reference`, rejected needs `reason`",
+    )
+    until: str | None = Field(None, max_length=40, description="deferred: the last day it holds (YYYY-MM-DD)")
+    reference: str | None = Field(None, max_length=2000, description="ordered: the order or ticket")
+    reason: str | None = Field(None, max_length=2000, description="rejected: why (required)")
+    note: str | None = Field(None, max_length=2000)
+
+
+class DecisionRecord(BaseModel):
+    id: str
+    kind: str
+    server_id: str
+    subject: str
+    decision: str
+    until: str | None = None
+    reference: str | None = None
+    reason: str | None = None
+    note: str | None = None
+    user: str
+    user_name: str
+    at: str
+    run_id: str = Field(..., description="the run it was recorded on (it holds for later runs too)")
+    source: str
+    in_effect: bool | None = Field(None, description="false for a deferral whose date has passed")
+    label: str | None = Field(None, description="what the app's tables show")
+
+
+class DecisionPage(BaseModel):
+    run_id: str
+    total: int
+    limit: int
+    next: str | None = None
+    items: list[DecisionRecord]
+
+
+class SignOffBody(_Cached):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(None, max_length=2000)
+
+
+class SignOff(BaseModel):
+    run_id: str
+    signed_off: bool
+    user: str | None = None
+    user_name: str | None = None
+    at: str | None = None
+    note: str | None = None
+    source: str | None = None
