@@ -15,7 +15,6 @@ import io
 import json
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -282,10 +281,8 @@ def test_record_a_decision_read_it_back_and_carry_it_forward(api, store):
         ]
         assert page["items"][0]["in_effect"] is True
     assert api.get(f"{V1}/decisions?run={RUN_B}&kind=recommendation").json["total"] == 0
-    # a later decision on the same row supersedes it when read; the history stays whole. (Decisions
-    # carry their time to the second and ties are broken by their random id: a later one wins
-    # only from the next second on — forecasting/records/decisions.py's rule, not the API's.)
-    time.sleep(1.05)
+    # a later decision on the same row supersedes it when read, even within the same second
+    # (decisions carry their time to the microsecond); the history stays whole
     api.post(
         f"{V1}/decisions",
         json={

@@ -113,6 +113,21 @@ def test_record_read_carry_forward_and_latest_wins(target):
     )
 
 
+def test_the_later_of_two_decisions_in_one_second_wins(tmp_path):
+    """Decisions carry their time to the microsecond: a planner who corrects a decision at once
+    sees the correction in force, not a coin toss between the two."""
+    store = fs.local_target(tmp_path / "d").open()
+    _publish(store, RUN0, 1)
+    t = datetime(2026, 12, 4, 9, 0, 0, 900_000, tzinfo=UTC)
+    for i in range(20):  # many pairs: a tie broken by the random id would lose about half of them
+        first = _d(RUN0, server=f"srv-{i:04d}", decision="rejected", reason="typo", now=t)
+        second = _d(RUN0, server=f"srv-{i:04d}", decision="accepted", now=t + timedelta(microseconds=50))
+        record_decision(store, second)  # written first: the order of writes does not decide
+        record_decision(store, first)
+    cur = current_decisions(read_decisions(store), run_id=RUN0)
+    assert len(cur) == 20 and set(cur["label"]) == {"Accepted"}
+
+
 def test_decision_on_a_missing_run_is_refused(target):
     store = target.open()
     _publish(store, RUN0, 1)

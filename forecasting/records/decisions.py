@@ -204,7 +204,8 @@ def new_decision(
         note=_text(note, "note", MAX_TEXT),
         user=user,
         user_name=_text(user_name, "user name", MAX_ID) or user,
-        at=now.astimezone(UTC).isoformat(timespec="seconds"),
+        # microseconds: "the latest decision on a row wins" must hold for two within one second
+        at=now.astimezone(UTC).isoformat(timespec="microseconds"),
         run_id=run_id,
         source=source,
     )
