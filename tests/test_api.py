@@ -583,6 +583,14 @@ def test_docs_page_renders_in_chromium_under_the_csp(fixture_app):
 
     from tests.conftest import CHROME_FLAGS
 
+    spec = fixture_app.server.test_client().get(f"{V1}/openapi.json").get_json()
+    # Swagger UI draws an operation once under each of its tags
+    expected = sum(
+        len(op.get("tags") or ["default"])
+        for item in spec["paths"].values()
+        for method, op in item.items()
+        if method in ("get", "put", "post", "delete", "patch")
+    )
     server = make_server("127.0.0.1", 0, fixture_app.server, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     options = Options()
@@ -594,9 +602,11 @@ def test_docs_page_renders_in_chromium_under_the_csp(fixture_app):
     try:
         driver.get(f"http://127.0.0.1:{server.server_port}{V1}/docs")
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(driver.find_elements("css selector", ".opblock")) < 7:
+        while (
+            time.monotonic() < deadline and len(driver.find_elements("css selector", ".opblock")) < expected
+        ):
             time.sleep(0.2)
-        assert len(driver.find_elements("css selector", ".opblock")) == 7
+        assert len(driver.find_elements("css selector", ".opblock")) == expected >= 15
         assert (
             "Capacity Forecaster API" in driver.find_element("css selector", ".swagger-ui .info .title").text
         )
