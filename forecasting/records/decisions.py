@@ -432,7 +432,7 @@ def sign_off(
     try:
         store.read_manifest(run_id)
     except StoreError:
-        _delete(ps, _signoff_path(ps, run_id))
+        delete_if_present(ps, _signoff_path(ps, run_id))
         raise
     audit(
         "sign-off", f"signed off run {run_id}", run_id=run_id, note=rec["note"], signed_by=user, source=source
@@ -440,7 +440,8 @@ def sign_off(
     return rec
 
 
-def _delete(ps: Any, path: str) -> None:
+def delete_if_present(ps: Any, path: str) -> None:
+    """Delete one object of the store; one already gone is not an error (a retried clean-up)."""
     try:
         ps.fs.delete_file(path)
     except FileNotFoundError:

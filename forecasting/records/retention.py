@@ -35,7 +35,7 @@ import pyarrow.fs as pafs
 
 from ..sources.base import NoRunError, Store, StoreError, check_run_id
 from ..sources.commit import PreconditionFailedError, who
-from .decisions import signed_off_runs
+from .decisions import delete_if_present, signed_off_runs
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def _remove_run(store: Store, ps: Any, run: str, now: datetime | None) -> str | 
         return "no manifest (not published)"
     if ps.latest_run_id() == run:
         return "LATEST"
-    _delete_file(ps, manifest)
+    delete_if_present(ps, manifest)
     reason = None
     if live_readers(store, run, now):
         reason = "being read"
@@ -265,15 +265,6 @@ def _remove_run(store: Store, ps: Any, run: str, now: datetime | None) -> str | 
         raise StoreError(f"cannot delete run {run}: {e}") from e
     _prune_leases(store, run)
     return None
-
-
-def _delete_file(ps: Any, path: str) -> None:
-    try:
-        ps.fs.delete_file(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise StoreError(f"cannot delete {ps._display(path)}: {e}") from e
 
 
 def clean_after_run(store: Store, keep_runs: int | None) -> CleanupResult | None:
