@@ -67,7 +67,7 @@ class _Filters(_Cached):
 
 
 class SummaryQuery(_Filters):
-    pass
+    """The fleet summary's query: the filter bar only (its own name in the OpenAPI document)."""
 
 
 def _names(fields: list[str], *, signed: bool = False) -> str:
@@ -139,7 +139,7 @@ class RecommendationsQuery(_ListQuery):
 
 
 class ConsolidationQuery(_Filters):
-    pass
+    """The consolidation groups' query: the filter bar only (its own name in the OpenAPI document)."""
 
 
 # --------------------------------------------------------------------------- responses

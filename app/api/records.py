@@ -70,6 +70,7 @@ from .routes import (
     PREFIX,
     REVALIDATE,
     _cacheable,
+    _json_run,
     _latest,
     _not_modified,
     _split,
@@ -677,11 +678,9 @@ def _signoff_body(run_id: str, rec: dict | None) -> dict[str, Any]:
     summary="Whether the run is signed off, by whom and when",
 )
 def get_signoff(path: RunPath) -> Response:
-    moved = _latest(path.run_id)
-    if moved is not None:
-        return moved
-    if _wants() is None:
-        return problem(406, "served as application/json")
+    early = _json_run(path.run_id)
+    if early is not None:
+        return early
     cache().manifest(path.run_id)
     try:
         rec = read_signoff(cache().store, path.run_id)

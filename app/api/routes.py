@@ -139,6 +139,15 @@ def _latest(run_id: str) -> Response | None:
     return resp
 
 
+def _json_run(run_id: str) -> Response | None:
+    """The answer a JSON-only run resource gives before any work: 307 for ``latest``, 406 for an
+    Accept it cannot meet; None: go on."""
+    moved = _latest(run_id)
+    if moved is not None:
+        return moved
+    return problem(406, "served as application/json") if _wants() is None else None
+
+
 def _index(run_id: str) -> RunIndex:
     return cache().get(run_id)
 
@@ -241,11 +250,9 @@ def list_runs() -> Response:
 
 @api.get("/runs/<run_id>", tags=[runs_tag], responses={200: Manifest}, summary="A run's manifest")
 def get_run(path: RunPath) -> Response:
-    moved = _latest(path.run_id)
-    if moved is not None:
-        return moved
-    if _wants() is None:
-        return problem(406, "served as application/json")
+    early = _json_run(path.run_id)
+    if early is not None:
+        return early
     manifest = cache().manifest(path.run_id)
     etag = hashlib.sha256(f"manifest|{path.run_id}".encode()).hexdigest()[:40]
     hit = _not_modified(etag)
@@ -308,11 +315,9 @@ def get_recommendations(path: RunPath, query: RecommendationsQuery) -> Response:
     summary="Consolidation groups: the servers that share a host, and the host",
 )
 def get_consolidation(path: RunPath, query: ConsolidationQuery) -> Response:
-    moved = _latest(path.run_id)
-    if moved is not None:
-        return moved
-    if _wants() is None:
-        return problem(406, "served as application/json")
+    early = _json_run(path.run_id)
+    if early is not None:
+        return early
     index = _index(path.run_id)
     etag = _etag(index, JSON)
     hit = _not_modified(etag)
@@ -357,11 +362,9 @@ def get_consolidation(path: RunPath, query: ConsolidationQuery) -> Response:
     summary="One server: inventory, forecast with bands, backtest, risk and recommendation",
 )
 def get_server(path: ServerPath) -> Response:
-    moved = _latest(path.run_id)
-    if moved is not None:
-        return moved
-    if _wants() is None:
-        return problem(406, "served as application/json")
+    early = _json_run(path.run_id)
+    if early is not None:
+        return early
     index = _index(path.run_id)
     pos = index.position(path.server_id)
     if pos is None:
@@ -414,11 +417,9 @@ def _server_rows(
     summary="Fleet summary under the filters: servers at risk, breaches due, actions, savings",
 )
 def get_summary(path: RunPath, query: SummaryQuery) -> Response:
-    moved = _latest(path.run_id)
-    if moved is not None:
-        return moved
-    if _wants() is None:
-        return problem(406, "served as application/json")
+    early = _json_run(path.run_id)
+    if early is not None:
+        return early
     index = _index(path.run_id)
     etag = _etag(index, JSON)
     hit = _not_modified(etag)

@@ -140,4 +140,5 @@ class TokenVerifier:
 
 
 class _UnknownKeyError(Exception):
-    pass
+    """The token names a key the cached JWKS does not hold: the keys are fetched again once
+    (the issuer may have rotated them) before the token is refused."""

@@ -444,10 +444,9 @@ def delete_if_present(ps: Any, path: str) -> None:
     """Delete one object of the store; one already gone is not an error (a retried clean-up)."""
     try:
         ps.fs.delete_file(path)
-    except FileNotFoundError:
-        pass
     except OSError as e:
-        raise StoreError(f"cannot delete {ps._display(path)}: {e}") from e
+        if not isinstance(e, FileNotFoundError):
+            raise StoreError(f"cannot delete {ps._display(path)}: {e}") from e
 
 
 def read_signoff(store: Store, run_id: str) -> dict | None:

@@ -99,12 +99,10 @@ def write_read_lease(store: Store, path: str, ttl: float, reader: str | None = N
 
 def release_read_lease(store: Store, path: str) -> None:
     ps = _object_store(store)
-    with contextlib.suppress(FileNotFoundError):
-        try:
-            ps.fs.delete_file(path)
-        except FileNotFoundError:
-            raise
-        except OSError as e:
+    try:
+        ps.fs.delete_file(path)
+    except OSError as e:
+        if not isinstance(e, FileNotFoundError):
             log.warning("could not release read lease %s: %s (it expires by itself)", path, e)
 
 
@@ -259,10 +257,9 @@ def _remove_run(store: Store, ps: Any, run: str, now: datetime | None) -> str | 
         return reason
     try:
         ps.fs.delete_dir(ps._p("runs", run))
-    except FileNotFoundError:
-        pass
     except OSError as e:
-        raise StoreError(f"cannot delete run {run}: {e}") from e
+        if not isinstance(e, FileNotFoundError):  # gone already: a retried clean-up
+            raise StoreError(f"cannot delete run {run}: {e}") from e
     _prune_leases(store, run)
     return None
 
