@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from app.filters import FilterState
 from app.readmodel import (
@@ -550,16 +549,12 @@ class ForecastStore:
         (local or S3), or through ``read_run_table`` in chunks of servers for other stores."""
         cols = ["server_id", "metric", "timestamp", *FORECAST_VALUES]
         if isinstance(self.store, ParquetStore):
-            path = self.store._p("runs", self.run_id, "forecasts.parquet")
-            try:
-                source = self.store.fs.open_input_file(path)
-            except FileNotFoundError:
-                raise LookupError("forecasts") from None
-            with source:
-                f = pq.ParquetFile(source)
-                have = [c for c in cols if c in f.schema_arrow.names]
-                for i in range(f.num_row_groups):
-                    yield f.read_row_group(i, columns=have)
+            dataset = self.store.run_table_dataset(self.run_id, "forecasts")
+            if dataset is None:
+                raise LookupError("forecasts")
+            have = [c for c in cols if c in dataset.schema.names]
+            for batch in dataset.to_batches(columns=have, batch_size=64_000):
+                yield pa.Table.from_batches([batch])
             return
         ids = list(self.ids)
         for start in range(0, len(ids), FORECAST_CHUNK):

@@ -763,15 +763,13 @@ def read_models(store: Store, run_id: str) -> pd.DataFrame | None:
     forecasts and only their first step (a fleet's forecasts are millions of rows)."""
     try:
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         from ..shards import object_store
 
-        ps = object_store(store)
-        path = ps._p("runs", check_run_id(run_id), "forecasts.parquet")
-        table = pq.read_table(path, filesystem=ps.fs, columns=["server_id", "metric", "timestamp", "model"])
-    except FileNotFoundError:
-        return None
+        dataset = object_store(store).run_table_dataset(check_run_id(run_id), "forecasts")
+        if dataset is None:
+            return None
+        table = dataset.to_table(columns=["server_id", "metric", "timestamp", "model"])
     except (StoreError, OSError):
         frame = store.read_run_table(run_id, "forecasts")
         return None if frame is None else series_models({"forecasts": frame})

@@ -517,17 +517,45 @@ class ParquetStore(Store):
         except json.JSONDecodeError as e:
             raise StoreError(f"manifest {self._display(path)} is not valid JSON: {e}") from e
 
+    def run_table_files(self, run_id: str, name: str) -> list[str] | None:
+        """The files of a plan table, in order: ``<name>.parquet``, or the parts
+        ``<name>/part-*.parquet`` a sharded run writes (one per shard); None when absent."""
+        if name not in PLAN_TABLES:
+            raise ValueError(f"unknown plan table {name!r}")
+        base = self._p("runs", check_run_id(run_id))
+        single = f"{base}/{name}.parquet"
+        if self._info(single).type == pafs.FileType.File:
+            return [single]
+        sel = pafs.FileSelector(f"{base}/{name}", allow_not_found=True)
+        parts = sorted(
+            i.path
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.File and i.base_name.startswith("part-")
+        )
+        return parts or None
+
+    def run_table_dataset(self, run_id: str, name: str) -> ds.Dataset | None:
+        """A plan table as one dataset, whether written whole or in parts (None when absent):
+        readers stream it batch by batch or push filters down instead of loading it."""
+        files = self.run_table_files(run_id, name)
+        if files is None:
+            return None
+        try:
+            return ds.dataset(files, filesystem=self.fs, format="parquet")
+        except (OSError, pa.ArrowInvalid) as e:
+            raise StoreError(f"plan table {name} of run {run_id} is not readable Parquet: {e}") from e
+
     def read_run_table(
         self, run_id: str, name: str, server_ids: Iterable[str] | None = None
     ) -> pd.DataFrame | None:
-        if name not in PLAN_TABLES:
-            raise ValueError(f"unknown plan table {name!r}")
-        path = self._p("runs", check_run_id(run_id), f"{name}.parquet")
-        filters = [("server_id", "in", list(server_ids))] if server_ids is not None else None
-        try:
-            return self._read_table(path, f"plan table {name}", filters=filters).to_pandas()
-        except FileNotFoundError:
+        dataset = self.run_table_dataset(run_id, name)
+        if dataset is None:
             return None
+        flt = pc.field("server_id").isin(list(server_ids)) if server_ids is not None else None
+        try:
+            return dataset.to_table(filter=flt).to_pandas()
+        except (OSError, pa.ArrowInvalid) as e:
+            raise StoreError(f"plan table {name} of run {run_id} is not readable Parquet: {e}") from e
 
 
 def _business_units(metrics: pd.DataFrame, inventory: pd.DataFrame) -> np.ndarray:
