@@ -30,11 +30,12 @@ from .consolidation import (
     placement_partitions,
     workload_profiles,
 )
-from .inputs import AnalyticsInputs, prepare
+from .inputs import AnalyticsError, AnalyticsInputs, Grid, prepare
 from .plan import ACTIONS, CONSOLIDATION_COLUMNS, RECOMMENDATION_COLUMNS
 from .policy import (
     HELD_BACK,
     Facts,
+    Guard,
     Policy,
     consolidation_candidates,
     decide,
@@ -96,7 +97,8 @@ class Recommendations:
         return self.summary.to_dict()
 
 
-def _summary(frame: pd.DataFrame, cons: ConsolidationResult | None) -> RecommendationSummary:
+def summarize(frame: pd.DataFrame, cons: ConsolidationResult | None) -> RecommendationSummary:
+    """The totals of recommendation rows and their packing."""
     counts = frame["action"].value_counts()
     saving = frame.loc[frame["action"].isin(["decommission", "right-size", "consolidate"]), "monthly_savings"]
     upgrade = frame.loc[frame["action"] == "upgrade", "monthly_savings"]
@@ -133,7 +135,7 @@ def _summary(frame: pd.DataFrame, cons: ConsolidationResult | None) -> Recommend
 def _pack_saving(
     inputs: AnalyticsInputs,
     cand: np.ndarray,
-    sizing: Sizing,
+    alt: np.ndarray,
     policy: Policy,
     rules: PlacementRules,
     **kw,
@@ -147,13 +149,9 @@ def _pack_saving(
     partitions never share a host), so a round re-packs only the partitions where the last one
     dropped a member, on the host size of all the remaining candidates; when that size changes,
     every partition is packed again. The result is the same as re-packing everything each round.
+    ``alt``: (S,) each server's own right-size cost (NaN when it has none).
     """
     cost = inputs.inventory["monthly_cost_usd"].to_numpy(dtype=float)
-    alt = np.where(
-        sizing.frame["action"].to_numpy(dtype=object) == "right-size",
-        sizing.frame["recommended_monthly_cost"].to_numpy(dtype=float),
-        np.nan,
-    )
     ids = pd.Index(inputs.server_ids)
     cand = cand.copy()
     offered = np.full(inputs.n_servers, np.nan)
@@ -191,15 +189,12 @@ def _pack_saving(
     return consolidate(inputs, cand, rules=rules, **kw), cand, offered
 
 
-def _held_by_packing(
-    inputs: AnalyticsInputs, cons: ConsolidationResult | None, rules: PlacementRules, cand: np.ndarray
-) -> np.ndarray:
+def _held_by_packing(ids: pd.Index, cons: ConsolidationResult | None, rules: PlacementRules) -> np.ndarray:
     """(S,) why a candidate is not in a group: 'no fit', or 'anti-affinity' when a server it must
     not share a host with is in a group of its partition."""
-    held = np.full(inputs.n_servers, "", dtype=object)
+    held = np.full(len(ids), "", dtype=object)
     if cons is None:
         return held
-    ids = pd.Index(inputs.server_ids)
     alone = ids.get_indexer(pd.concat([cons.standalone["server_id"], cons.unplaceable["server_id"]]))
     held[alone[alone >= 0]] = "no fit"
     if rules.anti_affinity:
@@ -210,6 +205,199 @@ def _held_by_packing(
         grouped[ids.get_indexer(cons.plan["server_id"])] = True
         held[pairs[(held[pairs[:, 0]] == "no fit") & grouped[pairs[:, 1]], 0]] = "anti-affinity"
     return held
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What each server's own series decide, before any server is compared with another: its
+    sizing proposal and demand, the risk guard, and whether packing may consider it.
+
+    Rows are independent, so a sharded run computes them shard by shard and concatenates them
+    (:meth:`to_frame` / :meth:`from_frame`); :func:`settle` then packs the candidates fleet-wide
+    and decides. The one-process run goes through the very same two functions."""
+
+    sizing: Sizing
+    guard: Guard
+    candidate: np.ndarray  # (S,) the policy lets packing consider it
+
+    @property
+    def alt(self) -> np.ndarray:
+        """(S,) the cost of each server's own right-size (NaN when it has none)."""
+        frame = self.sizing.frame
+        return np.where(
+            frame["action"].to_numpy(dtype=object) == "right-size",
+            frame["recommended_monthly_cost"].to_numpy(dtype=float),
+            np.nan,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per server: the sizing rows, ``demand.*``, ``guard.*`` and ``candidate``."""
+        demand = self.sizing.demand.drop(columns="server_id").add_prefix("demand.")
+        return pd.concat(
+            [
+                self.sizing.frame.reset_index(drop=True),
+                demand.reset_index(drop=True),
+                pd.DataFrame(
+                    {
+                        "guard.at_risk": self.guard.at_risk,
+                        "guard.growing": self.guard.growing,
+                        "guard.text": self.guard.text.astype(str),
+                        "candidate": self.candidate,
+                    }
+                ),
+            ],
+            axis=1,
+        )
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> ServerFacts:
+        demand_cols = [c for c in frame.columns if c.startswith("demand.")]
+        demand = frame[demand_cols].rename(columns=lambda c: c[len("demand.") :])
+        demand.insert(0, "server_id", frame["server_id"].to_numpy())
+        sizing_cols = [c for c in frame.columns if c not in demand_cols and "." not in c and c != "candidate"]
+        return cls(
+            sizing=Sizing(
+                frame=frame[sizing_cols].reset_index(drop=True), demand=demand.reset_index(drop=True)
+            ),
+            guard=Guard(
+                at_risk=frame["guard.at_risk"].to_numpy(dtype=bool),
+                growing=frame["guard.growing"].to_numpy(dtype=bool),
+                text=frame["guard.text"].to_numpy(dtype=object),
+            ),
+            candidate=frame["candidate"].to_numpy(dtype=bool),
+        )
+
+
+def server_facts(
+    inputs: AnalyticsInputs,
+    risk: pd.DataFrame,
+    *,
+    headroom: float,
+    idle_cpu_p95: float,
+    policy: Policy,
+    catalog: pd.DataFrame = DEFAULT_CATALOG,
+    quantile: str = "q50",
+) -> ServerFacts:
+    """Sizing on sustained demand and the ``quantile`` forecast peak, the guard from ``risk``,
+    and the packing candidates: everything per server (see :class:`ServerFacts`)."""
+    sizing = size_servers(
+        inputs,
+        headroom=headroom,
+        idle_cpu_p95=idle_cpu_p95,
+        catalog=validate_catalog(catalog),
+        quantile=quantile,
+        lookback_days=policy.lookback_days,
+        min_savings_fraction=policy.min_saving_fraction,
+        sizing_percentile=policy.sizing_percentile,
+    )
+    g = guard(inputs, risk, policy)
+    inv = inputs.inventory
+    pinned, standby, _ = inputs.memoised(("placement", "facts"), (inv,), lambda: placement_facts(inv))
+    cand = consolidation_candidates(
+        sizing.frame["action"].to_numpy(dtype=object),
+        sizing.demand["sizable"].to_numpy(dtype=bool),
+        g,
+        pinned,
+        standby,
+        policy,
+    )
+    return ServerFacts(sizing=sizing, guard=g, candidate=cand)
+
+
+def settle(
+    facts: ServerFacts,
+    inputs: AnalyticsInputs,
+    *,
+    headroom: float,
+    policy: Policy,
+    inventory: pd.DataFrame | None = None,
+    catalog: pd.DataFrame = DEFAULT_CATALOG,
+    host_size: str | None = None,
+    packing_quantile: str = "q90",
+    consolidation: bool = True,
+    actuals: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, ConsolidationResult | None]:
+    """Pack the candidates fleet-wide under the placement rules, then one action per server.
+
+    ``facts`` covers every server of ``inventory`` (default ``inputs.inventory``), in its order;
+    ``inputs`` must hold at least the candidates: the whole fleet's inputs (one process, a
+    what-if) or only the candidates' (a sharded run gathers just those). Packing reads nothing
+    else, so both give the same plan. Returns the recommendation rows and the packing.
+    """
+    inv = inputs.inventory if inventory is None else inventory
+    cat = validate_catalog(catalog)
+    ids = pd.Index(inv["server_id"])
+
+    def placement(key: tuple, compute):  # memoised on the inputs when they are the fleet's
+        return inputs.memoised(key, (inv,), compute) if inv is inputs.inventory else compute()
+
+    pinned, standby, partner = placement(("placement", "facts"), lambda: placement_facts(inv))
+    rules = placement(
+        ("placement", "rules", policy.cross_business_unit, policy.critical_per_host),
+        lambda: policy.placement_rules(inv),
+    )
+    cand = facts.candidate.copy()
+    cons = None
+    offered = np.full(len(inv), np.nan)
+    if consolidation:
+        rows = pd.Index(inputs.server_ids).get_indexer(ids)  # fleet row -> row of ``inputs`` (−1: absent)
+        if (rows[cand] < 0).any():
+            raise AnalyticsError("the packing inputs lack some consolidation candidates")
+        mask = np.zeros(inputs.n_servers, dtype=bool)
+        mask[rows[cand]] = True
+        alt = np.full(inputs.n_servers, np.nan)
+        alt[rows[rows >= 0]] = facts.alt[rows >= 0]
+        cons, mask, offered_in = _pack_saving(
+            inputs,
+            mask,
+            alt,
+            policy,
+            rules,
+            catalog=cat,
+            headroom=headroom,
+            host_size=host_size,
+            quantile=packing_quantile,
+            actuals=actuals,
+        )
+        known = rows >= 0
+        cand[known] = mask[rows[known]]
+        offered[known] = offered_in[rows[known]]
+    held = _held_by_packing(ids, cons, rules)
+    dropped = ~np.isnan(offered)
+    held[dropped] = "no saving"
+    member = np.zeros(len(inv), dtype=bool)
+    plan = cons.plan if cons is not None else None
+    if plan is not None and len(plan):
+        member[ids.get_indexer(plan["server_id"])] = True
+    decided = Facts(
+        sizing=facts.sizing.frame,
+        demand=facts.sizing.demand,
+        guard=facts.guard,
+        pinned=pinned,
+        standby=standby,
+        partner=partner,
+        member=member,
+        held=held,
+        candidate=cand | dropped,
+    )
+    frame = decide(decided, policy)
+    if dropped.any():  # offered a shared host that did not pay: say by how much
+        cost = frame["current_monthly_cost"].to_numpy(dtype=float)
+        least = policy.min_saving(cost)
+        frame.loc[dropped, "reason"] = [
+            f"{r}; a shared host would cost ${o:,.0f}/month of ${c:,.0f} now: "
+            + (
+                f"saves less than the ${m:,.0f}/month minimum"
+                if c - o < m
+                else "saves less than right-sizing"
+            )
+            for r, o, c, m in zip(
+                frame.loc[dropped, "reason"], offered[dropped], cost[dropped], least[dropped], strict=True
+            )
+        ]
+    if plan is not None and len(plan):
+        _fill_consolidation(frame, cons, headroom, packing_quantile)
+    return frame[RECOMMENDATION_COLUMNS], cons
 
 
 def recommend_from_inputs(
@@ -238,10 +426,10 @@ def recommend_from_inputs(
     paths, since servers sharing a host must survive their bad days together. Members of a
     consolidation group get action "consolidate", the host size, the group id and their share of
     the host's cost (by their share of the group's CPU and memory peaks); every member saves at
-    least the policy's minimum. ``consolidation=False`` skips packing.
+    least the policy's minimum. ``consolidation=False`` skips packing. The two halves are
+    :func:`server_facts` and :func:`settle`.
     """
     policy = policy or Policy()
-    cat = validate_catalog(catalog)
     if risk is None:
         risk = risk_table(
             inputs,
@@ -250,82 +438,29 @@ def recommend_from_inputs(
             lead_time_days=lead_time_days,
             assess="flagged",
         )
-    sizing = size_servers(
+    facts = server_facts(
         inputs,
+        risk,
         headroom=headroom,
         idle_cpu_p95=idle_cpu_p95,
-        catalog=cat,
+        policy=policy,
+        catalog=catalog,
         quantile=quantile,
-        lookback_days=policy.lookback_days,
-        min_savings_fraction=policy.min_saving_fraction,
-        sizing_percentile=policy.sizing_percentile,
     )
-    g = guard(inputs, risk, policy)
-    # the inventory's placement facts do not change with a scenario's growth: once per run
-    inv = inputs.inventory
-    pinned, standby, partner = inputs.memoised(("placement", "facts"), (inv,), lambda: placement_facts(inv))
-    sizable = sizing.demand["sizable"].to_numpy(dtype=bool)
-    sizing_action = sizing.frame["action"].to_numpy(dtype=object)
-    cand = consolidation_candidates(sizing_action, sizable, g, pinned, standby, policy)
-    rules = inputs.memoised(
-        ("placement", "rules", policy.cross_business_unit, policy.critical_per_host),
-        (inv,),
-        lambda: policy.placement_rules(inv),
+    frame, cons = settle(
+        facts,
+        inputs,
+        headroom=headroom,
+        policy=policy,
+        catalog=catalog,
+        host_size=host_size,
+        packing_quantile=packing_quantile,
+        consolidation=consolidation,
+        actuals=actuals,
     )
-    cons = None
-    offered = np.full(inputs.n_servers, np.nan)
-    if consolidation:
-        cons, cand, offered = _pack_saving(
-            inputs,
-            cand,
-            sizing,
-            policy,
-            rules,
-            catalog=cat,
-            headroom=headroom,
-            host_size=host_size,
-            quantile=packing_quantile,
-            actuals=actuals,
-        )
-    held = _held_by_packing(inputs, cons, rules, cand)
-    dropped = ~np.isnan(offered)
-    held[dropped] = "no saving"
-    member = np.zeros(inputs.n_servers, dtype=bool)
-    plan = cons.plan if cons is not None else None
-    if plan is not None and len(plan):
-        member[pd.Index(inputs.server_ids).get_indexer(plan["server_id"])] = True
-    facts = Facts(
-        sizing=sizing.frame,
-        demand=sizing.demand,
-        guard=g,
-        pinned=pinned,
-        standby=standby,
-        partner=partner,
-        member=member,
-        held=held,
-        candidate=cand | dropped,
-    )
-    frame = decide(facts, policy)
-    if dropped.any():  # offered a shared host that did not pay: say by how much
-        cost = frame["current_monthly_cost"].to_numpy(dtype=float)
-        least = policy.min_saving(cost)
-        frame.loc[dropped, "reason"] = [
-            f"{r}; a shared host would cost ${o:,.0f}/month of ${c:,.0f} now: "
-            + (
-                f"saves less than the ${m:,.0f}/month minimum"
-                if c - o < m
-                else "saves less than right-sizing"
-            )
-            for r, o, c, m in zip(
-                frame.loc[dropped, "reason"], offered[dropped], cost[dropped], least[dropped], strict=True
-            )
-        ]
-    if plan is not None and len(plan):
-        _fill_consolidation(frame, cons, headroom, packing_quantile)
     prof = workload_profiles(inputs) if profiles and "cpu_p95" in inputs.history else None
-    frame = frame[RECOMMENDATION_COLUMNS]
     return Recommendations(
-        frame=frame, sizing=sizing, consolidation=cons, profiles=prof, summary=_summary(frame, cons)
+        frame=frame, sizing=facts.sizing, consolidation=cons, profiles=prof, summary=summarize(frame, cons)
     )
 
 
@@ -411,11 +546,14 @@ def analyze(
     origin: pd.Timestamp | str | None = None,
     freq: str | None = None,
     history_days: int | None = None,
+    grid: Grid | None = None,
     **settings,
 ) -> Analysis:
     """Risk and recommendations from one :func:`prepare`: the full risk table, and the
     recommendations guarded by it (``settings``: :func:`recommend_from_inputs`'s keywords)."""
-    inputs = prepare(forecasts, history, inventory, origin=origin, freq=freq, history_days=history_days)
+    inputs = prepare(
+        forecasts, history, inventory, origin=origin, freq=freq, history_days=history_days, grid=grid
+    )
     risk = risk_table(
         inputs, thresholds=thresholds, criticality_offsets=criticality_offsets, lead_time_days=lead_time_days
     )

@@ -23,12 +23,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .analytics import analyze
+from .analytics import Recommendations, ServerFacts, analyze, server_facts, settle, summarize
 from .backtest import backtest as run_backtest
+from .inputs import AnalyticsInputs, Grid, prepare
 from .models import get_model
 from .observability import batch_run, bound_context
 from .panel import Panel, build_panel
 from .pooled import calibration_sample, learn, model_kwargs, sample_panel
+from .risk import risk_table
 from .schema import validate
 from .settings import Settings
 from .sources import Store, new_run_id
@@ -135,7 +137,7 @@ def run_batch(
             input_snapshot,
             bound_context()["trigger"],
         )
-        add_run_metrics(metrics, manifest, risk)
+        add_run_metrics(metrics, manifest, servers_at_risk(risk))
         say = echo or (lambda _msg: None)
         for line in summary_lines(manifest, risk):
             say(line)
@@ -145,6 +147,18 @@ def run_batch(
     return manifest
 
 
+# The metrics packing reads (cores and memory): all a sharded run gathers of a shard's series.
+PACKING_METRICS = ("cpu_p95", "mem_p95")
+
+
+def _risk_kw(settings: Settings) -> dict[str, Any]:
+    return {
+        "thresholds": settings.thresholds,
+        "criticality_offsets": settings.criticality_offsets,
+        "lead_time_days": settings.lead_time_days,
+    }
+
+
 def plan_tables(
     forecasts: pd.DataFrame,
     history: pd.DataFrame,
@@ -152,20 +166,21 @@ def plan_tables(
     scores: pd.DataFrame | None,
     settings: Settings,
     freq: str,
+    grid: Grid,
 ) -> tuple[pd.DataFrame, Any, dict[str, pd.DataFrame]]:
-    """Risk → sizing → packing → policy under the run's settings, and the tables a run publishes:
-    one place, so the one-process and the sharded publish cannot drift apart."""
+    """Risk → sizing → packing → policy under the run's settings, and the tables a run publishes
+    (the one-process run; a sharded run does the same in two halves: :func:`shard_analytics`
+    per shard, :func:`fleet_recommendations` at publish)."""
     analysis = analyze(
         forecasts,
         history,
         inventory,
-        thresholds=settings.thresholds,
-        criticality_offsets=settings.criticality_offsets,
-        lead_time_days=settings.lead_time_days,
+        **_risk_kw(settings),
         headroom=settings.headroom,
         idle_cpu_p95=settings.idle_cpu_p95,
         policy=settings.policy(),
         freq=freq,
+        grid=grid,
     )
     risk, recs = analysis.risk, analysis.recommendations
     tables = {"forecasts": forecasts, "risk": risk, "recommendations": recs.frame, "consolidation": recs.plan}
@@ -174,13 +189,47 @@ def plan_tables(
     return risk, recs, tables
 
 
-def add_run_metrics(metrics: Any, manifest: dict, risk: pd.DataFrame) -> None:
+def shard_analytics(
+    forecasts: pd.DataFrame,
+    history: pd.DataFrame,
+    inventory: pd.DataFrame,
+    settings: Settings,
+    freq: str,
+    grid: Grid,
+) -> tuple[pd.DataFrame, ServerFacts, AnalyticsInputs]:
+    """One shard's half of the analytics: its risk rows, its servers' facts, and the packing
+    inputs of its consolidation candidates (their CPU and memory only) for the fleet-wide half."""
+    inputs = prepare(forecasts, history, inventory, freq=freq, grid=grid)
+    risk = risk_table(inputs, **_risk_kw(settings))
+    facts = server_facts(
+        inputs, risk, headroom=settings.headroom, idle_cpu_p95=settings.idle_cpu_p95, policy=settings.policy()
+    )
+    return risk, facts, inputs.take(facts.candidate, metrics=PACKING_METRICS)
+
+
+def fleet_recommendations(
+    facts: ServerFacts, packing: AnalyticsInputs, inventory: pd.DataFrame, settings: Settings
+) -> Recommendations:
+    """The fleet-wide half: pack every shard's candidates together, then one action per server
+    (``facts`` in ``inventory`` order)."""
+    frame, cons = settle(
+        facts, packing, inventory=inventory, headroom=settings.headroom, policy=settings.policy()
+    )
+    return Recommendations(
+        frame=frame, sizing=facts.sizing, consolidation=cons, profiles=None, summary=summarize(frame, cons)
+    )
+
+
+def servers_at_risk(risk: pd.DataFrame) -> int:
+    return int(risk.loc[risk["severity"] != "none", "server_id"].nunique()) if len(risk) else 0
+
+
+def add_run_metrics(metrics: Any, manifest: dict, at_risk: int) -> None:
     """The run's own figures beside its success and duration: the one-process and sharded runs
     report the same metrics (forecasting.observability.RunMetrics)."""
     metrics.add("SeriesForecast", manifest["input"]["series"])
     metrics.add("SeriesFailed", manifest["failure_count"])
     metrics.add("InputAgeHours", _input_age_hours(manifest["input"]), "None")
-    at_risk = risk.loc[risk["severity"] != "none", "server_id"].nunique() if len(risk) else 0
     metrics.add("ServersAtRisk", at_risk)
 
 
@@ -261,7 +310,8 @@ def _run(
     done("backtest")
 
     stage("analytics")
-    risk, recs, tables = plan_tables(forecasts, v.metrics, v.inventory, scores, settings, freq)
+    grid = Grid.of(panel.index[0], panel.index[-1], h)
+    risk, recs, tables = plan_tables(forecasts, v.metrics, v.inventory, scores, settings, freq, grid)
     done("analytics")
 
     stage("publish")
@@ -311,10 +361,13 @@ def _run(
     return manifest, risk
 
 
+MEAN_SCORES = ("mase", "smape", "mae", "coverage_80", "coverage_95")  # the manifest's backtest summary
+
+
 def _mean_scores(scores: pd.DataFrame | None) -> dict:
     if scores is None or scores.empty:
         return {}
-    agg = scores.groupby("model")[["mase", "smape", "mae", "coverage_80", "coverage_95"]].mean()
+    agg = scores.groupby("model")[list(MEAN_SCORES)].mean()
     return {m: {k: round(float(x), 4) for k, x in row.items() if np.isfinite(x)} for m, row in agg.iterrows()}
 
 

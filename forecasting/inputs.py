@@ -7,6 +7,7 @@ module is the shared leaf of the analytics: it decides nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -49,6 +50,29 @@ PLACEMENT_COLUMNS = tuple(OPTIONAL_INVENTORY_COLUMNS)
 
 class AnalyticsError(ValueError):
     """Input the analytics cannot use; the message names what and where."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The fleet's time axis: first and last observed period, and the forecast horizon.
+
+    Given to :func:`prepare`, it anchors the history window, the origin and the forecast steps on
+    the *fleet* instead of on the rows at hand, so the inputs of a shard's servers are exactly
+    those rows of the whole fleet's inputs (a shard whose servers all stopped reporting early
+    still counts "days to breach" from the fleet's origin)."""
+
+    first: pd.Timestamp
+    last: pd.Timestamp
+    horizon: int
+
+    @classmethod
+    def of(cls, first: Any, last: Any, horizon: int) -> Grid:
+        return cls(_utc(first), _utc(last), int(horizon))
+
+
+def _utc(ts: Any) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 # --------------------------------------------------------------------------- prepared inputs
@@ -146,6 +170,154 @@ class AnalyticsInputs:
     def with_changes(self, **changes) -> AnalyticsInputs:
         return replace(self, **changes)
 
+    def take(self, rows: np.ndarray, metrics: tuple[str, ...] | None = None) -> AnalyticsInputs:
+        """The inputs of some servers (a mask or positions) and, optionally, some metrics only:
+        what a sharded run keeps of a shard for the fleet-wide packing."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.intp)
+        keep = self.metrics if metrics is None else tuple(m for m in self.metrics if m in metrics)
+        js = [self.metrics.index(m) for m in keep]
+        hist_keep = (
+            self.history if metrics is None else {m: a for m, a in self.history.items() if m in metrics}
+        )
+        return AnalyticsInputs(
+            inventory=self.inventory.iloc[rows].reset_index(drop=True),
+            metrics=keep,
+            index=self.index,
+            quantiles=self.quantiles[rows][:, js],
+            present=self.present[rows][:, js],
+            models=self.models[rows][:, js],
+            history_index=self.history_index,
+            history={m: a[rows] for m, a in hist_keep.items()},
+            origin=self.origin,
+            freq=self.freq,
+            peak_kind=self.peak_kind,
+            current_p95=self.current_p95[rows][:, js],
+            hist_uplift=self.hist_uplift[rows][:, js],
+            missing_uplift=self.missing_uplift[rows][:, js],
+            growth=None if self.growth is None else self.growth[rows][:, js],
+        )
+
+    def to_bytes(self) -> bytes:
+        """The inputs as one ``.npz`` (no pickle: plain arrays, the inventory as Parquet bytes)."""
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.growth is not None:
+            raise AnalyticsError("a what-if's inputs (growth applied) are not stored")
+        inv = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(self.inventory, preserve_index=False), inv, compression="zstd")
+        meta = {
+            "metrics": list(self.metrics),
+            "history": list(self.history),
+            "freq": self.freq,
+            "origin": self.origin.isoformat(),
+            "index": [
+                self.index[0].isoformat() if len(self.index) else self.origin.isoformat(),
+                len(self.index),
+            ],
+            "history_index": [
+                self.history_index[0].isoformat() if len(self.history_index) else self.origin.isoformat(),
+                len(self.history_index),
+            ],
+        }
+        out = io.BytesIO()
+        np.savez(
+            out,
+            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            inventory=np.frombuffer(inv.getvalue(), dtype=np.uint8),
+            quantiles=self.quantiles,
+            present=self.present,
+            models=self.models.astype(str),
+            peak_kind=self.peak_kind,
+            current_p95=self.current_p95,
+            hist_uplift=self.hist_uplift,
+            missing_uplift=self.missing_uplift,
+            **{f"history_{m}": a for m, a in self.history.items()},
+        )
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AnalyticsInputs:
+        """Read :meth:`to_bytes` back (``allow_pickle=False``: stored bytes never run code)."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes())
+            alias = freq_alias(meta["freq"])
+            return cls(
+                inventory=pq.read_table(io.BytesIO(z["inventory"].tobytes())).to_pandas(),
+                metrics=tuple(meta["metrics"]),
+                index=pd.date_range(pd.Timestamp(meta["index"][0]), periods=meta["index"][1], freq=alias),
+                quantiles=z["quantiles"],
+                present=z["present"],
+                models=z["models"].astype(object),
+                history_index=pd.date_range(
+                    pd.Timestamp(meta["history_index"][0]), periods=meta["history_index"][1], freq=alias
+                ),
+                history={m: z[f"history_{m}"] for m in meta["history"]},
+                origin=pd.Timestamp(meta["origin"]),
+                freq=meta["freq"],
+                peak_kind=z["peak_kind"],
+                current_p95=z["current_p95"],
+                hist_uplift=z["hist_uplift"],
+                missing_uplift=z["missing_uplift"],
+            )
+
+    @classmethod
+    def concat(cls, parts: list[AnalyticsInputs]) -> AnalyticsInputs:
+        """The servers of several inputs on one axis (shards of one run: same grid, so the same
+        time axes; a metric one part lacks is NaN / not present there)."""
+        if not parts:
+            raise AnalyticsError("nothing to concatenate")
+        first = parts[0]
+        for p in parts[1:]:
+            if (
+                not p.index.equals(first.index)
+                or not p.history_index.equals(first.history_index)
+                or p.origin != first.origin
+                or p.freq != first.freq
+            ):
+                raise AnalyticsError("inputs on different time grids cannot be concatenated")
+        metrics = tuple(m for m in METRICS if any(m in p.metrics for p in parts))
+        hist_names = [m for m in METRICS if any(m in p.history for p in parts)]
+
+        def stack(name: str, fill: Any) -> np.ndarray:
+            out = []
+            for p in parts:
+                a = getattr(p, name)
+                full = np.full((a.shape[0], len(metrics), *a.shape[2:]), fill, dtype=a.dtype)
+                for j, m in enumerate(p.metrics):
+                    full[:, metrics.index(m)] = a[:, j]
+                out.append(full)
+            return np.concatenate(out, axis=0)
+
+        T = len(first.history_index)
+        return cls(
+            inventory=pd.concat([p.inventory for p in parts], ignore_index=True),
+            metrics=metrics,
+            index=first.index,
+            quantiles=stack("quantiles", np.nan),
+            present=stack("present", False),
+            models=stack("models", ""),
+            history_index=first.history_index,
+            history={
+                m: np.concatenate(
+                    [p.history.get(m, np.full((p.n_servers, T), np.nan)) for p in parts], axis=0
+                )
+                for m in hist_names
+            },
+            origin=first.origin,
+            freq=first.freq,
+            peak_kind=first.peak_kind,
+            current_p95=stack("current_p95", np.nan),
+            hist_uplift=stack("hist_uplift", np.nan),
+            missing_uplift=stack("missing_uplift", 0.0),
+        )
+
 
 def _timestamps_us(values: pd.Series | pd.Index, what: str) -> np.ndarray:
     """UTC epoch microseconds of a timestamp column (naive values are taken as UTC)."""
@@ -193,10 +365,18 @@ def _check_inventory(inventory: pd.DataFrame) -> pd.DataFrame:
 
 
 def _forecast_cube(
-    forecasts: pd.DataFrame, inventory_ids: pd.Index, freq: str
+    forecasts: pd.DataFrame, inventory_ids: pd.Index, freq: str, grid: Grid | None = None
 ) -> tuple[tuple[str, ...], pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray]:
-    """Long forecast frame -> (metrics, index, quantiles (S,M,Q,H), present (S,M), models (S,M))."""
+    """Long forecast frame -> (metrics, index, quantiles (S,M,Q,H), present (S,M), models (S,M)).
+
+    With a ``grid`` the steps are the fleet's (the period after its last, ``horizon`` of them)."""
     require_columns(forecasts, ["server_id", "metric", "timestamp", *QUANTILE_COLUMNS], "forecasts", "")
+    alias = freq_alias(freq)
+    if forecasts.empty and grid is not None:
+        S = len(inventory_ids)
+        index = pd.date_range(grid.last + pd.Timedelta(1, alias), periods=grid.horizon, freq=alias)
+        empty = np.zeros((S, 0), dtype=bool)
+        return (), index, np.full((S, 0, len(QUANTILES), grid.horizon), np.nan), empty, empty.astype(object)
     if forecasts.empty:
         raise AnalyticsError("forecasts is empty: nothing to assess")
     metric_codes, metric_names = pd.factorize(forecasts["metric"].astype(str), sort=False)
@@ -208,13 +388,15 @@ def _forecast_cube(
     m_idx = remap[metric_codes]
     s_idx = _server_positions(forecasts["server_id"], inventory_ids, "forecasts")
     ts = _timestamps_us(forecasts["timestamp"], "forecasts")
-    step = int(pd.Timedelta(1, freq_alias(freq)).value // 1000)
-    t0 = int(ts.min())
+    step = int(pd.Timedelta(1, alias).value // 1000)
+    t0 = int(ts.min()) if grid is None else (grid.last.value // 1000) + step
     off = ts - t0
     if np.any(off % step):
         raise AnalyticsError(f"forecasts: timestamps are not on a regular {freq} grid")
     t_idx = off // step
-    H = int(t_idx.max()) + 1
+    H = int(t_idx.max()) + 1 if grid is None else max(grid.horizon, int(t_idx.max()) + 1)
+    if t_idx.min() < 0:
+        raise AnalyticsError(f"forecasts: a timestamp is not after the fleet's last period {grid.last}")
     S, M, Q = len(inventory_ids), len(order), len(QUANTILES)
     flat = (s_idx * M + m_idx) * H + t_idx
     counts = np.bincount(flat, minlength=S * M * H)
@@ -242,26 +424,32 @@ def _forecast_cube(
 
 
 def _history_arrays(
-    history: pd.DataFrame, inventory_ids: pd.Index, freq: str, days: int
+    history: pd.DataFrame, inventory_ids: pd.Index, freq: str, days: int, grid: Grid | None = None
 ) -> tuple[pd.DatetimeIndex, dict[str, np.ndarray]]:
     """metric -> (S, T) arrays of the last ``days`` days of history (older rows are skipped;
-    the frame itself is never filtered, which would copy its string columns)."""
+    the frame itself is never filtered, which would copy its string columns). With a ``grid``
+    the window ends at the fleet's last period and starts no earlier than its first."""
     require_columns(history, ["server_id", "timestamp"], "history", "")
     cols = [c for c in METRICS if c in history.columns]
     if not cols:
         raise AnalyticsError(f"history has none of the metric columns {list(METRICS)}")
-    if history.empty:
+    if history.empty and grid is None:
         raise AnalyticsError("history is empty: risk needs the recent observations")
-    ts = _timestamps_us(history["timestamp"], "history")
-    keep = ts > ts.max() - days * 86_400_000_000
+    ts = _timestamps_us(history["timestamp"], "history") if len(history) else np.zeros(0, dtype=np.int64)
+    last = int(ts.max()) if grid is None else grid.last.value // 1000
+    keep = (ts > last - days * 86_400_000_000) & (ts <= last)
     s_idx = _server_positions(history["server_id"], inventory_ids, "history")
     everything = bool(keep.all())
     if not everything:
         ts, s_idx = ts[keep], s_idx[keep]
     step = int(pd.Timedelta(1, freq_alias(freq)).value // 1000)
-    t0 = int(ts.min())
+    if grid is None:
+        t0 = int(ts.min())
+    else:  # the fleet's window: its first period inside the last ``days``, on the grid's step
+        lo = max(grid.first.value // 1000, last - days * 86_400_000_000 + 1)
+        t0 = last - ((last - lo) // step) * step
     t_idx = (ts - t0) // step
-    T = int(t_idx.max()) + 1
+    T = int(t_idx.max()) + 1 if grid is None else (last - t0) // step + 1
     S = len(inventory_ids)
     flat = s_idx * T + t_idx
     out = {}
@@ -295,7 +483,7 @@ class _MonthEnds:
 
     ``design`` stacks, as columns, the day-of-week indicators of off-peak periods, each month's
     month-end window, each window's baseline, and the off-peak indicator, so every per-series
-    mean the uplift needs comes out of two matrix products.
+    mean the uplift needs is a sum over one column's periods.
     """
 
     design: np.ndarray  # (T, slots + 2·months + 1) float32
@@ -353,13 +541,18 @@ def _uplift(values: np.ndarray, design: _MonthEnds, min_months: int) -> np.ndarr
     if N == 0 or values.shape[1] == 0 or design.n_months == 0:
         return out
     seen = ~np.isnan(values)
-    sums = np.where(seen, values, 0.0).astype(np.float32) @ design.design  # one pass for all means
-    counts = seen.astype(np.float32) @ design.design
+    filled = np.where(seen, values, 0.0)
+    # each mean is a sum over its design column's periods, row by row: a row's result never
+    # depends on the other rows (a BLAS product's rounding does), so a shard's servers get
+    # exactly the fleet's numbers
+    cols = [np.flatnonzero(design.design[:, c]) for c in range(design.design.shape[1])]
+    sums = np.stack([filled[:, c].sum(axis=1) for c in cols], axis=1)
+    counts = np.stack([seen[:, c].sum(axis=1) for c in cols], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums.astype(float) / counts
+        means = sums / counts
     k, m = design.n_slots, design.n_months
     weekly = np.nan_to_num(means[:, :k] - means[:, -1:])  # (N, slots) effect of the day of week
-    diff = means[:, k : k + m] - means[:, k + m : k + 2 * m] - weekly @ design.slot_mix
+    diff = means[:, k : k + m] - means[:, k + m : k + 2 * m] - np.einsum("ns,sm->nm", weekly, design.slot_mix)
     for col, sel in ((0, ~design.is_qe), (1, design.is_qe)):
         d = diff[:, sel]
         enough = (~np.isnan(d)).sum(axis=1) >= min_months
@@ -402,6 +595,7 @@ def prepare(
     origin: pd.Timestamp | str | None = None,
     freq: str | None = None,
     history_days: int | None = None,
+    grid: Grid | None = None,
 ) -> AnalyticsInputs:
     """Align forecasts (plan.FORECAST_COLUMNS), validated history (wide contract) and inventory.
 
@@ -410,7 +604,8 @@ def prepare(
     observed period of the fleet; ``freq`` is inferred from the forecast timestamps. Only the last
     ``history_days`` of history are kept (default 400 daily / 120 hourly: the year of seasonal
     peaks and packing history the analytics look at, and what plans are replayed on), which keeps
-    the prepared object small enough to cache.
+    the prepared object small enough to cache. A ``grid`` (the fleet's :class:`Grid`) anchors the
+    time axes on the fleet, so the inputs of any subset of servers are those rows of the fleet's.
     """
     inv = _check_inventory(inventory)
     ids = pd.Index(inv["server_id"])
@@ -419,11 +614,11 @@ def prepare(
         freq = _infer_freq(_timestamps_us(forecasts["timestamp"], "forecasts"), "forecasts")
     if freq not in FREQUENCIES:
         raise AnalyticsError(f"unknown frequency {freq!r}: use one of {', '.join(FREQUENCIES)}")
-    metrics, index, quantiles, present, models = _forecast_cube(forecasts, ids, freq)
+    metrics, index, quantiles, present, models = _forecast_cube(forecasts, ids, freq, grid)
     days = HISTORY_DAYS[freq] if history_days is None else int(history_days)
     if days < 1:
         raise AnalyticsError(f"history_days {history_days} must be ≥ 1")
-    h_index, hist = _history_arrays(history, ids, freq, days)
+    h_index, hist = _history_arrays(history, ids, freq, days, grid)
     if origin is None:
         origin_ts = h_index[-1]
     else:

@@ -54,11 +54,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .analytics import Recommendations, ServerFacts
 from .backtest import backtest as run_backtest
-from .batch import _mean_scores, _peak_rss_mb, add_run_metrics, code_version, model_factory, plan_tables
-from .inputs import HISTORY_DAYS
+from .batch import (
+    MEAN_SCORES,
+    _mean_scores,
+    _peak_rss_mb,
+    add_run_metrics,
+    code_version,
+    fleet_recommendations,
+    model_factory,
+    shard_analytics,
+)
+from .inputs import HISTORY_DAYS, AnalyticsInputs, Grid
 from .observability import batch_run
 from .panel import build_panel
+from .plan import FORECAST_COLUMNS
 from .pooled import calibration_sample, learn
 from .schema import Finding, ValidationReport, validate_inventory, validate_metrics
 from .settings import Settings
@@ -182,6 +193,24 @@ def n_shards_for(n_servers: int, shard_size: int) -> int:
 
 def _base(ps: ParquetStore, run_id: str, *parts: str) -> str:
     return ps._p("runs", check_run_id(run_id), SHARDS_DIR, *parts)
+
+
+def _part(ps: ParquetStore, run_id: str, name: str, shard: int) -> str:
+    """Where shard ``shard`` writes its part of plan table ``name`` (read back as one table by
+    ``ParquetStore.run_table_dataset``)."""
+    return ps._p("runs", check_run_id(run_id), name, f"part-{shard:05d}.parquet")
+
+
+# the plan tables a shard writes as parts; Publish writes the others (small) whole
+PART_TABLES = ("forecasts", "backtest", "risk")
+
+
+def _grid(plan: dict) -> Grid:
+    """The fleet's time axis every shard's analytics are anchored on."""
+    grid = plan.get("grid") or {}
+    if not grid.get("start") or not grid.get("end"):
+        raise ShardError(f"run {plan['run_id']}: the store has no time span (store.json start/end)")
+    return Grid.of(grid["start"], grid["end"], int(plan["horizon"]))
 
 
 def _write_frame(ps: ParquetStore, path: str, frame: pd.DataFrame) -> None:
@@ -403,7 +432,7 @@ def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict
     freq, h = plan["freq"], int(plan["horizon"])
     out = _base(ps, run_id, str(shard))
     done: dict[str, Any] = {"shard": shard, "servers": len(mine), "series": 0, "metric_rows": 0}
-    forecasts = backtest = history = None
+    forecasts = backtest = risk = None
     report = ValidationReport(source=store.uri)
     if len(mine):
         raw = store.read_metrics(MetricsQuery.of(server_ids=mine["server_id"].tolist()))
@@ -432,17 +461,26 @@ def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict
                     h,
                     n_cutoffs=plan["backtest_cutoffs"],
                 )
-            ts = metrics["timestamp"]
-            history = metrics.loc[ts > ts.max() - pd.Timedelta(days=HISTORY_DAYS[freq] + 1)]
-    for name, frame in (("forecasts", forecasts), ("backtest", backtest), ("history", history)):
+        # the shard's half of the analytics (the fleet's half runs at publish)
+        grid = _grid(plan)
+        ts = metrics["timestamp"]
+        history = metrics.loc[ts > grid.last - pd.Timedelta(days=HISTORY_DAYS[freq] + 1)]
+        fc = forecasts if forecasts is not None else pd.DataFrame(columns=list(FORECAST_COLUMNS))
+        risk, facts, packing = shard_analytics(fc, history, mine, settings, freq, grid)
+        del history
+        done["servers_at_risk"] = int(risk.loc[risk["severity"] != "none", "server_id"].nunique())
+        _write_frame(ps, f"{out}/facts.parquet", facts.to_frame())
+        ps._write_bytes(f"{out}/packing.npz", packing.to_bytes())
+        done["candidates"] = int(packing.n_servers)
+    # the plan's own tables go straight to their place in the run, one part per shard (an
+    # unpublished run is read by nobody; Publish writes the manifest and LATEST after them)
+    written = {}
+    for name, frame in (("forecasts", forecasts), ("backtest", backtest), ("risk", risk)):
         if frame is not None:
-            _write_frame(ps, f"{out}/{name}.parquet", frame)
+            _write_frame(ps, _part(ps, run_id, name, shard), frame)
+            written[name] = len(frame)
     done.update(
-        tables=[
-            n
-            for n, f in (("forecasts", forecasts), ("backtest", backtest), ("history", history))
-            if f is not None
-        ],
+        tables=written,
         validation=_findings(report),
         rows_in=report.rows_in.get("metrics", 0),
         seconds=round(time.perf_counter() - t0, 2),
@@ -531,22 +569,17 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
                 "nothing published (runs/LATEST unchanged)"
             )
         inventory = _read_frame(ps, _base(ps, run_id, "inventory.parquet"), "shard plan inventory")
-        inventory = inventory.drop(columns="shard")
-
-        def gather(name: str) -> pd.DataFrame | None:
-            parts = [
-                _read_frame(ps, _base(ps, run_id, str(k), f"{name}.parquet"), f"shard {k} {name}")
-                for k in sorted(done)
-                if name in done[k].get("tables", [])
-            ]
-            return pd.concat(parts, ignore_index=True) if parts else None
-
-        forecasts, scores, history = gather("forecasts"), gather("backtest"), gather("history")
-        if forecasts is None or history is None:
+        rows = {
+            name: sum(int(d.get("tables", {}).get(name, 0)) for d in done.values()) for name in PART_TABLES
+        }
+        if not rows["forecasts"]:
             raise ShardError(f"run {run_id}: no shard produced forecasts (no metrics for any server)")
         freq = plan["freq"]
         policy = settings.policy()
-        risk, recs, tables = plan_tables(forecasts, history, inventory, scores, settings, freq)
+        recs = _fleet_half(ps, run_id, settings, inventory, done)
+        inventory = inventory.drop(columns="shard")
+        tables = {"recommendations": recs.frame, "consolidation": recs.plan}
+        has_backtest = rows["backtest"] > 0
         pooled = read_pooled(store, run_id)
         findings = _merge_findings(
             [plan["inventory_validation"], *(done[k]["validation"] for k in sorted(done))]
@@ -574,7 +607,7 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
             "config": {
                 "model": plan["model"],
                 "horizon": plan["horizon"],
-                "backtest_cutoffs": plan["backtest_cutoffs"] if scores is not None else 0,
+                "backtest_cutoffs": plan["backtest_cutoffs"] if has_backtest else 0,
                 "calibration_servers": len(plan.get("calibration_sample", [])),
                 "thresholds": settings.thresholds,
                 "criticality_offsets": settings.criticality_offsets,
@@ -598,14 +631,21 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
             ),
             "failures": failures[:200],
             "failure_count": int(sum(d.get("failure_count", 0) for d in done.values())),
-            "scores": _mean_scores(scores),
+            "scores": _mean_scores(_backtest_scores(ps, run_id) if has_backtest else None),
             "consolidation": recs.summary_dict(),
-            "rows": {name: len(frame) for name, frame in tables.items()},
+            "rows": {
+                **{n: r for n, r in rows.items() if r or n != "backtest"},
+                **{name: len(frame) for name, frame in tables.items()},
+            },
+            "tables_in_parts": [n for n in PART_TABLES if rows[n]],
         }
         if not store.publish_run(run_id, tables, manifest):  # tables, manifest, then LATEST by CAS
             manifest["superseded_by"] = store.latest_run_id()
         manifest["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        add_run_metrics(metrics, manifest, risk)
+        manifest["engine"]["publish_seconds"] = manifest["wall_seconds"]
+        manifest["engine"]["publish_peak_rss_mb"] = round(_peak_rss_mb(), 1)
+        at_risk = sum(int(d.get("servers_at_risk", 0)) for d in done.values())
+        add_run_metrics(metrics, manifest, at_risk)
     log.info("published run from %d shard(s)", plan["n_shards"], extra=ctx)
     if cleanup:
         _delete_partials(ps, run_id)
@@ -613,6 +653,41 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
 
     clean_after_run(store, settings.keep_runs)
     return manifest
+
+
+def _fleet_half(
+    ps: ParquetStore, run_id: str, settings: Settings, inventory: pd.DataFrame, done: dict[int, dict]
+) -> Recommendations:
+    """Every shard's server facts (in the plan's inventory order) and its candidates' packing
+    inputs, gathered; then the fleet-wide packing and the one decision per server. Only the
+    candidates' CPU and memory come here, never the fleet's series."""
+    shards_with = [k for k in sorted(done) if done[k].get("servers")]
+    facts = pd.concat(
+        [
+            _read_frame(ps, _base(ps, run_id, str(k), "facts.parquet"), f"shard {k} facts")
+            for k in shards_with
+        ],
+        ignore_index=True,
+    )
+    order = pd.Index(facts["server_id"]).get_indexer(inventory["server_id"])
+    if (order < 0).any():
+        raise ShardError(f"run {run_id}: the shards' facts miss servers of the plan's inventory")
+    facts = facts.iloc[order].reset_index(drop=True)
+    packing = AnalyticsInputs.concat(
+        [
+            AnalyticsInputs.from_bytes(ps._read_bytes(_base(ps, run_id, str(k), "packing.npz")))
+            for k in shards_with
+        ]
+    )
+    return fleet_recommendations(
+        ServerFacts.from_frame(facts), packing, inventory.drop(columns="shard"), settings
+    )
+
+
+def _backtest_scores(ps: ParquetStore, run_id: str) -> pd.DataFrame | None:
+    """The backtest columns the manifest averages, read from every shard's part."""
+    dataset = ps.run_table_dataset(run_id, "backtest")
+    return None if dataset is None else dataset.to_table(columns=["model", *MEAN_SCORES]).to_pandas()
 
 
 def _delete_partials(ps: ParquetStore, run_id: str) -> None:

@@ -356,16 +356,12 @@ def test_a_server_kept_apart_by_anti_affinity_says_so() -> None:
     assert list(alone["held_back"]) == ["anti-affinity"]
 
 
-def _repack_everything(inputs, cand, sizing, policy, rules, **kw):
+def _repack_everything(inputs, cand, alt, policy, rules, **kw):
     """The saving rounds the straightforward way: every round re-packs every partition."""
     from forecasting.consolidation import consolidate, demand_series
     from forecasting.policy import members_saving
 
     cost = inputs.inventory["monthly_cost_usd"].to_numpy(dtype=float)
-    action = sizing.frame["action"].to_numpy(dtype=object)
-    alt = np.where(
-        action == "right-size", sizing.frame["recommended_monthly_cost"].to_numpy(dtype=float), np.nan
-    )
     ids = pd.Index(inputs.server_ids)
     cand, offered = cand.copy(), np.full(inputs.n_servers, np.nan)
     kw["demand"] = demand_series(inputs, quantile=kw["quantile"])[:2]
