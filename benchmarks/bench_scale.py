@@ -107,39 +107,41 @@ def same_plan(data: Path, a: str, b: str) -> dict:
     return out
 
 
-def measure(servers: int, days: int) -> dict:
-    shard_size = max(1, servers // 4)
+def measure(servers: int, days: int, modes: tuple[str, ...] = MODES, shard_size: int | None = None,
+            data_dir: str | None = None) -> dict:  # fmt: skip
+    shard_size = shard_size or max(1, servers // 4)
     with tempfile.TemporaryDirectory(prefix="capfc-scale-") as tmp:
-        data = Path(tmp) / "data"
+        data = Path(data_dir or Path(tmp) / "data")
         t0 = time.perf_counter()
-        child(["-m", "forecasting", "--data", str(data), "generate", "--servers", str(servers),
-               "--days", str(days), "--seed", "7"])  # fmt: skip
+        if not (data / "store.json").exists():  # --data: reuse a generated fleet
+            child(["-m", "forecasting", "--data", str(data), "generate", "--servers", str(servers),
+                   "--days", str(days), "--seed", "7"])  # fmt: skip
         gen = time.perf_counter() - t0
         runs = {}
-        for mode in MODES:
+        for mode in modes:
             out = child(["-c", CHILD, mode, str(data), str(shard_size)])
             line = next(x for x in out.splitlines() if x.startswith("RESULT "))
             runs[mode] = json.loads(line[len("RESULT ") :])
             print(f"  {servers:,} servers, {mode}: {runs[mode]['wall']:.1f} s", flush=True)
-        base = runs["one-process"]["run_id"]
-        checks = {m: same_plan(data, base, runs[m]["run_id"]) for m in MODES[1:]}
+        base = runs[modes[0]]["run_id"]
+        checks = {m: same_plan(data, base, runs[m]["run_id"]) for m in modes[1:]}
     return {"servers": servers, "days": days, "shard_size": shard_size, "generate_s": gen, "runs": runs,
             "checks": checks}  # fmt: skip
 
 
 def report(r: dict) -> None:
-    runs, base = r["runs"], r["runs"]["one-process"]
+    runs = r["runs"]
+    base = next(iter(runs.values()))
     print(f"\n{r['servers']:,} servers × 5 metrics × {r['days']} days; shards of {r['shard_size']:,} servers "
           f"(generate {r['generate_s']:.0f} s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
     print(
-        f"{'':>14} {'wall s':>8} {'× one':>6} {'driver MB':>10} {'× one':>6} {'workers/shards peak MB':>24}  same plan"
+        f"{'':>14} {'wall s':>8} {'× one':>6} {'driver MB':>10} {'× one':>6} {'workers/shards peak MB':>34}  same plan"
     )
-    for mode in MODES:
-        x = runs[mode]
+    for mode, x in runs.items():
         eng = x.get("engine") or {}
         peaks = [p for p in eng.get("shard_peak_rss_mb") or [] if p]
-        cal = eng.get("calibrate_peak_rss_mb")
-        work = f"{max(peaks):,.0f} (calib {cal:,.0f})" if peaks and cal else "—"
+        cal, pub = eng.get("calibrate_peak_rss_mb"), eng.get("publish_peak_rss_mb")
+        work = f"{max(peaks):,.0f} (calib {cal:,.0f}, publish {pub or 0:,.0f})" if peaks and cal else "—"
         chk = r["checks"].get(mode)
         same = "reference" if chk is None else (
             f"{'yes' if chk['same_plan'] else 'NO'} (actions {100 * chk['same_actions']:.1f} %, "
@@ -147,7 +149,7 @@ def report(r: dict) -> None:
             f"max gap {chk['forecasts'].get('max_rel_gap', 0):.1e})"
         )  # fmt: skip
         print(f"{mode:>14} {x['wall']:>8.1f} {x['wall'] / base['wall']:>6.2f} {x['driver_rss_mb']:>10,.0f} "
-              f"{x['driver_rss_mb'] / base['driver_rss_mb']:>6.2f} {work:>24}  {same}")  # fmt: skip
+              f"{x['driver_rss_mb'] / base['driver_rss_mb']:>6.2f} {work:>34}  {same}")  # fmt: skip
     for mode, chk in r["checks"].items():
         if not chk["same_plan"]:
             print(f"  {mode}: {chk.get('why')}")
@@ -180,13 +182,20 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=1461)
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--prophet", type=int, metavar="N", help="only: Prophet on the Dask engine for N servers")
+    ap.add_argument("--servers", type=int, nargs="+", help="fleet sizes (default 1,000 and 10,000)")
+    ap.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(MODES), help="runs to compare (first = base)"
+    )
+    ap.add_argument("--shard-size", type=int, help="servers per shard (default a quarter of the fleet)")
+    ap.add_argument("--data", help="a generated store to run on (one fleet size; generated there if empty)")
     args = ap.parse_args()
     if args.prophet:
         prophet(args.prophet, args.days)
         return
     results = []
-    for servers in (1000,) if args.quick else (1000, 10000):
-        r = measure(servers, args.days)
+    sizes = args.servers or ((1000,) if args.quick else (1000, 10000))
+    for servers in sizes:
+        r = measure(servers, args.days, tuple(args.modes), args.shard_size, args.data)
         report(r)
         results.append(r)
     if args.json:

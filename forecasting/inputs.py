@@ -243,9 +243,18 @@ class AnalyticsInputs:
         """Read :meth:`to_bytes` back (``allow_pickle=False``: stored bytes never run code)."""
         import io
 
+        try:
+            return cls._from_npz(io.BytesIO(data))
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            raise AnalyticsError(f"stored analytics inputs are not readable: {e}") from e
+
+    @classmethod
+    def _from_npz(cls, source) -> AnalyticsInputs:
+        import io
+
         import pyarrow.parquet as pq
 
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        with np.load(source, allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
             alias = freq_alias(meta["freq"])
             return cls(

@@ -13,17 +13,24 @@ process never holds more than one shard's time series:
 - :func:`calibrate_shards` learns what the models pool across series on the calibration sample
   and writes ``runs/<id>/shards/pooled.json`` (the Calibrate step, between Plan and the Map).
 - :func:`run_shard` loads, validates, fits, forecasts and backtests one shard's servers on the
-  fleet's time grid, and writes ``runs/<id>/shards/<k>/{forecasts, backtest, history}.parquet``
-  then ``done.json`` last (each object whole: renamed on disk, one PUT on S3). ``history`` is
-  the validated tail the analytics read (inputs.HISTORY_DAYS), not the whole series.
-- :func:`publish_shards` refuses unless every shard is done, then runs the analytics (risk →
-  sizing → packing → policy) over the whole fleet and publishes exactly as the one-process
-  batch does: the run's tables and manifest, then ``runs/LATEST`` last. Publishing a run that
-  is already complete returns its manifest (a retried Publish step is harmless).
+  fleet's time grid, then runs the per-server half of the analytics (risk, sizing, the risk
+  guard, who may be packed: batch.shard_analytics). It writes its parts of the plan tables
+  straight into the run, ``runs/<id>/{forecasts,backtest,risk}/part-<k>.parquet``, and for
+  Publish ``runs/<id>/shards/<k>/{facts.parquet, packing.npz}`` (one row per server; the
+  consolidation candidates' CPU and memory inputs), then ``done.json`` last (each object whole:
+  renamed on disk, one PUT on S3).
+- :func:`publish_shards` refuses unless every shard is done, then runs the fleet-wide half
+  (packing every partition's candidates, then one decision per server: batch.fleet_recommendations)
+  on the shards' facts and packing inputs only — never on the fleet's series — and publishes as
+  the one-process batch does: the recommendation and consolidation tables, the manifest (which
+  lists the tables written in parts), then ``runs/LATEST`` last. Publishing a run that is
+  already complete returns its manifest (a retried Publish step is harmless).
 
 **A sharded plan is the one-process plan.** Everything per series is the series' own: the fit,
 its hold-out evidence, its variant choice, its ramp, the fallback to seasonal naive, the grid
-(shards share the fleet's time axis); the analytics run once over the whole fleet. What the
+(shards share the fleet's time axis), and so are its risk rows, its sizing and its guard
+(inputs.Grid anchors every shard's analytics on the fleet's axis; no row's numbers depend on
+another row's); packing and the decision run once over the whole fleet. What the
 models pool *across* series (the fleet model's seasonality per metric, default variant per
 metric, the prior of the per-series choice, its band tables; the naive model's band factors) is
 learned once per run by :func:`calibrate_shards` on the fleet's calibration sample
@@ -558,8 +565,8 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
     latest = ps.superseded_by({"run_id": run_id, "input": {"snapshot": plan["snapshot"]}})
     if latest:
         log.warning("run superseded by %s (newer input): not published", latest, extra=ctx)
-        if cleanup:
-            _delete_partials(ps, run_id)
+        if cleanup:  # never published, so never read: its table parts go with the shards' files
+            _delete_partials(ps, run_id, *PART_TABLES)
         return {"run_id": run_id, "superseded_by": latest}
     # one RunSucceeded/RunFailed line per sharded run, as for a one-process run (a missing shard fails it)
     with batch_run(run_id, plan.get("trigger")) as metrics:
@@ -639,7 +646,8 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
             },
             "tables_in_parts": [n for n in PART_TABLES if rows[n]],
         }
-        if not store.publish_run(run_id, tables, manifest):  # tables, manifest, then LATEST by CAS
+        parts = manifest["tables_in_parts"]
+        if not store.publish_run(run_id, tables, manifest, parts):  # tables, manifest, then LATEST by CAS
             manifest["superseded_by"] = store.latest_run_id()
         manifest["wall_seconds"] = round(time.perf_counter() - t0, 2)
         manifest["engine"]["publish_seconds"] = manifest["wall_seconds"]
@@ -690,12 +698,16 @@ def _backtest_scores(ps: ParquetStore, run_id: str) -> pd.DataFrame | None:
     return None if dataset is None else dataset.to_table(columns=["model", *MEAN_SCORES]).to_pandas()
 
 
-def _delete_partials(ps: ParquetStore, run_id: str) -> None:
-    """The shards' partial tables are copies of the published ones: remove them (best effort)."""
-    try:
-        ps.fs.delete_dir(_base(ps, run_id))
-    except OSError as e:
-        log.warning("could not remove the shard partials of run %s: %s", run_id, e, extra={"run_id": run_id})
+def _delete_partials(ps: ParquetStore, run_id: str, *tables: str) -> None:
+    """Remove the shards' working files (facts, packing inputs, plan) once published, and the
+    given tables' parts of a run that will never be (best effort)."""
+    for path in (_base(ps, run_id), *(ps._p("runs", run_id, t) for t in tables)):
+        try:
+            ps.fs.delete_dir(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("could not remove %s of run %s: %s", path, run_id, e, extra={"run_id": run_id})
 
 
 def run_sharded(

@@ -154,3 +154,65 @@ def test_a_sharded_plan_equals_the_one_process_run(plan_store_root, tmp_path, sh
     sharded = manifest["run_id"]
     assert store.latest_run_id() == sharded and manifest["engine"]["n_shards"] == 200 // shard_size
     assert_same_plan(store, whole, sharded)
+
+
+@pytest.mark.slow
+def test_publish_reads_no_series_and_the_tables_stay_in_parts(small, monkeypatch):
+    """Publish packs from the shards' facts and candidates' inputs only: reading the fleet's
+    metrics or forecasts there fails the test. The plan tables the shards wrote are published
+    in parts, one per shard, and read as one table."""
+    from forecasting.sources.parquet import ParquetStore
+
+    store, settings, root = small
+    planned = plan_shards(store, settings)
+    run_id = planned["run_id"]
+    calibrate_shards(store, settings, run_id)
+    for item in planned["shards"]:
+        run_shard(store, settings, run_id, item["shard"])
+
+    def no_metrics(*_a, **_k):
+        raise AssertionError("Publish read the fleet's metrics")
+
+    real_dataset = ParquetStore.run_table_dataset
+
+    def no_forecasts(self, run, name):
+        assert name != "forecasts", "Publish read the fleet's forecasts"
+        return real_dataset(self, run, name)
+
+    monkeypatch.setattr(ParquetStore, "read_metrics", no_metrics)
+    monkeypatch.setattr(ParquetStore, "run_table_dataset", no_forecasts)
+    manifest = publish_shards(store, settings, run_id)
+    monkeypatch.undo()
+    assert store.latest_run_id() == run_id
+    assert manifest["tables_in_parts"] == ["forecasts", "backtest", "risk"]
+    for name in manifest["tables_in_parts"]:
+        parts = sorted(p.name for p in (root / "runs" / run_id / name).glob("part-*.parquet"))
+        assert parts == [f"part-{k:05d}.parquet" for k in range(planned["n_shards"])], name
+        assert len(store.read_run_table(run_id, name)) == manifest["rows"][name]
+    assert not (root / "runs" / run_id / "shards").exists()  # the working files are gone
+    one = store.read_inventory()["server_id"].iloc[0]
+    fc = store.read_run_table(run_id, "forecasts", server_ids=[one])
+    assert set(fc["server_id"]) == {one} and len(fc) == 14 * fc["metric"].nunique()
+    assert manifest["engine"]["publish_peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_a_shard_whose_servers_all_stopped_early_still_plans_as_the_fleet(tmp_path):
+    """Every server of one shard stopped reporting 9 days before the others: its analytics count
+    from the fleet's last day, not its own (inputs.Grid), so the plan is the one-process plan."""
+    from forecasting.batch import run_batch
+
+    root = tmp_path / "store"
+    store = open_store(str(root))
+    write_fleet(store, n=10, seed=5, days=120)
+    settings = load_settings(data=str(root), horizon=14, backtest_cutoffs=1, workers=1, shard_size=4)
+    inv = store.read_inventory()
+    early = set(inv["server_id"][shard_of(inv["server_id"], 3) == 1])
+    assert early
+    metrics = store.read_metrics()
+    end = metrics["timestamp"].max()
+    cut = metrics["server_id"].isin(early) & (metrics["timestamp"] > end - np.timedelta64(9, "D"))
+    store.write_metrics(metrics.loc[~cut].reset_index(drop=True), inv, freq="daily")
+    whole = run_batch(store, settings, progress=False)["run_id"]
+    sharded = run_sharded(store, settings)["run_id"]
+    assert_same_plan(store, whole, sharded)

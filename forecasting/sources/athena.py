@@ -533,7 +533,8 @@ def inspect_schemas(store: S3Store) -> dict[str, pa.Schema]:
     run_id = store.latest_run_id()
     if run_id:
         for name in PLAN_TABLES:
-            if (s := schema_of(f"{root}/runs/{run_id}/{name}.parquet")) is not None:
+            files = store.run_table_files(run_id, name)
+            if files and (s := schema_of(files[0])) is not None:
                 out[name] = s
     return out
 
@@ -940,18 +941,27 @@ class AthenaStore(Store):
         return self.tables.read_store_info()
 
     # ---- plan store: S3 directly (the app's interactive path never waits on Athena)
-    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> bool:
-        """Symlink manifests for the plan tables, then the run itself (LATEST last)."""
+    def publish_run(
+        self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict, parts: Sequence[str] = ()
+    ) -> bool:
+        """Symlink manifests for the plan tables (one line per file: a table written in parts
+        lists every part), then the run itself (LATEST last)."""
         from .base import check_run_id
 
         check_run_id(run_id)
-        for name in tables:
+        for name in [*tables, *parts]:
             if name not in PLAN_TABLES:
                 raise ValueError(f"unknown plan table {name!r}")
-            data_file = self.tables.location.child("runs", run_id, f"{name}.parquet").uri
+            if name in tables:
+                files = [self.tables.location.child("runs", run_id, f"{name}.parquet").uri]
+            else:
+                found = self.tables.run_table_files(run_id, name) or []
+                files = [
+                    self.tables.location.child("runs", run_id, name, f.rsplit("/", 1)[-1]).uri for f in found
+                ]
             key = f"{MANIFEST_DIR}/{plan_table(name)}/run_id={run_id}/symlink.txt"
-            self.tables.write_object(key, (data_file + "\n").encode())
-        return self.tables.publish_run(run_id, tables, manifest)
+            self.tables.write_object(key, "".join(f + "\n" for f in files).encode())
+        return self.tables.publish_run(run_id, tables, manifest, parts)
 
     def latest_run_id(self) -> str | None:
         return self.tables.latest_run_id()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -123,10 +123,14 @@ class Store(abc.ABC):
 
     # ---- plan store
     @abc.abstractmethod
-    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> bool:
+    def publish_run(
+        self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict, parts: Sequence[str] = ()
+    ) -> bool:
         """Write a run's tables and manifest, then point LATEST at it (last, so readers never see half).
 
-        LATEST moves only to a run whose input is at least as new; False when a newer one holds it.
+        ``parts`` names tables the run's shards already wrote as parts (``runs/<id>/<name>/part-*``);
+        they must exist. LATEST moves only to a run whose input is at least as new; False when a
+        newer one holds it.
         """
 
     @abc.abstractmethod

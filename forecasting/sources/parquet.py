@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -400,16 +400,23 @@ class ParquetStore(Store):
             self.fs.delete_dir(path)
 
     # ------------------------------------------------------------------ plan store
-    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> bool:
+    def publish_run(
+        self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict, parts: Sequence[str] = ()
+    ) -> bool:
         """Write the run's files (each only if absent: a published run is never overwritten), then
         move LATEST to it if its input is at least as new as LATEST's (compare-and-swap).
 
         Returns False when a run on newer input holds LATEST: this run's files stay, readable by id.
         """
         check_run_id(run_id)
-        unknown = set(tables) - set(PLAN_TABLES)
+        unknown = (set(tables) | set(parts)) - set(PLAN_TABLES)
         if unknown:
             raise ValueError(f"unknown plan table(s): {sorted(unknown)}")
+        for name in parts:
+            if self.run_table_files(run_id, name) is None:
+                raise StoreError(
+                    f"run {run_id}: table {name} has no parts under {self._display(self._p('runs', run_id, name))}"
+                )
         base = self._p("runs", run_id)
         for name, frame in tables.items():
             sink = io.BytesIO()

@@ -38,7 +38,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -569,9 +569,11 @@ class S3Store(ParquetStore):
         with self._errors("read store.json from"):
             return super().read_store_info()
 
-    def publish_run(self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict) -> bool:
+    def publish_run(
+        self, run_id: str, tables: Mapping[str, pd.DataFrame], manifest: dict, parts: Sequence[str] = ()
+    ) -> bool:
         with self._errors(f"publish run {run_id} to"):
-            return super().publish_run(run_id, tables, manifest)
+            return super().publish_run(run_id, tables, manifest, parts)
 
     def latest_run_id(self) -> str | None:
         with self._errors("read runs/LATEST from"):
