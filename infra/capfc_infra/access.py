@@ -34,7 +34,9 @@ RECORD_PREFIXES = (DECISIONS, SIGNOFFS, READERS)
 
 # Where each writer may put (and replace: stores write under a temporary name and rename) objects.
 RUN_WRITES = ("runs/", "athena-manifests/")  # a whole run: the trigger in-Lambda, publish, the task
-SHARD_WRITES = ("runs/*/shards/",)  # plan, calibrate and shard write only a run's shard area
+# plan, calibrate and shard write a run's shard area and the parts of its plan tables
+# (forecasting/shards.py PART_TABLES: runs/<id>/<table>/part-<k>.parquet), never its manifest
+SHARD_WRITES = ("runs/*/shards/", "runs/*/forecasts/", "runs/*/risk/", "runs/*/backtest/")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class Access:
 
 
 # The five kinds of store user in the stacks, one place to review them.
-SHARD_STEP = Access(plans=SHARD_WRITES)  # plan, calibrate, shard: a run's shard area only
+SHARD_STEP = Access(plans=SHARD_WRITES)  # plan, calibrate, shard: a run's shard area and table parts
 # trigger, publish, the batch task: a whole run, then the retention clean-up (forecasting/records/
 # retention.py): reads sign-offs and read leases, hides a run (deletes runs/<id>/manifest.json,
 # puts it back when a reader appeared: both under runs/), deletes its files and stale leases.

@@ -18,7 +18,8 @@ PROBES = {
     "store_json": "store/store.json",
     "manifest": f"store/runs/{RUN}/manifest.json",
     "run_file": f"store/runs/{RUN}/risks.parquet",
-    "shard": f"store/runs/{RUN}/shards/0003/forecasts.parquet",
+    "shard": f"store/runs/{RUN}/shards/0003/facts.parquet",
+    "table_part": f"store/runs/{RUN}/forecasts/part-00003.parquet",
     "latest": "store/runs/LATEST",
     "runs_marker": "store/runs/",
     "athena": f"store/athena-manifests/plan_risks/run_id={RUN}/symlink.txt",
@@ -33,8 +34,18 @@ PROBES = {
     "bare_metrics": "store/metrics",
 }
 MARKERS = {"runs_marker", "signoffs_marker", "lease_marker", "readers_marker"}
-PLAN_READS = {"metrics", "inventory", "store_json", "manifest", "run_file", "shard", "latest", "athena"}
-WHOLE_RUN = {"manifest", "run_file", "shard", "latest", "athena", "runs_marker"}
+PLAN_READS = {
+    "metrics",
+    "inventory",
+    "store_json",
+    "manifest",
+    "run_file",
+    "shard",
+    "table_part",
+    "latest",
+    "athena",
+}
+WHOLE_RUN = {"manifest", "run_file", "shard", "table_part", "latest", "athena", "runs_marker"}
 LEASES = {"lease", "lease_marker", "readers_marker"}
 
 # kind -> {"get": probes, "put": probes, "delete": probes}: everything else must be refused.
@@ -59,8 +70,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "put": WHOLE_RUN | {"readers_marker"},
         "delete": WHOLE_RUN | LEASES,
     },
-    # plan, calibrate, shard: a run's shard area only
-    "shard_step": {"get": set(PLAN_READS), "put": {"shard"}, "delete": {"shard"}},
+    # plan, calibrate, shard: a run's shard area and its table parts, never its manifest or LATEST
+    "shard_step": {"get": set(PLAN_READS), "put": {"shard", "table_part"}, "delete": {"shard", "table_part"}},
     # the weekly pack: reads the plan and records under a read lease, writes reports/ (never deletes one)
     "report": {
         "get": PLAN_READS | {"decision", "signoff", "lease"},

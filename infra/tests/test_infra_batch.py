@@ -217,3 +217,13 @@ def test_only_the_trigger_may_start_the_state_machine(app: dict) -> None:
             assert len(describe) == 1 and ":execution:" in render(describe[0]["Resource"])
         else:
             assert not starts, name
+
+
+def test_the_shard_step_may_write_every_table_part_a_shard_writes() -> None:
+    """A shard writes its parts of the plan tables into the run (forecasting.shards.PART_TABLES):
+    the shard role's prefixes must name each of them, and nothing else of a run."""
+    from capfc_infra.access import SHARD_WRITES
+
+    from forecasting.shards import PART_TABLES
+
+    assert set(SHARD_WRITES) == {"runs/*/shards/", *(f"runs/*/{t}/" for t in PART_TABLES)}
