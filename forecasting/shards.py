@@ -363,6 +363,7 @@ def calibrate_shards(store: Store, settings: Settings, run_id: str) -> dict:
     retry after success returns the written record.
     """
     t0 = time.perf_counter()
+    c0 = time.process_time()  # CPU seconds too: wall time follows the machine's load
     ps = object_store(store)
     plan = read_plan(store, run_id)
     path = _base(ps, run_id, POOLED)
@@ -385,6 +386,7 @@ def calibrate_shards(store: Store, settings: Settings, run_id: str) -> dict:
         panel, plan["model"], int(plan["horizon"]), int(plan["backtest_cutoffs"]), settings.workers
     )
     pooled["seconds"] = round(time.perf_counter() - t0, 2)
+    pooled["cpu_seconds"] = round(time.process_time() - c0, 2)
     pooled["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     _write_json(ps, path, pooled)
     log.info(
@@ -422,6 +424,7 @@ def _panel(metrics: pd.DataFrame, plan: dict):
 def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict:
     """Load, validate, fit, forecast and backtest one shard; write its partial tables, done.json last."""
     t0 = time.perf_counter()
+    c0 = time.process_time()  # CPU seconds too: wall time follows the machine's load
     ps = object_store(store)
     plan = read_plan(store, run_id)
     if not 0 <= int(shard) < plan["n_shards"]:
@@ -491,6 +494,7 @@ def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict
         validation=_findings(report),
         rows_in=report.rows_in.get("metrics", 0),
         seconds=round(time.perf_counter() - t0, 2),
+        cpu_seconds=round(time.process_time() - c0, 2),
         peak_rss_mb=round(_peak_rss_mb(), 1),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -561,6 +565,7 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
 
 
 def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0) -> dict:
+    c0 = time.process_time()
     # a run on newer input already in LATEST: skip the analytics (publish_run would refuse LATEST too)
     latest = ps.superseded_by({"run_id": run_id, "input": {"snapshot": plan["snapshot"]}})
     if latest:
@@ -628,8 +633,10 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
                 "n_shards": plan["n_shards"],
                 "shard_size": plan["shard_size"],
                 "shard_seconds": [done[k]["seconds"] for k in sorted(done)],
+                "shard_cpu_seconds": [done[k].get("cpu_seconds") for k in sorted(done)],
                 "shard_peak_rss_mb": [done[k].get("peak_rss_mb") for k in sorted(done)],
                 "calibrate_seconds": pooled.get("seconds"),
+                "calibrate_cpu_seconds": pooled.get("cpu_seconds"),
                 "calibrate_peak_rss_mb": pooled.get("peak_rss_mb"),
                 "calibration_series": pooled.get("series"),
             },
@@ -651,6 +658,7 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
             manifest["superseded_by"] = store.latest_run_id()
         manifest["wall_seconds"] = round(time.perf_counter() - t0, 2)
         manifest["engine"]["publish_seconds"] = manifest["wall_seconds"]
+        manifest["engine"]["publish_cpu_seconds"] = round(time.process_time() - c0, 2)
         manifest["engine"]["publish_peak_rss_mb"] = round(_peak_rss_mb(), 1)
         at_risk = sum(int(d.get("servers_at_risk", 0)) for d in done.values())
         add_run_metrics(metrics, manifest, at_risk)
