@@ -40,7 +40,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -152,6 +151,12 @@ class Figures:
     requests: dict[str, dict[str, int]] | None = None  # step → {"put": n, "get": n, "free": n}
     load: list[float] = field(default_factory=list)  # 1-minute load averages seen during the run
     cores: int | None = None
+    # shards of another size (a second plan over the same fleet): a fixed part and a per-server part
+    extra_shards: list[dict] = field(
+        default_factory=list
+    )  # {"servers", "seconds", "cpu_seconds", "peak_rss_mb"}
+    inventory_mb: float | None = None  # the fleet's inventory in memory (what Plan holds)
+    input_objects: int | None = None  # objects under inventory/ and metrics/ the run read
 
     def basis(self, step: str, prefer_cpu: bool) -> float | None:
         """The seconds the model scales for a step: CPU seconds when measured and preferred."""
@@ -186,7 +191,9 @@ def figures_from_manifest(manifest: dict, *, source: str, run_dir: Path | None =
         )
     seconds = [_num(s) for s in eng["shard_seconds"]]
     if any(s is None or s < 0 for s in seconds):
-        raise ValueError(f"{source}: engine.shard_seconds holds a value that is not a time: {eng['shard_seconds']}")
+        raise ValueError(
+            f"{source}: engine.shard_seconds holds a value that is not a time: {eng['shard_seconds']}"
+        )
     n = len(seconds)
     servers = int((manifest.get("input") or {}).get("servers") or 0)
     shard_servers = eng.get("shard_servers")
@@ -228,6 +235,7 @@ def figures_from_manifest(manifest: dict, *, source: str, run_dir: Path | None =
         publish_peak_rss_mb=_num(eng.get("publish_peak_rss_mb")),
         run_bytes=run_bytes,
         input_bytes=int(snapshot["bytes"]) if _num(snapshot.get("bytes")) is not None else None,
+        input_objects=int(snapshot["count"]) if _num(snapshot.get("count")) is not None else None,
     )
 
 
@@ -239,14 +247,21 @@ class Rates:
     """Per-server and fixed figures the model scales, derived once from the measured run."""
 
     shard_s_per_server: float
+    shard_s_fixed: (
+        float  # per shard whatever its size (reading the plan, the pooled choices, listing the input)
+    )
     shard_mb_per_server: float
-    base_mb: float
+    base_mb: float  # a shard's memory without servers
+    fit: str  # how the shard figures were obtained
     calibrate_s: float
     calibrate_mb: float
     plan_s_per_server: float
-    plan_mb_per_server: float
+    plan_mb: float  # Plan's measured peak
+    plan_mb_per_server: float  # what it adds per server beyond the measured fleet
+    servers: int  # the measured fleet
     publish_s_per_server: float | None
     publish_mb_per_server: float | None
+    publish_base_mb: float
     run_bytes_per_server: float | None
     input_bytes_per_server: float | None
     requests_fixed: dict[str, float]  # plan + calibrate
@@ -255,20 +270,51 @@ class Rates:
     missing: list[str]
 
 
+def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares slope and intercept (intercept ≥ 0; through the origin with one x)."""
+    if len(set(xs)) < 2:
+        return sum(ys) / sum(xs), 0.0
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    intercept = my - slope * mx
+    if intercept < 0 or slope <= 0:
+        return sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs), 0.0
+    return slope, intercept
+
+
 def rates(f: Figures, *, prefer_cpu: bool = True) -> Rates:
     """Seconds and MB per server (shards, Plan, Publish), fixed costs (Calibrate), requests."""
     missing: list[str] = []
-    use_cpu = prefer_cpu and f.shard_cpu_seconds is not None
+    extra = [e for e in f.extra_shards if e.get("servers")]
+    use_cpu = (
+        prefer_cpu
+        and f.shard_cpu_seconds is not None
+        and all(e.get("cpu_seconds") is not None for e in extra)
+    )
     shard_s = f.shard_cpu_seconds if use_cpu else f.shard_seconds
     servers = sum(f.shard_servers)
     if servers <= 0:
         raise ValueError("the measured shards hold no servers")
-    base = f.base_rss_mb
-    if base is None:
-        base = 0.0  # proportional: over-estimates larger shards' memory, never under
-        missing.append("base RSS (shard memory taken as proportional to its servers)")
-    # memory per server: the worst shard, above a fresh process's base
-    per_server_mb = max((r - base) / max(1, s) for r, s in zip(f.shard_peak_rss_mb, f.shard_servers))
+    xs = [float(n) for n in f.shard_servers] + [float(e["servers"]) for e in extra]
+    ts = list(shard_s) + [float(e["cpu_seconds" if use_cpu else "seconds"]) for e in extra]
+    ms = list(f.shard_peak_rss_mb) + [float(e["peak_rss_mb"]) for e in extra]
+    sizes = sorted({int(x) for x in xs})
+    if len(sizes) >= 2:
+        s_per, s_fixed = _line(xs, ts)
+        mb_per, base = _line(xs, ms)
+        fit = f"a line through shards of {' and '.join(f'{n:,}' for n in sizes)} servers"
+    else:
+        s_per, s_fixed = sum(ts) / sum(xs), 0.0
+        base = f.base_rss_mb if f.base_rss_mb is not None else 0.0
+        # memory per server: the worst shard, above a fresh process's base
+        mb_per = max((m - base) / max(1.0, x) for x, m in zip(xs, ms))
+        if f.base_rss_mb is None:
+            missing.append("base RSS (shard memory taken as proportional to its servers)")
+            fit = "proportional to the servers of one shard size"
+        else:
+            fit = "one shard size, above a fresh process's RSS"
+    import_base = f.base_rss_mb if f.base_rss_mb is not None else 0.0
 
     def per_server(value: float | None, what: str) -> float | None:
         if value is None:
@@ -283,6 +329,14 @@ def rates(f: Figures, *, prefer_cpu: bool = True) -> Rates:
         missing.append("Calibrate memory")
     plan_s = f.basis("plan", use_cpu)
     publish_s = f.basis("publish", use_cpu)
+    if f.plan_peak_rss_mb is None:
+        missing.append("Plan memory")
+    # Plan holds the inventory (read, validated, with its shard column: three copies)
+    plan_mb_per = (
+        3 * f.inventory_mb / f.servers
+        if f.inventory_mb is not None
+        else max(0.0, (f.plan_peak_rss_mb or import_base) - import_base) / f.servers
+    )
     req_fixed: dict[str, float] = {"put": 0.0, "get": 0.0}
     req_shard: dict[str, float] = {"put": 0.0, "get": 0.0}
     if f.requests:
@@ -296,19 +350,24 @@ def rates(f: Figures, *, prefer_cpu: bool = True) -> Rates:
     else:
         missing.append("S3 requests")
     return Rates(
-        shard_s_per_server=sum(shard_s) / servers,
-        shard_mb_per_server=per_server_mb,
+        shard_s_per_server=s_per,
+        shard_s_fixed=s_fixed,
+        shard_mb_per_server=mb_per,
         base_mb=base,
+        fit=fit,
         calibrate_s=calibrate_s or 0.0,
         calibrate_mb=f.calibrate_peak_rss_mb or 0.0,
         plan_s_per_server=(plan_s or 0.0) / f.servers,
-        plan_mb_per_server=max(0.0, (f.plan_peak_rss_mb or base) - base) / f.servers,
+        plan_mb=f.plan_peak_rss_mb or import_base,
+        plan_mb_per_server=plan_mb_per,
+        servers=f.servers,
         publish_s_per_server=per_server(publish_s, "Publish time"),
         publish_mb_per_server=(
             None
             if f.publish_peak_rss_mb is None
-            else max(0.0, f.publish_peak_rss_mb - base) / f.servers
+            else max(0.0, f.publish_peak_rss_mb - import_base) / f.servers
         ),
+        publish_base_mb=import_base,
         run_bytes_per_server=None if f.run_bytes is None else f.run_bytes / f.servers,
         input_bytes_per_server=None if f.input_bytes is None else f.input_bytes / f.servers,
         requests_fixed=req_fixed,
@@ -319,7 +378,15 @@ def rates(f: Figures, *, prefer_cpu: bool = True) -> Rates:
 
 
 def shard_seconds(r: Rates, size: int) -> float:
-    return r.shard_s_per_server * size
+    return r.shard_s_fixed + r.shard_s_per_server * size
+
+
+def plan_mb(r: Rates, servers: int) -> float:
+    return r.plan_mb + r.plan_mb_per_server * max(0, servers - r.servers)
+
+
+def publish_mb(r: Rates, servers: int) -> float:
+    return r.publish_base_mb + (r.publish_mb_per_server or 0.0) * servers
 
 
 def shard_mb(r: Rates, size: int) -> float:
@@ -364,13 +431,23 @@ def lambda_cost(memory_mb: int, seconds: float, invocations: int = 1) -> float:
     return invocations * (memory_mb / 1024 * seconds * PRICES["lambda_gb_second"] + PRICES["lambda_request"])
 
 
-def max_lambda_shard(r: Rates, memory_cap_mb: int = LIMITS["lambda_max_mb"]) -> tuple[int, str]:
-    """Largest shard a Lambda finishes within the time margin of 15 min and holds in 10,240 MB."""
+def lambda_shard_bounds(r: Rates, memory_cap_mb: int = LIMITS["lambda_max_mb"]) -> dict[str, int]:
+    """Largest shard a Lambda finishes within the time margin of 15 min, and holds in its memory."""
     budget = LIMITS["lambda_timeout_s"] * ASSUMPTIONS["time_margin"] - ASSUMPTIONS["lambda_init_s"]
-    by_time = math.floor(budget / r.shard_s_per_server) if r.shard_s_per_server > 0 else 10**9
+    big = 10**9
+    by_time = (
+        math.floor((budget - r.shard_s_fixed) / r.shard_s_per_server) if r.shard_s_per_server > 0 else big
+    )
     usable = memory_cap_mb / ASSUMPTIONS["memory_headroom"] - r.base_mb
-    by_mem = math.floor(usable / r.shard_mb_per_server) if r.shard_mb_per_server > 0 else 10**9
-    return (by_time, "15 min") if by_time <= by_mem else (by_mem, "10,240 MB")
+    by_mem = math.floor(usable / r.shard_mb_per_server) if r.shard_mb_per_server > 0 else big
+    return {"15 min": by_time, f"{memory_cap_mb:,} MB": by_mem}
+
+
+def max_lambda_shard(r: Rates, memory_cap_mb: int = LIMITS["lambda_max_mb"]) -> tuple[int, str]:
+    """The largest shard that fits both bounds, and which bound it is."""
+    bounds = lambda_shard_bounds(r, memory_cap_mb)
+    why = min(bounds, key=lambda k: bounds[k])
+    return bounds[why], why
 
 
 def _requests_cost(r: Rates, n_shards: int) -> tuple[float, float]:
@@ -450,7 +527,7 @@ def lambda_row(r: Rates, servers: int, shard_size: int, *, deployed: bool) -> Ro
     waves = math.ceil(n / conc)
     init = ASSUMPTIONS["lambda_init_s"]
     plan_s = r.plan_s_per_server * servers
-    plan_mem = DEPLOYED["plan_mb"] if deployed else lambda_memory_mb(r.base_mb + r.plan_mb_per_server * servers)
+    plan_mem = DEPLOYED["plan_mb"] if deployed else lambda_memory_mb(plan_mb(r, servers))
     cal_mem = DEPLOYED["calibrate_mb"] if deployed else lambda_memory_mb(r.calibrate_mb)
     times = {"start": 3 * init, "plan": plan_s, "calibrate": r.calibrate_s, "shards": waves * t_shard}
     parts = {
@@ -478,7 +555,9 @@ def lambda_row(r: Rates, servers: int, shard_size: int, *, deployed: bool) -> Ro
     else:
         sizes = f"shard {shard_mem:,} MB ({lambda_vcpu(shard_mem):.1f} vCPU), DISTRIBUTED Map × {conc}"
         if n > conc:
-            notes.append(f"{waves} waves: Lambda account concurrency {LIMITS['lambda_account_concurrency']:,}")
+            notes.append(
+                f"{waves} waves: Lambda account concurrency {LIMITS['lambda_account_concurrency']:,}"
+            )
     way = "Lambda + Step Functions, as deployed" if deployed else "Lambda + Step Functions, sized"
     row = Row(way, servers, size, n, conc, 0, 0, 0, "", sizes, fits, notes, parts, times)
     return _finish(row, r)
@@ -499,7 +578,7 @@ def _publish(
         notes.append("Publish not measured: left out")
         return
     s = r.publish_s_per_server * servers
-    peak = r.base_mb + (r.publish_mb_per_server or 0.0) * servers
+    peak = publish_mb(r, servers)
     if r.publish_mb_per_server is None:
         notes.append("Publish memory not measured: sized as the base process")
     if not fargate:
@@ -541,8 +620,7 @@ def fargate_row(r: Rates, servers: int, shard_size: int) -> Row:
     by_quota = max(1, int(ASSUMPTIONS["fargate_vcpu_quota"] // vcpu))
     conc = min(n, LIMITS["distributed_map_concurrency"], by_quota)
     waves = math.ceil(n / conc)
-    plan_peak = r.base_mb + r.plan_mb_per_server * servers
-    plan_task = fargate_size(plan_peak) or (16, 120)
+    plan_task = fargate_size(plan_mb(r, servers)) or (16, 120)
     cal_task = fargate_size(r.calibrate_mb) or (16, 120)
     plan_s = r.plan_s_per_server * servers + start
     cal_s = r.calibrate_s + start
@@ -555,12 +633,31 @@ def fargate_row(r: Rates, servers: int, shard_size: int) -> Row:
     _publish(r, servers, parts, times, notes, lambda_publish_mb=None, fargate=True)
     _, parts["s3 requests"] = _requests_cost(r, n)
     if n > conc:
-        notes.append(f"{waves} waves: Fargate vCPU quota {ASSUMPTIONS['fargate_vcpu_quota']:,} (an account setting)")
+        notes.append(
+            f"{waves} waves: Fargate vCPU quota {ASSUMPTIONS['fargate_vcpu_quota']:,} (an account setting)"
+        )
     if n > 100:
-        notes.append(f"{n:,} task launches: Fargate starts ≤ 100 at once, then 20/s (≈ {(n - 100) / 20:.0f} s more)")
+        notes.append(
+            f"{n:,} task launches: Fargate starts ≤ 100 at once, then 20/s (≈ {(n - 100) / 20:.0f} s more)"
+        )
         times["start"] = max(0.0, (n - 100) / 20)
     sizes = f"shard task {vcpu:g} vCPU / {gb:g} GB, DISTRIBUTED Map × {conc}"
-    row = Row("Fargate tasks + Step Functions", servers, shard_size, n, conc, 0, 0, 0, "", sizes, fits, notes, parts, times)
+    row = Row(
+        "Fargate tasks + Step Functions",
+        servers,
+        shard_size,
+        n,
+        conc,
+        0,
+        0,
+        0,
+        "",
+        sizes,
+        fits,
+        notes,
+        parts,
+        times,
+    )
     return _finish(row, r)
 
 
@@ -575,7 +672,9 @@ def dask_row(r: Rates, servers: int, shard_size: int) -> Row:
         notes.append(f"a {per:,}-server shard needs more than 120 GB")
         worker = (16, 120)
     vcpu, gb = worker
-    workers = min(n, ASSUMPTIONS["dask_max_workers"], max(1, int(ASSUMPTIONS["fargate_vcpu_quota"] // vcpu) - 2))
+    workers = min(
+        n, ASSUMPTIONS["dask_max_workers"], max(1, int(ASSUMPTIONS["fargate_vcpu_quota"] // vcpu) - 2)
+    )
     waves = math.ceil(n / workers)
     plan_s = r.plan_s_per_server * servers
     times = {
@@ -588,8 +687,7 @@ def dask_row(r: Rates, servers: int, shard_size: int) -> Row:
     pub_times: dict[str, float] = {}
     _publish(r, servers, pub, pub_times, notes, lambda_publish_mb=None, fargate=True)
     # the driver publishes in its own process: its task is sized for Publish (or Plan if larger)
-    pub_peak = r.base_mb + (r.publish_mb_per_server or 0.0) * servers
-    driver = fargate_size(max(pub_peak, r.base_mb + r.plan_mb_per_server * servers)) or (16, 120)
+    driver = fargate_size(max(publish_mb(r, servers), plan_mb(r, servers))) or (16, 120)
     if "publish" in pub_times:
         times["publish"] = pub_times["publish"] - ASSUMPTIONS["fargate_start_s"]
     wall = sum(times.values())
@@ -602,13 +700,34 @@ def dask_row(r: Rates, servers: int, shard_size: int) -> Row:
     _, parts["s3 requests"] = _requests_cost(r, n)
     idle = 1 - (n * shard_seconds(r, per) + r.calibrate_s) / (workers * wall)
     notes = [x for x in notes if not x.startswith("Publish task")]
-    notes.append(f"driver {driver[0]:g} vCPU / {driver[1]:g} GB; workers idle {100 * idle:.0f} % of their billed time")
-    sizes = f"{workers} workers × {vcpu:g} vCPU / {gb:g} GB (1 thread), scheduler {sched[0]} vCPU / {sched[1]} GB"
-    row = Row("Dask on Fargate (FargateCluster)", servers, shard_size, n, workers, 0, 0, 0, "", sizes, fits, notes, parts, times)
+    notes.append(
+        f"driver {driver[0]:g} vCPU / {driver[1]:g} GB; workers idle {100 * idle:.0f} % of their billed time"
+    )
+    sizes = (
+        f"{workers} workers × {vcpu:g} vCPU / {gb:g} GB (1 thread), scheduler {sched[0]} vCPU / {sched[1]} GB"
+    )
+    row = Row(
+        "Dask on Fargate (FargateCluster)",
+        servers,
+        shard_size,
+        n,
+        workers,
+        0,
+        0,
+        0,
+        "",
+        sizes,
+        fits,
+        notes,
+        parts,
+        times,
+    )
     return _finish(row, r)
 
 
-def table(f: Figures, *, shard_size: int, sizes: Iterable[int] = SIZES, prefer_cpu: bool = True) -> tuple[Rates, list[Row]]:
+def table(
+    f: Figures, *, shard_size: int, sizes: Iterable[int] = SIZES, prefer_cpu: bool = True
+) -> tuple[Rates, list[Row]]:
     """Every way × fleet size, as rows."""
     r = rates(f, prefer_cpu=prefer_cpu)
     rows: list[Row] = []
@@ -650,19 +769,47 @@ def _usd(x: float) -> str:
 
 def render(f: Figures, r: Rates, rows: list[Row], shard_size: int) -> str:
     out: list[str] = []
-    load = f"load average {min(f.load):.1f}–{max(f.load):.1f} on {f.cores} cores" if f.load else "load not recorded"
+    load = (
+        f"load average {min(f.load):.1f}–{max(f.load):.1f} on {f.cores} cores"
+        if f.load
+        else "load not recorded"
+    )
     out.append(f"### Measured inputs ({f.source}; {load})\n")
     out.append("| figure | value |")
     out.append("|---|---|")
     n = len(f.shard_servers)
-    out.append(f"| fleet, shards | {f.servers:,} servers × 5 metrics, {n} shards of {min(f.shard_servers):,}–{max(f.shard_servers):,} |")
-    cpu = "" if f.shard_cpu_seconds is None else f", CPU {min(f.shard_cpu_seconds):.1f}–{max(f.shard_cpu_seconds):.1f} s"
-    out.append(f"| shard step, each shard a fresh process | wall {min(f.shard_seconds):.1f}–{max(f.shard_seconds):.1f} s{cpu}; peak RSS {min(f.shard_peak_rss_mb):,.0f}–{max(f.shard_peak_rss_mb):,.0f} MB |")
-    out.append(f"| **seconds per server, shard step** ({r.basis}) | **{1000 * r.shard_s_per_server:.1f} ms** |")
-    out.append(f"| **memory per shard** | **{r.base_mb:,.0f} MB base + {r.shard_mb_per_server:.3f} MB per server** (5,000 servers: {shard_mb(r, 5000):,.0f} MB) |")
+    out.append(
+        f"| fleet, shards | {f.servers:,} servers × 5 metrics, {n} shards of {min(f.shard_servers):,}–{max(f.shard_servers):,} |"
+    )
+    cpu = (
+        ""
+        if f.shard_cpu_seconds is None
+        else f", CPU {min(f.shard_cpu_seconds):.1f}–{max(f.shard_cpu_seconds):.1f} s"
+    )
+    out.append(
+        f"| shard step, each shard a fresh process | wall {min(f.shard_seconds):.1f}–{max(f.shard_seconds):.1f} s{cpu}; peak RSS {min(f.shard_peak_rss_mb):,.0f}–{max(f.shard_peak_rss_mb):,.0f} MB |"
+    )
+    for e in f.extra_shards:
+        out.append(
+            f"| one shard of {e['servers']:,} servers (a second plan of the same fleet) | wall {e['seconds']:.1f} s"
+            + ("" if e.get("cpu_seconds") is None else f", CPU {e['cpu_seconds']:.1f} s")
+            + f"; peak RSS {e['peak_rss_mb']:,.0f} MB |"
+        )
+    out.append(
+        f"| **shard step: seconds per server** ({r.basis}, {r.fit}) | **{1000 * r.shard_s_per_server:.1f} ms** per server"
+        f" + {r.shard_s_fixed:.1f} s per shard (5,000 servers: {shard_seconds(r, 5000):,.0f} s on one vCPU) |"
+    )
+    out.append(
+        f"| **shard step: memory** | **{r.base_mb:,.0f} MB + {r.shard_mb_per_server:.3f} MB per server** "
+        f"(5,000 servers: {shard_mb(r, 5000):,.0f} MB) |"
+    )
 
     def step(name: str, key: str) -> None:
-        s, c, m = getattr(f, f"{key}_seconds"), getattr(f, f"{key}_cpu_seconds"), getattr(f, f"{key}_peak_rss_mb")
+        s, c, m = (
+            getattr(f, f"{key}_seconds"),
+            getattr(f, f"{key}_cpu_seconds"),
+            getattr(f, f"{key}_peak_rss_mb"),
+        )
         if s is None and m is None:
             out.append(f"| {name} | not measured |")
             return
@@ -676,21 +823,38 @@ def render(f: Figures, r: Rates, rows: list[Row], shard_size: int) -> str:
     step("Publish (grows with the fleet: one process)", "publish")
     if f.base_rss_mb is not None:
         out.append(f"| a fresh process after importing the batch code | {f.base_rss_mb:,.0f} MB |")
+    if f.inventory_mb is not None:
+        out.append(f"| the inventory in memory (Plan holds ≈ 3 copies) | {f.inventory_mb:,.1f} MB |")
     if f.run_bytes is not None:
-        out.append(f"| published run (runs/&lt;id&gt;/) | {f.run_bytes / 1e6:,.1f} MB ({r.run_bytes_per_server / 1e3:,.1f} kB per server) |")
+        out.append(
+            f"| published run (runs/&lt;id&gt;/) | {f.run_bytes / 1e6:,.1f} MB ({r.run_bytes_per_server / 1e3:,.1f} kB per server) |"
+        )
     if f.input_bytes is not None:
-        out.append(f"| input read (inventory, metrics) | {f.input_bytes / 1e6:,.1f} MB ({r.input_bytes_per_server / 1e3:,.1f} kB per server) |")
+        out.append(
+            f"| input read (inventory, metrics) | {f.input_bytes / 1e6:,.1f} MB ({r.input_bytes_per_server / 1e3:,.1f} kB per server) |"
+        )
     if f.requests:
         shards = [v for k, v in f.requests.items() if k.startswith("shard")]
         req = lambda d: f"{d.get('put', 0):,} PUT/LIST + {d.get('get', 0):,} GET/HEAD"  # noqa: E731
-        out.append(f"| S3 requests: Plan · Calibrate · Publish | {req(f.requests.get('plan', {}))} · {req(f.requests.get('calibrate', {}))} · {req(f.requests.get('publish', {}))} |")
-        out.append(f"| S3 requests per shard (mean of {len(shards)}) | {r.requests_per_shard['put']:,.0f} PUT/LIST + {r.requests_per_shard['get']:,.0f} GET/HEAD (Publish's share included) |")
+        out.append(
+            f"| S3 requests: Plan · Calibrate · Publish | {req(f.requests.get('plan', {}))} · {req(f.requests.get('calibrate', {}))} · {req(f.requests.get('publish', {}))} |"
+        )
+        out.append(
+            f"| S3 requests per shard (mean of {len(shards)}) | {r.requests_per_shard['put']:,.0f} PUT/LIST + {r.requests_per_shard['get']:,.0f} GET/HEAD (Publish's share included) |"
+        )
     if r.missing:
         out.append(f"| not measured | {'; '.join(r.missing)} |")
     largest, why = max_lambda_shard(r)
-    out.append(f"| **largest shard a Lambda runs** (≤ {ASSUMPTIONS['time_margin']:.0%} of 15 min, ≤ 10,240 MB / {ASSUMPTIONS['memory_headroom']}) | **{largest:,} servers** (bound by {why}) |")
+    b = lambda_shard_bounds(r)
+    out.append(
+        f"| **largest shard a Lambda runs** ({r.basis} on one vCPU) | **{largest:,} servers**, bound by {why} "
+        f"(≤ {ASSUMPTIONS['time_margin']:.0%} of 15 min: {b['15 min']:,} servers; peak × "
+        f"{ASSUMPTIONS['memory_headroom']} ≤ 10,240 MB: {b['10,240 MB']:,} servers) |"
+    )
     out.append("")
-    out.append(f"### Cost and time per run (shard size {shard_size:,}; weekly runs = {ASSUMPTIONS['runs_per_month']:.2f} a month)\n")
+    out.append(
+        f"### Cost and time per run (shard size {shard_size:,}; weekly runs = {ASSUMPTIONS['runs_per_month']:.2f} a month)\n"
+    )
     out.append("| servers | way | shards | wall | $ per run | $ per month | bottleneck | sizes and notes |")
     out.append("|---|---|---|---|---|---|---|---|")
     for row in rows:
@@ -712,6 +876,23 @@ def render(f: Figures, r: Rates, rows: list[Row], shard_size: int) -> str:
         if s["input_gb"] is not None:
             line += f"; the input (4 years daily) {s['input_gb']:,.1f} GB, {_usd(s['input_usd'])}/month"
         out.append(line)
+    if f.requests:
+        out.append("")
+        out.append(f"S3 requests per run (shards of {shard_size:,}; priced in the table's $ per run):")
+        for n in sorted({row.servers for row in rows}):
+            count, usd = _requests_cost(r, math.ceil(n / shard_size))
+            line = f"- {n:,} servers: {count:,.0f} requests, {_usd(usd)}"
+            if f.input_objects:
+                # each shard lists the input and opens every metrics file's footer: with the
+                # metrics in generate's layout (files per block of 5,000 servers) that grows too
+                grow = max(1.0, n / 5000) / max(1.0, f.servers / 5000)
+                shards = math.ceil(n / shard_size)
+                bound = r.requests_fixed["get"] + r.requests_per_shard["get"] * grow * shards
+                line += (
+                    f"; if the metrics stay in files of 5,000 servers each ({f.input_objects * grow:,.0f} objects), "
+                    f"each shard reads every file's footer: up to {bound:,.0f} GETs, {_usd(bound * PRICES['s3_get_request'])}"
+                )
+            out.append(line)
     out.append("")
     out.append(
         f"Prices: {PRICES['region']} list prices as of {PRICES['as_of']} ({PRICES['note']}): Lambda "
@@ -757,8 +938,13 @@ else:
 wall = time.perf_counter() - t0
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-print("RESULT " + json.dumps({"step": step, "wall": wall, "cpu": cpu, "peak_rss_mb": _peak_rss_mb(),
-    "base_rss_mb": base_rss, "load": [load0, os.getloadavg()[0]], "result": result}, default=str))
+peak = _peak_rss_mb()
+inventory_mb = None
+if step == "plan":  # after the peak was read: what the inventory takes in memory
+    inventory_mb = float(store.read_inventory().memory_usage(deep=True).sum()) / 2**20
+print("RESULT " + json.dumps({"step": step, "wall": wall, "cpu": cpu, "peak_rss_mb": peak,
+    "base_rss_mb": base_rss, "load": [load0, os.getloadavg()[0]], "inventory_mb": inventory_mb,
+    "result": result}, default=str))
 """
 
 
@@ -800,22 +986,25 @@ def measure(servers: int, shard_size: int, days: int, seed: int) -> Figures:
         t0 = time.perf_counter()
         _run([sys.executable, "-m", "forecasting", "--data", data, "generate", "--servers", str(servers),
               "--days", str(days), "--seed", str(seed)], {**env, "CAPFC_S3_ENDPOINT_URL": weed.url})  # fmt: skip
-        print(f"generated {servers:,} servers × {days} days into SeaweedFS in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"generated {servers:,} servers × {days} days into SeaweedFS in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         penv = {**env, "CAPFC_S3_ENDPOINT_URL": proxy.url}
         steps: dict[str, dict] = {}
         requests: dict[str, dict[str, int]] = {}
 
-        def step(name: str, run_id: str | None = None) -> dict:
+        def step(name: str, run_id: str | None = None, size: int = shard_size, tag: str = "") -> dict:
             before = len(proxy.requests)
-            args = [sys.executable, "-c", CHILD, name, data, str(shard_size)] + ([run_id] if run_id else [])
+            args = [sys.executable, "-c", CHILD, name, data, str(size)] + ([run_id] if run_id else [])
             out = _run(args, penv)
             res = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
             counts = {"put": 0, "get": 0, "free": 0}
             for line in proxy.requests[before:]:
                 counts[classify(line)] += 1
-            requests[name] = counts
-            steps[name] = res
-            print(f"  {name}: wall {res['wall']:.1f} s, CPU {res['cpu']:.1f} s, peak {res['peak_rss_mb']:,.0f} MB, "
+            requests[tag + name] = counts
+            steps[tag + name] = res
+            print(f"  {tag}{name}: wall {res['wall']:.1f} s, CPU {res['cpu']:.1f} s, peak {res['peak_rss_mb']:,.0f} MB, "
                   f"{sum(counts.values())} S3 requests, load {res['load'][1]:.1f}", flush=True)  # fmt: skip
             return res
 
@@ -826,10 +1015,18 @@ def measure(servers: int, shard_size: int, days: int, seed: int) -> Figures:
             step(f"shard{k}", run_id)
         manifest = step("publish", run_id)["result"]
         run_bytes = _s3_size(weed, bucket, f"lake/runs/{run_id}/")
+        # a second shard size over the same fleet (the whole fleet in one shard): it separates a
+        # shard's fixed time and memory from what each server adds
+        print(f"second point: one shard of {servers:,} servers", flush=True)
+        big = step("plan", size=servers, tag="one-")["result"]["run_id"]
+        step("calibrate", big, size=servers, tag="one-")
+        step("shard0", big, size=servers, tag="one-")
     finally:
         proxy.stop()
         weed.stop()
-    f = figures_from_manifest(manifest, source=f"measured: {servers:,}-server run, shards of {shard_size:,}, S3 (SeaweedFS)")
+    f = figures_from_manifest(
+        manifest, source=f"measured: {servers:,}-server run, shards of {shard_size:,}, S3 (SeaweedFS)"
+    )
     shard_keys = [f"shard{k}" for k in range(n)]
     f.shard_cpu_seconds = [steps[k]["cpu"] for k in shard_keys]
     f.base_rss_mb = min(s["base_rss_mb"] for s in steps.values())
@@ -839,7 +1036,17 @@ def measure(servers: int, shard_size: int, days: int, seed: int) -> Figures:
     f.publish_seconds, f.publish_cpu_seconds = steps["publish"]["wall"], steps["publish"]["cpu"]
     f.publish_peak_rss_mb = steps["publish"]["peak_rss_mb"]
     f.run_bytes = run_bytes
-    f.requests = requests
+    f.requests = {k: v for k, v in requests.items() if not k.startswith("one-")}
+    one = steps["one-shard0"]
+    f.extra_shards = [
+        {
+            "servers": servers,
+            "seconds": one["wall"],
+            "cpu_seconds": one["cpu"],
+            "peak_rss_mb": one["peak_rss_mb"],
+        }
+    ]
+    f.inventory_mb = steps["plan"]["inventory_mb"]
     f.load = [x for s in steps.values() for x in s["load"]]
     f.cores = os.cpu_count()
     return f
@@ -868,7 +1075,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--manifest", type=Path, help="use this manifest.json's figures instead of measuring")
     ap.add_argument("--figures", type=Path, help="use figures saved with --save (no new run)")
     ap.add_argument("--save", type=Path, help="write the measured figures to this JSON file")
-    ap.add_argument("--shard-size", type=int, default=5_000, help="shard size of the modelled runs (CAPFC_SHARD_SIZE)")
+    ap.add_argument(
+        "--shard-size", type=int, default=5_000, help="shard size of the modelled runs (CAPFC_SHARD_SIZE)"
+    )
     ap.add_argument("--basis", choices=("cpu", "wall"), default="cpu", help="scale CPU or wall seconds")
     args = ap.parse_args(argv)
     if args.manifest:
