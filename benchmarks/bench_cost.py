@@ -216,6 +216,9 @@ def figures_from_manifest(manifest: dict, *, source: str, run_dir: Path | None =
     if run_dir is not None and run_dir.is_dir():
         run_bytes = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
     snapshot = (manifest.get("input") or {}).get("snapshot") or {}
+    if eng.get("engine") == "dask":
+        # a Dask worker runs several tasks: its peak RSS is the high-water mark of all of them
+        source += " (Dask: a shard's peak RSS is its worker's high-water mark, Calibrate's included)"
     return Figures(
         source=source,
         servers=servers,
@@ -529,7 +532,8 @@ def lambda_row(r: Rates, servers: int, shard_size: int, *, deployed: bool) -> Ro
     plan_s = r.plan_s_per_server * servers
     plan_mem = DEPLOYED["plan_mb"] if deployed else lambda_memory_mb(plan_mb(r, servers))
     cal_mem = DEPLOYED["calibrate_mb"] if deployed else lambda_memory_mb(r.calibrate_mb)
-    times = {"start": 3 * init, "plan": plan_s, "calibrate": r.calibrate_s, "shards": waves * t_shard}
+    # cold starts of Plan and Calibrate (a shard's and Publish's are in their own times)
+    times = {"start": 2 * init, "plan": plan_s, "calibrate": r.calibrate_s, "shards": waves * t_shard}
     parts = {
         "lambda shards": lambda_cost(shard_mem, t_shard, n) * (1 + ASSUMPTIONS["sfn_retry_fraction"]),
         "lambda plan+calibrate": lambda_cost(plan_mem or LIMITS["lambda_max_mb"], plan_s + init)
@@ -787,7 +791,7 @@ def render(f: Figures, r: Rates, rows: list[Row], shard_size: int) -> str:
         else f", CPU {min(f.shard_cpu_seconds):.1f}–{max(f.shard_cpu_seconds):.1f} s"
     )
     out.append(
-        f"| shard step, each shard a fresh process | wall {min(f.shard_seconds):.1f}–{max(f.shard_seconds):.1f} s{cpu}; peak RSS {min(f.shard_peak_rss_mb):,.0f}–{max(f.shard_peak_rss_mb):,.0f} MB |"
+        f"| shard step | wall {min(f.shard_seconds):.1f}–{max(f.shard_seconds):.1f} s{cpu}; peak RSS {min(f.shard_peak_rss_mb):,.0f}–{max(f.shard_peak_rss_mb):,.0f} MB |"
     )
     for e in f.extra_shards:
         out.append(
@@ -1079,17 +1083,29 @@ def main(argv: list[str] | None = None) -> None:
         "--shard-size", type=int, default=5_000, help="shard size of the modelled runs (CAPFC_SHARD_SIZE)"
     )
     ap.add_argument("--basis", choices=("cpu", "wall"), default="cpu", help="scale CPU or wall seconds")
+    ap.add_argument(
+        "--base-rss-mb", type=float, help="a shard's memory without servers, when the manifest lacks it"
+    )
+    ap.add_argument("--publish-seconds", type=float, help="Publish's time, when the manifest lacks it")
+    ap.add_argument("--publish-rss-mb", type=float, help="Publish's peak RSS, when the manifest lacks it")
     args = ap.parse_args(argv)
     if args.manifest:
         try:
             manifest = json.loads(args.manifest.read_text())
             f = figures_from_manifest(manifest, source=str(args.manifest), run_dir=args.manifest.parent)
-        except (OSError, ValueError) as e:
-            sys.exit(f"--manifest: {e}")
+        except (OSError, ValueError) as e:  # bad input: exit 2, as the project's CLI does
+            print(f"--manifest: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     elif args.figures:
         f = Figures(**json.loads(args.figures.read_text()))
     else:
         f = measure(args.servers, args.measure_shard_size, args.days, args.seed)
+    for name in ("base_rss_mb", "publish_seconds", "publish_rss_mb"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0:
+                sys.exit(f"--{name.replace('_', '-')} must not be negative")
+            setattr(f, "publish_peak_rss_mb" if name == "publish_rss_mb" else name, value)
     if args.save:
         args.save.write_text(json.dumps(asdict(f), indent=2))
     r, rows = table(f, shard_size=args.shard_size, prefer_cpu=args.basis == "cpu")

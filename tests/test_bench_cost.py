@@ -83,7 +83,8 @@ def test_manifest_robust_to_missing_optional_fields(bc):
     assert len(rows) == 4 and all(row.run_usd > 0 for row in rows)
     # a Dask run's wall_seconds is the whole run, not Publish: Publish is then not measured
     dask = {**m, "wall_seconds": 99.0, "engine": {**m["engine"], "engine": "dask"}}
-    assert bc.figures_from_manifest(dask, source="dask").publish_seconds is None
+    fd = bc.figures_from_manifest(dask, source="dask")
+    assert fd.publish_seconds is None and "high-water mark" in fd.source
     assert "Publish not measured: left out" in bc.lambda_row(bc.rates(f), 10_000, 5000, deployed=False).notes
     # engine.publish_seconds, when the manifest has it, wins
     assert (
@@ -235,3 +236,26 @@ def test_render_and_request_tiers(bc):
     assert bc.classify("HEAD /b/lake/store.json") == "get"
     assert bc.classify("DELETE /b/lake/runs/x/shards/0/done.json") == "free"
     assert bc.classify("POST /b?delete") == "free"
+
+
+def test_cli_bad_manifest_exits_2_with_the_reason(bc, tmp_path, capsys):
+    bad = tmp_path / "manifest.json"
+    bad.write_text('{"run_id": "x"}')
+    with pytest.raises(SystemExit) as e:
+        bc.main(["--manifest", str(bad)])
+    assert e.value.code == 2 and "no engine.shard_seconds" in capsys.readouterr().err
+
+
+def test_cli_reads_a_manifest_and_its_run_folder(bc, tmp_path, capsys):
+    run = tmp_path / "runs" / MANIFEST["run_id"]
+    (run / "forecasts").mkdir(parents=True)
+    (run / "forecasts" / "part-00000.parquet").write_bytes(b"x" * 3000)
+    (run / "manifest.json").write_text(__import__("json").dumps(MANIFEST))
+    bc.main(["--manifest", str(run / "manifest.json"), "--publish-rss-mb", "700"])
+    out = capsys.readouterr().out
+    size = 3000 + (run / "manifest.json").stat().st_size
+    assert (
+        f"{size / 1e6:,.1f} MB" in out
+        and "Publish (grows with the fleet: one process) | wall 8.0 s, peak RSS 700 MB" in out
+    )
+    assert out.count("| 1,000,000 |") == 4
