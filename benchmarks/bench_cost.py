@@ -155,6 +155,10 @@ class Figures:
     extra_shards: list[dict] = field(
         default_factory=list
     )  # {"servers", "seconds", "cpu_seconds", "peak_rss_mb"}
+    # Publish of another fleet size (a second, smaller fleet): Publish's fixed and per-server parts
+    extra_publish: list[dict] = field(
+        default_factory=list
+    )  # {"servers", "seconds", "cpu_seconds", "peak_rss_mb"}
     inventory_mb: float | None = None  # the fleet's inventory in memory (what Plan holds)
     input_objects: int | None = None  # objects under inventory/ and metrics/ the run read
 
@@ -265,12 +269,50 @@ class Rates:
     publish_s_per_server: float | None
     publish_mb_per_server: float | None
     publish_base_mb: float
+    publish_s_fixed: float
+    publish_fit: str
     run_bytes_per_server: float | None
     input_bytes_per_server: float | None
     requests_fixed: dict[str, float]  # plan + calibrate
     requests_per_shard: dict[str, float]  # one shard, plus its share of Publish
     basis: str
     missing: list[str]
+
+
+def _publish_rates(
+    f: Figures, publish_s: float | None, use_cpu: bool, base: float, missing: list[str]
+) -> dict:
+    """Publish's seconds and MB: a line through two fleet sizes when measured, else above a base."""
+    extra = [
+        e
+        for e in f.extra_publish
+        if e.get("servers") and e.get("cpu_seconds" if use_cpu else "seconds") is not None
+    ]
+    if publish_s is None:
+        missing.append("Publish time")
+    if publish_s is not None and f.publish_peak_rss_mb is not None and extra:
+        xs = [float(f.servers)] + [float(e["servers"]) for e in extra]
+        s_per, s_fixed = _line(
+            xs, [publish_s] + [float(e["cpu_seconds" if use_cpu else "seconds"]) for e in extra]
+        )
+        mb_per, mb_base = _line(xs, [f.publish_peak_rss_mb] + [float(e["peak_rss_mb"]) for e in extra])
+        sizes = " and ".join(f"{int(x):,}" for x in sorted(set(xs)))
+        return {
+            "publish_s_per_server": s_per,
+            "publish_s_fixed": s_fixed,
+            "publish_mb_per_server": mb_per,
+            "publish_base_mb": mb_base,
+            "publish_fit": f"a line through fleets of {sizes} servers",
+        }
+    return {
+        "publish_s_per_server": None if publish_s is None else publish_s / f.servers,
+        "publish_s_fixed": 0.0,
+        "publish_mb_per_server": (
+            None if f.publish_peak_rss_mb is None else max(0.0, f.publish_peak_rss_mb - base) / f.servers
+        ),
+        "publish_base_mb": base,
+        "publish_fit": "one fleet size, proportional above a fresh process's RSS",
+    }
 
 
 def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -319,12 +361,6 @@ def rates(f: Figures, *, prefer_cpu: bool = True) -> Rates:
             fit = "one shard size, above a fresh process's RSS"
     import_base = f.base_rss_mb if f.base_rss_mb is not None else 0.0
 
-    def per_server(value: float | None, what: str) -> float | None:
-        if value is None:
-            missing.append(what)
-            return None
-        return value / f.servers
-
     calibrate_s = f.basis("calibrate", use_cpu)
     if calibrate_s is None:
         missing.append("Calibrate time")
@@ -364,13 +400,7 @@ def rates(f: Figures, *, prefer_cpu: bool = True) -> Rates:
         plan_mb=f.plan_peak_rss_mb or import_base,
         plan_mb_per_server=plan_mb_per,
         servers=f.servers,
-        publish_s_per_server=per_server(publish_s, "Publish time"),
-        publish_mb_per_server=(
-            None
-            if f.publish_peak_rss_mb is None
-            else max(0.0, f.publish_peak_rss_mb - import_base) / f.servers
-        ),
-        publish_base_mb=import_base,
+        **_publish_rates(f, publish_s, use_cpu, import_base, missing),
         run_bytes_per_server=None if f.run_bytes is None else f.run_bytes / f.servers,
         input_bytes_per_server=None if f.input_bytes is None else f.input_bytes / f.servers,
         requests_fixed=req_fixed,
@@ -581,7 +611,7 @@ def _publish(
     if r.publish_s_per_server is None:
         notes.append("Publish not measured: left out")
         return
-    s = r.publish_s_per_server * servers
+    s = r.publish_s_fixed + r.publish_s_per_server * servers
     peak = publish_mb(r, servers)
     if r.publish_mb_per_server is None:
         notes.append("Publish memory not measured: sized as the base process")
@@ -825,6 +855,18 @@ def render(f: Figures, r: Rates, rows: list[Row], shard_size: int) -> str:
     step("Plan (grows with the fleet)", "plan")
     step("Calibrate (fixed: its sample of 500 servers)", "calibrate")
     step("Publish (grows with the fleet: one process)", "publish")
+    for e in f.extra_publish:
+        out.append(
+            f"| Publish of a second fleet of {e['servers']:,} servers | wall {e['seconds']:.1f} s"
+            + ("" if e.get("cpu_seconds") is None else f", CPU {e['cpu_seconds']:.1f} s")
+            + f", peak RSS {e['peak_rss_mb']:,.0f} MB |"
+        )
+    if r.publish_s_per_server is not None:
+        out.append(
+            f"| **Publish: per server** ({r.publish_fit}) | {1000 * r.publish_s_per_server:.2f} ms + "
+            f"{r.publish_s_fixed:.1f} s; {r.publish_base_mb:,.0f} MB + {r.publish_mb_per_server or 0:.3f} MB per server "
+            f"(100,000 servers: {publish_mb(r, 100_000) / 1024:,.1f} GB) |"
+        )
     if f.base_rss_mb is not None:
         out.append(f"| a fresh process after importing the batch code | {f.base_rss_mb:,.0f} MB |")
     if f.inventory_mb is not None:
@@ -965,9 +1007,11 @@ def classify(line: str) -> str:
     return "get"
 
 
-def measure(servers: int, shard_size: int, days: int, seed: int) -> Figures:
+def measure(servers: int, shard_size: int, days: int, seed: int, second_fleet: int = 0) -> Figures:
     """Generate a fleet into SeaweedFS, run each step of a sharded run in a fresh process through
-    a recording proxy, and return what was measured (the manifest's engine section included)."""
+    a recording proxy, and return what was measured (the manifest's engine section included).
+    Two more points: the same fleet in one shard (a shard's fixed and per-server parts) and, when
+    second_fleet > 0, a second fleet of that size run and published (Publish's parts)."""
     sys.path.insert(0, str(ROOT))
     from tests.s3server import ADMIN, REGION, FaultProxy, SeaweedServer
 
@@ -987,20 +1031,26 @@ def measure(servers: int, shard_size: int, days: int, seed: int) -> Figures:
         "CAPFC_LOG_LEVEL": "WARNING",
     }
     try:
-        t0 = time.perf_counter()
-        _run([sys.executable, "-m", "forecasting", "--data", data, "generate", "--servers", str(servers),
-              "--days", str(days), "--seed", str(seed)], {**env, "CAPFC_S3_ENDPOINT_URL": weed.url})  # fmt: skip
-        print(
-            f"generated {servers:,} servers × {days} days into SeaweedFS in {time.perf_counter() - t0:.0f} s",
-            flush=True,
-        )
+
+        def generate(where: str, n: int) -> None:
+            t0 = time.perf_counter()
+            _run([sys.executable, "-m", "forecasting", "--data", where, "generate", "--servers", str(n),
+                  "--days", str(days), "--seed", str(seed)], {**env, "CAPFC_S3_ENDPOINT_URL": weed.url})  # fmt: skip
+            print(
+                f"generated {n:,} servers × {days} days into SeaweedFS in {time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
+
+        generate(data, servers)
         penv = {**env, "CAPFC_S3_ENDPOINT_URL": proxy.url}
         steps: dict[str, dict] = {}
         requests: dict[str, dict[str, int]] = {}
 
-        def step(name: str, run_id: str | None = None, size: int = shard_size, tag: str = "") -> dict:
+        def step(
+            name: str, run_id: str | None = None, size: int = shard_size, tag: str = "", where: str = data
+        ) -> dict:
             before = len(proxy.requests)
-            args = [sys.executable, "-c", CHILD, name, data, str(size)] + ([run_id] if run_id else [])
+            args = [sys.executable, "-c", CHILD, name, where, str(size)] + ([run_id] if run_id else [])
             out = _run(args, penv)
             res = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
             counts = {"put": 0, "get": 0, "free": 0}
@@ -1025,6 +1075,16 @@ def measure(servers: int, shard_size: int, days: int, seed: int) -> Figures:
         big = step("plan", size=servers, tag="one-")["result"]["run_id"]
         step("calibrate", big, size=servers, tag="one-")
         step("shard0", big, size=servers, tag="one-")
+        if second_fleet > 0:
+            # a second fleet size, run and published: Publish's fixed and per-server parts
+            print(f"second fleet: {second_fleet:,} servers", flush=True)
+            data2 = f"s3://{weed.new_bucket()}/lake"
+            generate(data2, second_fleet)
+            run2 = step("plan", tag="fleet2-", where=data2)["result"]
+            step("calibrate", run2["run_id"], tag="fleet2-", where=data2)
+            for k in range(run2["n_shards"]):
+                step(f"shard{k}", run2["run_id"], tag="fleet2-", where=data2)
+            step("publish", run2["run_id"], tag="fleet2-", where=data2)
     finally:
         proxy.stop()
         weed.stop()
@@ -1040,7 +1100,17 @@ def measure(servers: int, shard_size: int, days: int, seed: int) -> Figures:
     f.publish_seconds, f.publish_cpu_seconds = steps["publish"]["wall"], steps["publish"]["cpu"]
     f.publish_peak_rss_mb = steps["publish"]["peak_rss_mb"]
     f.run_bytes = run_bytes
-    f.requests = {k: v for k, v in requests.items() if not k.startswith("one-")}
+    f.requests = {k: v for k, v in requests.items() if not k.startswith(("one-", "fleet2-"))}
+    if "fleet2-publish" in steps:
+        p2 = steps["fleet2-publish"]
+        f.extra_publish = [
+            {
+                "servers": second_fleet,
+                "seconds": p2["wall"],
+                "cpu_seconds": p2["cpu"],
+                "peak_rss_mb": p2["peak_rss_mb"],
+            }
+        ]
     one = steps["one-shard0"]
     f.extra_shards = [
         {
@@ -1076,6 +1146,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--measure-shard-size", type=int, default=500, help="shard size of the measured run")
     ap.add_argument("--days", type=int, default=1461)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--second-fleet",
+        type=int,
+        help="servers of a second, published fleet (Publish's growth; default ¼, 0 = none)",
+    )
     ap.add_argument("--manifest", type=Path, help="use this manifest.json's figures instead of measuring")
     ap.add_argument("--figures", type=Path, help="use figures saved with --save (no new run)")
     ap.add_argument("--save", type=Path, help="write the measured figures to this JSON file")
@@ -1089,6 +1164,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--publish-seconds", type=float, help="Publish's time, when the manifest lacks it")
     ap.add_argument("--publish-rss-mb", type=float, help="Publish's peak RSS, when the manifest lacks it")
     args = ap.parse_args(argv)
+    if args.second_fleet is None:
+        args.second_fleet = max(100, args.servers // 4)
     if args.manifest:
         try:
             manifest = json.loads(args.manifest.read_text())
@@ -1099,7 +1176,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.figures:
         f = Figures(**json.loads(args.figures.read_text()))
     else:
-        f = measure(args.servers, args.measure_shard_size, args.days, args.seed)
+        f = measure(args.servers, args.measure_shard_size, args.days, args.seed, args.second_fleet)
     for name in ("base_rss_mb", "publish_seconds", "publish_rss_mb"):
         value = getattr(args, name)
         if value is not None:

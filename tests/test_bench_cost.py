@@ -259,3 +259,16 @@ def test_cli_reads_a_manifest_and_its_run_folder(bc, tmp_path, capsys):
         and "Publish (grows with the fleet: one process) | wall 8.0 s, peak RSS 700 MB" in out
     )
     assert out.count("| 1,000,000 |") == 4
+
+
+def test_two_fleet_sizes_separate_publish_fixed_and_per_server(bc):
+    f = figures(bc)  # Publish at 2,000 servers: 8 s (wall), 600 MB
+    f.extra_publish = [{"servers": 500, "seconds": 3.5, "cpu_seconds": None, "peak_rss_mb": 450.0}]
+    r = bc.rates(f)
+    assert r.publish_s_per_server == pytest.approx(0.003) and r.publish_s_fixed == pytest.approx(2.0)
+    assert r.publish_mb_per_server == pytest.approx(0.1) and r.publish_base_mb == pytest.approx(400.0)
+    assert "500 and 2,000" in r.publish_fit
+    # Publish's time at 100,000 servers on the sized Lambda row: fixed + per server, plus a cold start
+    row = bc.lambda_row(r, 100_000, 5000, deployed=False)
+    assert "fargate publish" in row.parts  # 400 MB + 10 GB × 1.25: past Lambda's memory
+    assert row.times["publish"] == pytest.approx(2.0 + 0.003 * 100_000 + bc.ASSUMPTIONS["fargate_start_s"])
