@@ -18,13 +18,15 @@ starts SeaweedFS (a real S3 server, tests/s3server.py) behind a recording proxy,
 four steps of a sharded run each in a fresh process, as Lambda and Fargate run them: wall time,
 CPU time, peak RSS, and the S3 requests each step made (counted at the proxy). The published
 manifest's ``engine`` section (``shard_seconds``, ``shard_peak_rss_mb``, ``calibrate_*``) and the
-published run's size come from that run. ``--manifest PATH`` reads the figures of an earlier run's
+published run's size come from that run. Two more points split fixed from per-server costs: the
+same fleet planned as one shard (the shard step) and a second, smaller fleet run and published
+(``--second-fleet``, Publish). ``--manifest PATH`` reads the figures of an earlier run's
 manifest instead (a bigger one); fields it lacks are reported as not measured.
 
 **The model** (pure functions, tested in tests/test_bench_cost.py): shard time = seconds per
 server × shard size (CPU seconds of our run by default, since the machine is shared; ``--basis
-wall`` to use wall time); shard memory = a fresh process's base RSS + measured RSS per server ×
-shard size; Calibrate is fixed (its sample does not grow with the fleet); Plan and Publish grow
+wall`` to use wall time) + a fixed part per shard; shard memory = a fixed part + RSS per server ×
+shard size (lines through the two shard sizes); Calibrate is fixed (its sample does not grow with the fleet); Plan and Publish grow
 with the fleet (Publish holds the whole fleet's forecasts until the lead's partitioned publish
 lands). Prices are us-east-1 list prices, in one table below. Run:
 
