@@ -93,7 +93,7 @@ def run_dask(
 ) -> dict:
     """Plan → Calibrate → every shard on the cluster → Publish. client: an open
     ``distributed.Client`` (else one to settings.scheduler, or to a new local cluster)."""
-    from dask.distributed import Client, wait
+    from dask.distributed import Client
 
     t0 = time.perf_counter()
     settings = settings.model_copy(update={"data": store.uri})
@@ -106,54 +106,65 @@ def run_dask(
             store, settings, trigger=trigger, model=model, horizon=horizon, backtest=backtest
         )
         run_id = planned["run_id"]
-        ctx = {"run_id": run_id, "trigger": trigger}
-        retries = settings.shard_retries
-        cal = client.submit(
-            _calibrate_task, settings, run_id, retries=retries, pure=False, key=f"calibrate-{run_id}"
-        )
-        wait([cal])
-        if cal.status != "finished":
-            raise ShardFailedError(
-                f"run {run_id}: the Calibrate step failed after {retries + 1} attempt(s): {cal.exception()!r}; "
-                "nothing published (runs/LATEST unchanged)"
-            )
-        futures = {
-            k: client.submit(
-                _shard_task, settings, run_id, k, retries=retries, pure=False, key=f"shard-{run_id}-{k}"
-            )
-            for k in range(planned["n_shards"])
-        }
-        wait(list(futures.values()))
-        failed = {k: f.exception() for k, f in futures.items() if f.status != "finished"}
-        attempts = {k: _attempts(client, f.key) for k, f in futures.items()}
-        retried = {k: n for k, n in attempts.items() if n > 1}
-        if retried:
-            log.warning("shard(s) retried: %s", retried, extra=ctx)
-        if failed:
-            detail = "; ".join(f"shard {k}: {e!r}" for k, e in sorted(failed.items()))
-            raise ShardFailedError(
-                f"run {run_id}: shard(s) {', '.join(map(str, sorted(failed)))} of {planned['n_shards']} failed "
-                f"after {retries + 1} attempt(s) ({detail}); nothing published (runs/LATEST unchanged)"
-            )
-        results = [futures[k].result() for k in sorted(futures)]
-        manifest = shards.publish_shards(store, settings, run_id)
-        manifest.setdefault("engine", {}).update(
-            {
-                "engine": "dask",
-                "scheduler": settings.scheduler or "local cluster (2 workers × 1 thread)",
-                "workers": len(client.scheduler_info(n_workers=-1).get("workers", {})),
-                "shard_attempts": [attempts[k] for k in sorted(attempts)],
-                "shard_servers": [r["servers"] for r in results],
-            }
-        )
-        manifest["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        log.info("dask run published: %d shard(s), %d retried", len(results), len(retried), extra=ctx)
-        return manifest
+        try:
+            return _run_planned(client, store, settings, planned, trigger, t0)
+        except ShardFailedError:
+            shards.abandon_run(store, run_id)  # the next run need not wait for the lease to expire
+            raise
     finally:
         if own is not None:
             own.close()
         if cluster is not None:
             cluster.close()
+
+
+def _run_planned(
+    client: Any, store: Store, settings: Settings, planned: dict, trigger: str | None, t0: float
+) -> dict:
+    from dask.distributed import wait
+
+    run_id = planned["run_id"]
+    ctx = {"run_id": run_id, "trigger": trigger}
+    retries = settings.shard_retries
+    cal = client.submit(
+        _calibrate_task, settings, run_id, retries=retries, pure=False, key=f"calibrate-{run_id}"
+    )
+    wait([cal])
+    if cal.status != "finished":
+        raise ShardFailedError(
+            f"run {run_id}: the Calibrate step failed after {retries + 1} attempt(s): {cal.exception()!r}; "
+            "nothing published (runs/LATEST unchanged)"
+        )
+    futures = {
+        k: client.submit(
+            _shard_task, settings, run_id, k, retries=retries, pure=False, key=f"shard-{run_id}-{k}"
+        )
+        for k in range(planned["n_shards"])
+    }
+    wait(list(futures.values()))
+    failed = {k: f.exception() for k, f in futures.items() if f.status != "finished"}
+    attempts = {k: _attempts(client, f.key) for k, f in futures.items()}
+    retried = {k: n for k, n in attempts.items() if n > 1}
+    if retried:
+        log.warning("shard(s) retried: %s", retried, extra=ctx)
+    if failed:
+        detail = "; ".join(f"shard {k}: {e!r}" for k, e in sorted(failed.items()))
+        raise ShardFailedError(
+            f"run {run_id}: shard(s) {', '.join(map(str, sorted(failed)))} of {planned['n_shards']} failed "
+            f"after {retries + 1} attempt(s) ({detail}); nothing published (runs/LATEST unchanged)"
+        )
+    results = [futures[k].result() for k in sorted(futures)]
+    engine = {  # stored in the run's manifest with the shards' own figures
+        "engine": "dask",
+        "scheduler": settings.scheduler or "local cluster (2 workers × 1 thread)",
+        "workers": len(client.scheduler_info(n_workers=-1).get("workers", {})),
+        "shard_attempts": [attempts[k] for k in sorted(attempts)],
+        "shard_servers": [r["servers"] for r in results],
+    }
+    manifest = shards.publish_shards(store, settings, run_id, engine=engine)
+    manifest["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    log.info("dask run published: %d shard(s), %d retried", len(results), len(retried), extra=ctx)
+    return manifest
 
 
 def _attempts(client: Any, key: str) -> int:

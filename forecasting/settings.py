@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .schema import CRITICALITY_ORDER, METRICS
@@ -279,6 +279,14 @@ class Settings(BaseSettings):
         if "://" in v and not v.startswith(("s3://", "athena://", "file://")):
             raise ValueError(f"{v!r}: use a local path, s3://bucket/prefix or athena://workgroup/database")
         return v
+
+    @model_validator(mode="after")
+    def _scheduler_means_dask(self) -> Settings:
+        """A scheduler address alone (CAPFC_SCHEDULER, as --scheduler) selects the Dask engine;
+        an explicit engine wins."""
+        if self.scheduler and "engine" not in self.model_fields_set:
+            self.engine = "dask"
+        return self
 
     def policy(self):  # -> forecasting.policy.Policy (imported here: the policy needs the analytics)
         """The planner's policy these settings describe."""

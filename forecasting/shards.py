@@ -542,13 +542,16 @@ def shard_status(store: Store, run_id: str) -> tuple[dict, dict[int, dict], list
     return plan, done, missing
 
 
-def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bool = True) -> dict:
+def publish_shards(
+    store: Store, settings: Settings, run_id: str, *, cleanup: bool = True, engine: dict | None = None
+) -> dict:
     """Every shard done → analytics over the whole fleet → the run's tables, manifest, LATEST last.
 
     A missing shard publishes nothing (ShardError naming it): readers stay on the previous run.
     A run overtaken by one on newer input (its snapshot's as-of, published first) is not published
     either — LATEST only moves forward — and ``{"run_id", "superseded_by"}`` is returned. The
-    lease taken by :func:`plan_shards` is released here, whatever the outcome.
+    lease taken by :func:`plan_shards` is released here, whatever the outcome. ``engine``: what the
+    engine that ran the shards adds to the manifest's ``engine`` section (workers, attempts).
     """
     t0 = time.perf_counter()
     ps = object_store(store)
@@ -559,12 +562,12 @@ def publish_shards(store: Store, settings: Settings, run_id: str, *, cleanup: bo
     plan, done, missing = shard_status(store, run_id)
     ctx = {"run_id": run_id, "trigger": plan.get("trigger")}
     try:
-        return _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
+        return _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0, engine or {})
     finally:
         release_lease(ps.cond, ps.lease_path(), run_id)  # the lease taken at plan ends here
 
 
-def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0) -> dict:
+def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0, engine) -> dict:
     c0 = time.process_time()
     # a run on newer input already in LATEST: skip the analytics (publish_run would refuse LATEST too)
     latest = ps.superseded_by({"run_id": run_id, "input": {"snapshot": plan["snapshot"]}})
@@ -639,6 +642,7 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
                 "calibrate_cpu_seconds": pooled.get("cpu_seconds"),
                 "calibrate_peak_rss_mb": pooled.get("peak_rss_mb"),
                 "calibration_series": pooled.get("series"),
+                **engine,
             },
             "forecast_origin": max(
                 (d["forecast_origin"] for d in done.values() if d.get("forecast_origin")), default=""
@@ -653,13 +657,15 @@ def _publish(store, settings, ps, run_id, plan, done, missing, ctx, cleanup, t0)
             },
             "tables_in_parts": [n for n in PART_TABLES if rows[n]],
         }
+        manifest["engine"].update(  # Publish up to its writes: stored with the run
+            publish_seconds=round(time.perf_counter() - t0, 2),
+            publish_cpu_seconds=round(time.process_time() - c0, 2),
+            publish_peak_rss_mb=round(_peak_rss_mb(), 1),
+        )
         parts = manifest["tables_in_parts"]
         if not store.publish_run(run_id, tables, manifest, parts):  # tables, manifest, then LATEST by CAS
             manifest["superseded_by"] = store.latest_run_id()
         manifest["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        manifest["engine"]["publish_seconds"] = manifest["wall_seconds"]
-        manifest["engine"]["publish_cpu_seconds"] = round(time.process_time() - c0, 2)
-        manifest["engine"]["publish_peak_rss_mb"] = round(_peak_rss_mb(), 1)
         at_risk = sum(int(d.get("servers_at_risk", 0)) for d in done.values())
         add_run_metrics(metrics, manifest, at_risk)
     log.info("published run from %d shard(s)", plan["n_shards"], extra=ctx)
@@ -704,6 +710,20 @@ def _backtest_scores(ps: ParquetStore, run_id: str) -> pd.DataFrame | None:
     """The backtest columns the manifest averages, read from every shard's part."""
     dataset = ps.run_table_dataset(run_id, "backtest")
     return None if dataset is None else dataset.to_table(columns=["model", *MEAN_SCORES]).to_pandas()
+
+
+def abandon_run(store: Store, run_id: str) -> dict:
+    """A run that failed before publishing: release the store's lease it holds (the next run need
+    not wait for it to expire) and remove its shards' files and table parts. A published run is
+    left alone; so is a lease another run holds. Safe to call more than once."""
+    ps = object_store(store)
+    check_run_id(run_id)
+    if ps._exists(ps._p("runs", run_id, "manifest.json")):
+        return {"run_id": run_id, "abandoned": False, "why": "published"}
+    release_lease(ps.cond, ps.lease_path(), run_id)
+    _delete_partials(ps, run_id, *PART_TABLES)
+    log.warning("run abandoned: lease released, partial files removed", extra={"run_id": run_id})
+    return {"run_id": run_id, "abandoned": True}
 
 
 def _delete_partials(ps: ParquetStore, run_id: str, *tables: str) -> None:

@@ -220,13 +220,18 @@ def test_state_machine_definition_is_well_formed():
     definition = load_definition()
     assert check_definition(definition, set(DEFINITION_PLACEHOLDERS)) == []
     states = definition["States"]
-    assert list(states) == ["Plan", "Calibrate", "Shards", "Publish", "RunFailed"]
+    assert list(states) == ["Plan", "Calibrate", "Shards", "Publish", "Abandon", "RunFailed"]
     assert states["Plan"]["Next"] == "Calibrate" and states["Calibrate"]["Next"] == "Shards"
     assert states["Calibrate"]["ResultPath"] is None  # the plan's output (the shard ids) reaches the Map
     assert states["Shards"]["ItemsPath"] == "$.shards"
     assert states["Shards"]["ResultPath"] is None  # the plan's output reaches Publish
-    for name in ("Plan", "Calibrate", "Shards", "Publish"):
-        assert states[name]["Catch"][0]["Next"] == "RunFailed"
+    # Plan releases its own lease when it fails; a planned run that fails is abandoned (its lease
+    # released, its partial files removed) before the execution fails with the original error
+    assert states["Plan"]["Catch"][0]["Next"] == "RunFailed"
+    for name in ("Calibrate", "Shards", "Publish"):
+        assert states[name]["Catch"][0]["Next"] == "Abandon"
+    assert states["Abandon"]["ResultPath"] == "$.abandoned" and states["Abandon"]["Next"] == "RunFailed"
+    assert states["Abandon"]["Catch"][0]["ResultPath"] != "$.error"  # never hides the run's own error
     shard_retry = states["Shards"]["ItemProcessor"]["States"]["Shard"]["Retry"][0]["ErrorEquals"]
     assert "Lambda.ServiceException" in shard_retry and "StoreUnavailableError" in shard_retry
     broken = load_definition()
@@ -363,7 +368,7 @@ def client_keys(client, bucket: str, prefix: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_failing_shard_publishes_nothing(lake, monkeypatch, seaweed):
-    store, _bucket, _prefix = lake
+    store, bucket, prefix = lake
     monkeypatch.setenv("CAPFC_SHARD_SIZE", "5")
     previous = handlers.trigger(recorded("scheduler-input.json"), None)["run_id"]  # 12 ≤ default max
     append_day(store)
@@ -381,11 +386,19 @@ def test_a_failing_shard_publishes_nothing(lake, monkeypatch, seaweed):
     assert ex.error == "StoreUnavailableError" and "S3 unavailable" in json.loads(ex.cause)["errorMessage"]
     assert calls.count(1) == 3  # the first try and the definition's two retries
     assert ("Shards", "caught StoreUnavailableError") in ex.history
-    assert not any(r == ARNS["PublishFunctionArn"] for r, _ in run.calls)
+    # the only call to the publish function is the Abandon state's: lease released, partials gone
+    abandon = [c for r, c in run.calls if r == ARNS["PublishFunctionArn"]]
+    assert len(abandon) == 1 and abandon[0]["error"]["Error"] == "StoreUnavailableError"
     assert store.latest_run_id() == previous and store.list_runs() == [previous]
-    # publishing that run by hand is refused too, naming the shard
     planned = next(c for r, c in run.calls if r == ARNS["ShardFunctionArn"])["run_id"]
-    handlers.shard({"run_id": planned, "shard": 2}, None)  # as a concurrent Map would have
-    with pytest.raises(ShardError, match=r"shard\(s\) 1 of 3 did not finish"):
+    assert not [k for k in client_keys(seaweed.client, bucket, f"{prefix}/runs/{planned}/") if k[-1] != "/"]
+    # a late Map item of the failed run, or publishing it by hand, finds no plan and says so
+    with pytest.raises(ShardError, match="has no shard plan"):
+        handlers.shard({"run_id": planned, "shard": 2}, None)
+    with pytest.raises(ShardError, match="has no shard plan"):
         handlers.publish({"run_id": planned}, None)
     assert store.latest_run_id() == previous
+    # the store is free at once: the next run does not wait for the failed run's lease to expire
+    again = interpreter().run({"input_key": snapshot_input(store)["key"], "trigger": "schedule"})
+    assert again.status == "SUCCEEDED", again.history
+    assert store.latest_run_id() not in (previous, planned)

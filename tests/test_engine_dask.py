@@ -77,6 +77,10 @@ def test_dask_engine_publishes_the_local_plan(fleet, client):
     eng = manifest["engine"]
     assert eng["engine"] == "dask" and eng["n_shards"] == 3 and eng["workers"] == 2
     assert eng["shard_attempts"] == [1, 1, 1] and sum(eng["shard_servers"]) == N_SERVERS
+    # the stored manifest holds what the engine reports (workers, attempts), not only the return value
+    stored = store.read_manifest(manifest["run_id"])["engine"]
+    assert stored["engine"] == "dask" and stored["shard_attempts"] == [1, 1, 1]
+    assert stored["publish_peak_rss_mb"] > 0 and all(c > 0 for c in stored["shard_cpu_seconds"])
     assert_same_plan(store, whole, manifest["run_id"])
 
 
@@ -144,3 +148,9 @@ def test_a_shard_failing_every_attempt_publishes_nothing(fleet, client, fail_sha
     assert "nothing published" in msg
     assert len(list(marks.glob("attempt-*"))) == 2  # the first try and one retry
     assert store.latest_run_id() == whole and store.list_runs() == [whole]
+    # the failed run is abandoned: its lease released at once (a new run may start now, not
+    # after lease_seconds) and its partial files removed
+    failed = [p.name for p in (root / "runs").iterdir() if p.is_dir() and p.name != whole]
+    assert all(not any(p.rglob("*.parquet")) for p in (root / "runs").iterdir() if p.name in failed)
+    planned = shards.plan_shards(store, _settings(root, shard_size=5))
+    shards.abandon_run(store, planned["run_id"])

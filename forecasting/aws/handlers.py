@@ -52,6 +52,7 @@ from ..batch import run_batch
 from ..observability import bind_context, lambda_entry
 from ..settings import Settings, SettingsError, load_settings
 from ..shards import (
+    abandon_run,
     calibrate_shards,
     object_store,
     plan_shards,
@@ -373,10 +374,16 @@ def shard(event: dict, context: Any = None, *, settings: Settings | None = None)
 
 @lambda_entry
 def publish(event: dict, context: Any = None, *, settings: Settings | None = None) -> dict:
-    """Publish task: every shard done → analytics over the fleet → tables, manifest, LATEST last."""
+    """Publish task: every shard done → analytics over the fleet → tables, manifest, LATEST last.
+
+    The machine's Abandon state calls it too, on a run a step failed (its input carries the
+    caught ``error``): then it only releases the run's lease and removes its partial files."""
     if not isinstance(event, dict) or "run_id" not in event:
         raise EventError(f"the publish task needs {{'run_id'}}, got {event!r:.200}")
     settings = settings or load_settings()
+    if "error" in event:
+        bind_context(run_id=str(event["run_id"]))
+        return {"status": "abandoned", **abandon_run(_open(settings), str(event["run_id"]))}
     manifest = publish_shards(_open(settings), settings, str(event["run_id"]))
     if "superseded_by" in manifest:
         return {"status": "superseded", **manifest}
