@@ -410,7 +410,9 @@ class ParquetStore(Store):
             for path in sorted(self._files_under(f"{root}/{existing[bu]}")):
                 year = int(path.rsplit("/year=", 1)[1].split("/", 1)[0])
                 servers = self._servers_in(path)
-                target = bu_of.reindex(pd.Index(servers, dtype=object)).fillna("unknown").to_numpy(dtype=object)
+                target = (
+                    bu_of.reindex(pd.Index(servers, dtype=object)).fillna("unknown").to_numpy(dtype=object)
+                )
                 old.setdefault((bu, year), []).append((path, servers, target))
         outputs: dict[tuple[str, int], dict] = {}
         for key in set(old) | set(staged.parts):
