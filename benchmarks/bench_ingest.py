@@ -7,7 +7,7 @@
 
 The input is a generated fleet (`synthetic.fleet_blocks`) exported as raw samples in the long
 format (server_id, timestamp, metric, value; one row per server, metric and day), one file per
-generator block of 1,000 servers, Parquet (default) or CSV. Each ingest runs in a fresh process
+generator block (`synthetic.BLOCK_SERVERS` servers), Parquet (default) or CSV. Each ingest runs in a fresh process
 into an empty store; its wall time, CPU time and peak RSS (the child's own rusage) are printed
 side by side: the in-memory path (`forecasting.ingest.ingest` reading every file into one frame,
 then `write_metrics(mode="merge")`, what `ingest` did before streaming) and the streamed CLI

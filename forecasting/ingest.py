@@ -1251,6 +1251,8 @@ def _staging_dir(store: ParquetStore) -> Path:
     if store.atomic_rename:
         root = Path(store.root)
         root.mkdir(parents=True, exist_ok=True)
+        for left in root.glob(".ingest-staging-*"):  # an ingest killed mid-way (one writer at a time:
+            shutil.rmtree(left, ignore_errors=True)  # the CLI holds the store's writer lease)
         return Path(tempfile.mkdtemp(prefix=".ingest-staging-", dir=root))
     return Path(tempfile.mkdtemp(prefix="capfc-ingest-"))
 
