@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_ingest.py                        # 10,000 servers × 365 days
     .venv/bin/python benchmarks/bench_ingest.py --servers 2000 --days 90 --format csv
     .venv/bin/python benchmarks/bench_ingest.py --servers 100000 --days 90 --no-in-memory
-    .venv/bin/python benchmarks/bench_ingest.py --block-rows 2000000 500000   # two block sizes
+    .venv/bin/python benchmarks/bench_ingest.py --block-rows 1000000 250000   # block sizes (default)
 
 The input is a generated fleet (`synthetic.fleet_blocks`) exported as raw samples in the long
 format (server_id, timestamp, metric, value; one row per server, metric and day), one file per
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--servers", type=int, default=10_000)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--format", choices=["parquet", "csv"], default="parquet")
-    ap.add_argument("--block-rows", type=int, nargs="+", default=[2_000_000, 500_000])
+    ap.add_argument("--block-rows", type=int, nargs="+", default=[1_000_000, 250_000])
     ap.add_argument("--no-in-memory", action="store_true", help="skip the in-memory path (large fleets)")
     args = ap.parse_args(argv)
 

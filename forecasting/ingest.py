@@ -1056,7 +1056,8 @@ def _common_dir(files: list[Path]) -> str:
 
 # --------------------------------------------------------------------------- streamed ingest
 
-BLOCK_ROWS = 2_000_000  # raw samples per block, about: what bounds a streamed ingest's memory
+BLOCK_ROWS = 1_000_000  # raw samples per block, about: what bounds a streamed ingest's memory
+MAX_BLOCKS = 500  # block files open at once while partitioning (file descriptors: Lambda allows 1,024)
 CHUNK_ROWS = 500_000  # rows read from an input file at a time
 _RAW_SCHEMA = pa.schema(
     [
@@ -1154,7 +1155,7 @@ def ingest_to_store(
     staging = _staging_dir(store)
     try:
         report = ValidationReport(source=source)
-        n_blocks = max(1, -(-sum(_estimated_rows(f) for f in files) // block_rows))
+        n_blocks = min(MAX_BLOCKS, max(1, -(-sum(_estimated_rows(f) for f in files) // block_rows)))
         first_seen = _partition(files, staging, n_blocks, server_id, metric, unit, chunk_rows, report)
         if not first_seen:
             raise SchemaError(
