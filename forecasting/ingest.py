@@ -70,6 +70,11 @@ periods under :data:`PARTIAL_COVERAGE` (0.9) are kept but flagged as partial (ty
 first and last day of an export, or a day with an outage). Sampling coarser than the period
 (hourly rollup of 2-hourly samples) is an error. The wide result then goes through
 :func:`forecasting.schema.validate_metrics` (ranges, gaps, short series).
+
+Streamed (:func:`ingest_to_store`, what ``python -m forecasting ingest`` runs): the same
+reading, rollup and validation, a block of servers at a time, written into the store by a
+bounded merge — for inputs larger than memory. Same rows and same report counts as
+:func:`ingest` followed by ``write_metrics(mode="merge")``.
 """
 
 from __future__ import annotations
