@@ -149,8 +149,12 @@ def _store_rows(store) -> pd.DataFrame:
     return _sorted(store.read_metrics())
 
 
-@pytest.mark.parametrize("existing", [False, True], ids=["empty store", "merged on top"])
-def test_streamed_ingest_is_the_in_memory_ingest(tmp_path, existing, monkeypatch):
+@pytest.mark.parametrize(
+    ("existing", "freq"),
+    [(False, "daily"), (True, "daily"), (False, "hourly")],
+    ids=["empty store", "merged on top", "hourly"],
+)
+def test_streamed_ingest_is_the_in_memory_ingest(tmp_path, existing, freq, monkeypatch):
     from forecasting.ingest import ingest, ingest_to_store
     from forecasting.sources import parquet
 
@@ -169,14 +173,14 @@ def test_streamed_ingest_is_the_in_memory_ingest(tmp_path, existing, monkeypatch
             s.write_metrics(v.metrics, v.inventory, freq="daily")
         inventory = v.inventory
 
-    whole = ingest(paths, inventory=inventory, add_missing=True)
+    whole = ingest(paths, inventory=inventory, add_missing=True, freq=freq)
     one.write_inventory(whole.inventory)
-    one.write_metrics(whole.metrics, whole.inventory, freq="daily", mode="merge")
+    one.write_metrics(whole.metrics, whole.inventory, freq=freq, mode="merge")
 
     monkeypatch.setattr(parquet, "MERGE_ROWS", 40)  # several server ranges per partition file too
     blocks = []
     streamed = ingest_to_store(
-        many, paths, inventory=inventory, add_missing=True, block_rows=10_000, chunk_rows=7_000,
+        many, paths, inventory=inventory, add_missing=True, freq=freq, block_rows=10_000, chunk_rows=7_000,
         on_block=lambda k, n: blocks.append(k),
     )  # fmt: skip
     assert streamed.blocks == len(blocks) >= 5
