@@ -176,7 +176,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, store: Store) -> in
 
 def _ingest(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     from .files import read_frame
-    from .ingest import ingest
+    from .ingest import ingest_to_store
+    from .sources.parquet import ParquetStore
 
     paths = [Path(p) for p in args.files]
     info = store.read_store_info() if store.has_data() else {}
@@ -199,23 +200,32 @@ def _ingest(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     elif inventory is not None and existing is not None:
         inventory = pd.concat([existing, inventory]).drop_duplicates("server_id", keep="last")
     t0 = time.perf_counter()
-    with _step(f"read and roll up {len(paths)} file(s) to {args.freq} p95"):
-        result = ingest(
+    from .shards import object_store
+
+    target = store if isinstance(store, ParquetStore) else object_store(store)  # Athena: its S3 tables
+    with (
+        _step(f"read, roll up and write {len(paths)} file(s) as {args.freq} p95"),
+        _bar(1, "rolling up", "block") as bar,
+    ):
+
+        def progress(k: int, n: int) -> None:
+            bar.total = n
+            bar.update()
+
+        result = ingest_to_store(
+            target,
             paths,
             server_id=args.server_id,
             metric=args.metric,
             freq=args.freq,
             inventory=inventory,
             add_missing=not args.inventory,
+            on_block=progress,
         )
-    if result.metrics.empty:
-        _print_report(result.report)
-        raise UsageError("nothing to ingest: no valid rows in the given file(s)")
-    _write_validated(store, result.inventory, result.metrics, args.freq, "merge")
     _print_report(result.report)
     _say(
-        f"Ingested {len(result.metrics):,} {args.freq} rows for "
-        f"{result.metrics['server_id'].nunique():,} server(s) into {store.uri} in {time.perf_counter() - t0:.1f} s."
+        f"Ingested {result.rows:,} {args.freq} rows for {result.servers:,} server(s) into {store.uri} "
+        f"in {time.perf_counter() - t0:.1f} s ({result.blocks} block(s))."
     )
     # the inventory file's own rejections (e.g. a bad pinned value) count too, not just the samples'
     if _has_rejections(result.report) or (inv_report is not None and _has_rejections(inv_report)):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import gzip
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -72,16 +73,8 @@ def file_stem(path: str | Path) -> str:
     return name[: len(name) - len(suffix)] if suffix else name
 
 
-def read_frame(path: str | Path, *, table: str, allow_empty: bool = False) -> pd.DataFrame:
-    """Read a CSV (.csv, .csv.gz) or Parquet (.parquet, .pq) file holding ``table``.
-
-    Raises :class:`FileFormatError` naming the file for a missing or empty file, an unknown
-    extension, a truncated or corrupt Parquet file, or malformed CSV (ragged rows, binary
-    content, invalid UTF-8). A file with a header but no rows is an error unless
-    ``allow_empty``.
-    """
-    p = Path(path)
-    what = f"{table} file"
+def _check_path(p: Path, what: str) -> str:
+    """The file's table-format suffix, after the checks every reader makes first."""
     if not p.exists():
         raise FileFormatError(f"{what} not found: {p}")
     if p.is_dir():
@@ -94,12 +87,112 @@ def read_frame(path: str | Path, *, table: str, allow_empty: bool = False) -> pd
         )
     if p.stat().st_size == 0:
         raise FileFormatError(f"{what} {p} is empty (0 bytes)")
+    return suffix
 
-    df = _read_parquet(p, what) if suffix in PARQUET_SUFFIXES else _read_csv(p, what, suffix)
+
+def _check_columns(df: pd.DataFrame, p: Path, what: str) -> pd.DataFrame:
     df.columns = [str(c).strip() for c in df.columns]
     if df.columns.duplicated().any():
         dups = sorted(set(df.columns[df.columns.duplicated()]))
         raise FileFormatError(f"{what} {p} has duplicate column name(s): {', '.join(dups)}")
+    return df
+
+
+def iter_frames(path: str | Path, *, table: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Read a file as :func:`read_frame` does, but about ``chunk_rows`` rows at a time.
+
+    Why: an export of a whole fleet may be larger than memory. The same checks and errors as
+    :func:`read_frame`, with one difference: a CSV column is typed per chunk, not over the whole
+    file (a chunk whose every value is a number is numeric), so use it for tables whose
+    consumers parse text themselves (raw samples: ``value`` is parsed with text reported).
+    A ragged row or a corrupt block further down raises when its chunk is reached.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    p = Path(path)
+    what = f"{table} file"
+    suffix = _check_path(p, what)
+    rows = 0
+    columns: list[str] = []
+    chunks = (
+        _parquet_chunks(p, what, chunk_rows)
+        if suffix in PARQUET_SUFFIXES
+        else _csv_chunks(p, what, suffix, chunk_rows)
+    )
+    for df in chunks:
+        df = _check_columns(df, p, what)
+        columns = list(df.columns)
+        if len(df):
+            rows += len(df)
+            yield df
+    if rows == 0:
+        raise FileFormatError(f"{what} {p} has no data rows (columns: {', '.join(columns) or 'none'})")
+
+
+def _parquet_chunks(p: Path, what: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    try:
+        reader = pq.ParquetFile(p)
+    except (pa.ArrowException, OSError, ValueError):
+        _read_parquet(p, what)  # raises with the message read_frame gives
+        raise
+    yielded = False
+    try:
+        for batch in reader.iter_batches(batch_size=chunk_rows):
+            yielded = True
+            yield _parquet_frame(pa.Table.from_batches([batch]), p, what)
+    except (pa.ArrowException, OSError) as e:
+        raise FileFormatError(
+            f"{what} {p} is not a readable Parquet file (truncated or corrupt?): {_first_line(e)}"
+        ) from e
+    if not yielded:
+        yield reader.schema_arrow.empty_table().to_pandas()
+
+
+def _csv_chunks(p: Path, what: str, suffix: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    head, names, delimiter, convert = _csv_setup(p, what, suffix)
+    lines = head.count("\n") or 1
+    block = max(4096, int(len(head.encode()) / lines * chunk_rows))
+    invalid: list[pacsv.InvalidRow] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append(row)
+        return "skip"
+
+    parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid)
+    try:
+        reader = pacsv.open_csv(
+            p, read_options=pacsv.ReadOptions(block_size=block), parse_options=parse, convert_options=convert
+        )
+        batches = iter(reader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            if invalid:
+                break
+            yield _typed(pa.Table.from_batches([batch]), delimiter)
+    except (pa.ArrowException, OSError, EOFError, zlib.error) as e:
+        reason = _NOT_UTF8 if "invalid UTF8" in str(e) else _first_line(e)
+        raise FileFormatError(f"{what} {p} is not a readable CSV file: {reason}") from e
+    if invalid:
+        raise FileFormatError(_ragged_message(p, what, delimiter, convert, len(names)))
+    yield pd.DataFrame({n: pd.Series(dtype="str") for n in names})  # the header, for iter_frames' messages
+
+
+def read_frame(path: str | Path, *, table: str, allow_empty: bool = False) -> pd.DataFrame:
+    """Read a CSV (.csv, .csv.gz) or Parquet (.parquet, .pq) file holding ``table``.
+
+    Raises :class:`FileFormatError` naming the file for a missing or empty file, an unknown
+    extension, a truncated or corrupt Parquet file, or malformed CSV (ragged rows, binary
+    content, invalid UTF-8). A file with a header but no rows is an error unless
+    ``allow_empty``.
+    """
+    p = Path(path)
+    what = f"{table} file"
+    suffix = _check_path(p, what)
+    df = _read_parquet(p, what) if suffix in PARQUET_SUFFIXES else _read_csv(p, what, suffix)
+    df = _check_columns(df, p, what)
     if len(df) == 0 and not allow_empty:
         raise FileFormatError(f"{what} {p} has no data rows (columns: {', '.join(df.columns) or 'none'})")
     return df
@@ -115,6 +208,10 @@ def _read_parquet(p: Path, what: str) -> pd.DataFrame:
         raise FileFormatError(
             f"{what} {p} is not a readable Parquet file (truncated or corrupt?): {_first_line(e)}"
         ) from e
+    return _parquet_frame(arrow, p, what)
+
+
+def _parquet_frame(arrow: pa.Table, p: Path, what: str) -> pd.DataFrame:
     try:
         return arrow.to_pandas()
     except (pa.ArrowException, ValueError, TypeError) as e:
@@ -124,7 +221,8 @@ def _read_parquet(p: Path, what: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- CSV
 
 
-def _read_csv(p: Path, what: str, suffix: str) -> pd.DataFrame:
+def _csv_setup(p: Path, what: str, suffix: str) -> tuple[str, list[str], str, pacsv.ConvertOptions]:
+    """(first bytes, header names, delimiter, every column as text): the checks before any parsing."""
     head = _sniff(p, what, suffix)
     header_line = head.split("\n", 1)[0].rstrip("\r")
     delimiter = _delimiter(header_line)
@@ -135,19 +233,23 @@ def _read_csv(p: Path, what: str, suffix: str) -> pd.DataFrame:
     if len(set(stripped)) != len(stripped):
         dups = sorted({n for n in stripped if stripped.count(n) > 1})
         raise FileFormatError(f"{what} {p} has duplicate column name(s): {', '.join(dups)}")
-
-    invalid: list[pacsv.InvalidRow] = []
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        invalid.append(row)
-        return "skip"
-
     convert = pacsv.ConvertOptions(
         column_types=dict.fromkeys(names, pa.string()),
         null_values=NULL_VALUES,
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
+    return head, names, delimiter, convert
+
+
+def _read_csv(p: Path, what: str, suffix: str) -> pd.DataFrame:
+    _, names, delimiter, convert = _csv_setup(p, what, suffix)
+    invalid: list[pacsv.InvalidRow] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append(row)
+        return "skip"
+
     parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid)
     try:
         # Arrow decompresses .gz itself (from the extension) and raises on a truncated stream.
@@ -157,7 +259,11 @@ def _read_csv(p: Path, what: str, suffix: str) -> pd.DataFrame:
         raise FileFormatError(f"{what} {p} is not a readable CSV file: {reason}") from e
     if invalid:
         raise FileFormatError(_ragged_message(p, what, delimiter, convert, len(names)))
+    return _typed(arrow, delimiter)
 
+
+def _typed(arrow: pa.Table, delimiter: str) -> pd.DataFrame:
+    """Text columns stay text; the others become numbers when every value is one."""
     decimal_comma = delimiter == ";"
     columns = {}
     for name, col in zip(arrow.column_names, arrow.columns):
@@ -211,12 +317,14 @@ def _ragged_message(p: Path, what: str, delimiter: str, convert: pacsv.ConvertOp
         rows.append(row)
         return "skip"
 
-    pacsv.read_csv(
+    reader = pacsv.open_csv(  # streamed: the error path of a huge file must not load it either
         p,
         read_options=pacsv.ReadOptions(use_threads=False),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=collect),
         convert_options=convert,
     )
+    for _ in reader:
+        pass
     examples = "; ".join(
         f"line {r.number}: {r.actual_columns} fields ({r.text[:60]!r})" for r in rows[:_MAX_EXAMPLES]
     )

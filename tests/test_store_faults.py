@@ -248,15 +248,15 @@ def test_ingest_crash_at_any_file_write_loses_no_acknowledged_row(target, crash_
     acked = metrics[["server_id", "timestamp"]]
     new = metrics[metrics["timestamp"] >= metrics["timestamp"].max() - pd.Timedelta(days=3)].copy()
     new["timestamp"] += pd.Timedelta(days=4)
-    real, calls = store._write_bytes, []
+    real, calls = store._atomic, []  # every whole-file write (metric files, store.json) goes through it
 
-    def dies(path, data):
+    def dies(path, write):
         calls.append(path)
         if len(calls) > crash_at:
             raise OSError("killed")
-        return real(path, data)
+        return real(path, write)
 
-    monkeypatch.setattr(store, "_write_bytes", dies)
+    monkeypatch.setattr(store, "_atomic", dies)
     with pytest.raises((OSError, StoreError), match="killed"):
         store.write_metrics(new, inventory, freq="daily", mode="merge")
     monkeypatch.undo()
@@ -281,15 +281,15 @@ def test_a_server_moving_business_unit_is_never_in_neither(target, monkeypatch):
     moved.loc[moved["server_id"] == sid, "business_unit"] = "payments" if old_bu != "payments" else "retail"
     new = metrics[metrics["server_id"] == sid].tail(1).copy()
     new["timestamp"] += pd.Timedelta(days=1)
-    real, calls = store._write_bytes, []
+    real, calls = store._atomic, []
 
-    def dies_after_first(path, data):
+    def dies_after_first(path, write):
         calls.append(path)
         if len(calls) > 1:
             raise OSError("killed")
-        return real(path, data)
+        return real(path, write)
 
-    monkeypatch.setattr(store, "_write_bytes", dies_after_first)
+    monkeypatch.setattr(store, "_atomic", dies_after_first)
     with pytest.raises((OSError, StoreError), match="killed"):
         store.write_metrics(new, moved, freq="daily", mode="merge")
     monkeypatch.undo()

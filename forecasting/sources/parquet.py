@@ -20,8 +20,10 @@ import io
 import json
 import logging
 import os
+import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -56,6 +58,7 @@ from .commit import (
 log = logging.getLogger(__name__)
 
 ROW_GROUP_SIZE = 64_000
+MERGE_ROWS = 1_000_000  # rows a merge holds at once (a range of servers, old and new): its memory bound
 KEEP_BACKUPS = 3  # ingests whose replaced metric files stay recoverable under backups/
 PARTITIONING = pa.schema([("business_unit", pa.string()), ("year", pa.int32())])
 
@@ -66,6 +69,55 @@ def metrics_schema(metric_columns: Iterable[str]) -> pa.Schema:
         [("server_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC"))]
         + [(c, pa.float32()) for c in metric_columns]
     )
+
+
+@dataclass
+class StagedMetrics:
+    """New contract rows for a merge, already split by partition (business unit, year).
+
+    Each part is a list of sources — in-memory tables or local Parquet files, each sorted by
+    server then time — with the part's server ids, so a merge can read one range of servers at a
+    time from every source (a streamed ingest stages thousands of block files this way).
+    """
+
+    parts: dict[tuple[str, int], list[pa.Table | str]] = field(default_factory=dict)
+    part_servers: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+    server_ids: set[str] = field(default_factory=set)
+    columns: set[str] = field(default_factory=set)
+    rows: int = 0
+    rejected_rows: int = 0  # rows of servers the inventory does not list (ingest's report)
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+
+    def add(self, key: tuple[str, int], source: pa.Table | str, servers: Iterable[str]) -> None:
+        self.parts.setdefault(key, []).append(source)
+        self.part_servers.setdefault(key, set()).update(servers)
+
+    @classmethod
+    def of_frame(cls, metrics: pd.DataFrame, inventory: pd.DataFrame) -> StagedMetrics:
+        """A validated metrics frame as in-memory parts."""
+        staged = cls()
+        if not len(metrics):
+            return staged
+        cols = [c for c in METRIC_COLUMNS if c in metrics.columns]
+        table = pa.Table.from_pandas(
+            metrics[["server_id", "timestamp", *cols]], schema=metrics_schema(cols), preserve_index=False
+        )
+        codes, servers = pd.factorize(metrics["server_id"], sort=True)
+        order = np.lexsort((metrics["timestamp"].array.asi8, codes))
+        bus = _business_units(metrics, inventory)[order]
+        years = metrics["timestamp"].dt.year.to_numpy()[order]
+        pcodes, pkeys = pd.factorize(pd.MultiIndex.from_arrays([bus, years]))
+        for j, (bu, year) in enumerate(pkeys):
+            rows = order[pcodes == j]
+            staged.add(
+                (str(bu), int(year)), table.take(rows), servers.take(np.unique(codes[rows])).astype(str)
+            )
+        staged.server_ids = set(servers.astype(str))
+        staged.columns = set(cols)
+        staged.rows = len(metrics)
+        staged.start, staged.end = metrics["timestamp"].min(), metrics["timestamp"].max()
+        return staged
 
 
 class ParquetStore(Store):
@@ -245,22 +297,14 @@ class ParquetStore(Store):
     ) -> None:
         if mode not in ("overwrite", "merge", "append"):
             raise ValueError(f"unknown write mode {mode!r}")
+        if mode == "merge":
+            self.merge_metrics(
+                StagedMetrics.of_frame(metrics, inventory), inventory, freq=freq, on_partition=on_partition
+            )
+            return
         root = self._p("metrics")
         df = metrics
         rewrite: set[str] | None = None  # partitions to replace; None = all (overwrite)
-        if mode == "merge" and self._exists(root):
-            # Rewrite the partitions the new rows go to and those where these servers lived before
-            # (a server can move business unit), each with its old rows plus the new ones.
-            ids = df["server_id"].unique().tolist()
-            was = self._metrics_dataset().to_table(
-                columns=["business_unit"], filter=pc.field("server_id").isin(ids)
-            )
-            rewrite = set(np.unique(_business_units(df, inventory))) | set(
-                pc.unique(was["business_unit"]).to_pylist()
-            )
-            old = self.read_metrics(MetricsQuery.of(business_units=sorted(rewrite)))
-            df = pd.concat([old, df], ignore_index=True)
-            df = df.drop_duplicates(["server_id", "timestamp"], keep="last")
         bus = _business_units(df, inventory)
         cols = ["server_id", "timestamp", *[c for c in METRIC_COLUMNS if c in df.columns]]
         schema = metrics_schema(cols[2:])
@@ -295,22 +339,215 @@ class ParquetStore(Store):
                 on_partition(str(bu))
         for bu in (set(existing) if rewrite is None else rewrite & set(existing)) - set(bu_names):
             self._retire_dir(f"{root}/{existing[bu]}", backup)  # partitions left with no rows
-        info = dict(prev) if mode in ("merge", "append") else {}
+        span = (metrics["timestamp"].min(), metrics["timestamp"].max()) if len(metrics) else None
+        self._write_info(prev, version, backup, freq, cols[2:], span, keep=mode == "append")
+
+    def _write_info(
+        self,
+        prev: dict,
+        version: int,
+        backup: str,
+        freq: str,
+        columns: Iterable[str],
+        span: tuple[pd.Timestamp, pd.Timestamp] | None,
+        keep: bool,
+    ) -> None:
+        """store.json last (the old one kept in ``backup``): the new version, columns and span."""
+        info = dict(prev) if keep else {}
         info.update(
             freq=freq,
             metric_columns=sorted(
-                set(cols[2:]) | set(info.get("metric_columns", [])), key=METRIC_COLUMNS.index
+                set(columns) | set(info.get("metric_columns", [])), key=METRIC_COLUMNS.index
             ),
             version=version,  # each write of the metrics +1: the monotonic part of a run's "input as-of"
         )
-        if len(metrics):
-            lo, hi = str(metrics["timestamp"].min()), str(metrics["timestamp"].max())
+        if span is not None:
+            lo, hi = str(span[0]), str(span[1])
             info["start"] = min(lo, info.get("start") or lo)
             info["end"] = max(hi, info.get("end") or hi)
         if prev:
             self._write_bytes(f"{backup}/store.json", json.dumps(prev, indent=2).encode())
         self._write_bytes(self._p("store.json"), json.dumps(info, indent=2).encode())
         self._prune_backups()
+
+    def merge_metrics(
+        self,
+        staged: StagedMetrics,
+        inventory: pd.DataFrame,
+        *,
+        freq: str,
+        on_partition: Callable[[str], None] | None = None,
+    ) -> None:
+        """New rows on top of the stored ones (a new row replaces the stored row of its server and
+        period), in bounded memory: one (business unit, year) file at a time, rewritten from a range
+        of servers at a time (:data:`MERGE_ROWS` rows), never the whole store or a whole partition.
+
+        The files rewritten: those the new rows go to, and those of partitions that hold any of
+        these servers under another business unit (a server that moved: its old rows move with it);
+        a file with neither new rows nor moved servers is not touched. Each rewrite is whole
+        (temporary name and rename; one PUT on S3) after the old file is kept under backups/;
+        files gaining rows first, files only losing rows after, emptied ones removed last, store.json
+        last of all: at every moment each acknowledged row is in some file.
+        """
+        root = self._p("metrics")
+        existing = self._partitions(root)
+        prev = self.read_store_info()
+        version = int(prev.get("version") or 0) + 1
+        backup = self._p("backups", f"v{version:08d}")
+        bu_of = inventory.drop_duplicates("server_id").set_index("server_id")["business_unit"].astype(str)
+        incoming = {bu for bu, _ in staged.parts}
+        ids = sorted(staged.server_ids)
+        rewrite = incoming & set(existing)
+        for bu in sorted(set(existing) - incoming):
+            if ids and self._holds_any(f"{root}/{existing[bu]}", ids):
+                rewrite.add(bu)
+        columns = sorted(set(prev.get("metric_columns", [])) | staged.columns, key=METRIC_COLUMNS.index)
+        schema = metrics_schema(columns)
+
+        # old files of the rewritten partitions, by (business unit, year), with their servers
+        old: dict[tuple[str, int], list[tuple[str, np.ndarray, np.ndarray]]] = {}
+        for bu in sorted(rewrite):
+            for path in sorted(self._files_under(f"{root}/{existing[bu]}")):
+                year = int(path.rsplit("/year=", 1)[1].split("/", 1)[0])
+                servers = self._servers_in(path)
+                target = (
+                    bu_of.reindex(pd.Index(servers, dtype=object)).fillna("unknown").to_numpy(dtype=object)
+                )
+                old.setdefault((bu, year), []).append((path, servers, target))
+        outputs: dict[tuple[str, int], dict] = {}
+        for key in set(old) | set(staged.parts):
+            outputs.setdefault(key, {"old": [], "servers": set(), "moved": False})
+        for (bu, year), files in old.items():
+            for path, servers, target in files:
+                for t in np.unique(target):
+                    out = outputs.setdefault((str(t), year), {"old": [], "servers": set(), "moved": False})
+                    mine = servers[target == t]
+                    out["old"].append((path, mine, len(mine) == len(servers)))
+                    out["servers"].update(mine)
+                    if t != bu:
+                        out["moved"] = outputs[(bu, year)]["moved"] = True
+        for key, servers in staged.part_servers.items():
+            outputs[key]["servers"].update(servers)
+
+        def gains(key):
+            return key in staged.parts or any(
+                p.split("/business_unit=", 1)[1].split("/", 1)[0] != quote(key[0], safe="")
+                for p, _, _ in outputs[key]["old"]
+            )
+
+        order = sorted(outputs, key=lambda k: (not gains(k), k))
+        emptied: list[str] = []
+        done_bus: list[str] = []
+        for key in order:
+            out = outputs[key]
+            bu, year = key
+            before = [p for p, _, _ in old.get(key, [])]
+            if not out["servers"]:
+                emptied += before
+                continue
+            if key not in staged.parts and not out["moved"]:
+                continue  # neither new rows nor a server that moved: the file stays as it is
+            path = f"{root}/business_unit={quote(bu, safe='')}/year={year}/part-0.parquet"
+            if path in before:
+                self._backup_file(path, backup)
+            chunks = self._merged_chunks(
+                sorted(out["servers"]), out["old"], staged.parts.get(key, []), schema
+            )
+            self._write_parquet(path, schema, chunks)
+            for p in sorted(set(before) - {path}):  # other files of the partition, now in part-0: after it
+                self._backup_file(p, backup)
+                self.fs.delete_file(p)
+            if on_partition is not None and (not done_bus or done_bus[-1] != bu):
+                done_bus.append(bu)
+                on_partition(bu)
+        for p in sorted(emptied):  # rows that moved away, written elsewhere above: removed last
+            self._backup_file(p, backup)
+            self.fs.delete_file(p)
+        for bu in sorted(rewrite):
+            d = f"{root}/{existing[bu]}"
+            if not self._files_under(d):
+                self._delete_dir(d)
+        span = (staged.start, staged.end) if staged.rows else None
+        self._write_info(prev, version, backup, freq, staged.columns, span, keep=True)
+
+    def _holds_any(self, path: str, server_ids: list[str]) -> bool:
+        """Does any file under ``path`` hold one of these servers? (Stops at the first hit.)"""
+        files = sorted(self._files_under(path))
+        if not files:
+            return False
+        dataset = ds.dataset(files, filesystem=self.fs, format="parquet")
+        flt = pc.field("server_id").isin(server_ids)
+        return any(b.num_rows for b in dataset.to_batches(columns=["server_id"], filter=flt))
+
+    def _servers_in(self, path: str) -> np.ndarray:
+        """Sorted distinct server ids of a metrics file, read a row group at a time."""
+        try:
+            f = pq.ParquetFile(path, filesystem=self.fs)
+            seen: set[str] = set()
+            for i in range(f.num_row_groups):
+                seen.update(pc.unique(f.read_row_group(i, columns=["server_id"]).column(0)).to_pylist())
+        except (OSError, pa.ArrowInvalid) as e:
+            raise StoreError(f"metrics file {self._display(path)} is not readable: {e}") from e
+        return np.array(sorted(s for s in seen if s is not None), dtype=object)
+
+    def _merged_chunks(
+        self,
+        servers: list[str],
+        old: list[tuple[str, np.ndarray, bool]],
+        new: list[pa.Table | str],
+        schema: pa.Schema,
+    ) -> Iterator[pa.Table]:
+        """The rows of ``servers`` — old ones from ``old`` files, new ones from ``new`` — a range of
+        servers at a time, sorted by server then time, a new row replacing an old one of its period."""
+        rows = sum(pq.ParquetFile(p, filesystem=self.fs).metadata.num_rows for p, _, _ in old)
+        rows += sum(
+            t.num_rows if isinstance(t, pa.Table) else pq.ParquetFile(t).metadata.num_rows for t in new
+        )
+        per_chunk = max(1, int(MERGE_ROWS / max(1.0, rows / max(1, len(servers)))))
+        old_set = (
+            ds.dataset([p for p, _, _ in old], filesystem=self.fs, format="parquet", schema=schema)
+            if old
+            else None
+        )
+        every = all(whole for _, _, whole in old)
+        files = [t for t in new if not isinstance(t, pa.Table)]
+        new_set = ds.dataset(files, format="parquet", schema=schema) if files else None
+        tables = [_conform(t, schema) for t in new if isinstance(t, pa.Table)]
+        for i in range(0, len(servers), per_chunk):
+            chunk = servers[i : i + per_chunk]
+            rng = (pc.field("server_id") >= chunk[0]) & (pc.field("server_id") <= chunk[-1])
+            parts, src = [], []
+            if old_set is not None:
+                flt = rng if every else rng & pc.field("server_id").isin(chunk)
+                parts.append(old_set.to_table(filter=flt))
+                src.append(0)
+            if new_set is not None:
+                parts.append(new_set.to_table(filter=rng))
+                src.append(1)
+            parts += [t.filter(rng) for t in tables]
+            src += [1] * len(tables)
+            yield _dedupe(parts, src, schema)
+
+    def _write_parquet(self, path: str, schema: pa.Schema, chunks: Iterable[pa.Table]) -> None:
+        """One Parquet file written a chunk at a time, whole or not at all: on disk under a temporary
+        name then renamed; on S3 spooled to a local file, then uploaded in one go."""
+
+        def write(p: str) -> None:
+            if self.atomic_rename:
+                with pq.ParquetWriter(p, schema, filesystem=self.fs, compression="zstd") as w:
+                    for t in chunks:
+                        w.write_table(t, row_group_size=ROW_GROUP_SIZE)
+                return
+            with tempfile.TemporaryDirectory(prefix="capfc-part-") as d:
+                local = f"{d}/part.parquet"
+                with pq.ParquetWriter(local, schema, compression="zstd") as w:
+                    for t in chunks:
+                        w.write_table(t, row_group_size=ROW_GROUP_SIZE)
+                pafs.copy_files(
+                    local, p, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs
+                )
+
+        self._atomic(path, write)
 
     def _partitions(self, root: str) -> dict[str, str]:
         """business unit -> its directory name, for the partitions present."""
@@ -563,6 +800,39 @@ class ParquetStore(Store):
             return dataset.to_table(filter=flt).to_pandas()
         except (OSError, pa.ArrowInvalid) as e:
             raise StoreError(f"plan table {name} of run {run_id} is not readable Parquet: {e}") from e
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A table in ``schema``'s columns and types (absent metric columns null)."""
+    n = table.num_rows
+    cols = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type)
+        for f in schema
+    ]
+    return pa.table(cols, schema=schema)
+
+
+def _dedupe(parts: list[pa.Table], src: list[int], schema: pa.Schema) -> pa.Table:
+    """Sorted by server then time; of rows with one server and period, the last of the newest
+    source kept (old < new, and within a source the last delivered)."""
+    tables = [
+        _conform(t, schema).append_column("_src", pa.array(np.full(t.num_rows, s, np.int8)))
+        for t, s in zip(parts, src, strict=True)
+    ]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    if table.num_rows < 2:
+        return table.select(schema.names)
+    idx = pc.sort_indices(
+        table, sort_keys=[("server_id", "ascending"), ("timestamp", "ascending"), ("_src", "ascending")]
+    )
+    table = table.take(idx)
+    sid, ts = table.column("server_id"), table.column("timestamp")
+    n = table.num_rows
+    same = pc.and_(pc.equal(sid.slice(0, n - 1), sid.slice(1)), pc.equal(ts.slice(0, n - 1), ts.slice(1)))
+    if pc.any(same).as_py():
+        keep = np.append(~same.to_numpy(zero_copy_only=False), True)
+        table = table.filter(pa.array(keep))
+    return table.select(schema.names)
 
 
 def _business_units(metrics: pd.DataFrame, inventory: pd.DataFrame) -> np.ndarray:

@@ -47,7 +47,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from .base import MetricsQuery, NoDataError, StoreError
-from .parquet import ParquetStore
+from .parquet import ParquetStore, StagedMetrics
 
 log = logging.getLogger(__name__)
 
@@ -564,6 +564,17 @@ class S3Store(ParquetStore):
     ) -> None:
         with self._errors("write metrics to"):
             super().write_metrics(metrics, inventory, freq=freq, mode=mode, on_partition=on_partition)
+
+    def merge_metrics(
+        self,
+        staged: StagedMetrics,
+        inventory: pd.DataFrame,
+        *,
+        freq: str,
+        on_partition: Callable[[str], None] | None = None,
+    ) -> None:
+        with self._errors("write metrics to"):
+            super().merge_metrics(staged, inventory, freq=freq, on_partition=on_partition)
 
     def read_store_info(self) -> dict:
         with self._errors("read store.json from"):
