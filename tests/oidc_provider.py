@@ -339,10 +339,14 @@ class OidcProvider:
             if machine is None or not hmac.compare_digest(str(secret or ""), machine["secret"]):
                 return self._json({"error": "invalid_client"}, 401)
             self.access_token_requests += 1
+            lifetime = int(machine.get("lifetime", 300))  # a client registered for a long job may last longer
             token = self.access_token(
-                client_id or "", audience=form.get("audience") or API_AUDIENCE, **machine["claims"]
+                client_id or "",
+                audience=form.get("audience") or API_AUDIENCE,
+                lifetime=lifetime,
+                **machine["claims"],
             )
-            return self._json({"access_token": token, "token_type": "Bearer", "expires_in": 300})
+            return self._json({"access_token": token, "token_type": "Bearer", "expires_in": lifetime})
         if client_id != CLIENT_ID or secret != CLIENT_SECRET:
             return self._json({"error": "invalid_client"}, 401)
         if form.get("grant_type") != "authorization_code":

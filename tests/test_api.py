@@ -503,6 +503,9 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(writable_store, 
     idp.machine_clients["capfc-planning-job"] = {
         "secret": "planner-secret-0123",
         "claims": {"groups": ["capfc-planners"]},
+        # the fuzzing takes minutes on a loaded machine (11 measured): outlive it, as a batch
+        # client's token would be configured to
+        "lifetime": 3600,
     }
     settings = oidc_settings(root, idp, api_rate_limit="100000/minute", log_level="WARNING")
     app = create_app(settings, store, cache_type="simple", cache_dir=str(tmp_path / "cache"))
