@@ -66,6 +66,10 @@ TREND_BUCKET = {"daily": pd.Timedelta(days=7), "hourly": pd.Timedelta(days=1)}
 # "Current" utilisation = p95 of the last week (as the risk table defines current_p95).
 CURRENT_WINDOW = pd.Timedelta(days=7)
 BREACH_WINDOWS = (30, 90)
+# Plan tables the read model holds (joined for display, filtered in memory), and those it reads
+# one server at a time (never the fleet's rows); forecasts are read one server at a time too.
+SUMMARY_TABLES = ("risk", "recommendations", "consolidation")
+BY_SERVER_TABLES = ("backtest",)
 PLAN_CACHE_SECONDS = 24 * 3600
 # When the store is unreachable, look again sooner than the TTL so recovery shows quickly.
 UNREACHABLE_RECHECK_SECONDS = 30
@@ -157,6 +161,7 @@ class Plan:
     trend: Trend | None
     notes: list[str] = field(default_factory=list)  # data problems found while loading
     has_forecasts: bool = False  # the run published forecasts (read one server at a time)
+    by_server_tables: tuple[str, ...] = ()  # tables in the run read one server at a time (backtest)
     _codes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _cells: np.ndarray | None = field(default=None, repr=False)  # (n_servers,) filter cell per server
     _cell_codes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # dim -> (n_cells,)
@@ -175,7 +180,7 @@ class Plan:
         return str((self.manifest.get("config") or {}).get("model") or "")
 
     def has(self, name: str) -> bool:
-        return self.tables.get(name) is not None
+        return self.tables.get(name) is not None or name in self.by_server_tables
 
     def position(self, server_id: Any) -> int | None:
         """Row of a server in the inventory, None for anything unknown (including non-strings)."""
@@ -515,6 +520,13 @@ def one_server_forecast(store: Store, run_id: str, server_id: str) -> pd.DataFra
     return out.sort_values(["metric", "timestamp"], kind="stable", ignore_index=True)
 
 
+def _run_has_table(store: Store, run_id: str, name: str, ids: pd.Index) -> bool:
+    """Whether the run published table ``name``, without reading it."""
+    if isinstance(store, ParquetStore):
+        return store.run_table_dataset(run_id, name) is not None
+    return store.read_run_table(run_id, name, server_ids=list(ids[:1])) is not None
+
+
 def _cells(codes: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Filter cell of each server and each cell's code per dimension (see :class:`Trend`)."""
     if n == 0:
@@ -556,7 +568,10 @@ def build_plan(store: Store, run_id: str, settings: Settings) -> Plan:
 
     tables: dict[str, pd.DataFrame | None] = {}
     rows: dict[str, np.ndarray] = {}
-    for name in ("risk", "recommendations", "consolidation", "backtest"):
+    # per-server tables: only the server page reads them, one server at a time (the backtest is
+    # ten rows per server × metric: 1,000,000 rows at 100,000 servers)
+    by_server = tuple(name for name in BY_SERVER_TABLES if _run_has_table(store, run_id, name, ids))
+    for name in SUMMARY_TABLES:
         raw = store.read_run_table(run_id, name)
         if raw is None:
             tables[name] = None
@@ -642,6 +657,7 @@ def build_plan(store: Store, run_id: str, settings: Settings) -> Plan:
         trend=trend,
         notes=notes,
         has_forecasts=has_forecasts,
+        by_server_tables=by_server,
         _codes=codes,
         _cells=cells,
         _cell_codes=cell_codes,
@@ -1089,6 +1105,24 @@ class ReadModel:
         if fc is not None:
             self.cache.set(key, fc, timeout=max(self.ttl, 60))
         return fc
+
+    def server_table(self, plan: Plan, name: str, server_id: str) -> pd.DataFrame | None:
+        """One server's rows of a plan table: from memory for the summary tables, read with a
+        server filter (and cached per run) for the per-server ones; None if not in the run."""
+        if name not in plan.by_server_tables:
+            return plan.server_rows(name, server_id)
+        key = self._key("rows", name, plan.run_id, server_id)
+        cached = self.cache.get(key)
+        if isinstance(cached, pd.DataFrame):
+            return cached
+        if plan.position(server_id) is None:
+            return pd.DataFrame(columns=["server_id"])
+        rows = self.store.read_run_table(plan.run_id, name, server_ids=[server_id])
+        if rows is None:
+            return None
+        rows = rows.reset_index(drop=True)
+        self.cache.set(key, rows, timeout=max(self.ttl, 60))
+        return rows
 
     def server_history(self, plan: Plan, server_id: str) -> pd.DataFrame:
         """All metrics of one known server, cached per run; empty frame when it has none."""

@@ -124,6 +124,14 @@ def server_view(rm: ReadModel, server_id: Any) -> tuple[Any, Any, Any, Any, Any,
             color="warning",
         )
     try:
+        backtest = rm.server_table(plan, "backtest", server_id)
+    except (StoreError, OSError) as e:
+        ref = report(log, f"backtest of {server_id} could not be read", e, level=logging.WARNING)
+        backtest = pd.DataFrame(columns=["server_id", "metric", "model"])
+        message = dbc.Alert(
+            user_message("The backtest of this server could not be read", ref), color="warning"
+        )
+    try:
         forecast = rm.server_forecast(plan, server_id)
     except (StoreError, ReadModelError, OSError) as e:
         ref = report(log, f"forecast of {server_id} could not be read", e, level=logging.WARNING)
@@ -134,7 +142,7 @@ def server_view(rm: ReadModel, server_id: Any) -> tuple[Any, Any, Any, Any, Any,
     return (
         message,
         facts_view(plan, server_id),
-        accuracy_view(plan, server_id),
+        accuracy_view(plan, server_id, backtest),
         risk_view(plan, server_id, decisions_of(rm).current(plan)),
         charts_view(plan, server_id, history, forecast),
         SHOWN,
@@ -234,9 +242,9 @@ ACCURACY_COLUMNS = [
 ]
 
 
-def accuracy_view(plan: Plan, server_id: str) -> Any:
-    """Backtest scores of the run's model on this server per metric, beside the naive baseline."""
-    bt = plan.server_rows("backtest", server_id)
+def accuracy_view(plan: Plan, server_id: str, bt: pd.DataFrame | None) -> Any:
+    """Backtest scores of the run's model on this server per metric, beside the naive baseline
+    (``bt``: the server's backtest rows, ReadModel.server_table; None when not in the run)."""
     if bt is None:
         return not_in_run("Backtest accuracy", "backtest")
     if bt.empty:

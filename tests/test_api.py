@@ -253,7 +253,7 @@ def test_one_server_consolidation_and_summary(api, plan, readmodel):
     )
     assert len(body["risk"]) == len(plan.server_rows("risk", sid))
     assert body["recommendation"]["action"] == str(plan.server_rows("recommendations", sid)["action"].iloc[0])
-    assert len(body["backtest"]) == len(plan.server_rows("backtest", sid))
+    assert len(body["backtest"]) == len(readmodel.server_table(plan, "backtest", sid))
     fc = readmodel.server_forecast(plan, sid)
     assert sum(len(v) for v in body["forecast"].values()) == len(fc)
     cpu = pd.DataFrame(body["forecast"]["cpu_p95"])

@@ -242,7 +242,7 @@ def test_missing_plan_tables_read_as_not_in_this_run(tmp_path: Path):
     assert (
         plan.table("risk") is None
         and plan.top_risks() is None
-        and plan.server_rows("backtest", "srv-00001") is None
+        and rm.server_table(plan, "backtest", "srv-00001") is None
     )
     assert len(rm.server_forecast(plan, "srv-00001")) == 5 * 90
     assert not plan.utilization_by_bu().empty
