@@ -66,6 +66,7 @@ TREND_BUCKET = {"daily": pd.Timedelta(days=7), "hourly": pd.Timedelta(days=1)}
 # "Current" utilisation = p95 of the last week (as the risk table defines current_p95).
 CURRENT_WINDOW = pd.Timedelta(days=7)
 BREACH_WINDOWS = (30, 90)
+SCOPED_INPUTS_KEPT = 2  # scoped what-if inputs kept per process (each up to whatif_max_servers)
 # Plan tables the read model holds (joined for display, filtered in memory), and those it reads
 # one server at a time (never the fleet's rows); forecasts are read one server at a time too.
 SUMMARY_TABLES = ("risk", "recommendations", "consolidation")
@@ -883,6 +884,7 @@ class ReadModel:
         self._status: DataStatus | None = None
         self._inputs_lock = threading.Lock()
         self._inputs: tuple[str, AnalyticsInputs] | None = None
+        self._scoped: dict[tuple[str, str], AnalyticsInputs] = {}  # (run, scope digest) -> inputs
         # read lease on the run shown (forecasting.records.retention): (run id, lease path, taken at)
         self._read_lease: tuple[str, str, float] | None = None
         self._lease_ttl = float(max(3 * self.ttl, READ_LEASE_MIN_SECONDS))
@@ -1088,6 +1090,30 @@ class ReadModel:
             self._inputs = (plan.run_id, inputs)
             return inputs
 
+    def scoped_inputs(self, plan: Plan, positions: np.ndarray) -> AnalyticsInputs:
+        """Prepared what-if inputs of some servers only (plan positions, sorted): their
+        forecasts and history read with a server filter, never the fleet's. Kept per process
+        (the last few scopes): a filter change under one scenario reuses them."""
+        digest = hashlib.sha256(np.asarray(positions, dtype=np.int64).tobytes()).hexdigest()[:16]
+        key = (plan.run_id, digest)
+        with self._inputs_lock:
+            hit = self._scoped.get(key)
+            if hit is not None:
+                return hit
+        started = time.perf_counter()
+        inputs = build_analytics_inputs(self.store, plan, positions)
+        log.info(
+            "prepared what-if inputs of %d servers of run %s in %.2f s",
+            len(positions),
+            plan.run_id,
+            time.perf_counter() - started,
+        )
+        with self._inputs_lock:
+            self._scoped[key] = inputs
+            while len(self._scoped) > SCOPED_INPUTS_KEPT:
+                self._scoped.pop(next(iter(self._scoped)))
+        return inputs
+
     # ---- one server's forecast and history (read on demand: the plan holds no series)
     def server_forecast(self, plan: Plan, server_id: str) -> pd.DataFrame | None:
         """The run's forecast rows of one server (metric and model as text), cached per run;
@@ -1144,27 +1170,31 @@ class ReadModel:
         return hist
 
 
-def build_analytics_inputs(store: Store, plan: Plan) -> AnalyticsInputs:
-    """forecasting.inputs.prepare over the run's full forecasts, the history the analytics look
-    at, and the plan's inventory (so positions match the plan's)."""
+def build_analytics_inputs(store: Store, plan: Plan, positions: np.ndarray | None = None) -> AnalyticsInputs:
+    """forecasting.inputs.prepare over the run's forecasts, the history the analytics look at,
+    and the plan's inventory (so positions match the plan's) — of every server, or of the
+    servers at ``positions`` only (read with a server filter: a scoped what-if)."""
     from forecasting.inputs import HISTORY_DAYS, AnalyticsError, prepare
 
-    forecasts = store.read_run_table(plan.run_id, "forecasts")
+    inventory = plan.inventory if positions is None else plan.inventory.iloc[positions].reset_index(drop=True)
+    ids = None if positions is None else inventory["server_id"].tolist()
+    forecasts = store.read_run_table(plan.run_id, "forecasts", server_ids=ids)
     if forecasts is None or forecasts.empty:
         raise ReadModelError(f"run {plan.run_id} has no forecasts: what-if scenarios need them")
-    known = forecasts["server_id"].astype("str").isin(plan.inventory["server_id"])
+    known = forecasts["server_id"].astype("str").isin(inventory["server_id"])
     if not known.all():
         forecasts = forecasts[known.to_numpy()]
     start = (
         plan.origin - pd.Timedelta(days=HISTORY_DAYS.get(plan.freq, 400)) if plan.origin is not None else None
     )
+    units = None if positions is None else sorted(set(inventory["business_unit"].astype(str)))
     try:
-        history = store.read_metrics(MetricsQuery.of(start=start))
+        history = store.read_metrics(MetricsQuery.of(start=start, server_ids=ids, business_units=units))
     except NoDataError as e:
         raise ReadModelError(f"run {plan.run_id}: no metric history for what-if scenarios ({e})") from e
-    history = history[history["server_id"].astype("str").isin(plan.inventory["server_id"]).to_numpy()]
+    history = history[history["server_id"].astype("str").isin(inventory["server_id"]).to_numpy()]
     try:
-        return prepare(forecasts, history, plan.inventory, origin=plan.origin, freq=plan.freq)
+        return prepare(forecasts, history, inventory, origin=plan.origin, freq=plan.freq)
     except AnalyticsError as e:
         raise ReadModelError(f"run {plan.run_id} cannot be prepared for what-if scenarios: {e}") from e
 

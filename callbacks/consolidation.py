@@ -22,7 +22,14 @@ from app.decisions import DECISION_EXPORT_COLUMNS, with_decisions
 from app.filters import FilterState
 from app.pages.consolidation import RECOMMENDATION_COLUMN_DEFS
 from app.readmodel import Plan, ReadModel
-from app.whatif import ScenarioState, ScenarioView, scenario_inputs_for, scenario_view
+from app.whatif import (
+    ScenarioState,
+    ScenarioView,
+    WhatIfScopeError,
+    scenario_inputs_for,
+    scenario_view,
+    scope_alert,
+)
 from components.consolidation import (
     HELD_BACK_COLORS,
     HELD_BACK_TEXT,
@@ -124,8 +131,10 @@ def _resolve(rm: ReadModel, data: Any, scenario: Any) -> tuple[Plan | None, Filt
     )
 
 
-def _view(rm: ReadModel, plan: Plan, state: ScenarioState) -> ScenarioView:
-    return scenario_view(rm, plan, state, consolidation=True)
+def _view(rm: ReadModel, plan: Plan, state: ScenarioState, filters: FilterState) -> ScenarioView:
+    """The consolidation half under the scenario (scoped to the filtered servers on a fleet
+    larger than whatif_max_servers; WhatIfScopeError when they are too many)."""
+    return scenario_view(rm, plan, state, consolidation=True, filters=filters)
 
 
 def host_groups(cons: pd.DataFrame, filtered: pd.DataFrame) -> pd.DataFrame:
@@ -292,7 +301,10 @@ def consolidation_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[Any, ..
     if not plan.mask(filters).any():
         no_match = empty_figure("No servers match these filters", title=nothing["layout"]["title"]["text"])
         return no_match_state(), None, no_match, None, [], "0 rows", [], ""
-    view = _view(rm, plan, state)
+    try:
+        view = _view(rm, plan, state, filters)
+    except WhatIfScopeError as e:
+        return scope_alert(e), None, nothing, None, [], "", [], ""
     recs = view.recommendation_rows(plan, filters)
     cons_all = view.consolidation
     cons = view.consolidation_rows(plan, filters)
@@ -368,7 +380,10 @@ def held_back_view(rm: ReadModel, data: Any, scenario: Any, category: Any) -> tu
         return None, empty_figure("Recommendations are not in this run", title=title), [], ""
     if not plan.mask(filters).any():
         return None, empty_figure("No servers match these filters", title=title), [], "0 servers"
-    view = _view(rm, plan, state)
+    try:
+        view = _view(rm, plan, state, filters)
+    except WhatIfScopeError as e:
+        return None, empty_figure("What-if scope too large", title=title), [], str(e)
     recs = view.recommendation_rows(plan, filters)
     if recs is None:
         return None, empty_figure("Recommendations are not in this run", title=title), [], ""
@@ -392,7 +407,10 @@ def host_chart_view(rm: ReadModel, data: Any, scenario: Any, group: Any) -> dict
         return empty_figure(message, title=title)
     if not plan.mask(filters).any():
         return empty_figure("No servers match these filters", title=title)
-    view = _view(rm, plan, state)
+    try:
+        view = _view(rm, plan, state, filters)
+    except WhatIfScopeError:
+        return empty_figure("What-if scope too large: narrow the filters", title=title)
     cons_all, cons = view.consolidation, view.consolidation_rows(plan, filters)
     if cons_all is None or cons is None:
         return empty_figure("The consolidation plan is not in this run", title=title)
