@@ -356,7 +356,7 @@ def test_the_server_page_reads_only_its_servers_forecast(fixture_app, plan_store
     from callbacks import server as srv
 
     rm = get_context(fixture_app).readmodel
-    plan = rm.plan()
+    assert rm.plan() is not None
     seen: list[Any] = []
     real = plan_store.read_run_table
 
@@ -407,7 +407,7 @@ def test_a_large_fleets_what_if_covers_the_filtered_servers_or_says_why_not(plan
     np.testing.assert_allclose(mine["breach_probability"], want["breach_probability"], atol=1e-9)
 
     # on the page: a visible message, never a silently cut list
-    shown, kpis, empty, _note = risk.risk_rows(rm, FilterState().to_data(), scenario.to_data())
+    shown, _kpis, empty, _note = risk.risk_rows(rm, FilterState().to_data(), scenario.to_data())
     assert shown is None and "What-if scope too large" in json.dumps(empty.to_plotly_json(), default=str)
 
 
