@@ -53,6 +53,21 @@ def infinite_options(*, block_rows: int = BLOCK_ROWS) -> dict[str, Any]:
     }
 
 
+def paged(plan: Any, table: str, settings: Any) -> bool:
+    """Whether a page's grid over plan table ``table`` is paged on the server: the table has
+    more than ``grid_client_max_rows`` rows (layouts and callbacks decide alike)."""
+    frame = plan.tables.get(table) if plan is not None else None
+    return frame is not None and len(frame) > int(settings.grid_client_max_rows)
+
+
+def make_paged(grid: Any) -> Any:
+    """Turn a client-side dag.AgGrid into a server-paged one (infinite row model, no rowData)."""
+    grid.rowModelType = "infinite"
+    grid.rowData = None
+    grid.dashGridOptions = {**(grid.dashGridOptions or {}), **infinite_options()}
+    return grid
+
+
 @dataclass(frozen=True)
 class GridRequest:
     """A validated ``getRowsRequest``: rows [start, end) under ``view``."""

@@ -9,19 +9,21 @@ and scenario); filters then only mask. The host chart sums its members' demand s
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import dash_bootstrap_components as dbc
 import numpy as np
 import pandas as pd
-from dash import Dash, Input, Output, html
+from dash import Dash, Input, Output, html, no_update
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
-from app.decisions import DECISION_EXPORT_COLUMNS, with_decisions
+from app.decisions import DECISION_EXPORT_COLUMNS, decisions_of, with_decisions
 from app.filters import FilterState
 from app.pages.consolidation import RECOMMENDATION_COLUMN_DEFS
 from app.readmodel import Plan, ReadModel
+from app.servergrid import FrameCache, GridRows, paged
 from app.whatif import (
     ScenarioState,
     ScenarioView,
@@ -51,6 +53,7 @@ from components.layout import (
 from forecasting.consolidation import demand_series
 from forecasting.policy import HELD_BACK
 
+from .grids import register_paged_grid
 from .whatif import register_grid_tools
 
 SAVING_ACTIONS = ("decommission", "right-size", "consolidate")
@@ -280,9 +283,56 @@ def savings_table(recs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def consolidation_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[Any, ...]:
+def changed_rows(rm: ReadModel, plan: Plan, recs: pd.DataFrame) -> pd.DataFrame:
+    """The recommendations grid's rows: every action other than keep, biggest saving first,
+    with decisions and a row id."""
+    changed = recs[(recs["action"].astype(str) != "keep").to_numpy()]
+    changed = changed.sort_values("monthly_savings", ascending=False, kind="stable", na_position="last")
+    changed = with_decisions(rm, plan, changed, "recommendation")
+    changed["row_id"] = changed["server_id"].astype(str) + "/" + changed["action"].astype(str)
+    return changed
+
+
+_ROWS = FrameCache()
+
+
+def cached_rows(rm: ReadModel, data: Any, scenario: Any) -> GridRows | None:
+    """The recommendations grid's rows for the filters and scenario, kept per process (a
+    server-paged grid's blocks and export slice them); None when the page lists nothing."""
+    plan, filters, state, _message = _resolve(rm, data, scenario)
+    if plan is None or (not plan.has("recommendations") and state.is_base) or not plan.mask(filters).any():
+        return None
+    decided = id(decisions_of(rm).all())
+    key = (
+        rm._key("recs-grid"),
+        plan.run_id,
+        json.dumps(filters.to_data(), sort_keys=True),
+        state.key(),
+        decided,
+    )
+
+    def build() -> GridRows:
+        try:
+            recs = _view(rm, plan, state, filters).recommendation_rows(plan, filters)
+        except WhatIfScopeError:
+            recs = None
+        if recs is None:
+            frame = pd.DataFrame(columns=RECOMMENDATION_FIELDS)
+        else:
+            frame = changed_rows(rm, plan, recs)
+            for col in RECOMMENDATION_FIELDS:
+                if col not in frame:
+                    frame[col] = None
+            frame = frame[RECOMMENDATION_FIELDS].reset_index(drop=True)
+        return GridRows(frame, tuple(c["field"] for c in RECOMMENDATION_COLUMN_DEFS))
+
+    return _ROWS.get(key, build)
+
+
+def consolidation_view(rm: ReadModel, data: Any, scenario: Any, *, rows: bool = True) -> tuple[Any, ...]:
     """(empty state, KPIs, savings figure, savings table, recommendation rows, recs note,
-    plan rows, plan note) for the filters and scenario."""
+    plan rows, plan note) for the filters and scenario (recommendation rows None when
+    ``rows`` is False: a server-paged grid fetches them itself)."""
     plan, filters, state, message = _resolve(rm, data, scenario)
     nothing = empty_figure("", title="Potential monthly savings by business unit")
     if plan is None:
@@ -316,11 +366,8 @@ def consolidation_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[Any, ..
         return None, kpis, nothing, None, [], "", records(groups, PLAN_FIELDS), ""
     fig = savings_by_unit_figure(savings_by_unit(recs))
     table = frame_table(savings_table(recs)) if len(recs) else empty_state("No servers under these filters")
-    changed = recs[(recs["action"].astype(str) != "keep").to_numpy()]
-    changed = changed.sort_values("monthly_savings", ascending=False, kind="stable", na_position="last")
-    changed = with_decisions(rm, plan, changed, "recommendation")
-    changed["row_id"] = changed["server_id"].astype(str) + "/" + changed["action"].astype(str)
-    rec_rows = records(changed, RECOMMENDATION_FIELDS)
+    changed = changed_rows(rm, plan, recs)
+    rec_rows = records(changed, RECOMMENDATION_FIELDS) if rows else None
     rec_note = f"{len(changed):,} of {len(recs):,} servers with an action other than keep" + (
         f" · what-if computed in {view.seconds:.2f} s" if view.seconds else ""
     )
@@ -475,7 +522,25 @@ def register(app: Dash) -> None:
     def _page(data: Any, scenario: Any, _saved: Any = None) -> tuple[Any, ...]:
         if data is None:
             raise PreventUpdate
+        if paged(rm.snapshot().plan, "recommendations", rm.settings):  # the grid fetches its blocks
+            out = list(consolidation_view(rm, data, scenario, rows=False))
+            out[4] = no_update
+            return tuple(out)
         return consolidation_view(rm, data, scenario)
+
+    register_paged_grid(
+        app,
+        rm,
+        grid_id=ids.CONS_RECS_GRID,
+        alert_id=ids.CONS_RECS_ALERT,
+        purge_id=ids.CONS_RECS_PURGE,
+        search_id=ids.CONS_RECS_SEARCH,
+        rows_fn=cached_rows,
+        view_fields=[c["field"] for c in RECOMMENDATION_COLUMN_DEFS],
+        row_fields=RECOMMENDATION_FIELDS,
+        orders={"action": ACTION_RANK},
+        refresh=[(ids.DECIDE_SAVED, "data")],
+    )
 
     @app.callback(
         Output(ids.CONS_HOST_CHART, "figure"),
@@ -529,6 +594,10 @@ def register(app: Dash) -> None:
 ACTION_RANK = {"upgrade": 0, "decommission": 1, "consolidate": 2, "right-size": 3, "keep": 4}
 
 
-def export_rows(rm: ReadModel, data: Any, scenario: Any) -> list[dict[str, Any]]:
-    """The recommendations grid's rows for the filters and the scenario, as its callback computes them."""
+def export_rows(rm: ReadModel, data: Any, scenario: Any) -> list[dict[str, Any]] | GridRows:
+    """The recommendations grid's rows for the filters and the scenario, as its callback computes
+    them (a server-paged grid's: its cached rows, narrowed and ordered vectorised)."""
+    if paged(rm.snapshot().plan, "recommendations", rm.settings):
+        rows = cached_rows(rm, data, scenario)
+        return rows if rows is not None else []
     return consolidation_view(rm, data, scenario)[4]

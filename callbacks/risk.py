@@ -12,7 +12,7 @@ from typing import Any
 import dash_bootstrap_components as dbc
 import numpy as np
 import pandas as pd
-from dash import Dash, Input, Output, State, html, no_update
+from dash import Dash, Input, Output, html, no_update
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
@@ -20,7 +20,7 @@ from app.decisions import DECISION_EXPORT_COLUMNS, decisions_of, with_decisions
 from app.filters import FilterState
 from app.pages.risk import RISK_COLUMN_DEFS
 from app.readmodel import SEVERITY_RANK, Plan, ReadModel
-from app.servergrid import FrameCache, GridRequestError, GridRows, parse_request, response
+from app.servergrid import FrameCache, GridRows, paged
 from app.whatif import ScenarioState, ScenarioView, WhatIfScopeError, scenario_view, scope_alert
 from components.grid import records
 from components.kpi import kpi_card, severity_badges
@@ -33,22 +33,10 @@ from components.layout import (
     not_in_run,
 )
 
+from .grids import register_paged_grid
 from .whatif import OPEN_SERVER_JS, register_grid_tools
 
 ACT_WINDOW_DAYS = 30
-# A server-paged grid fetches again (from its first block) when the filters, the scenario,
-# a decision or the quick search change: the server answers under the new ones.
-PURGE_JS = """
-function (_filters, _scenario, _saved, _search, model) {
-    if (model !== 'infinite') { return window.dash_clientside.no_update; }
-    try {
-        window.dash_ag_grid.getApi('risk-grid').purgeInfiniteCache();
-    } catch (e) {
-        return window.dash_clientside.no_update;  // the grid is not mounted yet: it fetches on mount
-    }
-    return Date.now();
-}
-"""
 # What the export holds (field, header): the grid's columns plus the identifying extras.
 EXPORT_COLUMNS: list[tuple[str, str]] = [
     ("server_id", "Server"),
@@ -236,10 +224,9 @@ def risk_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[list[dict[str, A
 
 
 def server_side(rm: ReadModel, plan: Plan | None) -> bool:
-    """Whether the risk grid is paged on the server: the plan's risk table is larger than
-    ``grid_client_max_rows`` (the page's layout and its callbacks decide alike)."""
-    risk = plan.tables.get("risk") if plan is not None else None
-    return risk is not None and len(risk) > rm.settings.grid_client_max_rows
+    """Whether the risk grid is paged on the server (app.servergrid.paged: the plan's risk table
+    is larger than ``grid_client_max_rows``)."""
+    return paged(plan, "risk", rm.settings)
 
 
 _ROWS = FrameCache()
@@ -269,22 +256,6 @@ def cached_rows(rm: ReadModel, data: Any, scenario: Any) -> GridRows | None:
     return _ROWS.get(key, build)
 
 
-def rows_block(rm: ReadModel, request: Any, data: Any, scenario: Any, search: Any) -> tuple[Any, Any]:
-    """(getRowsResponse, alert) of a server-paged risk grid: one block under its sort and filters."""
-    fields = [c["field"] for c in RISK_COLUMN_DEFS]
-    try:
-        req = parse_request(request, search, fields)
-    except GridRequestError as e:
-        return {"rowData": [], "rowCount": 0}, dbc.Alert(
-            str(e), color="warning", id=ids.RISK_GRID_ALERT + "-msg"
-        )
-    rows = cached_rows(rm, data, scenario)
-    if rows is None:
-        return {"rowData": [], "rowCount": 0}, None
-    block, total = rows.page(req, {"severity": SEVERITY_RANK})
-    return response(block, total, GRID_FIELDS), None
-
-
 def register(app: Dash) -> None:
     rm = get_context(app).readmodel
 
@@ -305,29 +276,18 @@ def register(app: Dash) -> None:
             return no_update, kpis, empty, note
         return risk_view(rm, data, scenario)
 
-    @app.callback(
-        Output(ids.RISK_GRID, "getRowsResponse"),
-        Output(ids.RISK_GRID_ALERT, "children"),
-        Input(ids.RISK_GRID, "getRowsRequest"),
-        State(ids.FILTERS, "data"),
-        State(ids.WHATIF_STATE, "data"),
-        State(ids.RISK_SEARCH, "value"),
-        prevent_initial_call=True,
-    )
-    def _rows(request: Any, data: Any, scenario: Any, search: Any) -> tuple[Any, Any]:
-        if request is None or data is None:
-            raise PreventUpdate
-        return rows_block(rm, request, data, scenario, search)
-
-    app.clientside_callback(
-        PURGE_JS,
-        Output(ids.RISK_GRID_PURGE, "data"),
-        Input(ids.FILTERS, "data"),
-        Input(ids.WHATIF_STATE, "data"),
-        Input(ids.DECIDE_SAVED, "data"),
-        Input(ids.RISK_SEARCH, "value"),
-        State(ids.RISK_GRID, "rowModelType"),
-        prevent_initial_call=True,
+    register_paged_grid(
+        app,
+        rm,
+        grid_id=ids.RISK_GRID,
+        alert_id=ids.RISK_GRID_ALERT,
+        purge_id=ids.RISK_GRID_PURGE,
+        search_id=ids.RISK_SEARCH,
+        rows_fn=cached_rows,
+        view_fields=[c["field"] for c in RISK_COLUMN_DEFS],
+        row_fields=GRID_FIELDS,
+        orders={"severity": SEVERITY_RANK},
+        refresh=[(ids.DECIDE_SAVED, "data")],
     )
 
     app.clientside_callback(

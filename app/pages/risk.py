@@ -64,36 +64,23 @@ def _grid() -> Any:
     """The risk grid: client-side for a plan's risk table of up to ``grid_client_max_rows`` rows,
     else paged, sorted, filtered and exported on the server (app.servergrid)."""
     from app import get_context
-    from app.servergrid import infinite_options
+    from app.servergrid import make_paged, paged
 
     ctx = get_context()
-    plan = ctx.readmodel.snapshot().plan
-    risk = plan.tables.get("risk") if plan is not None else None
-    paged = risk is not None and len(risk) > ctx.settings.grid_client_max_rows
-    options: dict[str, Any] = {
-        "rowSelection": {
-            "mode": "singleRow",
-            "checkboxes": False,
-            "enableClickSelection": False,
-        },
-        "localeText": {"noRowsToShow": "No risk rows under these filters and this scenario"},
-        "tooltipShowDelay": 300,
-    }
-    if paged:
-        options.update(infinite_options())
     grid = data_grid(
         ids.RISK_GRID,
         [],
         RISK_COLUMN_DEFS,
         height=560,
         row_id_field="row_id",
-        options=options,
+        options={
+            "rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": False},
+            "localeText": {"noRowsToShow": "No risk rows under these filters and this scenario"},
+            "tooltipShowDelay": 300,
+        },
         class_name="clickable-rows",
     )
-    if paged:
-        grid.rowModelType = "infinite"
-        grid.rowData = None
-    return grid
+    return make_paged(grid) if paged(ctx.readmodel.snapshot().plan, "risk", ctx.settings) else grid
 
 
 def layout(**query: Any) -> html.Div:
