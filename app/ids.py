@@ -137,6 +137,8 @@ CONS_HELD_CHART = "cons-held-chart"
 CONS_HELD_CATEGORY = "cons-held-category"  # category filter of the held-back grid
 CONS_HELD_GRID = "cons-held-grid"
 CONS_HELD_NOTE = "cons-held-note"
+CONS_HELD_ALERT = "cons-held-alert"  # a server-paged grid's refusal of a bad sort or filter
+CONS_HELD_PURGE = "cons-held-purge"
 
 # --------------------------------------------------------------------------- planner decisions and sign-off
 DECIDE_MODAL = "decide-modal"

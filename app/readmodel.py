@@ -66,6 +66,9 @@ TREND_BUCKET = {"daily": pd.Timedelta(days=7), "hourly": pd.Timedelta(days=1)}
 # "Current" utilisation = p95 of the last week (as the risk table defines current_p95).
 CURRENT_WINDOW = pd.Timedelta(days=7)
 BREACH_WINDOWS = (30, 90)
+# Part of the shared cache's key of a Plan: bump when Plan's fields change, so a worker of a new
+# release never unpickles an older release's Plan from a cache directory they share.
+PLAN_FORMAT = "2"
 SCOPED_INPUTS_KEPT = 2  # scoped what-if inputs kept per process (each up to whatif_max_servers)
 # Plan tables the read model holds (joined for display, filtered in memory), and those it reads
 # one server at a time (never the fleet's rows); forecasts are read one server at a time too.
@@ -1026,7 +1029,7 @@ class ReadModel:
         with self._lock:
             if self._plan is not None and self._plan.run_id == run_id:
                 return self._plan
-            key = self._key("plan", run_id)
+            key = self._key("plan", PLAN_FORMAT, run_id)
             plan = self.cache.get(key)
             if not isinstance(plan, Plan):
                 started = time.perf_counter()

@@ -21,7 +21,7 @@ from dash.exceptions import PreventUpdate
 from app import get_context, ids
 from app.decisions import DECISION_EXPORT_COLUMNS, decisions_of, with_decisions
 from app.filters import FilterState
-from app.pages.consolidation import RECOMMENDATION_COLUMN_DEFS
+from app.pages.consolidation import HELD_COLUMN_DEFS, RECOMMENDATION_COLUMN_DEFS
 from app.readmodel import Plan, ReadModel
 from app.servergrid import FrameCache, GridRows, paged
 from app.whatif import (
@@ -416,7 +416,36 @@ def held_back_badges(counts: list[tuple[str, int]]) -> Any:
     return html.Div([html.Span(f"{total:,} servers held back: ", className="me-2"), *badges])
 
 
-def held_back_view(rm: ReadModel, data: Any, scenario: Any, category: Any) -> tuple[Any, ...]:
+def held_rows(rm: ReadModel, data: Any, scenario: Any, category: Any) -> GridRows | None:
+    """The held-back grid's rows for the filters, scenario and category, kept per process."""
+    plan, filters, state, _message = _resolve(rm, data, scenario)
+    if plan is None or (not plan.has("recommendations") and state.is_base) or not plan.mask(filters).any():
+        return None
+    cat = held_back_category(category)
+    key = (rm._key("held-grid"), plan.run_id, json.dumps(filters.to_data(), sort_keys=True), state.key(), cat)
+
+    def build() -> GridRows:
+        try:
+            recs = _view(rm, plan, state, filters).recommendation_rows(plan, filters)
+        except WhatIfScopeError:
+            recs = None
+        frame = pd.DataFrame(columns=HELD_FIELDS) if recs is None else _held(recs, cat)
+        return GridRows(
+            frame[HELD_FIELDS].reset_index(drop=True), tuple(c["field"] for c in HELD_COLUMN_DEFS)
+        )
+
+    return _ROWS.get(key, build)
+
+
+def _held(recs: pd.DataFrame, cat: str) -> pd.DataFrame:
+    held = recs["held_back"].astype(str)
+    shown = recs[(held == cat).to_numpy() if cat != ALL_CATEGORIES else (held != "").to_numpy()]
+    return shown.sort_values(["held_back", "server_id"], kind="stable")
+
+
+def held_back_view(
+    rm: ReadModel, data: Any, scenario: Any, category: Any, *, rows: bool = True
+) -> tuple[Any, ...]:
     """(badges, figure, grid rows, note): the servers the policy kept out of a saving action
     (or out of a shared host) under the filters and the scenario, with why and the reason."""
     title = "Servers held back from the plan, by reason"
@@ -436,14 +465,13 @@ def held_back_view(rm: ReadModel, data: Any, scenario: Any, category: Any) -> tu
         return None, empty_figure("Recommendations are not in this run", title=title), [], ""
     counts = held_back_counts(recs)
     cat = held_back_category(category)
-    held = recs["held_back"].astype(str)
-    shown = recs[(held == cat).to_numpy() if cat != ALL_CATEGORIES else (held != "").to_numpy()]
-    shown = shown.sort_values(["held_back", "server_id"], kind="stable")
+    shown = _held(recs, cat)
     total = sum(n for _, n in counts)
     note = f"{len(shown):,} of {total:,} held-back servers" + (
         f" ({cat}: {HELD_BACK_TEXT.get(cat, '')})" if cat != ALL_CATEGORIES else ""
     )
-    return held_back_badges(counts), held_back_figure(counts), records(shown, HELD_FIELDS), note
+    grid = records(shown, HELD_FIELDS) if rows else no_update  # a server-paged grid fetches its blocks
+    return held_back_badges(counts), held_back_figure(counts), grid, note
 
 
 def host_chart_view(rm: ReadModel, data: Any, scenario: Any, group: Any) -> dict:
@@ -566,7 +594,21 @@ def register(app: Dash) -> None:
     def _held(data: Any, scenario: Any, category: Any, tab: Any) -> tuple[Any, ...]:
         if data is None or tab != HELD_TAB:  # computed when the tab is open, not on first render
             raise PreventUpdate
-        return held_back_view(rm, data, scenario, category)
+        rows = not paged(rm.snapshot().plan, "recommendations", rm.settings)
+        return held_back_view(rm, data, scenario, category, rows=rows)
+
+    register_paged_grid(
+        app,
+        rm,
+        grid_id=ids.CONS_HELD_GRID,
+        alert_id=ids.CONS_HELD_ALERT,
+        purge_id=ids.CONS_HELD_PURGE,
+        search_id=None,
+        rows_fn=held_rows,
+        view_fields=[c["field"] for c in HELD_COLUMN_DEFS],
+        row_fields=HELD_FIELDS,
+        extra=[(ids.CONS_HELD_CATEGORY, "value")],
+    )
 
     app.clientside_callback(
         PICK_GROUP_JS,

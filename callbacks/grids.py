@@ -15,7 +15,7 @@ from app import ids
 from app.readmodel import ReadModel
 from app.servergrid import GridRequestError, GridRows, parse_request, response
 
-RowsFn = Callable[[ReadModel, Any, Any], GridRows | None]
+RowsFn = Callable[..., GridRows | None]  # (rm, filters data, scenario data, *extra states)
 
 # Ask the grid for its first block again (the server answers under the page's new inputs).
 PURGE_JS = """
@@ -45,13 +45,14 @@ def rows_block(
     row_fields: Sequence[str],
     orders: Mapping[str, Mapping[str, int]] | None,
     alert_id: str,
+    extra: Sequence[Any] = (),
 ) -> tuple[dict[str, Any], Any]:
     """(getRowsResponse, alert) of one block under the grid's sort, filters and search."""
     try:
         req = parse_request(request, search, view_fields)
     except GridRequestError as e:
         return {"rowData": [], "rowCount": 0}, dbc.Alert(str(e), color="warning", id=f"{alert_id}-msg")
-    rows = rows_fn(rm, data, scenario)
+    rows = rows_fn(rm, data, scenario, *extra)
     if rows is None:
         return {"rowData": [], "rowCount": 0}, None
     block, total = rows.page(req, orders)
@@ -65,15 +66,18 @@ def register_paged_grid(
     grid_id: str,
     alert_id: str,
     purge_id: str,
-    search_id: str,
+    search_id: str | None,
     rows_fn: RowsFn,
     view_fields: Sequence[str],
     row_fields: Sequence[str],
     orders: Mapping[str, Mapping[str, int]] | None = None,
     refresh: Sequence[tuple[str, str]] = (),
+    extra: Sequence[tuple[str, str]] = (),
 ) -> None:
     """The block callback of grid ``grid_id`` and its refetch when the filters, the scenario,
-    the quick search or ``refresh`` (other (id, property) inputs) change."""
+    the quick search, ``extra`` ((id, property) values handed to ``rows_fn`` after the
+    scenario) or ``refresh`` (other (id, property) inputs) change."""
+    search_state = [State(search_id, "value")] if search_id else []
 
     @app.callback(
         Output(grid_id, "getRowsResponse"),
@@ -81,12 +85,14 @@ def register_paged_grid(
         Input(grid_id, "getRowsRequest"),
         State(ids.FILTERS, "data"),
         State(ids.WHATIF_STATE, "data"),
-        State(search_id, "value"),
+        *search_state,
+        *[State(i, p) for i, p in extra],
         prevent_initial_call=True,
     )
-    def _block(request: Any, data: Any, scenario: Any, search: Any) -> tuple[Any, Any]:
+    def _block(request: Any, data: Any, scenario: Any, *rest: Any) -> tuple[Any, Any]:
         if request is None or data is None:
             raise PreventUpdate
+        search = rest[0] if search_id else None
         return rows_block(
             rm,
             rows_fn,
@@ -98,6 +104,7 @@ def register_paged_grid(
             row_fields=row_fields,
             orders=orders,
             alert_id=alert_id,
+            extra=rest[1:] if search_id else rest,
         )
 
     app.clientside_callback(
@@ -105,8 +112,8 @@ def register_paged_grid(
         Output(purge_id, "data"),
         Input(ids.FILTERS, "data"),
         Input(ids.WHATIF_STATE, "data"),
-        Input(search_id, "value"),
-        *[Input(i, p) for i, p in refresh],
+        *[Input(search_id, "value")] * bool(search_id),
+        *[Input(i, p) for i, p in [*extra, *refresh]],
         State(grid_id, "id"),
         State(grid_id, "rowModelType"),
         prevent_initial_call=True,

@@ -103,6 +103,25 @@ def _recs_grid() -> Any:
     return make_paged(grid) if paged(ctx.readmodel.snapshot().plan, "recommendations", ctx.settings) else grid
 
 
+def _held_grid() -> Any:
+    """The held-back grid: paged on the server like the recommendations grid (same table)."""
+    from app import get_context
+    from app.servergrid import make_paged, paged
+
+    ctx = get_context()
+    grid = data_grid(
+        ids.CONS_HELD_GRID,
+        [],
+        HELD_COLUMN_DEFS,
+        height=420,
+        options={
+            "localeText": {"noRowsToShow": "No held-back servers under these filters"},
+            "tooltipShowDelay": 300,
+        },
+    )
+    return make_paged(grid) if paged(ctx.readmodel.snapshot().plan, "recommendations", ctx.settings) else grid
+
+
 def layout(**query: Any) -> html.Div:
     """Skeleton; callbacks/consolidation.py fills it from the filters and the scenario."""
     return html.Div(
@@ -297,20 +316,9 @@ def held_back_section() -> dbc.Card:
                                 ],
                                 className="d-flex align-items-center gap-2 mb-2",
                             ),
-                            loading(
-                                data_grid(
-                                    ids.CONS_HELD_GRID,
-                                    [],
-                                    HELD_COLUMN_DEFS,
-                                    height=420,
-                                    options={
-                                        "localeText": {
-                                            "noRowsToShow": "No held-back servers under these filters"
-                                        },
-                                        "tooltipShowDelay": 300,
-                                    },
-                                )
-                            ),
+                            html.Div(id=ids.CONS_HELD_ALERT, role="alert"),
+                            dcc.Store(id=ids.CONS_HELD_PURGE),
+                            loading(_held_grid()),
                         ],
                         lg=8,
                         className="mb-3",
