@@ -1,19 +1,28 @@
 """The cached read model every callback reads: the latest run's plan, ready for display.
 
 Why it exists (DESIGN.md §6): the batch job has done the heavy work, so a click must only
-filter and aggregate in memory. A run is loaded once per run id — plan tables, inventory and
-a compact bucketed history for trends — into a flask-caching backend that gunicorn workers
-share (FileSystemCache by default), and memoised per process because a run never changes
-once published. ``runs/LATEST`` is re-read at most every ``cache_ttl_seconds``. When the
-store cannot be reached the last good run keeps being served and :class:`DataStatus` says
-so, for the shell's banner.
+filter and aggregate in memory. A run is loaded once per run id — its summary tables (risk,
+recommendations, consolidation), the inventory, per-server summaries and the fleet trend
+summed per filter cell — into a flask-caching backend that gunicorn workers share
+(FileSystemCache by default), and memoised per process because a run never changes once
+published. ``runs/LATEST`` is re-read at most every ``cache_ttl_seconds``. When the store
+cannot be reached the last good run keeps being served and :class:`DataStatus` says so, for
+the shell's banner.
+
+What it never holds: series. At 100,000 servers a run's forecasts are 45 million rows (~9 GB
+in memory) and its backtest a million; the server page reads one server's rows on demand
+(``ReadModel.server_forecast``, ``ReadModel.server_table``, ``ReadModel.server_history``), and
+the fleet trend is summed while streaming (history one business unit at a time, forecasts batch
+by batch), so a worker's memory follows the summary tables, not the series.
 
 Public API (used by callbacks of every page):
 
-- :class:`ReadModel` — ``snapshot()``, ``status()``, ``server_history(plan, server_id)``.
+- :class:`ReadModel` — ``snapshot()``, ``status()``, ``server_history(plan, server_id)``,
+  ``server_forecast(plan, server_id)``, ``server_table(plan, name, server_id)``,
+  ``analytics_inputs(plan)``, ``scoped_inputs(plan, positions)``.
 - :class:`Plan` — one run, immutable: ``mask(filters)``, ``table(name, filters)``,
   ``kpis(filters)``, ``utilization_by_bu``, ``current_values``, ``bu_trend``, ``top_risks``,
-  ``search_servers``, ``server``, ``server_rows``, ``server_forecast``.
+  ``search_servers``, ``server``, ``server_rows``.
 - helpers for the server page: :func:`reforecast`, :func:`breach_markers`,
   :func:`quarter_end_spans`.
 """
