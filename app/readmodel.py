@@ -29,6 +29,7 @@ Public API (used by callbacks of every page):
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import math
@@ -72,6 +73,8 @@ FORECAST_KEEP = ["yhat", BAND_95[0], BAND_80[0], BAND_80[1], BAND_95[1]]
 # History kept for fleet trends, and the bucket it is averaged over.
 TREND_WINDOW = {"daily": pd.Timedelta(days=364), "hourly": pd.Timedelta(days=28)}
 TREND_BUCKET = {"daily": pd.Timedelta(days=7), "hourly": pd.Timedelta(days=1)}
+# History read for trends per query (with one business unit): bounds a load's transient memory.
+TREND_READ_SPAN = {"daily": pd.Timedelta(days=91), "hourly": pd.Timedelta(days=7)}
 # "Current" utilisation = p95 of the last week (as the risk table defines current_p95).
 CURRENT_WINDOW = pd.Timedelta(days=7)
 BREACH_WINDOWS = (30, 90)
@@ -533,6 +536,22 @@ def one_server_forecast(store: Store, run_id: str, server_id: str) -> pd.DataFra
     return out.sort_values(["metric", "timestamp"], kind="stable", ignore_index=True)
 
 
+def release_memory() -> None:
+    """Give the heap freed by a load back to the system (glibc keeps it otherwise, and a
+    worker's resident size would stay at the load's peak). A no-op where there is no glibc."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+
+
 def _run_has_table(store: Store, run_id: str, name: str, ids: pd.Index) -> bool:
     """Whether the run published table ``name``, without reading it."""
     if isinstance(store, ParquetStore):
@@ -724,12 +743,22 @@ def _stream_trend(
         counts[metric] += np.bincount(flat, minlength=n_cells * W)
 
     recent_start = (t0 - CURRENT_WINDOW).value // 10**9
-    for bu in options["business_unit"]:
+    # one business unit (the metrics' partition) and a few weeks at a time: what one read holds
+    # is bounded by the size of a unit over those weeks, whatever the fleet's size
+    spans = [
+        (t0 - window + i * TREND_READ_SPAN[freq], min(t0, t0 - window + (i + 1) * TREND_READ_SPAN[freq]))
+        for i in range(-(-window // TREND_READ_SPAN[freq]))
+    ]
+    failed = False
+    for bu, (start, end) in ((b, sp) for b in options["business_unit"] for sp in spans):
+        if failed:
+            break
         try:
-            hist = store.read_metrics(MetricsQuery.of(start=t0 - window, end=t0, business_units=[bu]))
+            hist = store.read_metrics(MetricsQuery.of(start=start, end=end, business_units=[bu]))
         except (NoDataError, StoreError, OSError) as e:
             ref = report(log, "history for trends could not be read", e, level=logging.WARNING)
             notes.append(user_message("history for trends could not be read", ref))
+            failed = True
             break
         if hist.empty:
             continue
@@ -1043,6 +1072,7 @@ class ReadModel:
             if not isinstance(plan, Plan):
                 started = time.perf_counter()
                 plan = build_plan(self.store, run_id, self.settings)
+                release_memory()
                 log.info(
                     "loaded run %s (%d servers) in %.2f s",
                     run_id,
@@ -1114,6 +1144,7 @@ class ReadModel:
                 return hit
         started = time.perf_counter()
         inputs = build_analytics_inputs(self.store, plan, positions)
+        release_memory()
         log.info(
             "prepared what-if inputs of %d servers of run %s in %.2f s",
             len(positions),

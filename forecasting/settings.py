@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         "exported on the server (AG Grid's infinite row model) instead of sent whole to the browser",
     )
     whatif_max_servers: int = Field(
-        20_000,
+        10_000,
         ge=1,
         le=1_000_000,
         description="app: a fleet larger than this scopes what-ifs to the filtered servers, at most this many "
