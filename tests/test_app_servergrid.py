@@ -418,3 +418,66 @@ def test_scoped_inputs_read_only_the_scoped_servers(plan_store, plan_store_root,
     inputs = rm.scoped_inputs(plan, pos)
     assert inputs.inventory["server_id"].tolist() == plan.inventory["server_id"].iloc[pos].tolist()
     assert rm.scoped_inputs(plan, pos) is inputs  # kept per process
+
+
+def test_the_recommendations_and_held_back_grids_page_on_the_server(paged_app):
+    from callbacks import consolidation as cons
+
+    client = paged_app.server.test_client()
+    rm = get_context(paged_app).readmodel
+    every = cons.consolidation_view(rm, ALL, BASE)[4]
+    body = {
+        "output": "..cons-recs-grid.getRowsResponse...cons-recs-alert.children..",
+        "outputs": [
+            {"id": "cons-recs-grid", "property": "getRowsResponse"},
+            {"id": "cons-recs-alert", "property": "children"},
+        ],
+        "inputs": [
+            {
+                "id": "cons-recs-grid",
+                "property": "getRowsRequest",
+                "value": {
+                    "startRow": 0,
+                    "endRow": 5,
+                    "sortModel": [{"colId": "monthly_savings", "sort": "asc"}],
+                },
+            }
+        ],
+        "changedPropIds": ["cons-recs-grid.getRowsRequest"],
+        "state": [
+            {"id": "shell-filters", "property": "data", "value": ALL},
+            {"id": "whatif-state", "property": "data", "value": BASE},
+            {"id": "cons-recs-search", "property": "value", "value": None},
+        ],
+    }
+    got = _post(client, body)["cons-recs-grid"]["getRowsResponse"]
+    fields = [c["field"] for c in cons.RECOMMENDATION_COLUMN_DEFS]
+    want = apply_view(
+        every,
+        GridView.from_browser(None, None, [{"colId": "monthly_savings", "sort": "asc"}], fields),
+        fields,
+    )
+    assert got["rowCount"] == len(every) > 5
+    assert [r["row_id"] for r in got["rowData"]] == [r["row_id"] for r in want[:5]]
+
+    held = cons.held_back_view(rm, ALL, BASE, None)[2]
+    body = {
+        "output": "..cons-held-grid.getRowsResponse...cons-held-alert.children..",
+        "outputs": [
+            {"id": "cons-held-grid", "property": "getRowsResponse"},
+            {"id": "cons-held-alert", "property": "children"},
+        ],
+        "inputs": [
+            {"id": "cons-held-grid", "property": "getRowsRequest", "value": {"startRow": 0, "endRow": 1000}}
+        ],
+        "changedPropIds": ["cons-held-grid.getRowsRequest"],
+        "state": [
+            {"id": "shell-filters", "property": "data", "value": ALL},
+            {"id": "whatif-state", "property": "data", "value": BASE},
+            {"id": "cons-held-category", "property": "value", "value": None},
+        ],
+    }
+    got = _post(client, body)["cons-held-grid"]["getRowsResponse"]
+    assert got["rowCount"] == len(held) and [r["server_id"] for r in got["rowData"]] == [
+        r["server_id"] for r in held
+    ]
