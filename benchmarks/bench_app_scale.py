@@ -276,6 +276,8 @@ def measure(
             for batch in batches:
                 for name, body in batch.items():
                     times.setdefault(name, []).append(post(session, base, name, body))
+        result["memory_pages"] = worker_memory(master)
+        print(f"   page callbacks done; workers (resident, peak GB): {result['memory_pages']}", flush=True)
         # a what-if change: scoped to the filtered servers above whatif_max_servers (one business
         # unit's production servers here), the whole fleet below
         bu = FilterState(business_unit=(options["business_unit"][0],), environment=("prod",))
