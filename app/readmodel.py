@@ -82,6 +82,7 @@ BREACH_WINDOWS = (30, 90)
 # release never unpickles an older release's Plan from a cache directory they share.
 PLAN_FORMAT = "2"
 SCOPED_INPUTS_KEPT = 2  # scoped what-if inputs kept per process (each up to whatif_max_servers)
+SMALL_SCOPES_KEPT, SMALL_SCOPE_SERVERS = 32, 100  # and small scopes (a packed host's members)
 # Plan tables the read model holds (joined for display, filtered in memory), and those it reads
 # one server at a time (never the fleet's rows); forecasts are read one server at a time too.
 SUMMARY_TABLES = ("risk", "recommendations", "consolidation")
@@ -1153,8 +1154,14 @@ class ReadModel:
         )
         with self._inputs_lock:
             self._scoped[key] = inputs
-            while len(self._scoped) > SCOPED_INPUTS_KEPT:
-                self._scoped.pop(next(iter(self._scoped)))
+            # a few large scopes (a filtered what-if), more small ones (a packed host's members)
+            large = [k for k, v in self._scoped.items() if len(v.inventory) > SMALL_SCOPE_SERVERS]
+            small = [k for k in self._scoped if k not in large]
+            for k in (
+                large[: max(0, len(large) - SCOPED_INPUTS_KEPT)]
+                + small[: max(0, len(small) - SMALL_SCOPES_KEPT)]
+            ):
+                self._scoped.pop(k, None)
         return inputs
 
     # ---- one server's forecast and history (read on demand: the plan holds no series)
