@@ -103,6 +103,9 @@ RISK_EMPTY = "risk-empty"
 RISK_GRID = "risk-grid"
 RISK_SEARCH = "risk-search"
 RISK_NOTE = "risk-note"
+WHATIF_SCOPE_ALERT = "whatif-scope-alert"  # a what-if scoped to more servers than it may cover
+RISK_GRID_ALERT = "risk-grid-alert"  # a server-paged grid's refusal of a bad sort or filter
+RISK_GRID_PURGE = "risk-grid-purge"  # written when a server-paged grid is told to fetch again
 RISK_EXPORT_CSV = "risk-export-csv"
 RISK_EXPORT_XLSX = "risk-export-xlsx"
 RISK_DOWNLOAD = "risk-download"
@@ -114,6 +117,8 @@ CONS_EMPTY = "cons-empty"
 CONS_RECS_GRID = "cons-recs-grid"
 CONS_RECS_SEARCH = "cons-recs-search"
 CONS_RECS_NOTE = "cons-recs-note"
+CONS_RECS_ALERT = "cons-recs-alert"  # a server-paged grid's refusal of a bad sort or filter
+CONS_RECS_PURGE = "cons-recs-purge"
 CONS_EXPORT_CSV = "cons-export-csv"
 CONS_EXPORT_XLSX = "cons-export-xlsx"
 CONS_DOWNLOAD = "cons-download"
@@ -132,6 +137,8 @@ CONS_HELD_CHART = "cons-held-chart"
 CONS_HELD_CATEGORY = "cons-held-category"  # category filter of the held-back grid
 CONS_HELD_GRID = "cons-held-grid"
 CONS_HELD_NOTE = "cons-held-note"
+CONS_HELD_ALERT = "cons-held-alert"  # a server-paged grid's refusal of a bad sort or filter
+CONS_HELD_PURGE = "cons-held-purge"
 
 # --------------------------------------------------------------------------- planner decisions and sign-off
 DECIDE_MODAL = "decide-modal"

@@ -1,25 +1,35 @@
 """The cached read model every callback reads: the latest run's plan, ready for display.
 
 Why it exists (DESIGN.md §6): the batch job has done the heavy work, so a click must only
-filter and aggregate in memory. A run is loaded once per run id — plan tables, inventory and
-a compact bucketed history for trends — into a flask-caching backend that gunicorn workers
-share (FileSystemCache by default), and memoised per process because a run never changes
-once published. ``runs/LATEST`` is re-read at most every ``cache_ttl_seconds``. When the
-store cannot be reached the last good run keeps being served and :class:`DataStatus` says
-so, for the shell's banner.
+filter and aggregate in memory. A run is loaded once per run id — its summary tables (risk,
+recommendations, consolidation), the inventory, per-server summaries and the fleet trend
+summed per filter cell — into a flask-caching backend that gunicorn workers share
+(FileSystemCache by default), and memoised per process because a run never changes once
+published. ``runs/LATEST`` is re-read at most every ``cache_ttl_seconds``. When the store
+cannot be reached the last good run keeps being served and :class:`DataStatus` says so, for
+the shell's banner.
+
+What it never holds: series. At 100,000 servers a run's forecasts are 45 million rows (~9 GB
+in memory) and its backtest a million; the server page reads one server's rows on demand
+(``ReadModel.server_forecast``, ``ReadModel.server_table``, ``ReadModel.server_history``), and
+the fleet trend is summed while streaming (history one business unit at a time, forecasts batch
+by batch), so a worker's memory follows the summary tables, not the series.
 
 Public API (used by callbacks of every page):
 
-- :class:`ReadModel` — ``snapshot()``, ``status()``, ``server_history(plan, server_id)``.
+- :class:`ReadModel` — ``snapshot()``, ``status()``, ``server_history(plan, server_id)``,
+  ``server_forecast(plan, server_id)``, ``server_table(plan, name, server_id)``,
+  ``analytics_inputs(plan)``, ``scoped_inputs(plan, positions)``.
 - :class:`Plan` — one run, immutable: ``mask(filters)``, ``table(name, filters)``,
   ``kpis(filters)``, ``utilization_by_bu``, ``current_values``, ``bu_trend``, ``top_risks``,
-  ``search_servers``, ``server``, ``server_rows``, ``server_forecast``.
+  ``search_servers``, ``server``, ``server_rows``.
 - helpers for the server page: :func:`reforecast`, :func:`breach_markers`,
   :func:`quarter_end_spans`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import math
@@ -27,12 +37,14 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from cachelib import SimpleCache
 
 from forecasting.calendar import calendar_features
@@ -47,6 +59,7 @@ from forecasting.schema import (
 )
 from forecasting.settings import DEFAULT_CRITICALITY_OFFSETS, DEFAULT_LEAD_TIME_DAYS, Settings
 from forecasting.sources import MetricsQuery, NoDataError, Store, StoreError
+from forecasting.sources.parquet import ParquetStore
 
 from .errors import report, user_message
 from .filters import FilterState
@@ -60,9 +73,20 @@ FORECAST_KEEP = ["yhat", BAND_95[0], BAND_80[0], BAND_80[1], BAND_95[1]]
 # History kept for fleet trends, and the bucket it is averaged over.
 TREND_WINDOW = {"daily": pd.Timedelta(days=364), "hourly": pd.Timedelta(days=28)}
 TREND_BUCKET = {"daily": pd.Timedelta(days=7), "hourly": pd.Timedelta(days=1)}
+# History read for trends per query (with one business unit): bounds a load's transient memory.
+TREND_READ_SPAN = {"daily": pd.Timedelta(days=91), "hourly": pd.Timedelta(days=7)}
 # "Current" utilisation = p95 of the last week (as the risk table defines current_p95).
 CURRENT_WINDOW = pd.Timedelta(days=7)
 BREACH_WINDOWS = (30, 90)
+# Part of the shared cache's key of a Plan: bump when Plan's fields change, so a worker of a new
+# release never unpickles an older release's Plan from a cache directory they share.
+PLAN_FORMAT = "2"
+SCOPED_INPUTS_KEPT = 2  # scoped what-if inputs kept per process (each up to whatif_max_servers)
+SMALL_SCOPES_KEPT, SMALL_SCOPE_SERVERS = 32, 100  # and small scopes (a packed host's members)
+# Plan tables the read model holds (joined for display, filtered in memory), and those it reads
+# one server at a time (never the fleet's rows); forecasts are read one server at a time too.
+SUMMARY_TABLES = ("risk", "recommendations", "consolidation")
+BY_SERVER_TABLES = ("backtest",)
 PLAN_CACHE_SECONDS = 24 * 3600
 # When the store is unreachable, look again sooner than the TTL so recovery shows quickly.
 UNREACHABLE_RECHECK_SECONDS = 30
@@ -118,11 +142,17 @@ class Kpis:
 
 @dataclass
 class Trend:
-    """Per-server sums and counts per time bucket, history and forecast on one axis."""
+    """Sums and counts per filter cell and time bucket, history and forecast on one axis.
+
+    A *cell* is one combination of the filter dimensions' values present in the inventory
+    (business unit × region × environment × criticality × server type): every filter selects
+    whole cells, so per-cell sums answer any filter exactly, in memory that grows with the
+    number of cells (hundreds to a few thousand), not with the fleet (per-server sums were
+    ~0.5 GB at 100,000 servers)."""
 
     index: pd.DatetimeIndex  # bucket starts
     is_forecast: np.ndarray  # (W,) bool
-    sums: dict[str, np.ndarray]  # metric -> (n_servers, W)
+    sums: dict[str, np.ndarray]  # metric -> (n_cells, W)
     counts: dict[str, np.ndarray]
 
 
@@ -143,15 +173,17 @@ class Plan:
     inventory: pd.DataFrame  # sorted by server_id; row i = server position i
     options: dict[str, list[str]]  # filter values per dimension, display order
     metrics: list[str]  # metrics this run has data for
-    tables: dict[str, pd.DataFrame | None]  # plan tables joined with DISPLAY_COLUMNS
-    forecasts: pd.DataFrame | None  # compact, grouped by server
+    tables: dict[str, pd.DataFrame | None]  # plan tables joined with DISPLAY_COLUMNS (no forecasts)
     summary: pd.DataFrame  # one row per server, aligned with inventory
     trend: Trend | None
     notes: list[str] = field(default_factory=list)  # data problems found while loading
+    has_forecasts: bool = False  # the run published forecasts (read one server at a time)
+    by_server_tables: tuple[str, ...] = ()  # tables in the run read one server at a time (backtest)
     _codes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _cells: np.ndarray | None = field(default=None, repr=False)  # (n_servers,) filter cell per server
+    _cell_codes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # dim -> (n_cells,)
     _rows: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # table -> server position
     _by_server: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
-    _fc_bounds: np.ndarray | None = field(default=None, repr=False)  # (n_servers + 1,) row offsets
     _search: np.ndarray | None = field(default=None, repr=False)
     _ids: pd.Index | None = field(default=None, repr=False)
 
@@ -165,7 +197,7 @@ class Plan:
         return str((self.manifest.get("config") or {}).get("model") or "")
 
     def has(self, name: str) -> bool:
-        return self.tables.get(name) is not None
+        return self.tables.get(name) is not None or name in self.by_server_tables
 
     def position(self, server_id: Any) -> int | None:
         """Row of a server in the inventory, None for anything unknown (including non-strings)."""
@@ -184,6 +216,18 @@ class Plan:
             known = {v: i for i, v in enumerate(self.options[dim])}
             wanted = [known[v] for v in values if v in known]
             keep &= np.isin(self._codes[dim], np.asarray(wanted, dtype=np.int32))
+        return keep
+
+    def cell_mask(self, filters: FilterState | None) -> np.ndarray:
+        """Boolean mask over filter cells (see :class:`Trend`): the same rule as :meth:`mask`."""
+        n_cells = len(next(iter(self._cell_codes.values()))) if self._cell_codes else 0
+        keep = np.ones(n_cells, dtype=bool)
+        if filters is None:
+            return keep
+        for dim, values in filters.active.items():
+            known = {v: i for i, v in enumerate(self.options[dim])}
+            wanted = [known[v] for v in values if v in known]
+            keep &= np.isin(self._cell_codes[dim], np.asarray(wanted, dtype=np.int32))
         return keep
 
     def servers(self, filters: FilterState | None = None) -> pd.DataFrame:
@@ -226,20 +270,6 @@ class Plan:
             return frame.iloc[0:0]
         order, bounds = self._by_server[name]
         return frame.iloc[order[bounds[pos] : bounds[pos + 1]]]
-
-    def server_forecast(self, server_id: str) -> pd.DataFrame | None:
-        """The run's forecast rows for one server (long, per metric); None if not in the run."""
-        if self.forecasts is None or self._fc_bounds is None:
-            return None
-        pos = self.position(server_id)
-        if pos is None:
-            return self.forecasts.iloc[0:0].drop(columns="_pos")
-        lo, hi = self._fc_bounds[pos], self._fc_bounds[pos + 1]
-        out = self.forecasts.iloc[lo:hi].drop(columns="_pos").reset_index(drop=True)
-        out["metric"] = out["metric"].astype("str")
-        out["model"] = out["model"].astype("str")
-        out.insert(0, "server_id", server_id)
-        return out
 
     def threshold(self, server_id: str, metric: str) -> float:
         """Effective threshold: the risk table's (criticality applied) else the run's base."""
@@ -322,14 +352,12 @@ class Plan:
         t = self.trend
         if t is None or metric not in t.sums:
             return pd.DataFrame(columns=cols)
-        m = self.mask(filters)
-        codes = self._codes["business_unit"][m]
+        m = self.cell_mask(filters)
+        codes = self._cell_codes["business_unit"][m]
         sums, counts = t.sums[metric][m], t.counts[metric][m]
         present = np.unique(codes)
         if present.size == 0:
             return pd.DataFrame(columns=cols)
-        # Plain reductions per unit (few), not a matrix product: BLAS threads stall badly on a
-        # busy machine, and this is a few hundred thousand additions.
         total = np.stack([sums[codes == b].sum(axis=0) for b in present])
         count = np.stack([counts[codes == b].sum(axis=0) for b in present])
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -445,60 +473,108 @@ def _join(
     return frame, pos.astype(np.int32)
 
 
-def _compact_forecasts(raw: pd.DataFrame, ids: pd.Index, notes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
-    """Keep the columns the charts draw, float32, grouped by server with row offsets."""
+FORECAST_BATCH_ROWS = 262_144  # rows per streamed batch of a run's forecasts
+FORECAST_CHUNK_SERVERS = 5_000  # servers per read for stores without a dataset interface
+
+
+def iter_forecasts(store: Store, run_id: str, ids: pd.Index, columns: list[str]) -> Iterator[pa.Table] | None:
+    """A run's forecasts in bounded pieces (None when the run has none): batch by batch from
+    the Parquet dataset (one file or the parts of a sharded run), else in chunks of servers
+    through ``read_run_table`` (other stores). Never the whole table in one process."""
+    if isinstance(store, ParquetStore):
+        dataset = store.run_table_dataset(run_id, "forecasts")
+        if dataset is None:
+            return None
+        have = [c for c in columns if c in dataset.schema.names]
+
+        def batches() -> Iterator[pa.Table]:
+            for batch in dataset.to_batches(columns=have, batch_size=FORECAST_BATCH_ROWS):
+                yield pa.Table.from_batches([batch])
+
+        return batches()
+    first = store.read_run_table(run_id, "forecasts", server_ids=list(ids[:FORECAST_CHUNK_SERVERS]))
+    if first is None:
+        return None
+
+    def chunks() -> Iterator[pa.Table]:
+        frame: pd.DataFrame | None = first
+        for start in range(0, len(ids), FORECAST_CHUNK_SERVERS):
+            if start:
+                frame = store.read_run_table(
+                    run_id, "forecasts", server_ids=list(ids[start : start + FORECAST_CHUNK_SERVERS])
+                )
+            if frame is not None and len(frame):
+                yield pa.Table.from_pandas(frame[[c for c in columns if c in frame]], preserve_index=False)
+
+    return chunks()
+
+
+def _arrow_positions(ids: pd.Index, column: pa.ChunkedArray) -> np.ndarray:
+    """Inventory position of each row's server (-1 when unknown), hashing each distinct id once."""
+    enc = pc.dictionary_encode(column.cast(pa.string())).combine_chunks()
+    where = ids.get_indexer(pd.Index(enc.dictionary.to_pylist(), dtype="str"))
+    return where[enc.indices.to_numpy(zero_copy_only=False)].astype(np.int64)
+
+
+def one_server_forecast(store: Store, run_id: str, server_id: str) -> pd.DataFrame | None:
+    """The run's forecast rows of one server (long, per metric: FORECAST_KEEP, model), read
+    with a server filter (row groups of other servers are skipped); None if the run has none."""
+    raw = store.read_run_table(run_id, "forecasts", server_ids=[server_id])
+    if raw is None:
+        return None
     missing = [c for c in ["server_id", "metric", "timestamp", *FORECAST_KEEP] if c not in raw]
     if missing:
         raise ReadModelError(f"forecasts table is missing column(s): {', '.join(missing)}")
-    pos = _positions(ids, raw["server_id"])
-    keep = pos >= 0
-    if not keep.all():
-        notes.append(
-            f"forecasts: {int((~keep).sum()):,} row(s) for servers not in the inventory were ignored"
-        )
-    fc = pd.DataFrame(
+    out = pd.DataFrame(
         {
-            "_pos": pos.astype(np.int32),
-            "metric": raw["metric"].astype("category"),
+            "server_id": raw["server_id"].astype("str"),
+            "metric": raw["metric"].astype("str"),
             "timestamp": pd.to_datetime(raw["timestamp"], utc=True),
             **{c: raw[c].astype(np.float32) for c in FORECAST_KEEP},
-            "model": raw["model"].astype("category") if "model" in raw else pd.Categorical([""] * len(raw)),
+            "model": raw["model"].astype("str") if "model" in raw else "",
         }
     )
-    if not keep.all():
-        fc = fc[keep].reset_index(drop=True)
-    if not np.all(np.diff(fc["_pos"].to_numpy()) >= 0):
-        fc = fc.sort_values(["_pos", "metric", "timestamp"], kind="stable", ignore_index=True)
-    bounds = np.searchsorted(fc["_pos"].to_numpy(), np.arange(len(ids) + 1), side="left")
-    return fc, bounds
+    return out.sort_values(["metric", "timestamp"], kind="stable", ignore_index=True)
+
+
+def release_memory() -> None:
+    """Give the heap freed by a load back to the system (glibc keeps it otherwise, and a
+    worker's resident size would stay at the load's peak). A no-op where there is no glibc."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+
+
+def _run_has_table(store: Store, run_id: str, name: str, ids: pd.Index) -> bool:
+    """Whether the run published table ``name``, without reading it."""
+    if isinstance(store, ParquetStore):
+        return store.run_table_dataset(run_id, name) is not None
+    return store.read_run_table(run_id, name, server_ids=list(ids[:1])) is not None
+
+
+def _cells(codes: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Filter cell of each server and each cell's code per dimension (see :class:`Trend`)."""
+    if n == 0:
+        return np.zeros(0, np.int32), {d: np.zeros(0, np.int32) for d in FILTER_DIMENSIONS}
+    stacked = np.stack([codes[d] for d in FILTER_DIMENSIONS], axis=1)
+    uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    return inverse.reshape(-1).astype(np.int32), {
+        d: uniq[:, i].astype(np.int32) for i, d in enumerate(FILTER_DIMENSIONS)
+    }
 
 
 def _group_rows(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Row order grouping a table by server, and each server's [start, end) in that order."""
     order = np.argsort(pos, kind="stable")
     return order, np.searchsorted(pos[order], np.arange(n + 1))
-
-
-def _bucket_sums(
-    pos: np.ndarray,
-    ts: pd.Series,
-    values: Mapping[str, np.ndarray],
-    t0: pd.Timestamp,
-    bucket: pd.Timedelta,
-    offset: int,
-    W: int,
-    n: int,
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Sum and count of each metric per (server, bucket) with np.bincount (no loops over servers)."""
-    k = ((ts - t0) // bucket).to_numpy(dtype=np.int64) + offset
-    ok = (pos >= 0) & (k >= 0) & (k < W)
-    sums, counts = {}, {}
-    for metric, v in values.items():
-        good = ok & np.isfinite(v)
-        flat = pos[good].astype(np.int64) * W + k[good]
-        sums[metric] = np.bincount(flat, weights=v[good], minlength=n * W).reshape(n, W)
-        counts[metric] = np.bincount(flat, minlength=n * W).reshape(n, W).astype(np.float64)
-    return sums, counts
 
 
 def build_plan(store: Store, run_id: str, settings: Settings) -> Plan:
@@ -525,7 +601,10 @@ def build_plan(store: Store, run_id: str, settings: Settings) -> Plan:
 
     tables: dict[str, pd.DataFrame | None] = {}
     rows: dict[str, np.ndarray] = {}
-    for name in ("risk", "recommendations", "consolidation", "backtest"):
+    # per-server tables: only the server page reads them, one server at a time (the backtest is
+    # ten rows per server × metric: 1,000,000 rows at 100,000 servers)
+    by_server = tuple(name for name in BY_SERVER_TABLES if _run_has_table(store, run_id, name, ids))
+    for name in SUMMARY_TABLES:
         raw = store.read_run_table(run_id, name)
         if raw is None:
             tables[name] = None
@@ -536,32 +615,45 @@ def build_plan(store: Store, run_id: str, settings: Settings) -> Plan:
     if tables.get("recommendations") is not None:
         _held_back(tables["recommendations"])
 
-    raw_fc = store.read_run_table(run_id, "forecasts")
-    forecasts, bounds = (None, None) if raw_fc is None else _compact_forecasts(raw_fc, ids, notes)
-    del raw_fc
-
+    cells, cell_codes = _cells(codes, n)
     origin = _timestamp(manifest.get("forecast_origin"))
     step = pd.Timedelta(1, freq_alias(freq))
-    if origin is None and forecasts is not None and len(forecasts):
-        origin = forecasts["timestamp"].min() - step
+    forecast_batches = iter_forecasts(store, run_id, ids, ["timestamp"]) if origin is None else None
+    if forecast_batches is not None:  # runs published before the manifest said: first forecast period
+        firsts = [pc.min(t["timestamp"]).as_py() for t in forecast_batches if t.num_rows]
+        firsts = [f for f in firsts if f is not None]
+        if firsts:
+            origin = _timestamp(min(firsts)) - step
     if origin is None:
         info = store.read_store_info()
         origin = _timestamp(info.get("end"))
 
     metrics_present: set[str] = set()
-    if forecasts is not None:
-        metrics_present |= set(forecasts["metric"].astype(str).unique())
     if tables.get("risk") is not None:
         metrics_present |= set(tables["risk"]["metric"].astype(str).unique())
 
     summary = pd.DataFrame({"server_id": inventory["server_id"], "business_unit": inventory["business_unit"]})
     trend: Trend | None = None
     history_current: dict[str, np.ndarray] = {}
+    has_forecasts = False
     if origin is not None:
-        trend, history_current, hist_metrics = _history_trend(
-            store, inventory, ids, forecasts, origin, step, freq, cfg["horizon"], notes
+        trend, history_current, seen, has_forecasts = _stream_trend(
+            store,
+            run_id,
+            inventory,
+            ids,
+            cells,
+            len(cell_codes["business_unit"]),
+            options,
+            origin,
+            step,
+            freq,
+            cfg["horizon"],
+            notes,
         )
-        metrics_present |= hist_metrics
+        metrics_present |= seen
+    else:
+        has_forecasts = iter_forecasts(store, run_id, ids[:1], ["server_id"]) is not None
     metrics = [m for m in METRIC_COLUMNS if m in metrics_present]
 
     _summarise(
@@ -594,78 +686,127 @@ def build_plan(store: Store, run_id: str, settings: Settings) -> Plan:
         options=options,
         metrics=metrics,
         tables=tables,
-        forecasts=forecasts,
         summary=summary,
         trend=trend,
         notes=notes,
+        has_forecasts=has_forecasts,
+        by_server_tables=by_server,
         _codes=codes,
+        _cells=cells,
+        _cell_codes=cell_codes,
         _rows=rows,
         _by_server={name: _group_rows(pos, n) for name, pos in rows.items()},
-        _fc_bounds=bounds,
         _search=search,
         _ids=ids,
     )
 
 
-def _history_trend(
+def _stream_trend(
     store: Store,
+    run_id: str,
     inventory: pd.DataFrame,
     ids: pd.Index,
-    forecasts: pd.DataFrame | None,
+    cells: np.ndarray,
+    n_cells: int,
+    options: Mapping[str, list[str]],
     origin: pd.Timestamp,
     step: pd.Timedelta,
     freq: str,
     horizon: int,
     notes: list[str],
-) -> tuple[Trend | None, dict[str, np.ndarray], set[str]]:
-    """Bucketed history (last year / month) and forecast means per server, plus current p95."""
+) -> tuple[Trend | None, dict[str, np.ndarray], set[str], bool]:
+    """Fleet trend sums per filter cell (last year / month of history, then the forecast's
+    median), the current p95 per server, the metrics seen, and whether the run has forecasts.
+
+    Bounded memory: the history is read one business unit (the metrics' partition) at a time
+    and the forecasts batch by batch; what is kept is (cells × buckets) per metric and one value
+    per server × metric. History of a server filed under a business unit the inventory no
+    longer lists is not read (it would be ignored as an unknown server's anyway)."""
     n = len(inventory)
     t0 = origin + step  # first forecast period: bucket 0 starts here
     bucket, window = TREND_BUCKET[freq], TREND_WINDOW[freq]
     wh = int(window // bucket)
     wf = max(1, int(horizon * step // bucket))  # whole buckets only: a partial last week would dip
     W = wh + wf
-    try:
-        hist = store.read_metrics(MetricsQuery.of(start=t0 - window, end=t0))
-    except (NoDataError, StoreError, OSError) as e:
-        ref = report(log, "history for trends could not be read", e, level=logging.WARNING)
-        notes.append(user_message("history for trends could not be read", ref))
-        hist = pd.DataFrame(columns=["server_id", "timestamp"])
-    hist_metrics = [m for m in METRIC_COLUMNS if m in hist and hist[m].notna().any()]
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     current: dict[str, np.ndarray] = {}
-    if len(hist):
+    seen: set[str] = set()
+    t0_s, bucket_s = t0.value // 10**9, bucket.value // 10**9
+
+    def add(metric: str, pos: np.ndarray, seconds: np.ndarray, v: np.ndarray) -> None:
+        k = (seconds - t0_s) // bucket_s + wh
+        ok = (pos >= 0) & (k >= 0) & (k < W) & np.isfinite(v)
+        flat = cells[pos[ok]].astype(np.int64) * W + k[ok]
+        if metric not in sums:
+            sums[metric], counts[metric] = np.zeros(n_cells * W), np.zeros(n_cells * W)
+        sums[metric] += np.bincount(flat, weights=v[ok], minlength=n_cells * W)
+        counts[metric] += np.bincount(flat, minlength=n_cells * W)
+
+    recent_start = (t0 - CURRENT_WINDOW).value // 10**9
+    # one business unit (the metrics' partition) and a few weeks at a time: what one read holds
+    # is bounded by the size of a unit over those weeks, whatever the fleet's size
+    spans = [
+        (t0 - window + i * TREND_READ_SPAN[freq], min(t0, t0 - window + (i + 1) * TREND_READ_SPAN[freq]))
+        for i in range(-(-window // TREND_READ_SPAN[freq]))
+    ]
+    failed = False
+    for bu, (start, end) in ((b, sp) for b in options["business_unit"] for sp in spans):
+        if failed:
+            break
+        try:
+            hist = store.read_metrics(MetricsQuery.of(start=start, end=end, business_units=[bu]))
+        except (NoDataError, StoreError, OSError) as e:
+            ref = report(log, "history for trends could not be read", e, level=logging.WARNING)
+            notes.append(user_message("history for trends could not be read", ref))
+            failed = True
+            break
+        if hist.empty:
+            continue
+        hist_metrics = [m for m in METRIC_COLUMNS if m in hist and hist[m].notna().any()]
+        seen |= set(hist_metrics)
         pos = _positions(ids, hist["server_id"])
-        values = {m: hist[m].to_numpy(dtype=np.float64) for m in hist_metrics}
-        sums, counts = _bucket_sums(pos, hist["timestamp"], values, t0, bucket, wh, W, n)
-        recent = (hist["timestamp"] >= t0 - CURRENT_WINDOW).to_numpy() & (pos >= 0)
+        seconds = pd.to_datetime(hist["timestamp"], utc=True).to_numpy(dtype="datetime64[s]").astype(np.int64)
+        for m in hist_metrics:
+            add(m, pos, seconds, hist[m].to_numpy(dtype=np.float64))
+        recent = (seconds >= recent_start) & (pos >= 0)
         if recent.any():
-            last = hist.loc[recent, ["timestamp", *hist_metrics]].assign(_pos=pos[recent])
+            last = hist.loc[recent, hist_metrics].assign(_pos=pos[recent])
             p95 = last.groupby("_pos")[hist_metrics].quantile(0.95)
             for m in hist_metrics:
-                arr = np.full(n, np.nan)
+                arr = current.setdefault(m, np.full(n, np.nan))
                 arr[p95.index.to_numpy()] = p95[m].to_numpy()
-                current[m] = arr
-    if forecasts is not None and len(forecasts):
-        fpos = forecasts["_pos"].to_numpy()
-        cats = forecasts["metric"].cat.categories
-        codes = forecasts["metric"].cat.codes.to_numpy()
-        yhat = forecasts["yhat"].to_numpy(dtype=np.float64)
-        for ci, m in enumerate(cats.astype(str)):
-            sel = codes == ci
-            if not sel.any():
-                continue
-            s, c = _bucket_sums(fpos[sel], forecasts["timestamp"][sel], {m: yhat[sel]}, t0, bucket, wh, W, n)
-            if m in sums:
-                sums[m] += s[m]
-                counts[m] += c[m]
-            else:
-                sums[m], counts[m] = s[m], c[m]
+        del hist
+
+    batches = iter_forecasts(store, run_id, ids, ["server_id", "metric", "timestamp", "yhat"])
+    has_forecasts = batches is not None
+    for batch in batches or ():
+        missing = [c for c in ("server_id", "metric", "timestamp", "yhat") if c not in batch.column_names]
+        if missing:
+            raise ReadModelError(f"forecasts table is missing column(s): {', '.join(missing)}")
+        pos = _arrow_positions(ids, batch["server_id"])
+        met = pc.dictionary_encode(batch["metric"].cast(pa.string())).combine_chunks()
+        mcodes = met.indices.to_numpy(zero_copy_only=False)
+        seconds = (
+            pc.cast(batch["timestamp"], pa.timestamp("s", tz="UTC"))
+            .cast(pa.int64())
+            .to_numpy(zero_copy_only=False)
+        )
+        yhat = batch["yhat"].to_numpy().astype(np.float64)
+        for ci, m in enumerate(met.dictionary.to_pylist()):
+            sel = mcodes == ci
+            seen.add(m)
+            add(m, pos[sel], seconds[sel], yhat[sel])
     if not sums:
-        return None, current, set(hist_metrics)
+        return None, current, seen, has_forecasts
     index = pd.DatetimeIndex([t0 + (k - wh) * bucket for k in range(W)])
-    return Trend(index, np.arange(W) >= wh, sums, counts), current, set(hist_metrics)
+    trend = Trend(
+        index,
+        np.arange(W) >= wh,
+        {m: v.reshape(n_cells, W) for m, v in sums.items()},
+        {m: v.reshape(n_cells, W) for m, v in counts.items()},
+    )
+    return trend, current, seen, has_forecasts
 
 
 def _summarise(
@@ -785,6 +926,7 @@ class ReadModel:
         self._status: DataStatus | None = None
         self._inputs_lock = threading.Lock()
         self._inputs: tuple[str, AnalyticsInputs] | None = None
+        self._scoped: dict[tuple[str, str], AnalyticsInputs] = {}  # (run, scope digest) -> inputs
         # read lease on the run shown (forecasting.records.retention): (run id, lease path, taken at)
         self._read_lease: tuple[str, str, float] | None = None
         self._lease_ttl = float(max(3 * self.ttl, READ_LEASE_MIN_SECONDS))
@@ -926,11 +1068,12 @@ class ReadModel:
         with self._lock:
             if self._plan is not None and self._plan.run_id == run_id:
                 return self._plan
-            key = self._key("plan", run_id)
+            key = self._key("plan", PLAN_FORMAT, run_id)
             plan = self.cache.get(key)
             if not isinstance(plan, Plan):
                 started = time.perf_counter()
                 plan = build_plan(self.store, run_id, self.settings)
+                release_memory()
                 log.info(
                     "loaded run %s (%d servers) in %.2f s",
                     run_id,
@@ -990,7 +1133,73 @@ class ReadModel:
             self._inputs = (plan.run_id, inputs)
             return inputs
 
-    # ---- one server's history
+    def scoped_inputs(self, plan: Plan, positions: np.ndarray) -> AnalyticsInputs:
+        """Prepared what-if inputs of some servers only (plan positions, sorted): their
+        forecasts and history read with a server filter, never the fleet's. Kept per process
+        (the last few scopes): a filter change under one scenario reuses them."""
+        digest = hashlib.sha256(np.asarray(positions, dtype=np.int64).tobytes()).hexdigest()[:16]
+        key = (plan.run_id, digest)
+        with self._inputs_lock:
+            hit = self._scoped.get(key)
+            if hit is not None:
+                return hit
+        started = time.perf_counter()
+        inputs = build_analytics_inputs(self.store, plan, positions)
+        release_memory()
+        log.info(
+            "prepared what-if inputs of %d servers of run %s in %.2f s",
+            len(positions),
+            plan.run_id,
+            time.perf_counter() - started,
+        )
+        with self._inputs_lock:
+            self._scoped[key] = inputs
+            # a few large scopes (a filtered what-if), more small ones (a packed host's members)
+            large = [k for k, v in self._scoped.items() if len(v.inventory) > SMALL_SCOPE_SERVERS]
+            small = [k for k in self._scoped if k not in large]
+            for k in (
+                large[: max(0, len(large) - SCOPED_INPUTS_KEPT)]
+                + small[: max(0, len(small) - SMALL_SCOPES_KEPT)]
+            ):
+                self._scoped.pop(k, None)
+        return inputs
+
+    # ---- one server's forecast and history (read on demand: the plan holds no series)
+    def server_forecast(self, plan: Plan, server_id: str) -> pd.DataFrame | None:
+        """The run's forecast rows of one server (metric and model as text), cached per run;
+        empty for an unknown server, None when the run has no forecasts. Only this server's rows
+        are read (a filtered Parquet read: ~80 ms at 100,000 servers), never the fleet's."""
+        if not plan.has_forecasts:
+            return None
+        if plan.position(server_id) is None:
+            return pd.DataFrame(columns=["server_id", "metric", "timestamp", *FORECAST_KEEP, "model"])
+        key = self._key("forecast", plan.run_id, server_id)
+        cached = self.cache.get(key)
+        if isinstance(cached, pd.DataFrame):
+            return cached
+        fc = one_server_forecast(self.store, plan.run_id, server_id)
+        if fc is not None:
+            self.cache.set(key, fc, timeout=max(self.ttl, 60))
+        return fc
+
+    def server_table(self, plan: Plan, name: str, server_id: str) -> pd.DataFrame | None:
+        """One server's rows of a plan table: from memory for the summary tables, read with a
+        server filter (and cached per run) for the per-server ones; None if not in the run."""
+        if name not in plan.by_server_tables:
+            return plan.server_rows(name, server_id)
+        key = self._key("rows", name, plan.run_id, server_id)
+        cached = self.cache.get(key)
+        if isinstance(cached, pd.DataFrame):
+            return cached
+        if plan.position(server_id) is None:
+            return pd.DataFrame(columns=["server_id"])
+        rows = self.store.read_run_table(plan.run_id, name, server_ids=[server_id])
+        if rows is None:
+            return None
+        rows = rows.reset_index(drop=True)
+        self.cache.set(key, rows, timeout=max(self.ttl, 60))
+        return rows
+
     def server_history(self, plan: Plan, server_id: str) -> pd.DataFrame:
         """All metrics of one known server, cached per run; empty frame when it has none."""
         pos = plan.position(server_id)
@@ -1011,27 +1220,55 @@ class ReadModel:
         return hist
 
 
-def build_analytics_inputs(store: Store, plan: Plan) -> AnalyticsInputs:
-    """forecasting.inputs.prepare over the run's full forecasts, the history the analytics look
-    at, and the plan's inventory (so positions match the plan's)."""
+def _read_forecasts_of(store: Store, run_id: str, server_ids: list[str]) -> pd.DataFrame | None:
+    """Some servers' forecasts. From a Parquet store, scanned with little read-ahead: a
+    filtered scan of a 100,000-server run otherwise buffers gigabytes of row groups at once."""
+    if not isinstance(store, ParquetStore):
+        return store.read_run_table(run_id, "forecasts", server_ids=server_ids)
+    dataset = store.run_table_dataset(run_id, "forecasts")
+    if dataset is None:
+        return None
+    scanner = dataset.scanner(
+        filter=pc.field("server_id").isin(server_ids),
+        batch_size=FORECAST_BATCH_ROWS,
+        batch_readahead=1,
+        fragment_readahead=1,
+    )
+    try:
+        return scanner.to_table().to_pandas()
+    except (OSError, pa.ArrowInvalid) as e:
+        raise StoreError(f"plan table forecasts of run {run_id} is not readable Parquet: {e}") from e
+
+
+def build_analytics_inputs(store: Store, plan: Plan, positions: np.ndarray | None = None) -> AnalyticsInputs:
+    """forecasting.inputs.prepare over the run's forecasts, the history the analytics look at,
+    and the plan's inventory (so positions match the plan's) — of every server, or of the
+    servers at ``positions`` only (read with a server filter: a scoped what-if)."""
     from forecasting.inputs import HISTORY_DAYS, AnalyticsError, prepare
 
-    forecasts = store.read_run_table(plan.run_id, "forecasts")
+    inventory = plan.inventory if positions is None else plan.inventory.iloc[positions].reset_index(drop=True)
+    ids = None if positions is None else inventory["server_id"].tolist()
+    forecasts = (
+        store.read_run_table(plan.run_id, "forecasts")
+        if ids is None
+        else _read_forecasts_of(store, plan.run_id, ids)
+    )
     if forecasts is None or forecasts.empty:
         raise ReadModelError(f"run {plan.run_id} has no forecasts: what-if scenarios need them")
-    known = forecasts["server_id"].astype("str").isin(plan.inventory["server_id"])
+    known = forecasts["server_id"].astype("str").isin(inventory["server_id"])
     if not known.all():
         forecasts = forecasts[known.to_numpy()]
     start = (
         plan.origin - pd.Timedelta(days=HISTORY_DAYS.get(plan.freq, 400)) if plan.origin is not None else None
     )
+    units = None if positions is None else sorted(set(inventory["business_unit"].astype(str)))
     try:
-        history = store.read_metrics(MetricsQuery.of(start=start))
+        history = store.read_metrics(MetricsQuery.of(start=start, server_ids=ids, business_units=units))
     except NoDataError as e:
         raise ReadModelError(f"run {plan.run_id}: no metric history for what-if scenarios ({e})") from e
-    history = history[history["server_id"].astype("str").isin(plan.inventory["server_id"]).to_numpy()]
+    history = history[history["server_id"].astype("str").isin(inventory["server_id"]).to_numpy()]
     try:
-        return prepare(forecasts, history, plan.inventory, origin=plan.origin, freq=plan.freq)
+        return prepare(forecasts, history, inventory, origin=plan.origin, freq=plan.freq)
     except AnalyticsError as e:
         raise ReadModelError(f"run {plan.run_id} cannot be prepared for what-if scenarios: {e}") from e
 

@@ -18,6 +18,7 @@ The base scenario needs no computation at all: it is the published plan.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -385,6 +386,7 @@ class ScenarioView:
     cons_pos: np.ndarray | None
     summary: dict[str, Any] = field(default_factory=dict)  # consolidation summary (manifest form)
     seconds: float = 0.0  # compute time (0 for the base scenario or a cached result)
+    scope_note: str = ""  # what the what-if covered when scoped to the filtered servers
 
     def risk_rows(self, plan: Plan, filters: FilterState | None) -> pd.DataFrame | None:
         return _masked(plan, self.risk, self.risk_pos, filters)
@@ -490,8 +492,55 @@ def plan_view(plan: Plan, base: BasePolicy) -> ScenarioView:
     )
 
 
+class WhatIfScopeError(ValueError):
+    """The filters select more servers than a what-if may cover on a fleet this large."""
+
+    def __init__(self, selected: int, limit: int, fleet: int) -> None:
+        self.selected, self.limit, self.fleet = selected, limit, fleet
+        super().__init__(
+            f"What-ifs on a fleet of {fleet:,} servers cover at most {limit:,} servers at once, and the "
+            f"filters select {selected:,}. Narrow the filters (a business unit, a region, an environment) "
+            "to try this scenario; the published plan is shown without filters too narrow to need it."
+        )
+
+
+def scope_alert(error: WhatIfScopeError) -> Any:
+    """The page-level message of a what-if whose scope is too large (never a silent cut)."""
+    import dash_bootstrap_components as dbc
+    from dash import html
+
+    from . import ids
+
+    return dbc.Alert(
+        [html.Strong("What-if scope too large. "), html.Span(str(error))],
+        color="warning",
+        id=ids.WHATIF_SCOPE_ALERT,
+    )
+
+
+def whatif_scope(rm: ReadModel, plan: Plan, filters: FilterState | None) -> np.ndarray | None:
+    """Which servers a what-if covers: None for the whole fleet (fleets of up to
+    ``whatif_max_servers``, prepared once per run), else the filtered servers' positions.
+
+    Preparing the whole fleet's arrays does not fit a web worker's memory at 100,000 servers,
+    so a larger fleet's what-if covers the filtered servers only, at most ``whatif_max_servers``
+    of them; more raises WhatIfScopeError (the page says so) rather than cutting silently."""
+    limit = int(rm.settings.whatif_max_servers)
+    if plan.n_servers <= limit:
+        return None
+    pos = np.flatnonzero(plan.mask(filters))
+    if len(pos) > limit:
+        raise WhatIfScopeError(len(pos), limit, plan.n_servers)
+    return pos
+
+
 def scenario_view(
-    rm: ReadModel, plan: Plan, state: ScenarioState, *, consolidation: bool = False
+    rm: ReadModel,
+    plan: Plan,
+    state: ScenarioState,
+    *,
+    consolidation: bool = False,
+    filters: FilterState | None = None,
 ) -> ScenarioView:
     """Results under ``state``: the plan itself for the base scenario, else the engine's what-if.
 
@@ -507,15 +556,24 @@ def scenario_view(
     relevant = state if consolidation else replace(state.without_policy(), headroom=None)
     if relevant.is_base:
         return replace(plan_view(plan, base), state=state)
-    key = (plan.run_id, relevant.key(), consolidation)
+    scope = whatif_scope(rm, plan, filters)
+    scope_key = relevant.key()
+    if scope is not None:  # the filtered servers only: their filters are part of what was computed
+        scope_key += "|scope=" + json.dumps((filters or FilterState()).to_data(), sort_keys=True)
+    key = (plan.run_id, scope_key, consolidation)
     with _CACHE.computing(
         _shared_key(rm, key)
     ):  # one computation per scenario, however many callbacks ask at once
         cached = _CACHE.get(rm, key)
         if cached is None:
-            cached = compute_view(
-                rm.analytics_inputs(plan), plan, relevant, base, consolidation=consolidation
-            )
+            inputs = rm.analytics_inputs(plan) if scope is None else rm.scoped_inputs(plan, scope)
+            cached = compute_view(inputs, plan, relevant, base, consolidation=consolidation)
+            if scope is not None:
+                cached = replace(
+                    cached,
+                    scope_note=f"what-if computed for the {len(scope):,} filtered servers of {plan.n_servers:,}"
+                    + (" (hosts packed among them only)" if consolidation else ""),
+                )
             _CACHE.put(rm, key, cached)
     return cached if cached.state == state else replace(cached, state=state)
 
@@ -569,6 +627,13 @@ def scenario_inputs_for(
     """Prepared inputs of a few servers (a packed host's members) under the scenario's growth."""
     from forecasting.whatif import apply_growth
 
+    if plan.n_servers > rm.settings.whatif_max_servers:  # never the whole fleet: these servers only
+        pos = pd.Index(plan.inventory["server_id"]).get_indexer(pd.Index(server_ids, dtype="str"))
+        pos = pos[pos >= 0]
+        if len(pos) == 0:
+            return None
+        sub = rm.scoped_inputs(plan, np.sort(pos))
+        return apply_growth(sub, state.growth) if state.growth else sub
     inputs = rm.analytics_inputs(plan)
     rows = pd.Index(inputs.inventory["server_id"]).get_indexer(pd.Index(server_ids, dtype="str"))
     rows = rows[rows >= 0]

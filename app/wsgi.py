@@ -21,5 +21,5 @@ except SettingsError as e:  # e.g. no CAPFC_AUTH_MODE: the worker does not boot,
     print(f"error: {e}", file=sys.stderr, flush=True)
     raise SystemExit(3) from None  # gunicorn's "worker failed to boot": the arbiter stops
 server = app.server
-get_context(app).readmodel.warm()  # each worker loads (or reads from the shared cache) at boot
-api.warm(app)  # and the REST API's index of the latest run
+pages = get_context(app).readmodel.warm()  # each worker loads (or reads from the shared cache) at boot
+api.warm(app, after=pages)  # then the REST API's index of the latest run (one load's peak at a time)

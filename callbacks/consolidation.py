@@ -9,20 +9,29 @@ and scenario); filters then only mask. The host chart sums its members' demand s
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import dash_bootstrap_components as dbc
 import numpy as np
 import pandas as pd
-from dash import Dash, Input, Output, html
+from dash import Dash, Input, Output, html, no_update
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
-from app.decisions import DECISION_EXPORT_COLUMNS, with_decisions
+from app.decisions import DECISION_EXPORT_COLUMNS, decisions_of, with_decisions
 from app.filters import FilterState
-from app.pages.consolidation import RECOMMENDATION_COLUMN_DEFS
+from app.pages.consolidation import HELD_COLUMN_DEFS, RECOMMENDATION_COLUMN_DEFS
 from app.readmodel import Plan, ReadModel
-from app.whatif import ScenarioState, ScenarioView, scenario_inputs_for, scenario_view
+from app.servergrid import FrameCache, GridRows, paged
+from app.whatif import (
+    ScenarioState,
+    ScenarioView,
+    WhatIfScopeError,
+    scenario_inputs_for,
+    scenario_view,
+    scope_alert,
+)
 from components.consolidation import (
     HELD_BACK_COLORS,
     HELD_BACK_TEXT,
@@ -44,6 +53,7 @@ from components.layout import (
 from forecasting.consolidation import demand_series
 from forecasting.policy import HELD_BACK
 
+from .grids import register_paged_grid
 from .whatif import register_grid_tools
 
 SAVING_ACTIONS = ("decommission", "right-size", "consolidate")
@@ -124,8 +134,10 @@ def _resolve(rm: ReadModel, data: Any, scenario: Any) -> tuple[Plan | None, Filt
     )
 
 
-def _view(rm: ReadModel, plan: Plan, state: ScenarioState) -> ScenarioView:
-    return scenario_view(rm, plan, state, consolidation=True)
+def _view(rm: ReadModel, plan: Plan, state: ScenarioState, filters: FilterState) -> ScenarioView:
+    """The consolidation half under the scenario (scoped to the filtered servers on a fleet
+    larger than whatif_max_servers; WhatIfScopeError when they are too many)."""
+    return scenario_view(rm, plan, state, consolidation=True, filters=filters)
 
 
 def host_groups(cons: pd.DataFrame, filtered: pd.DataFrame) -> pd.DataFrame:
@@ -271,9 +283,56 @@ def savings_table(recs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def consolidation_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[Any, ...]:
+def changed_rows(rm: ReadModel, plan: Plan, recs: pd.DataFrame) -> pd.DataFrame:
+    """The recommendations grid's rows: every action other than keep, biggest saving first,
+    with decisions and a row id."""
+    changed = recs[(recs["action"].astype(str) != "keep").to_numpy()]
+    changed = changed.sort_values("monthly_savings", ascending=False, kind="stable", na_position="last")
+    changed = with_decisions(rm, plan, changed, "recommendation")
+    changed["row_id"] = changed["server_id"].astype(str) + "/" + changed["action"].astype(str)
+    return changed
+
+
+_ROWS = FrameCache()
+
+
+def cached_rows(rm: ReadModel, data: Any, scenario: Any) -> GridRows | None:
+    """The recommendations grid's rows for the filters and scenario, kept per process (a
+    server-paged grid's blocks and export slice them); None when the page lists nothing."""
+    plan, filters, state, _message = _resolve(rm, data, scenario)
+    if plan is None or (not plan.has("recommendations") and state.is_base) or not plan.mask(filters).any():
+        return None
+    decided = id(decisions_of(rm).all())
+    key = (
+        rm._key("recs-grid"),
+        plan.run_id,
+        json.dumps(filters.to_data(), sort_keys=True),
+        state.key(),
+        decided,
+    )
+
+    def build() -> GridRows:
+        try:
+            recs = _view(rm, plan, state, filters).recommendation_rows(plan, filters)
+        except WhatIfScopeError:
+            recs = None
+        if recs is None:
+            frame = pd.DataFrame(columns=RECOMMENDATION_FIELDS)
+        else:
+            frame = changed_rows(rm, plan, recs)
+            for col in RECOMMENDATION_FIELDS:
+                if col not in frame:
+                    frame[col] = None
+            frame = frame[RECOMMENDATION_FIELDS].reset_index(drop=True)
+        return GridRows(frame, tuple(c["field"] for c in RECOMMENDATION_COLUMN_DEFS))
+
+    return _ROWS.get(key, build)
+
+
+def consolidation_view(rm: ReadModel, data: Any, scenario: Any, *, rows: bool = True) -> tuple[Any, ...]:
     """(empty state, KPIs, savings figure, savings table, recommendation rows, recs note,
-    plan rows, plan note) for the filters and scenario."""
+    plan rows, plan note) for the filters and scenario (recommendation rows None when
+    ``rows`` is False: a server-paged grid fetches them itself)."""
     plan, filters, state, message = _resolve(rm, data, scenario)
     nothing = empty_figure("", title="Potential monthly savings by business unit")
     if plan is None:
@@ -292,7 +351,10 @@ def consolidation_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[Any, ..
     if not plan.mask(filters).any():
         no_match = empty_figure("No servers match these filters", title=nothing["layout"]["title"]["text"])
         return no_match_state(), None, no_match, None, [], "0 rows", [], ""
-    view = _view(rm, plan, state)
+    try:
+        view = _view(rm, plan, state, filters)
+    except WhatIfScopeError as e:
+        return scope_alert(e), None, nothing, None, [], "", [], ""
     recs = view.recommendation_rows(plan, filters)
     cons_all = view.consolidation
     cons = view.consolidation_rows(plan, filters)
@@ -304,11 +366,8 @@ def consolidation_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[Any, ..
         return None, kpis, nothing, None, [], "", records(groups, PLAN_FIELDS), ""
     fig = savings_by_unit_figure(savings_by_unit(recs))
     table = frame_table(savings_table(recs)) if len(recs) else empty_state("No servers under these filters")
-    changed = recs[(recs["action"].astype(str) != "keep").to_numpy()]
-    changed = changed.sort_values("monthly_savings", ascending=False, kind="stable", na_position="last")
-    changed = with_decisions(rm, plan, changed, "recommendation")
-    changed["row_id"] = changed["server_id"].astype(str) + "/" + changed["action"].astype(str)
-    rec_rows = records(changed, RECOMMENDATION_FIELDS)
+    changed = changed_rows(rm, plan, recs)
+    rec_rows = records(changed, RECOMMENDATION_FIELDS) if rows else None
     rec_note = f"{len(changed):,} of {len(recs):,} servers with an action other than keep" + (
         f" · what-if computed in {view.seconds:.2f} s" if view.seconds else ""
     )
@@ -357,7 +416,36 @@ def held_back_badges(counts: list[tuple[str, int]]) -> Any:
     return html.Div([html.Span(f"{total:,} servers held back: ", className="me-2"), *badges])
 
 
-def held_back_view(rm: ReadModel, data: Any, scenario: Any, category: Any) -> tuple[Any, ...]:
+def held_rows(rm: ReadModel, data: Any, scenario: Any, category: Any) -> GridRows | None:
+    """The held-back grid's rows for the filters, scenario and category, kept per process."""
+    plan, filters, state, _message = _resolve(rm, data, scenario)
+    if plan is None or (not plan.has("recommendations") and state.is_base) or not plan.mask(filters).any():
+        return None
+    cat = held_back_category(category)
+    key = (rm._key("held-grid"), plan.run_id, json.dumps(filters.to_data(), sort_keys=True), state.key(), cat)
+
+    def build() -> GridRows:
+        try:
+            recs = _view(rm, plan, state, filters).recommendation_rows(plan, filters)
+        except WhatIfScopeError:
+            recs = None
+        frame = pd.DataFrame(columns=HELD_FIELDS) if recs is None else _held(recs, cat)
+        return GridRows(
+            frame[HELD_FIELDS].reset_index(drop=True), tuple(c["field"] for c in HELD_COLUMN_DEFS)
+        )
+
+    return _ROWS.get(key, build)
+
+
+def _held(recs: pd.DataFrame, cat: str) -> pd.DataFrame:
+    held = recs["held_back"].astype(str)
+    shown = recs[(held == cat).to_numpy() if cat != ALL_CATEGORIES else (held != "").to_numpy()]
+    return shown.sort_values(["held_back", "server_id"], kind="stable")
+
+
+def held_back_view(
+    rm: ReadModel, data: Any, scenario: Any, category: Any, *, rows: bool = True
+) -> tuple[Any, ...]:
     """(badges, figure, grid rows, note): the servers the policy kept out of a saving action
     (or out of a shared host) under the filters and the scenario, with why and the reason."""
     title = "Servers held back from the plan, by reason"
@@ -368,20 +456,22 @@ def held_back_view(rm: ReadModel, data: Any, scenario: Any, category: Any) -> tu
         return None, empty_figure("Recommendations are not in this run", title=title), [], ""
     if not plan.mask(filters).any():
         return None, empty_figure("No servers match these filters", title=title), [], "0 servers"
-    view = _view(rm, plan, state)
+    try:
+        view = _view(rm, plan, state, filters)
+    except WhatIfScopeError as e:
+        return None, empty_figure("What-if scope too large", title=title), [], str(e)
     recs = view.recommendation_rows(plan, filters)
     if recs is None:
         return None, empty_figure("Recommendations are not in this run", title=title), [], ""
     counts = held_back_counts(recs)
     cat = held_back_category(category)
-    held = recs["held_back"].astype(str)
-    shown = recs[(held == cat).to_numpy() if cat != ALL_CATEGORIES else (held != "").to_numpy()]
-    shown = shown.sort_values(["held_back", "server_id"], kind="stable")
+    shown = _held(recs, cat)
     total = sum(n for _, n in counts)
     note = f"{len(shown):,} of {total:,} held-back servers" + (
         f" ({cat}: {HELD_BACK_TEXT.get(cat, '')})" if cat != ALL_CATEGORIES else ""
     )
-    return held_back_badges(counts), held_back_figure(counts), records(shown, HELD_FIELDS), note
+    grid = records(shown, HELD_FIELDS) if rows else no_update  # a server-paged grid fetches its blocks
+    return held_back_badges(counts), held_back_figure(counts), grid, note
 
 
 def host_chart_view(rm: ReadModel, data: Any, scenario: Any, group: Any) -> dict:
@@ -392,7 +482,10 @@ def host_chart_view(rm: ReadModel, data: Any, scenario: Any, group: Any) -> dict
         return empty_figure(message, title=title)
     if not plan.mask(filters).any():
         return empty_figure("No servers match these filters", title=title)
-    view = _view(rm, plan, state)
+    try:
+        view = _view(rm, plan, state, filters)
+    except WhatIfScopeError:
+        return empty_figure("What-if scope too large: narrow the filters", title=title)
     cons_all, cons = view.consolidation, view.consolidation_rows(plan, filters)
     if cons_all is None or cons is None:
         return empty_figure("The consolidation plan is not in this run", title=title)
@@ -457,7 +550,25 @@ def register(app: Dash) -> None:
     def _page(data: Any, scenario: Any, _saved: Any = None) -> tuple[Any, ...]:
         if data is None:
             raise PreventUpdate
+        if paged(rm.snapshot().plan, "recommendations", rm.settings):  # the grid fetches its blocks
+            out = list(consolidation_view(rm, data, scenario, rows=False))
+            out[4] = no_update
+            return tuple(out)
         return consolidation_view(rm, data, scenario)
+
+    register_paged_grid(
+        app,
+        rm,
+        grid_id=ids.CONS_RECS_GRID,
+        alert_id=ids.CONS_RECS_ALERT,
+        purge_id=ids.CONS_RECS_PURGE,
+        search_id=ids.CONS_RECS_SEARCH,
+        rows_fn=cached_rows,
+        view_fields=[c["field"] for c in RECOMMENDATION_COLUMN_DEFS],
+        row_fields=RECOMMENDATION_FIELDS,
+        orders={"action": ACTION_RANK},
+        refresh=[(ids.DECIDE_SAVED, "data")],
+    )
 
     @app.callback(
         Output(ids.CONS_HOST_CHART, "figure"),
@@ -483,7 +594,21 @@ def register(app: Dash) -> None:
     def _held(data: Any, scenario: Any, category: Any, tab: Any) -> tuple[Any, ...]:
         if data is None or tab != HELD_TAB:  # computed when the tab is open, not on first render
             raise PreventUpdate
-        return held_back_view(rm, data, scenario, category)
+        rows = not paged(rm.snapshot().plan, "recommendations", rm.settings)
+        return held_back_view(rm, data, scenario, category, rows=rows)
+
+    register_paged_grid(
+        app,
+        rm,
+        grid_id=ids.CONS_HELD_GRID,
+        alert_id=ids.CONS_HELD_ALERT,
+        purge_id=ids.CONS_HELD_PURGE,
+        search_id=None,
+        rows_fn=held_rows,
+        view_fields=[c["field"] for c in HELD_COLUMN_DEFS],
+        row_fields=HELD_FIELDS,
+        extra=[(ids.CONS_HELD_CATEGORY, "value")],
+    )
 
     app.clientside_callback(
         PICK_GROUP_JS,
@@ -511,6 +636,10 @@ def register(app: Dash) -> None:
 ACTION_RANK = {"upgrade": 0, "decommission": 1, "consolidate": 2, "right-size": 3, "keep": 4}
 
 
-def export_rows(rm: ReadModel, data: Any, scenario: Any) -> list[dict[str, Any]]:
-    """The recommendations grid's rows for the filters and the scenario, as its callback computes them."""
+def export_rows(rm: ReadModel, data: Any, scenario: Any) -> list[dict[str, Any]] | GridRows:
+    """The recommendations grid's rows for the filters and the scenario, as its callback computes
+    them (a server-paged grid's: its cached rows, narrowed and ordered vectorised)."""
+    if paged(rm.snapshot().plan, "recommendations", rm.settings):
+        rows = cached_rows(rm, data, scenario)
+        return rows if rows is not None else []
     return consolidation_view(rm, data, scenario)[4]

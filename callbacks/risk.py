@@ -6,20 +6,22 @@ per run and scenario); this module only masks, sorts and formats.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import dash_bootstrap_components as dbc
 import numpy as np
 import pandas as pd
-from dash import Dash, Input, Output, html
+from dash import Dash, Input, Output, html, no_update
 from dash.exceptions import PreventUpdate
 
 from app import get_context, ids
-from app.decisions import DECISION_EXPORT_COLUMNS, with_decisions
+from app.decisions import DECISION_EXPORT_COLUMNS, decisions_of, with_decisions
 from app.filters import FilterState
 from app.pages.risk import RISK_COLUMN_DEFS
 from app.readmodel import SEVERITY_RANK, Plan, ReadModel
-from app.whatif import ScenarioState, ScenarioView, scenario_view
+from app.servergrid import FrameCache, GridRows, paged
+from app.whatif import ScenarioState, ScenarioView, WhatIfScopeError, scenario_view, scope_alert
 from components.grid import records
 from components.kpi import kpi_card, severity_badges
 from components.layout import (
@@ -31,6 +33,7 @@ from components.layout import (
     not_in_run,
 )
 
+from .grids import register_paged_grid
 from .whatif import OPEN_SERVER_JS, register_grid_tools
 
 ACT_WINDOW_DAYS = 30
@@ -99,6 +102,11 @@ def _dates(s: pd.Series) -> np.ndarray:
 
 def grid_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON rows for the grid (and so for the export)."""
+    return records(grid_frame(frame), GRID_FIELDS)
+
+
+def grid_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The grid's fields of every row, vectorised (a server-paged grid converts one block)."""
     metric = frame["metric"].astype(str)
     lo, hi = _dates(frame["breach_optimistic"]), _dates(frame["breach_pessimistic"])
     rng = np.where(
@@ -113,7 +121,10 @@ def grid_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
         probability=(frame["breach_probability"].to_numpy(dtype=float) * 100).round(0),
         score=frame["score"].to_numpy(dtype=float).round(1),
     )
-    return records(shown, GRID_FIELDS)
+    for col in GRID_FIELDS:
+        if col not in shown:
+            shown[col] = None
+    return shown[GRID_FIELDS].reset_index(drop=True)
 
 
 def _resolve(rm: ReadModel, data: Any, scenario: Any) -> tuple[Plan | None, FilterState, ScenarioState, str]:
@@ -168,20 +179,24 @@ def risk_kpis(plan: Plan, view: ScenarioView, shown: pd.DataFrame, base_count: i
     return [dbc.Row([dbc.Col(c, xs=6, xl=3, className="mb-3") for c in cards], className="g-3 kpi-row")]
 
 
-def risk_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[list[dict[str, Any]], Any, Any, str]:
-    """(grid rows, KPI cards, page-level empty state, note) for the filters and scenario."""
+def risk_rows(rm: ReadModel, data: Any, scenario: Any) -> tuple[pd.DataFrame | None, Any, Any, str]:
+    """(rows at risk with decisions, KPI cards, page-level empty state, note) for the filters
+    and scenario; rows None when there is nothing to list."""
     plan, filters, state, message = _resolve(rm, data, scenario)
     if plan is None:
-        return [], None, no_run_state(message), ""
+        return None, None, no_run_state(message), ""
     if not plan.has("risk") and state.is_base:
-        return [], None, not_in_run("Breach risk", "risk"), ""
+        return None, None, not_in_run("Breach risk", "risk"), ""
     mask = plan.mask(filters)
     if not mask.any():
-        return [], None, no_match_state(), "0 rows"
-    view = scenario_view(rm, plan, state)
+        return None, None, no_match_state(), "0 rows"
+    try:
+        view = scenario_view(rm, plan, state, filters=filters)
+    except WhatIfScopeError as e:
+        return None, None, scope_alert(e), ""
     frame = view.risk_rows(plan, filters)
     if frame is None:
-        return [], None, not_in_run("Breach risk", "risk"), ""
+        return None, None, not_in_run("Breach risk", "risk"), ""
     shown = with_decisions(rm, plan, at_risk(frame), "risk")
     base_count = None
     if not state.is_base and plan.has("risk"):
@@ -191,13 +206,54 @@ def risk_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[list[dict[str, A
     note = f"{len(shown):,} rows at risk of {len(frame):,} server × metric rows" + (
         f" · what-if computed in {view.seconds:.2f} s" if view.seconds else ""
     )
+    if view.scope_note:
+        note += f" · {view.scope_note}"
     empty = None
     if shown.empty:
         empty = empty_state(
             "No server is at risk under these filters and this scenario",
             "Every forecast stays below its threshold within the horizon.",
         )
-    return grid_rows(shown), kpis, empty, note
+    return shown, kpis, empty, note
+
+
+def risk_view(rm: ReadModel, data: Any, scenario: Any) -> tuple[list[dict[str, Any]], Any, Any, str]:
+    """(grid rows, KPI cards, page-level empty state, note) for the filters and scenario."""
+    shown, kpis, empty, note = risk_rows(rm, data, scenario)
+    return ([] if shown is None else grid_rows(shown)), kpis, empty, note
+
+
+def server_side(rm: ReadModel, plan: Plan | None) -> bool:
+    """Whether the risk grid is paged on the server (app.servergrid.paged: the plan's risk table
+    is larger than ``grid_client_max_rows``)."""
+    return paged(plan, "risk", rm.settings)
+
+
+_ROWS = FrameCache()
+
+
+def cached_rows(rm: ReadModel, data: Any, scenario: Any) -> GridRows | None:
+    """The grid's rows for the filters and scenario (kept per process, so paging only slices);
+    None when the page lists nothing."""
+    plan = rm.snapshot().plan
+    if plan is None:
+        return None
+    filters, state = FilterState.from_data(data), ScenarioState.from_data(scenario)
+    decided = id(decisions_of(rm).all())  # a new decision list is a new object
+    key = (
+        rm._key("risk-grid"),
+        plan.run_id,
+        json.dumps(filters.to_data(), sort_keys=True),
+        state.key(),
+        decided,
+    )
+
+    def build() -> GridRows:
+        shown = risk_rows(rm, filters.to_data(), state.to_data())[0]
+        frame = grid_frame(shown) if shown is not None else pd.DataFrame(columns=GRID_FIELDS)
+        return GridRows(frame, tuple(c["field"] for c in RISK_COLUMN_DEFS))
+
+    return _ROWS.get(key, build)
 
 
 def register(app: Dash) -> None:
@@ -215,7 +271,24 @@ def register(app: Dash) -> None:
     def _risk(data: Any, scenario: Any, _saved: Any = None) -> tuple[Any, ...]:
         if data is None:  # the shell has not resolved the URL's filters yet
             raise PreventUpdate
+        if server_side(rm, rm.snapshot().plan):  # the grid fetches its blocks itself (_rows)
+            _shown, kpis, empty, note = risk_rows(rm, data, scenario)
+            return no_update, kpis, empty, note
         return risk_view(rm, data, scenario)
+
+    register_paged_grid(
+        app,
+        rm,
+        grid_id=ids.RISK_GRID,
+        alert_id=ids.RISK_GRID_ALERT,
+        purge_id=ids.RISK_GRID_PURGE,
+        search_id=ids.RISK_SEARCH,
+        rows_fn=cached_rows,
+        view_fields=[c["field"] for c in RISK_COLUMN_DEFS],
+        row_fields=GRID_FIELDS,
+        orders={"severity": SEVERITY_RANK},
+        refresh=[(ids.DECIDE_SAVED, "data")],
+    )
 
     app.clientside_callback(
         OPEN_SERVER_JS,
@@ -239,6 +312,10 @@ def register(app: Dash) -> None:
     )
 
 
-def export_rows(rm: ReadModel, data: Any, scenario: Any) -> list[dict[str, Any]]:
-    """The risk grid's rows for the filters and the scenario, as its own callback computes them."""
+def export_rows(rm: ReadModel, data: Any, scenario: Any) -> list[dict[str, Any]] | GridRows:
+    """The risk grid's rows for the filters and the scenario, as its own callback computes them
+    (a server-paged grid's: its cached rows, which the export narrows and orders vectorised)."""
+    if server_side(rm, rm.snapshot().plan):
+        rows = cached_rows(rm, data, scenario)
+        return rows if rows is not None else []
     return risk_view(rm, data, scenario)[0]

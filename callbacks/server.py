@@ -25,7 +25,15 @@ from app.decisions import decisions_of
 from app.errors import report, user_message
 from app.filters import FilterState
 from app.pages.server import PROGRESS_SHOWN
-from app.readmodel import MODEL_CHOICES, Plan, ReadModel, breach_markers, quarter_end_spans, reforecast
+from app.readmodel import (
+    MODEL_CHOICES,
+    Plan,
+    ReadModel,
+    ReadModelError,
+    breach_markers,
+    quarter_end_spans,
+    reforecast,
+)
 from components.figures import GRAPH_CONFIG, GRAPH_STYLE, patch_forecast, server_forecast_figure
 from components.grid import (
     Column,
@@ -115,12 +123,28 @@ def server_view(rm: ReadModel, server_id: Any) -> tuple[Any, Any, Any, Any, Any,
             user_message("The history of this server could not be read", ref) + " Showing the forecast only.",
             color="warning",
         )
+    try:
+        backtest = rm.server_table(plan, "backtest", server_id)
+    except (StoreError, OSError) as e:
+        ref = report(log, f"backtest of {server_id} could not be read", e, level=logging.WARNING)
+        backtest = pd.DataFrame(columns=["server_id", "metric", "model"])
+        message = dbc.Alert(
+            user_message("The backtest of this server could not be read", ref), color="warning"
+        )
+    try:
+        forecast = rm.server_forecast(plan, server_id)
+    except (StoreError, ReadModelError, OSError) as e:
+        ref = report(log, f"forecast of {server_id} could not be read", e, level=logging.WARNING)
+        forecast = None
+        message = dbc.Alert(
+            user_message("The forecast of this server could not be read", ref), color="warning"
+        )
     return (
         message,
         facts_view(plan, server_id),
-        accuracy_view(plan, server_id),
+        accuracy_view(plan, server_id, backtest),
         risk_view(plan, server_id, decisions_of(rm).current(plan)),
-        charts_view(plan, server_id, history),
+        charts_view(plan, server_id, history, forecast),
         SHOWN,
     )
 
@@ -218,9 +242,9 @@ ACCURACY_COLUMNS = [
 ]
 
 
-def accuracy_view(plan: Plan, server_id: str) -> Any:
-    """Backtest scores of the run's model on this server per metric, beside the naive baseline."""
-    bt = plan.server_rows("backtest", server_id)
+def accuracy_view(plan: Plan, server_id: str, bt: pd.DataFrame | None) -> Any:
+    """Backtest scores of the run's model on this server per metric, beside the naive baseline
+    (``bt``: the server's backtest rows, ReadModel.server_table; None when not in the run)."""
     if bt is None:
         return not_in_run("Backtest accuracy", "backtest")
     if bt.empty:
@@ -332,9 +356,9 @@ def _plan_breaches(
     return breach_markers(forecast, plan.threshold(server_id, metric))
 
 
-def charts_view(plan: Plan, server_id: str, history: pd.DataFrame) -> Any:
-    """One chart per metric: history, the run's forecast, bands, threshold, breaches, quarter-ends."""
-    fc = plan.server_forecast(server_id)
+def charts_view(plan: Plan, server_id: str, history: pd.DataFrame, fc: pd.DataFrame | None) -> Any:
+    """One chart per metric: history, the run's forecast (``fc``: ReadModel.server_forecast),
+    bands, threshold, breaches, quarter-ends."""
     fc_metrics = set(fc["metric"]) if fc is not None else set()
     metrics = [m for m in plan.metrics if m in fc_metrics or (m in history and history[m].notna().any())]
     if not metrics:
@@ -446,7 +470,7 @@ def patches_view(rm: ReadModel, data: Any, server_id: Any, metrics: Sequence[str
     if plan is None or not isinstance(data, dict) or data.get("server_id") != server_id:
         raise PreventUpdate
     if data.get("model") == "plan":
-        fc = plan.server_forecast(server_id)
+        fc = rm.server_forecast(plan, server_id)
         fc = fc if fc is not None else pd.DataFrame(columns=FORECAST_FIELDS)
         label = "plan: " + MODEL_CHOICES.get(plan.model, plan.model or "batch")
         return [

@@ -18,6 +18,7 @@ from dash import Dash, Input, Output, Patch, State, ctx, dcc, no_update
 from app import get_context, ids
 from app.filters import FilterState
 from app.readmodel import Plan, ReadModel
+from app.servergrid import GridRows
 from app.whatif import (
     MIN_SAVING_PCT_PARAM,
     MIN_SAVING_USD_PARAM,
@@ -31,6 +32,7 @@ from app.whatif import (
     base_policy,
 )
 from components.export import GridView, apply_view, csv_bytes, excel_bytes, export_name, rows_frame
+from components.grid import records
 from forecasting.observability import SERVICE_WEB, audit, emit_metrics
 
 MAX_SEARCH_CHARS = 200
@@ -200,8 +202,9 @@ def export_comments(
     return pairs
 
 
-# A grid's rows for the filters and the scenario, computed on the server (the grid's own callback).
-RowsFn = Callable[[ReadModel, Any, Any], list[dict[str, Any]]]
+# A grid's rows for the filters and the scenario, computed on the server (the grid's own callback);
+# a server-paged grid's are its cached GridRows.
+RowsFn = Callable[[ReadModel, Any, Any], "list[dict[str, Any]] | GridRows"]
 
 
 def export_download(
@@ -234,7 +237,12 @@ def export_download(
     view = GridView.from_browser(search, filter_model, column_state, fields)
     if view.dropped:
         log.warning("export %s: parts of the grid view ignored: %s", stem, ", ".join(view.dropped))
-    rows = apply_view(rows_fn(rm, filters.to_data(), state.to_data()), view, fields, orders)
+    computed = rows_fn(rm, filters.to_data(), state.to_data())
+    if isinstance(computed, GridRows):  # a server-paged grid's rows: narrowed and ordered vectorised
+        shown = computed.shown(view, orders)
+        rows = records(shown, list(shown.columns))
+    else:
+        rows = apply_view(computed, view, fields, orders)
     frame = rows_frame(rows, columns)
     about = export_comments(title, plan, filters, state, rm, len(frame), view)
     audit(

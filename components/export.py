@@ -197,7 +197,10 @@ def _condition(kind: Any, c: Any) -> dict[str, Any] | None:
             return {"filterType": kind, "type": typ}
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             return None
-        return {"filterType": kind, "type": typ, "filter": clean_text(str(value))[:MAX_FILTER_CHARS]}
+        text = clean_text(str(value))
+        if len(text) > MAX_FILTER_CHARS:  # refused, not cut: a shortened filter would match other rows
+            return None
+        return {"filterType": kind, "type": typ, "filter": text}
     if kind == "number" and typ in NUMBER_TYPES:
         if typ in ("blank", "notBlank"):
             return {"filterType": kind, "type": typ}

@@ -81,6 +81,20 @@ class Settings(BaseSettings):
         None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL / AWS)"
     )
     cache_ttl_seconds: int = Field(300, ge=0)
+    grid_client_max_rows: int = Field(
+        10_000,
+        ge=0,
+        le=1_000_000,
+        description="app: a page's plan table with more rows than this is paged, sorted, filtered and "
+        "exported on the server (AG Grid's infinite row model) instead of sent whole to the browser",
+    )
+    whatif_max_servers: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="app: a fleet larger than this scopes what-ifs to the filtered servers, at most this many "
+        "(the page says so when the filters select more); a whole fleet of this size is prepared at once",
+    )
     lease_seconds: int = Field(
         600,
         ge=2,

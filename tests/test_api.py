@@ -242,7 +242,7 @@ def test_csv_neutralises_a_formula_in_the_inventory(make_app, writable_store):
     assert cells[1] == [target, '\'=HYPERLINK("http://evil.example","x")']
 
 
-def test_one_server_consolidation_and_summary(api, plan):
+def test_one_server_consolidation_and_summary(api, plan, readmodel):
     sid = str(plan.top_risks().iloc[0]["server_id"])
     resp = api.get(f"{V1}/runs/{RUN}/servers/{sid}")
     assert resp.status_code == 200
@@ -253,8 +253,8 @@ def test_one_server_consolidation_and_summary(api, plan):
     )
     assert len(body["risk"]) == len(plan.server_rows("risk", sid))
     assert body["recommendation"]["action"] == str(plan.server_rows("recommendations", sid)["action"].iloc[0])
-    assert len(body["backtest"]) == len(plan.server_rows("backtest", sid))
-    fc = plan.server_forecast(sid)
+    assert len(body["backtest"]) == len(readmodel.server_table(plan, "backtest", sid))
+    fc = readmodel.server_forecast(plan, sid)
     assert sum(len(v) for v in body["forecast"].values()) == len(fc)
     cpu = pd.DataFrame(body["forecast"]["cpu_p95"])
     want = fc[fc["metric"] == "cpu_p95"]

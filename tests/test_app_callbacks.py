@@ -295,7 +295,7 @@ def test_charts_fall_back_to_path_crossings_without_a_risk_table(tmp_path):
     assert "Breach risk is not in this run" in _json(risk)
     assert "Backtest accuracy is not in this run" in _json(accuracy)
     assert len(charts.children) == len(plan.metrics)
-    fc = plan.server_forecast("srv-00001")
+    fc = rm.server_forecast(plan, "srv-00001")
     assert srv._plan_breaches(plan, "srv-00001", "cpu_p95", fc[fc["metric"] == "cpu_p95"]).keys() == {
         "optimistic",
         "expected",

@@ -200,8 +200,8 @@ def test_top_risks_are_one_per_server_worst_first(plan: Plan):
     assert len(markets) == plan.kpis(MARKETS).at_risk_total
 
 
-def test_one_server_forecast_facts_and_rows(plan: Plan, plan_store):
-    fc = plan.server_forecast("srv-00031")
+def test_one_server_forecast_facts_and_rows(plan: Plan, plan_store, readmodel):
+    fc = readmodel.server_forecast(plan, "srv-00031")
     raw = plan_store.read_run_table(plan.run_id, "forecasts", server_ids=["srv-00031"])
     assert len(fc) == len(raw) == 5 * 90
     assert set(fc["metric"]) == set(raw["metric"])
@@ -216,7 +216,7 @@ def test_one_server_forecast_facts_and_rows(plan: Plan, plan_store):
     for bad in ("srv-99999", "", None, 42, "../../etc/passwd"):
         assert plan.server(bad) is None
         assert plan.position(bad) is None
-    assert plan.server_forecast("srv-99999").empty
+    assert readmodel.server_forecast(plan, "srv-99999").empty
     assert plan.threshold("srv-00031", "cpu_p95") in (75.0, 80.0, 85.0)
 
 
@@ -234,16 +234,17 @@ def test_missing_plan_tables_read_as_not_in_this_run(tmp_path: Path):
     store = make_plan_store(
         tmp_path, 30, seed=1, omit=("risk", "recommendations", "backtest", "consolidation")
     )
-    plan = ReadModel(store, Settings(data=str(tmp_path))).plan()
+    rm = ReadModel(store, Settings(data=str(tmp_path)))
+    plan = rm.plan()
     k = plan.kpis()
     assert k.servers == 30 and k.at_risk is None and k.breach_within is None and k.monthly_savings is None
     assert k.idle is not None  # current CPU comes from history when there is no risk table
     assert (
         plan.table("risk") is None
         and plan.top_risks() is None
-        and plan.server_rows("backtest", "srv-00001") is None
+        and rm.server_table(plan, "backtest", "srv-00001") is None
     )
-    assert len(plan.server_forecast("srv-00001")) == 5 * 90
+    assert len(rm.server_forecast(plan, "srv-00001")) == 5 * 90
     assert not plan.utilization_by_bu().empty
 
 
@@ -377,9 +378,12 @@ def test_server_history_is_read_once_and_unknown_servers_refused(tmp_path: Path)
     store = counting(make_plan_store(tmp_path, 10, seed=8))
     rm = ReadModel(store, Settings(data=str(tmp_path)))
     plan = rm.plan()
+    at_load = store.calls["read_metrics"]
+    # the trend streams one business unit and a quarter at a time
+    assert at_load == 4 * len(plan.options["business_unit"])
     h1 = rm.server_history(plan, "srv-00003")
     h2 = rm.server_history(plan, "srv-00003")
-    assert store.calls["read_metrics"] == 2  # the trend read at load + this server, once
+    assert store.calls["read_metrics"] == at_load + 1  # this server, once
     assert len(h1) == len(h2) == 400 and set(h1["server_id"]) == {"srv-00003"}
     with pytest.raises(KeyError, match="unknown server"):
         rm.server_history(plan, "srv-12345")

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import pandas as pd
 import pytest
 
+from app import get_context
 from app.filters import FilterState
 from app.whatif import ScenarioState
 from callbacks import risk
@@ -201,4 +202,67 @@ def test_growth_control_changes_the_risk_count_and_the_url(dash_duo, fixture_app
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and dash_duo.find_elements("[data-dash-is-loading=true]"):
         time.sleep(0.2)  # let the chart callback finish before the server stops
+    assert console_errors(dash_duo) == []
+
+
+LOADED_ROWS_JS = """
+const api = window.dash_ag_grid.getApi(arguments[0]);
+const out = [];
+api.forEachNode(n => { if (n.data) out.push(n.data.row_id + '|' + n.data.score); });
+return out;
+"""
+
+
+def _loaded(dash_duo, grid: str, until, timeout: float = 20.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    rows: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            rows = dash_duo.driver.execute_script(LOADED_ROWS_JS, grid)
+        except Exception:
+            rows = []
+        if rows and until(rows):
+            return rows
+        time.sleep(0.2)
+    raise AssertionError(f"the grid's rows never satisfied the condition: {rows[:5]}")
+
+
+def test_a_server_paged_risk_grid_pages_sorts_searches_and_refuses_a_bad_filter(
+    dash_duo, make_app, plan_store, plan_store_root
+):
+    """Above grid_client_max_rows (0 here) the grid is AG Grid's infinite row model: the
+    browser holds one block at a time, the server sorts, filters and searches."""
+    app = make_app(plan_store, plan_store_root, grid_client_max_rows=0)
+    rm = get_context(app).readmodel
+    every = risk.risk_view(rm, FilterState().to_data(), ScenarioState().to_data())[0]
+    start(dash_duo, app, "/risk")
+    _risk_ready(dash_duo, f"{len(every):,}")
+    assert (
+        dash_duo.driver.execute_script(
+            "return window.dash_ag_grid.getApi('risk-grid').getGridOption('rowModelType')"
+        )
+        == "infinite"
+    )
+    # the first block, in the server's order (worst first)
+    rows = _loaded(dash_duo, "risk-grid", lambda r: len(r) == min(len(every), 100))
+    assert [r.split("|")[0] for r in rows] == [r["row_id"] for r in every[:100]]
+    # sort by score ascending: the server answers in that order
+    click(dash_duo, dash_duo.find_element("#risk-grid .ag-header-cell[col-id='score'] .ag-header-cell-label"))
+
+    def ascending(rows: list[str]) -> bool:
+        scores = [float(r.split("|")[1]) for r in rows if r.split("|")[1] not in ("null", "undefined")]
+        return len(scores) > 1 and scores == sorted(scores) and scores != sorted(scores, reverse=True)
+
+    _loaded(dash_duo, "risk-grid", ascending)
+    # the quick search narrows on the server
+    dash_duo.find_element("#risk-search").send_keys("cpu")
+    rows = _loaded(dash_duo, "risk-grid", lambda r: all(x.split("|")[0].endswith("/cpu_p95") for x in r))
+    cpu = [r for r in every if r["metric"] == "cpu_p95"]
+    assert 0 < len(rows) == len(cpu) < len(every)
+    # a filter the table refuses (longer than 200 characters) gets a clear alert, not a guess
+    dash_duo.driver.execute_script(
+        "window.dash_ag_grid.getApi('risk-grid').setFilterModel("
+        "{reason: {filterType: 'text', type: 'contains', filter: 'x'.repeat(300)}})"
+    )
+    dash_duo.wait_for_contains_text("#risk-grid-alert", "at most 200 characters", timeout=20)
     assert console_errors(dash_duo) == []

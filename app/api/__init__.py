@@ -330,14 +330,20 @@ def install(app: Any, settings: Settings, gate: app_auth.Gate, limiter: Any, cac
     log.info("REST API at %s (docs %s)", PREFIX, DOCS_PATH)
 
 
-def warm(app: Any) -> threading.Thread | None:
+def warm(app: Any, after: threading.Thread | None = None) -> threading.Thread | None:
     """Build the latest run's API index in the background (at worker boot), so the first API
-    client after a deploy does not wait for it (tens of seconds at 100,000 servers)."""
+    client after a deploy does not wait for it (tens of seconds at 100,000 servers).
+
+    ``after``: a warm-up to wait for first (the pages' read model): each load has its own
+    transient peak of memory, and at 100,000 servers the two at once would not fit a worker's
+    3 GB; one after the other they do."""
     runs = app.server.extensions.get(EXTENSION)
     if runs is None:
         return None
 
     def build() -> None:
+        if after is not None:
+            after.join()
         try:
             latest = runs.store.latest_run_id()
             if latest is not None:

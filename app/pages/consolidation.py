@@ -82,6 +82,46 @@ PLAN_COLUMN_DEFS = [
 ]
 
 
+def _recs_grid() -> Any:
+    """The recommendations grid: client-side up to ``grid_client_max_rows`` recommendations,
+    else paged, sorted, filtered and exported on the server (app.servergrid)."""
+    from app import get_context
+    from app.servergrid import make_paged, paged
+
+    ctx = get_context()
+    grid = data_grid(
+        ids.CONS_RECS_GRID,
+        [],
+        RECOMMENDATION_COLUMN_DEFS,
+        height=480,
+        row_id_field="row_id",
+        options={
+            "localeText": {"noRowsToShow": "No recommendations under these filters"},
+            "tooltipShowDelay": 300,
+        },
+    )
+    return make_paged(grid) if paged(ctx.readmodel.snapshot().plan, "recommendations", ctx.settings) else grid
+
+
+def _held_grid() -> Any:
+    """The held-back grid: paged on the server like the recommendations grid (same table)."""
+    from app import get_context
+    from app.servergrid import make_paged, paged
+
+    ctx = get_context()
+    grid = data_grid(
+        ids.CONS_HELD_GRID,
+        [],
+        HELD_COLUMN_DEFS,
+        height=420,
+        options={
+            "localeText": {"noRowsToShow": "No held-back servers under these filters"},
+            "tooltipShowDelay": 300,
+        },
+    )
+    return make_paged(grid) if paged(ctx.readmodel.snapshot().plan, "recommendations", ctx.settings) else grid
+
+
 def layout(**query: Any) -> html.Div:
     """Skeleton; callbacks/consolidation.py fills it from the filters and the scenario."""
     return html.Div(
@@ -147,21 +187,9 @@ def layout(**query: Any) -> html.Div:
                                             search_id=ids.CONS_RECS_SEARCH,
                                             note_id=ids.CONS_RECS_NOTE,
                                         ),
-                                        loading(
-                                            data_grid(
-                                                ids.CONS_RECS_GRID,
-                                                [],
-                                                RECOMMENDATION_COLUMN_DEFS,
-                                                height=480,
-                                                row_id_field="row_id",
-                                                options={
-                                                    "localeText": {
-                                                        "noRowsToShow": "No recommendations under these filters"
-                                                    },
-                                                    "tooltipShowDelay": 300,
-                                                },
-                                            )
-                                        ),
+                                        html.Div(id=ids.CONS_RECS_ALERT, role="alert"),
+                                        dcc.Store(id=ids.CONS_RECS_PURGE),
+                                        loading(_recs_grid()),
                                     ],
                                     subtitle="Every server whose action is not 'keep'; 'Held back' says why a "
                                     "right-sized server is not on a shared host. Exports contain exactly the rows shown.",
@@ -288,20 +316,9 @@ def held_back_section() -> dbc.Card:
                                 ],
                                 className="d-flex align-items-center gap-2 mb-2",
                             ),
-                            loading(
-                                data_grid(
-                                    ids.CONS_HELD_GRID,
-                                    [],
-                                    HELD_COLUMN_DEFS,
-                                    height=420,
-                                    options={
-                                        "localeText": {
-                                            "noRowsToShow": "No held-back servers under these filters"
-                                        },
-                                        "tooltipShowDelay": 300,
-                                    },
-                                )
-                            ),
+                            html.Div(id=ids.CONS_HELD_ALERT, role="alert"),
+                            dcc.Store(id=ids.CONS_HELD_PURGE),
+                            loading(_held_grid()),
                         ],
                         lg=8,
                         className="mb-3",

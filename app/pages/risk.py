@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import html
+from dash import dcc, html
 
 from app import ids
 from app.decisions import DECISION_COLUMN_DEF, decision_form
@@ -60,6 +60,29 @@ RISK_COLUMN_DEFS = [
 ]
 
 
+def _grid() -> Any:
+    """The risk grid: client-side for a plan's risk table of up to ``grid_client_max_rows`` rows,
+    else paged, sorted, filtered and exported on the server (app.servergrid)."""
+    from app import get_context
+    from app.servergrid import make_paged, paged
+
+    ctx = get_context()
+    grid = data_grid(
+        ids.RISK_GRID,
+        [],
+        RISK_COLUMN_DEFS,
+        height=560,
+        row_id_field="row_id",
+        options={
+            "rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": False},
+            "localeText": {"noRowsToShow": "No risk rows under these filters and this scenario"},
+            "tooltipShowDelay": 300,
+        },
+        class_name="clickable-rows",
+    )
+    return make_paged(grid) if paged(ctx.readmodel.snapshot().plan, "risk", ctx.settings) else grid
+
+
 def layout(**query: Any) -> html.Div:
     """Skeleton; callbacks/risk.py fills the KPIs and the grid from the filters and the scenario
     (which arrives in the query string and seeds the what-if controls)."""
@@ -83,27 +106,9 @@ def layout(**query: Any) -> html.Div:
                         search_id=ids.RISK_SEARCH,
                         note_id=ids.RISK_NOTE,
                     ),
-                    loading(
-                        data_grid(
-                            ids.RISK_GRID,
-                            [],
-                            RISK_COLUMN_DEFS,
-                            height=560,
-                            row_id_field="row_id",
-                            options={
-                                "rowSelection": {
-                                    "mode": "singleRow",
-                                    "checkboxes": False,
-                                    "enableClickSelection": False,
-                                },
-                                "localeText": {
-                                    "noRowsToShow": "No risk rows under these filters and this scenario"
-                                },
-                                "tooltipShowDelay": 300,
-                            },
-                            class_name="clickable-rows",
-                        )
-                    ),
+                    html.Div(id=ids.RISK_GRID_ALERT, role="alert"),
+                    dcc.Store(id=ids.RISK_GRID_PURGE),
+                    loading(_grid()),
                 ],
                 subtitle="Rows at risk only (severity low or worse), worst first. Click a row to open its server, "
                 "its Decision cell to record a decision; exports contain exactly the rows shown, with filters, "
