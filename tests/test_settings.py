@@ -120,3 +120,13 @@ def test_web_hardening_settings_default_and_validate(monkeypatch):
         with pytest.raises(SettingsError, match=word):
             load_settings()
         monkeypatch.delenv(var)
+
+
+def test_a_scheduler_address_alone_selects_the_dask_engine(monkeypatch):
+    monkeypatch.setenv("CAPFC_SCHEDULER", "tcp://scheduler:8786")
+    assert load_settings().engine == "dask"
+    monkeypatch.setenv("CAPFC_ENGINE", "local")  # an explicit engine wins
+    assert load_settings().engine == "local"
+    monkeypatch.delenv("CAPFC_SCHEDULER")
+    monkeypatch.delenv("CAPFC_ENGINE")
+    assert load_settings().engine == "local"
