@@ -71,6 +71,7 @@ from .batch import (
     code_version,
     fleet_recommendations,
     model_factory,
+    servers_at_risk,
     shard_analytics,
 )
 from .inputs import HISTORY_DAYS, AnalyticsInputs, Grid
@@ -478,7 +479,7 @@ def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict
         fc = forecasts if forecasts is not None else pd.DataFrame(columns=list(FORECAST_COLUMNS))
         risk, facts, packing = shard_analytics(fc, history, mine, settings, freq, grid)
         del history
-        done["servers_at_risk"] = int(risk.loc[risk["severity"] != "none", "server_id"].nunique())
+        done["servers_at_risk"] = servers_at_risk(risk)
         _write_frame(ps, f"{out}/facts.parquet", facts.to_frame())
         ps._write_bytes(f"{out}/packing.npz", packing.to_bytes())
         done["candidates"] = int(packing.n_servers)
