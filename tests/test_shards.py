@@ -216,3 +216,26 @@ def test_a_shard_whose_servers_all_stopped_early_still_plans_as_the_fleet(tmp_pa
     whole = run_batch(store, settings, progress=False)["run_id"]
     sharded = run_sharded(store, settings)["run_id"]
     assert_same_plan(store, whole, sharded)
+
+
+@pytest.mark.slow
+def test_a_shard_whose_servers_have_no_metrics_at_all_still_plans_as_the_fleet(tmp_path):
+    """No server of one shard ever reported: that shard forecasts nothing, yet its servers get
+    their facts ("no data") and the plan equals the one-process plan."""
+    from forecasting.batch import run_batch
+
+    root = tmp_path / "store"
+    store = open_store(str(root))
+    write_fleet(store, n=10, seed=5, days=120)
+    settings = load_settings(data=str(root), horizon=14, backtest_cutoffs=1, workers=1, shard_size=4)
+    inv = store.read_inventory()
+    silent = set(inv["server_id"][shard_of(inv["server_id"], 3) == 1])
+    metrics = store.read_metrics()
+    store.write_metrics(
+        metrics.loc[~metrics["server_id"].isin(silent)].reset_index(drop=True), inv, freq="daily"
+    )
+    whole = run_batch(store, settings, progress=False)["run_id"]
+    manifest = run_sharded(store, settings)
+    assert_same_plan(store, whole, manifest["run_id"])
+    recs = store.read_run_table(manifest["run_id"], "recommendations").set_index("server_id")
+    assert (recs.loc[sorted(silent), "held_back"] == "no data").all()
