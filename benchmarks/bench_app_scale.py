@@ -13,6 +13,8 @@ Fixtures (shared with bench_api.py and bench_load.py):
 
     .venv/bin/python benchmarks/bench_app_scale.py                # 10,000 and 100,000
     .venv/bin/python benchmarks/bench_app_scale.py --sizes 10000  # one size
+    .venv/bin/python benchmarks/bench_app_scale.py --data STORE   # a store's published run (a real
+                                                                  # 100,000-server Dask run)
 """
 
 from __future__ import annotations
@@ -356,10 +358,23 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", action="store_true", help="the code has no server-paged grids (main before this work)"
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="measure this store's published run instead of the fixtures (--sizes ignored)",
+    )
     args = parser.parse_args(argv)
-    ten = build_fleet(args.workdir / "capfc-bench-load" / "fleet-10000", 10_000)
     results = []
-    for size in [int(s) for s in args.sizes.split(",")]:
+    if args.data is not None:
+        results.append(
+            measure(args.code, args.data, args.label, args.repeats, args.workers, args.workdir, args.baseline)
+        )
+    ten = (
+        None
+        if args.data is not None
+        else build_fleet(args.workdir / "capfc-bench-load" / "fleet-10000", 10_000)
+    )
+    for size in [int(s) for s in args.sizes.split(",")] if ten is not None else []:
         if size == 10_000:
             data = ten
         else:

@@ -20,8 +20,10 @@ this module depends only on the prepared inputs.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numba
@@ -165,29 +167,40 @@ def pack(
     partner_ptr = np.searchsorted(both[:, 0], np.arange(n + 1)).astype(np.int64)
     max_members = -1 if rules.max_servers_per_host is None else int(rules.max_servers_per_host)
 
-    group = np.full(n, -1, dtype=np.int64)
-    loads_all: list[np.ndarray] = []
-    next_group = 0
     part_codes, part_names = pd.factorize(pd.Series(partition, dtype=object), sort=True)
-    for p in range(len(part_names)):
-        items = order[(part_codes[order] == p) & placeable[order]]
-        if len(items) == 0:
-            continue
+    jobs = [
+        items.astype(np.int64)
+        for p in range(len(part_names))
+        if len(items := order[(part_codes[order] == p) & placeable[order]])
+    ]
+
+    tiers, partner_idx = tier_codes.astype(np.int64), np.ascontiguousarray(both[:, 1])
+
+    def pack_one(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # its own group array: a partner in another partition reads as unplaced (as it never shares)
+        local = np.full(n, -1, dtype=np.int64)
         loads = _pack_partition(
             demand,
             peak_at,
-            items.astype(np.int64),
-            tier_codes.astype(np.int64),
+            items,
+            tiers,
             tier_cap,
             max_members,
             partner_ptr,
-            np.ascontiguousarray(both[:, 1]),
-            group,
-            next_group,
+            partner_idx,
+            local,
+            0,
             limit,
             cap,
             method == "peak-aware",
         )
+        return local[items], loads
+
+    group = np.full(n, -1, dtype=np.int64)
+    loads_all: list[np.ndarray] = []
+    next_group = 0
+    for items, (local, loads) in zip(jobs, _each_partition(pack_one, jobs), strict=True):
+        group[items] = local + next_group  # numbered in partition order, as one pass would
         loads_all.append(loads)
         next_group += len(loads)
     if loads_all:
@@ -197,6 +210,16 @@ def pack(
     return Packing(
         group=group, reason=reason, n_groups=next_group, cpu_load=loads[:, 0], mem_load=loads[:, 1]
     )
+
+
+def _each_partition(fn, jobs: list[np.ndarray]) -> list:
+    """``fn`` over the partitions, each one task of a thread pool: the compiled kernel releases
+    the GIL, so partitions pack in parallel on every core. The results do not depend on the
+    order the tasks run in (each writes only its own arrays)."""
+    if len(jobs) < 2:
+        return [fn(j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, jobs))
 
 
 @numba.njit(cache=True, nogil=True)

@@ -383,9 +383,9 @@ def test_packing_kernel_chooses_exactly_what_the_plain_rule_does(seed, members, 
     shape = 1 + 0.6 * np.sin(np.linspace(0, 6.3, T)[None, :] + rng.uniform(0, 6.3, (n, 1)))
     cpu = np.round(base * shape * rng.uniform(0.7, 1.3, (n, T)), int(rng.integers(0, 3)))  # ties too
     mem = np.round(base * rng.uniform(0.5, 1.5, (n, T)), 1)
-    partition = rng.choice(["emea|prod", "amer|prod"], n).astype(object)
+    partition = rng.choice(["emea|prod", "amer|prod", "apac|prod", "emea|dev", "amer|dev"], n).astype(object)
     tier = rng.choice(["critical", "high", "low"], n).astype(object)
-    anti = rng.integers(0, n, (pairs, 2))
+    anti = rng.integers(0, n, (pairs, 2))  # across partitions too: packed as parallel tasks
     anti = anti[anti[:, 0] != anti[:, 1]]
     got = pack(
         cpu, mem, host_cores=8, host_memory_gb=8, headroom=0.2, partition=partition, tier=tier,
@@ -397,6 +397,28 @@ def test_packing_kernel_chooses_exactly_what_the_plain_rule_does(seed, members, 
     )  # fmt: skip
     assert got.n_groups > 40  # many hosts open: the bounds and early exits were exercised
     np.testing.assert_array_equal(got.group, want)
+
+
+def test_each_partition_is_one_task_of_the_pool(monkeypatch) -> None:
+    """Partitions pack as separate tasks (threads: the kernel releases the GIL), numbered in
+    partition order whatever order they finish in."""
+    import forecasting.consolidation as consolidation
+
+    seen: list[int] = []
+
+    def reversed_finish(fn, jobs):
+        seen.append(len(jobs))
+        return list(reversed([fn(j) for j in reversed(jobs)]))  # run last partition first
+
+    rng = np.random.default_rng(7)
+    cpu, mem = rng.uniform(0.5, 2, (60, 12)), rng.uniform(0.5, 2, (60, 12))
+    partition = np.repeat(np.array(["a", "b", "c"], dtype=object), 20)
+    want = pack(cpu, mem, host_cores=8, host_memory_gb=8, headroom=0.2, partition=partition)
+    monkeypatch.setattr(consolidation, "_each_partition", reversed_finish)
+    got = pack(cpu, mem, host_cores=8, host_memory_gb=8, headroom=0.2, partition=partition)
+    assert seen == [3]
+    np.testing.assert_array_equal(got.group, want.group)
+    assert (np.diff(want.group[[0, 20, 40]]) > 0).all()  # partition a's hosts first, then b's, c's
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
