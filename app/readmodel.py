@@ -1225,7 +1225,7 @@ def _read_forecasts_of(store: Store, run_id: str, server_ids: list[str]) -> pd.D
     filtered scan of a 100,000-server run otherwise buffers gigabytes of row groups at once."""
     if not isinstance(store, ParquetStore):
         return store.read_run_table(run_id, "forecasts", server_ids=server_ids)
-    dataset = store.run_table_dataset(run_id, "forecasts")
+    dataset = store.run_table_dataset(run_id, "forecasts", server_ids)
     if dataset is None:
         return None
     scanner = dataset.scanner(

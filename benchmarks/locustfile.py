@@ -351,11 +351,14 @@ def _quit_when_every_user_is_done(environment: Any, **_: Any) -> None:
     """End the run once every user did its LOAD_MAX_TASKS (``-t`` still bounds the time):
     Locust alone would idle until ``-t`` with no user left."""
     runner = environment.runner
+    users = getattr(environment.parsed_options, "num_users", None) or 1
 
     def watch() -> None:
+        # every user's own word that its last task finished: Locust's user_count can reach 0
+        # while a user's last task still has requests in flight, and the CSVs then miss them
         while True:
             gevent.sleep(0.5)
-            if USERS_DONE and runner.state == "running" and runner.user_count == 0:
+            if len(set(USERS_DONE)) >= users and runner.state in ("running", "spawning"):
                 runner.quit()
                 return
 

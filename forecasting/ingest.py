@@ -114,6 +114,7 @@ from .schema import (
     validate_inventory,
     validate_metrics,
 )
+from .sources.base import shard_of
 from .sources.parquet import ROW_GROUP_SIZE, ParquetStore, StagedMetrics, metrics_schema
 
 SAMPLE_COLUMNS = ["server_id", "timestamp", "metric", "value"]
@@ -1289,8 +1290,6 @@ def _partition(
 ) -> dict[str, int]:
     """Step 1: every file's samples appended to their server's block file. Returns each server's
     first position in the input (the order :func:`ingest` lists servers in)."""
-    from .shards import shard_of  # the batch's stable server hash (imported late: it loads the engine)
-
     (staging / "raw").mkdir()
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     first_seen: dict[str, int] = {}

@@ -82,7 +82,7 @@ from .pooled import calibration_sample, learn
 from .schema import Finding, ValidationReport, validate_inventory, validate_metrics
 from .settings import Settings
 from .sources import MetricsQuery, NoDataError, Store, StoreError
-from .sources.base import check_run_id
+from .sources.base import check_run_id, shard_of
 from .sources.commit import acquire_lease, input_as_of, release_lease, renew_lease_of
 from .sources.parquet import ParquetStore
 
@@ -178,18 +178,6 @@ def run_id_for(input_key: str, now: datetime | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- shard assignment
-
-
-def shard_of(server_ids: pd.Series | np.ndarray | list[str], n_shards: int) -> np.ndarray:
-    """Shard of each server: a stable hash of its id (same answer in every process and version)."""
-    if n_shards < 1:
-        raise ValueError(f"n_shards must be at least 1, got {n_shards}")
-    ids = list(map(str, server_ids))
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big") % n_shards for s in ids),
-        dtype=np.int64,
-        count=len(ids),
-    )
 
 
 def n_shards_for(n_servers: int, shard_size: int) -> int:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from forecasting.settings import load_settings
@@ -175,9 +176,9 @@ def test_publish_reads_no_series_and_the_tables_stay_in_parts(small, monkeypatch
 
     real_dataset = ParquetStore.run_table_dataset
 
-    def no_forecasts(self, run, name):
+    def no_forecasts(self, run, name, server_ids=None):
         assert name != "forecasts", "Publish read the fleet's forecasts"
-        return real_dataset(self, run, name)
+        return real_dataset(self, run, name, server_ids)
 
     monkeypatch.setattr(ParquetStore, "read_metrics", no_metrics)
     monkeypatch.setattr(ParquetStore, "run_table_dataset", no_forecasts)
@@ -194,6 +195,17 @@ def test_publish_reads_no_series_and_the_tables_stay_in_parts(small, monkeypatch
     fc = store.read_run_table(run_id, "forecasts", server_ids=[one])
     assert set(fc["server_id"]) == {one} and len(fc) == 14 * fc["metric"].nunique()
     assert manifest["engine"]["publish_peak_rss_mb"] > 0
+    # some servers' rows come from their shards' parts only, and are exactly the table's rows
+    assert len(store.run_table_files(run_id, "forecasts", server_ids=[one])) == 1 < planned["n_shards"]
+    ids = store.read_inventory()["server_id"].iloc[[0, 7]].tolist()
+    shards = sorted(set(shard_of(ids, planned["n_shards"]).tolist()))
+    for name in manifest["tables_in_parts"]:
+        files = store.run_table_files(run_id, name, server_ids=ids)
+        assert [f.rsplit("/", 1)[1] for f in files] == [f"part-{k:05d}.parquet" for k in shards]
+        whole = store.read_run_table(run_id, name)
+        want = whole[whole["server_id"].isin(ids)].sort_values(list(whole.columns[:3])).reset_index(drop=True)
+        got = store.read_run_table(run_id, name, server_ids=ids)
+        pd.testing.assert_frame_equal(got.sort_values(list(whole.columns[:3])).reset_index(drop=True), want)
 
 
 @pytest.mark.slow

@@ -190,7 +190,7 @@ class Table:
     search: pa.Array  # lower-case "server_id hostname" per row
     _orders: OrderedDict[tuple[str, ...], np.ndarray] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _json: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    _json: dict[str, tuple[str, Any]] = field(default_factory=dict)
     _codes: dict[str, tuple[dict[str, int], np.ndarray]] = field(default_factory=dict)
     _encoded: np.ndarray | None = None
 
@@ -235,16 +235,7 @@ class Table:
     def rows(self, chosen: np.ndarray, fields: Sequence[str]) -> list[dict[str, Any]]:
         """Rows ``chosen`` as JSON-safe dicts: the same values as :func:`components.grid.records`
         gives (tests/test_api.py checks it), without pandas on the request path."""
-        cols: list[list[Any]] = []
-        for f in fields:
-            kind, arr = self._json[f]
-            values = arr[chosen].tolist()
-            if kind == "num":
-                values = [
-                    None if not math.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else v)
-                    for v in values
-                ]
-            cols.append(values)
+        cols = [_json_values(*self._json[f], chosen) for f in fields]
         return [dict(zip(fields, row, strict=True)) for row in zip(*cols, strict=True)]
 
     def sortable(self) -> list[str]:
@@ -295,23 +286,29 @@ class Table:
         return perm
 
 
-def _json_column(s: pd.Series) -> tuple[str, np.ndarray]:
-    """A column as ('num', float64) or ('obj', Python values): records()'s conversions, done once."""
+def _json_column(s: pd.Series) -> tuple[str, Any]:
+    """A column in JSON-ready form, records()'s conversions done once: ('num', float64) or
+    ('text', (int32 codes, distinct values)) — text kept as codes into its distinct values (the
+    last one None, code -1): a Python string per row held ~1 GB per worker at 100,000 servers."""
     if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
-        text = s.dt.strftime("%Y-%m-%d")
-        return "obj", text.astype(object).where(text.notna(), None).to_numpy(dtype=object)
-    if pd.api.types.is_bool_dtype(s.dtype):
-        return "obj", np.asarray([bool(v) for v in s.tolist()], dtype=object)
-    if pd.api.types.is_numeric_dtype(s.dtype):
+        s = s.dt.strftime("%Y-%m-%d")
+    elif pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         return "num", s.to_numpy(dtype=float, na_value=np.nan)
-    vals = s.to_numpy(dtype=object).tolist()
-    return "obj", np.asarray(
-        [
-            None if (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))) else str(v)
-            for v in vals
-        ],
-        dtype=object,
-    )
+    is_bool = pd.api.types.is_bool_dtype(s.dtype)
+    codes, uniques = pd.factorize(s.astype(object), use_na_sentinel=True)  # None, NA, NaN -> -1
+    values = [bool(v) if is_bool else str(v) for v in np.asarray(uniques, dtype=object).tolist()]
+    return "text", (codes.astype(np.int32), np.asarray([*values, None], dtype=object))
+
+
+def _json_values(kind: str, column: Any, chosen: np.ndarray) -> list[Any]:
+    """Rows ``chosen`` of a :func:`_json_column` as JSON-safe Python values."""
+    if kind == "text":
+        codes, values = column
+        return values[codes[chosen]].tolist()
+    return [
+        None if not math.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else v)
+        for v in column[chosen].tolist()
+    ]
 
 
 @dataclass(frozen=True)
@@ -378,19 +375,14 @@ class RunIndex:
     consolidation: pd.DataFrame | None
     fingerprint: str  # run id + inventory content: what ETags are built on
     forecasts: ForecastStore | None = None
-    _inventory_json: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    _inventory_json: dict[str, tuple[str, Any]] = field(default_factory=dict)
 
     def inventory_row(self, pos: int) -> dict[str, Any]:
         """One server's inventory facts, JSON-safe (as records() writes them)."""
         if not self._inventory_json:
             self._inventory_json = {c: _json_column(self.inventory[c]) for c in self.inventory.columns}
-        row: dict[str, Any] = {}
-        for c, (kind, arr) in self._inventory_json.items():
-            v = arr[pos].item() if kind == "num" else arr[pos]
-            if kind == "num":
-                v = None if not math.isfinite(v) else (int(v) if v.is_integer() and abs(v) < 2**53 else v)
-            row[c] = v
-        return row
+        at = np.array([pos])
+        return {c: _json_values(kind, col, at)[0] for c, (kind, col) in self._inventory_json.items()}
 
     @property
     def n_servers(self) -> int:

@@ -7,12 +7,14 @@ written once against :class:`Store` and the data URI picks the implementation.
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
 PLAN_TABLES = ("forecasts", "risk", "recommendations", "consolidation", "backtest")
@@ -147,6 +149,20 @@ class Store(abc.ABC):
         self, run_id: str, name: str, server_ids: Iterable[str] | None = None
     ) -> pd.DataFrame | None:
         """A plan table of a run, or None when that run has no such table."""
+
+
+def shard_of(server_ids: pd.Series | np.ndarray | list[str], n_shards: int) -> np.ndarray:
+    """Shard of each server: a stable hash of its id (same answer in every process and version).
+    A sharded run's part ``k`` of a plan table holds exactly the servers of shard ``k``, so a
+    reader of some servers opens only their parts."""
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be at least 1, got {n_shards}")
+    ids = list(map(str, server_ids))
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big") % n_shards for s in ids),
+        dtype=np.int64,
+        count=len(ids),
+    )
 
 
 def manifest_json(manifest: dict) -> bytes:

@@ -43,6 +43,7 @@ from .base import (
     StoreError,
     check_run_id,
     manifest_json,
+    shard_of,
 )
 from .commit import (
     CAS_ATTEMPTS,
@@ -131,6 +132,7 @@ class ParquetStore(Store):
         self.atomic_rename = isinstance(filesystem, pafs.LocalFileSystem)
         # conditional writes (If-None-Match / If-Match, or lock + rename on disk): S3Store sets its own
         self.cond = LocalCondIO(self.root) if self.atomic_rename else None
+        self._shard_counts: dict[str, int | None] = {}  # published run -> its shard count
 
     # ------------------------------------------------------------------ low-level
     def _p(self, *parts: str) -> str:
@@ -761,9 +763,14 @@ class ParquetStore(Store):
         except json.JSONDecodeError as e:
             raise StoreError(f"manifest {self._display(path)} is not valid JSON: {e}") from e
 
-    def run_table_files(self, run_id: str, name: str) -> list[str] | None:
+    def run_table_files(
+        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
+    ) -> list[str] | None:
         """The files of a plan table, in order: ``<name>.parquet``, or the parts
-        ``<name>/part-*.parquet`` a sharded run writes (one per shard); None when absent."""
+        ``<name>/part-*.parquet`` a sharded run writes (one per shard); None when absent.
+        ``server_ids``: of a published sharded run, only the parts that hold those servers
+        (part k holds shard k's servers): one server's rows are then read from one file, not
+        from one row group of every part."""
         if name not in PLAN_TABLES:
             raise ValueError(f"unknown plan table {name!r}")
         base = self._p("runs", check_run_id(run_id))
@@ -776,12 +783,31 @@ class ParquetStore(Store):
             for i in self.fs.get_file_info(sel)
             if i.type == pafs.FileType.File and i.base_name.startswith("part-")
         )
+        n_shards = self._shard_count(run_id) if parts and server_ids is not None else None
+        if n_shards:
+            held = {f"part-{k:05d}.parquet" for k in np.unique(shard_of(list(server_ids), n_shards))}
+            return [p for p in parts if p.rsplit("/", 1)[1] in held]
         return parts or None
 
-    def run_table_dataset(self, run_id: str, name: str) -> ds.Dataset | None:
+    def _shard_count(self, run_id: str) -> int | None:
+        """The shard count of a published sharded run (its manifest's engine), else None; kept
+        per run (a published run never changes)."""
+        if run_id not in self._shard_counts:
+            try:
+                engine = self.read_manifest(run_id).get("engine") or {}
+            except StoreError:  # not published yet (Publish itself reads the parts): every part
+                return None
+            n = engine.get("n_shards") if engine.get("kind") == "shards" else None
+            self._shard_counts[run_id] = int(n) if isinstance(n, int) and n > 0 else None
+        return self._shard_counts[run_id]
+
+    def run_table_dataset(
+        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
+    ) -> ds.Dataset | None:
         """A plan table as one dataset, whether written whole or in parts (None when absent):
-        readers stream it batch by batch or push filters down instead of loading it."""
-        files = self.run_table_files(run_id, name)
+        readers stream it batch by batch or push filters down instead of loading it. With
+        ``server_ids``, the parts that hold them (the caller still filters the rows)."""
+        files = self.run_table_files(run_id, name, server_ids)
         if files is None:
             return None
         try:
@@ -792,10 +818,11 @@ class ParquetStore(Store):
     def read_run_table(
         self, run_id: str, name: str, server_ids: Iterable[str] | None = None
     ) -> pd.DataFrame | None:
-        dataset = self.run_table_dataset(run_id, name)
+        ids = None if server_ids is None else list(server_ids)
+        dataset = self.run_table_dataset(run_id, name, ids)
         if dataset is None:
             return None
-        flt = pc.field("server_id").isin(list(server_ids)) if server_ids is not None else None
+        flt = pc.field("server_id").isin(ids) if ids is not None else None
         try:
             return dataset.to_table(filter=flt).to_pandas()
         except (OSError, pa.ArrowInvalid) as e:
