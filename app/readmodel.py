@@ -1220,26 +1220,6 @@ class ReadModel:
         return hist
 
 
-def _read_forecasts_of(store: Store, run_id: str, server_ids: list[str]) -> pd.DataFrame | None:
-    """Some servers' forecasts. From a Parquet store, scanned with little read-ahead: a
-    filtered scan of a 100,000-server run otherwise buffers gigabytes of row groups at once."""
-    if not isinstance(store, ParquetStore):
-        return store.read_run_table(run_id, "forecasts", server_ids=server_ids)
-    dataset = store.run_table_dataset(run_id, "forecasts", server_ids)
-    if dataset is None:
-        return None
-    scanner = dataset.scanner(
-        filter=pc.field("server_id").isin(server_ids),
-        batch_size=FORECAST_BATCH_ROWS,
-        batch_readahead=1,
-        fragment_readahead=1,
-    )
-    try:
-        return scanner.to_table().to_pandas()
-    except (OSError, pa.ArrowInvalid) as e:
-        raise StoreError(f"plan table forecasts of run {run_id} is not readable Parquet: {e}") from e
-
-
 def build_analytics_inputs(store: Store, plan: Plan, positions: np.ndarray | None = None) -> AnalyticsInputs:
     """forecasting.inputs.prepare over the run's forecasts, the history the analytics look at,
     and the plan's inventory (so positions match the plan's) — of every server, or of the
@@ -1251,7 +1231,7 @@ def build_analytics_inputs(store: Store, plan: Plan, positions: np.ndarray | Non
     forecasts = (
         store.read_run_table(plan.run_id, "forecasts")
         if ids is None
-        else _read_forecasts_of(store, plan.run_id, ids)
+        else store.read_run_table(plan.run_id, "forecasts", server_ids=ids)
     )
     if forecasts is None or forecasts.empty:
         raise ReadModelError(f"run {plan.run_id} has no forecasts: what-if scenarios need them")

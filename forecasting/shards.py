@@ -209,8 +209,14 @@ def _grid(plan: dict) -> Grid:
     return Grid.of(grid["start"], grid["end"], int(plan["horizon"]))
 
 
-def _write_frame(ps: ParquetStore, path: str, frame: pd.DataFrame) -> None:
-    ps._write_table(path, pa.Table.from_pandas(frame, preserve_index=False))
+def _write_frame(ps: ParquetStore, path: str, frame: pd.DataFrame, **kw: Any) -> None:
+    ps._write_table(path, pa.Table.from_pandas(frame, preserve_index=False), **kw)
+
+
+# A plan table's part is written sorted by server in row groups of this many rows (about 18
+# servers of forecasts): a reader of a few servers (the server page, a packed host's chart)
+# decodes ~8k rows per server instead of 64k (0.5 s → see README for a 69-server host)
+PART_ROW_GROUP_ROWS = 8_192
 
 
 def _read_frame(ps: ParquetStore, path: str, what: str) -> pd.DataFrame:
@@ -476,7 +482,9 @@ def run_shard(store: Store, settings: Settings, run_id: str, shard: int) -> dict
     written = {}
     for name, frame in (("forecasts", forecasts), ("backtest", backtest), ("risk", risk)):
         if frame is not None:
-            _write_frame(ps, _part(ps, run_id, name, shard), frame)
+            if not frame["server_id"].is_monotonic_increasing:
+                frame = frame.sort_values("server_id", kind="stable", ignore_index=True)
+            _write_frame(ps, _part(ps, run_id, name, shard), frame, row_group_size=PART_ROW_GROUP_ROWS)
             written[name] = len(frame)
     done.update(
         tables=written,

@@ -15,6 +15,7 @@ skips most of each file through Parquet statistics.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import json
@@ -185,11 +186,11 @@ class ParquetStore(Store):
                 self.fs.delete_file(tmp)
             raise
 
-    def _write_table(self, path: str, table: pa.Table) -> None:
+    def _write_table(self, path: str, table: pa.Table, row_group_size: int = ROW_GROUP_SIZE) -> None:
         self._atomic(
             path,
             lambda p: pq.write_table(
-                table, p, filesystem=self.fs, row_group_size=ROW_GROUP_SIZE, compression="zstd"
+                table, p, filesystem=self.fs, row_group_size=row_group_size, compression="zstd"
             ),
         )
 
@@ -785,8 +786,8 @@ class ParquetStore(Store):
         )
         n_shards = self._shard_count(run_id) if parts and server_ids is not None else None
         if n_shards:
-            held = {f"part-{k:05d}.parquet" for k in np.unique(shard_of(list(server_ids), n_shards))}
-            return [p for p in parts if p.rsplit("/", 1)[1] in held]
+            held = set(np.unique(shard_of(list(server_ids), n_shards)).tolist())
+            return [p for p in parts if _part_number(p) in held]
         return parts or None
 
     def _shard_count(self, run_id: str) -> int | None:
@@ -818,15 +819,68 @@ class ParquetStore(Store):
     def read_run_table(
         self, run_id: str, name: str, server_ids: Iterable[str] | None = None
     ) -> pd.DataFrame | None:
-        ids = None if server_ids is None else list(server_ids)
-        dataset = self.run_table_dataset(run_id, name, ids)
-        if dataset is None:
-            return None
-        flt = pc.field("server_id").isin(ids) if ids is not None else None
         try:
-            return dataset.to_table(filter=flt).to_pandas()
+            if server_ids is None:
+                dataset = self.run_table_dataset(run_id, name)
+                return None if dataset is None else dataset.to_table().to_pandas()
+            ids = sorted({str(i) for i in server_ids})
+            files = self.run_table_files(run_id, name, ids)
+            if files is None:
+                return None
+            n_shards = self._shard_count(run_id)
+            if n_shards and all(_part_number(f) is not None for f in files):
+                shard = shard_of(ids, n_shards)  # each part asked only for its own servers
+                jobs = [
+                    (f, [i for i, k in zip(ids, shard, strict=True) if k == _part_number(f)]) for f in files
+                ]
+            else:
+                jobs = [(f, ids) for f in files]
+            return self._server_rows(jobs).to_pandas()
         except (OSError, pa.ArrowInvalid) as e:
             raise StoreError(f"plan table {name} of run {run_id} is not readable Parquet: {e}") from e
+
+    def _server_rows(self, jobs: Sequence[tuple[str, list[str]]]) -> pa.Table:
+        """The rows of some servers from plan-table files written sorted by server, given as
+        (file, its servers asked for, sorted): only the row groups whose server_id range holds
+        one of them are read, one at a time and filtered as read. pyarrow's own pushdown of an
+        ``isin`` filter read every row group of every file: 6 s for a 69-server packed host at
+        100,000 servers, 0.5 s this way."""
+        tables: list[pa.Table] = []
+        schema = None
+        for path, ids in jobs:
+            if not ids and schema is not None:
+                continue
+            wanted = pa.array(ids, pa.string())
+            with self.fs.open_input_file(path) as handle:
+                f = pq.ParquetFile(handle)
+                schema = schema or f.schema_arrow
+                col = f.schema_arrow.get_field_index("server_id")
+                for g in range(f.metadata.num_row_groups):
+                    stats = f.metadata.row_group(g).column(col).statistics if col >= 0 else None
+                    if stats is not None and stats.has_min_max:
+                        lo, hi = str(stats.min), str(stats.max)
+                        if bisect.bisect_left(ids, lo) == bisect.bisect_right(ids, hi):
+                            continue  # no server asked for lies in this group's range
+                    rows = f.read_row_group(g)
+                    rows = rows.filter(pc.is_in(rows["server_id"].cast(pa.string()), value_set=wanted))
+                    if rows.num_rows:
+                        tables.append(rows)
+        if not tables:
+            return (
+                schema.empty_table()
+                if schema is not None
+                else pa.table({"server_id": pa.array([], pa.string())})
+            )
+        return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _part_number(path: str) -> int | None:
+    """k of a sharded run's ``part-<k>.parquet`` (None for another name)."""
+    name = path.rsplit("/", 1)[-1]
+    digits = name.removeprefix("part-").removesuffix(".parquet")
+    return (
+        int(digits) if name.startswith("part-") and name.endswith(".parquet") and digits.isdigit() else None
+    )
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
