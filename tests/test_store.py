@@ -197,6 +197,40 @@ def test_publish_run_and_latest(store):
     assert store.list_runs() == sorted([first, second])
 
 
+def test_some_servers_rows_are_read_by_row_group_whatever_the_order(store, monkeypatch):
+    """A server filter reads only the row groups whose server range can hold one asked for,
+    exactly the rows a full read filters to, in files sorted by server or not; a table without
+    server_id is named, never a traceback."""
+    import forecasting.sources.parquet as parquet
+
+    rng = np.random.default_rng(3)
+    ids = [f"srv-{i:03d}" for i in range(300)]
+    risk = pd.DataFrame({"server_id": np.repeat(ids, 5), "score": rng.uniform(0, 100, 1500)})
+    shuffled = risk.sample(frac=1, random_state=1).reset_index(drop=True)
+    monkeypatch.setattr(parquet, "ROW_GROUP_SIZE", 100)  # 15 row groups
+    runs = []
+    for frame in (risk, shuffled):
+        run = new_run_id()
+        runs.append(run)
+        store.publish_run(run, {"risk": frame, "recommendations": frame}, {"run_id": run})
+        asked = ["srv-007", "srv-150", "srv-299", "srv-nope"]
+        got = store.read_run_table(run, "risk", server_ids=asked)
+        want = frame[frame["server_id"].isin(asked)]
+        assert sorted(map(tuple, got.to_numpy().tolist())) == sorted(map(tuple, want.to_numpy().tolist()))
+        assert store.read_run_table(run, "risk", server_ids=["srv-nope"]).empty
+    read = []
+    real = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(
+        pq.ParquetFile, "read_row_group", lambda self, g, *a, **k: read.append(g) or real(self, g, *a, **k)
+    )
+    store.read_run_table(runs[0], "risk", server_ids=["srv-150"])  # the file sorted by server
+    assert len(read) == 1  # one group of the 15
+    bad = new_run_id()
+    store.publish_run(bad, {"risk": pd.DataFrame({"metric": ["cpu_p95"]})}, {"run_id": bad})
+    with pytest.raises(StoreError, match="no server_id column"):
+        store.read_run_table(bad, "risk", server_ids=["srv-001"])
+
+
 def test_crash_during_publish_keeps_previous_latest(store, monkeypatch):
     first = new_run_id()
     frame = pd.DataFrame({"server_id": ["a"], "metric": ["cpu_p95"]})

@@ -855,8 +855,10 @@ class ParquetStore(Store):
                 f = pq.ParquetFile(handle)
                 schema = schema or f.schema_arrow
                 col = f.schema_arrow.get_field_index("server_id")
+                if col < 0:
+                    raise StoreError(f"{self._display(path)} has no server_id column")
                 for g in range(f.metadata.num_row_groups):
-                    stats = f.metadata.row_group(g).column(col).statistics if col >= 0 else None
+                    stats = f.metadata.row_group(g).column(col).statistics
                     if stats is not None and stats.has_min_max:
                         lo, hi = str(stats.min), str(stats.max)
                         if bisect.bisect_left(ids, lo) == bisect.bisect_right(ids, hi):
