@@ -525,6 +525,7 @@ class ForecastStore:
     def build(self) -> None:
         """Write the compact copy (once; a no-op when another worker already did)."""
         if self._complete():
+            log.info("forecasts of run %s already compacted", self.run_id)
             return
         started = time.perf_counter()
         parent = os.path.dirname(self.directory)
