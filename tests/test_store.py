@@ -219,9 +219,11 @@ def test_some_servers_rows_are_read_by_row_group_whatever_the_order(store, monke
         assert sorted(map(tuple, got.to_numpy().tolist())) == sorted(map(tuple, want.to_numpy().tolist()))
         assert store.read_run_table(run, "risk", server_ids=["srv-nope"]).empty
     read = []
-    real = pq.ParquetFile.read_row_group
+    real = pq.ParquetFile.read_row_groups
     monkeypatch.setattr(
-        pq.ParquetFile, "read_row_group", lambda self, g, *a, **k: read.append(g) or real(self, g, *a, **k)
+        pq.ParquetFile,
+        "read_row_groups",
+        lambda self, gs, *a, **k: read.extend(gs) or real(self, gs, *a, **k),
     )
     store.read_run_table(runs[0], "risk", server_ids=["srv-150"])  # the file sorted by server
     assert len(read) == 1  # one group of the 15

@@ -842,7 +842,7 @@ class ParquetStore(Store):
     def _server_rows(self, jobs: Sequence[tuple[str, list[str]]]) -> pa.Table:
         """The rows of some servers from plan-table files written sorted by server, given as
         (file, its servers asked for, sorted): only the row groups whose server_id range holds
-        one of them are read, one at a time and filtered as read. pyarrow's own pushdown of an
+        one of them are read, a file at a time, and filtered as read. pyarrow's own pushdown of an
         ``isin`` filter read every row group of every file: 6 s for a 69-server packed host at
         100,000 servers, 0.5 s this way."""
         tables: list[pa.Table] = []
@@ -857,16 +857,20 @@ class ParquetStore(Store):
                 col = f.schema_arrow.get_field_index("server_id")
                 if col < 0:
                     raise StoreError(f"{self._display(path)} has no server_id column")
+                groups = []
                 for g in range(f.metadata.num_row_groups):
                     stats = f.metadata.row_group(g).column(col).statistics
                     if stats is not None and stats.has_min_max:
                         lo, hi = str(stats.min), str(stats.max)
                         if bisect.bisect_left(ids, lo) == bisect.bisect_right(ids, hi):
                             continue  # no server asked for lies in this group's range
-                    rows = f.read_row_group(g)
-                    rows = rows.filter(pc.is_in(rows["server_id"].cast(pa.string()), value_set=wanted))
-                    if rows.num_rows:
-                        tables.append(rows)
+                    groups.append(g)
+                if not groups:
+                    continue
+                rows = f.read_row_groups(groups)  # one file's groups at a time, decoded in parallel
+                rows = rows.filter(pc.is_in(rows["server_id"].cast(pa.string()), value_set=wanted))
+                if rows.num_rows:
+                    tables.append(rows)
         if not tables:
             return (
                 schema.empty_table()
