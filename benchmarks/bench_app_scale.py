@@ -369,25 +369,21 @@ def main(argv: list[str] | None = None) -> int:
         help="measure this store's published run instead of the fixtures (--sizes ignored)",
     )
     args = parser.parse_args(argv)
-    results = []
     if args.data is not None:
-        results.append(
-            measure(args.code, args.data, args.label, args.repeats, args.workers, args.workdir, args.baseline)
-        )
-    ten = (
-        None
-        if args.data is not None
-        else build_fleet(args.workdir / "capfc-bench-load" / "fleet-10000", 10_000)
-    )
-    for size in [int(s) for s in args.sizes.split(",")] if ten is not None else []:
-        if size == 10_000:
-            data = ten
-        else:
-            data = tiled_fleet(ten, args.workdir / "capfc-bench-api" / "fleet-100000")
-            tile_metrics(ten, data)
-        results.append(
-            measure(args.code, data, args.label, args.repeats, args.workers, args.workdir, args.baseline)
-        )
+        stores = [args.data]
+    else:
+        ten = build_fleet(args.workdir / "capfc-bench-load" / "fleet-10000", 10_000)
+        stores = []
+        for size in [int(s) for s in args.sizes.split(",")]:
+            if size == 10_000:
+                stores.append(ten)
+            else:
+                stores.append(tiled_fleet(ten, args.workdir / "capfc-bench-api" / "fleet-100000"))
+                tile_metrics(ten, stores[-1])
+    results = [
+        measure(args.code, data, args.label, args.repeats, args.workers, args.workdir, args.baseline)
+        for data in stores
+    ]
     print(json.dumps(results, default=str))
     ok = all(
         all(v["p95"] <= TARGET_P95_S for v in r["callbacks"].values())

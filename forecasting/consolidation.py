@@ -189,7 +189,6 @@ def pack(
             partner_ptr,
             partner_idx,
             local,
-            0,
             limit,
             cap,
             method == "peak-aware",
@@ -233,12 +232,12 @@ def _pack_partition(
     partner_ptr: np.ndarray,
     partner_idx: np.ndarray,
     group: np.ndarray,
-    first_group: int,
     limit: np.ndarray,
     cap: np.ndarray,
     best_fit: bool,
 ) -> np.ndarray:  # pragma: no cover - compiled; tests/test_consolidation.py checks it against a reference
-    """Place one partition's ``items`` (in order) on hosts; writes ``group``, returns (hosts, 2, T) loads.
+    """Place one partition's ``items`` (in order) on hosts; writes their host (0, 1, …) into
+    ``group`` (-1 elsewhere: this partition's own array), returns (hosts, 2, T) loads.
 
     ``best_fit``: the open host whose summed peaks (as fractions of capacity) grow least, ties
     to the lowest index (peak-aware); otherwise the first host that fits (sum of peaks, T = 1).
@@ -260,8 +259,8 @@ def _pack_partition(
         t_i = tier_code[i]
         for j in range(partner_ptr[i], partner_ptr[i + 1]):
             g = group[partner_idx[j]]
-            if g >= first_group:  # a partner already on a host of this partition
-                barred[g - first_group] = True
+            if g >= 0:  # a partner already on a host (``group`` is this partition's alone)
+                barred[g] = True
         p0, p1 = peak_at[i, 0], peak_at[i, 1]
         best, best_growth = -1, np.inf
         for b in range(nb):
@@ -295,8 +294,8 @@ def _pack_partition(
                 best, best_growth = b, growth
         for j in range(partner_ptr[i], partner_ptr[i + 1]):
             g = group[partner_idx[j]]
-            if g >= first_group:
-                barred[g - first_group] = False
+            if g >= 0:
+                barred[g] = False
         if best < 0:
             best = nb
             nb += 1
@@ -311,7 +310,7 @@ def _pack_partition(
         fullness[best] = peaks[best, 0] / cap[0] + peaks[best, 1] / cap[1]
         members[best] += 1
         tier_counts[best, t_i] += 1
-        group[i] = first_group + best
+        group[i] = best
     return loads[:nb]
 
 

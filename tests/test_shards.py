@@ -176,9 +176,9 @@ def test_publish_reads_no_series_and_the_tables_stay_in_parts(small, monkeypatch
 
     real_dataset = ParquetStore.run_table_dataset
 
-    def no_forecasts(self, run, name, server_ids=None):
+    def no_forecasts(self, run, name):
         assert name != "forecasts", "Publish read the fleet's forecasts"
-        return real_dataset(self, run, name, server_ids)
+        return real_dataset(self, run, name)
 
     monkeypatch.setattr(ParquetStore, "read_metrics", no_metrics)
     monkeypatch.setattr(ParquetStore, "run_table_dataset", no_forecasts)
@@ -196,12 +196,14 @@ def test_publish_reads_no_series_and_the_tables_stay_in_parts(small, monkeypatch
     assert set(fc["server_id"]) == {one} and len(fc) == 14 * fc["metric"].nunique()
     assert manifest["engine"]["publish_peak_rss_mb"] > 0
     # some servers' rows come from their shards' parts only, and are exactly the table's rows
-    assert len(store.run_table_files(run_id, "forecasts", server_ids=[one])) == 1 < planned["n_shards"]
+    assert len(store.server_files(run_id, "forecasts", [one])) == 1 < planned["n_shards"]
     ids = store.read_inventory()["server_id"].iloc[[0, 7]].tolist()
     shards = sorted(set(shard_of(ids, planned["n_shards"]).tolist()))
     for name in manifest["tables_in_parts"]:
-        files = store.run_table_files(run_id, name, server_ids=ids)
-        assert [f.rsplit("/", 1)[1] for f in files] == [f"part-{k:05d}.parquet" for k in shards]
+        files = store.server_files(run_id, name, sorted(ids))
+        assert [f.rsplit("/", 1)[1] for f, _ in files] == [f"part-{k:05d}.parquet" for k in shards]
+        for f, mine in files:  # each part is asked only for its own shard's servers
+            assert set(shard_of(mine, planned["n_shards"]).tolist()) == {int(f[-13:-8])}
         whole = store.read_run_table(run_id, name)
         want = whole[whole["server_id"].isin(ids)].sort_values(list(whole.columns[:3])).reset_index(drop=True)
         got = store.read_run_table(run_id, name, server_ids=ids)

@@ -764,14 +764,9 @@ class ParquetStore(Store):
         except json.JSONDecodeError as e:
             raise StoreError(f"manifest {self._display(path)} is not valid JSON: {e}") from e
 
-    def run_table_files(
-        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
-    ) -> list[str] | None:
+    def run_table_files(self, run_id: str, name: str) -> list[str] | None:
         """The files of a plan table, in order: ``<name>.parquet``, or the parts
-        ``<name>/part-*.parquet`` a sharded run writes (one per shard); None when absent.
-        ``server_ids``: of a published sharded run, only the parts that hold those servers
-        (part k holds shard k's servers): one server's rows are then read from one file, not
-        from one row group of every part."""
+        ``<name>/part-*.parquet`` a sharded run writes (one per shard); None when absent."""
         if name not in PLAN_TABLES:
             raise ValueError(f"unknown plan table {name!r}")
         base = self._p("runs", check_run_id(run_id))
@@ -784,11 +779,26 @@ class ParquetStore(Store):
             for i in self.fs.get_file_info(sel)
             if i.type == pafs.FileType.File and i.base_name.startswith("part-")
         )
-        n_shards = self._shard_count(run_id) if parts and server_ids is not None else None
-        if n_shards:
-            held = set(np.unique(shard_of(list(server_ids), n_shards)).tolist())
-            return [p for p in parts if _part_number(p) in held]
         return parts or None
+
+    def server_files(
+        self, run_id: str, name: str, server_ids: Sequence[str]
+    ) -> list[tuple[str, list[str]]] | None:
+        """The files of a plan table that can hold ``server_ids`` (sorted), each with the ids it
+        can hold; None when the table is absent. Of a published sharded run only the parts of
+        those servers' shards (part k holds shard k's servers, the shard count from its
+        manifest): one server's rows come from one file, not from a row group of every part."""
+        files = self.run_table_files(run_id, name)
+        if files is None:
+            return None
+        n_shards = self._shard_count(run_id)
+        numbers = [_part_number(f) for f in files]
+        if not n_shards or None in numbers:
+            return [(f, list(server_ids)) for f in files]
+        mine: dict[int, list[str]] = {}
+        for sid, k in zip(server_ids, shard_of(server_ids, n_shards).tolist(), strict=True):
+            mine.setdefault(k, []).append(sid)
+        return [(f, mine[k]) for f, k in zip(files, numbers, strict=True) if k in mine]
 
     def _shard_count(self, run_id: str) -> int | None:
         """The shard count of a published sharded run (its manifest's engine), else None; kept
@@ -802,13 +812,10 @@ class ParquetStore(Store):
             self._shard_counts[run_id] = int(n) if isinstance(n, int) and n > 0 else None
         return self._shard_counts[run_id]
 
-    def run_table_dataset(
-        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
-    ) -> ds.Dataset | None:
+    def run_table_dataset(self, run_id: str, name: str) -> ds.Dataset | None:
         """A plan table as one dataset, whether written whole or in parts (None when absent):
-        readers stream it batch by batch or push filters down instead of loading it. With
-        ``server_ids``, the parts that hold them (the caller still filters the rows)."""
-        files = self.run_table_files(run_id, name, server_ids)
+        readers stream it batch by batch or push filters down instead of loading it."""
+        files = self.run_table_files(run_id, name)
         if files is None:
             return None
         try:
@@ -823,19 +830,8 @@ class ParquetStore(Store):
             if server_ids is None:
                 dataset = self.run_table_dataset(run_id, name)
                 return None if dataset is None else dataset.to_table().to_pandas()
-            ids = sorted({str(i) for i in server_ids})
-            files = self.run_table_files(run_id, name, ids)
-            if files is None:
-                return None
-            n_shards = self._shard_count(run_id)
-            if n_shards and all(_part_number(f) is not None for f in files):
-                shard = shard_of(ids, n_shards)  # each part asked only for its own servers
-                jobs = [
-                    (f, [i for i, k in zip(ids, shard, strict=True) if k == _part_number(f)]) for f in files
-                ]
-            else:
-                jobs = [(f, ids) for f in files]
-            return self._server_rows(jobs).to_pandas()
+            jobs = self.server_files(run_id, name, sorted({str(i) for i in server_ids}))
+            return None if jobs is None else self._server_rows(jobs).to_pandas()
         except (OSError, pa.ArrowInvalid) as e:
             raise StoreError(f"plan table {name} of run {run_id} is not readable Parquet: {e}") from e
 
@@ -848,8 +844,6 @@ class ParquetStore(Store):
         tables: list[pa.Table] = []
         schema = None
         for path, ids in jobs:
-            if not ids and schema is not None:
-                continue
             wanted = pa.array(ids, pa.string())
             with self.fs.open_input_file(path) as handle:
                 f = pq.ParquetFile(handle)
