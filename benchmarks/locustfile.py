@@ -39,6 +39,7 @@ from typing import Any
 import gevent
 from locust import HttpUser, between, events, task
 from locust.exception import StopUser
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
@@ -354,11 +355,13 @@ def _quit_when_every_user_is_done(environment: Any, **_: Any) -> None:
     users = getattr(environment.parsed_options, "num_users", None) or 1
 
     def watch() -> None:
-        # every user's own word that its last task finished: Locust's user_count can reach 0
-        # while a user's last task still has requests in flight, and the CSVs then miss them
+        # every user's own word that its last task finished; then one more round of Locust's CSV
+        # writer, which only snapshots the stats every CSV_STATS_INTERVAL_SEC and writes nothing
+        # at shutdown (quitting at once left the last second's requests out of the CSVs)
         while True:
             gevent.sleep(0.5)
             if len(set(USERS_DONE)) >= users and runner.state in ("running", "spawning"):
+                gevent.sleep(2 * CSV_STATS_INTERVAL_SEC)
                 runner.quit()
                 return
 
