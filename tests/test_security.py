@@ -132,6 +132,36 @@ def test_data_responses_are_no_store_and_static_files_are_not(client, fixture_ap
     assert client.get("/assets/10-app.css").headers.get("Cache-Control") != "no-store"
 
 
+def test_a_bundle_asked_for_while_the_first_page_renders_is_served(make_app, plan_store, plan_store_root):
+    """Under gunicorn a fresh worker's first page and the bundles it names arrive together: the
+    bundle waits for Dash's set-up (which renders the layout: slow while a run loads) instead of
+    getting 404 (then no chart drew)."""
+    import threading
+    import time
+
+    from app import LAZY_SCRIPTS, get_context
+
+    app = make_app(plan_store, plan_store_root)
+    rm = get_context(app).readmodel
+    snapshot = rm.snapshot
+
+    def slow_snapshot():  # the layout of the first page waits for a loading run
+        time.sleep(1.0)
+        return snapshot()
+
+    rm.snapshot = slow_snapshot
+    page: dict[str, int] = {}
+    first = threading.Thread(target=lambda: page.update(status=app.server.test_client().get("/").status_code))
+    first.start()
+    time.sleep(0.3)
+    bundles = [app.server.test_client().get(f"/_dash-component-suites/{p}") for p in LAZY_SCRIPTS]
+    first.join()
+    assert page["status"] == 200
+    assert [r.status_code for r in bundles] == [200] * len(LAZY_SCRIPTS)
+    assert all(len(r.data) > 1000 for r in bundles)
+    assert app.server.test_client().get("/_dash-component-suites/dash/dcc/no-such.js").status_code == 404
+
+
 def test_behind_a_trusted_proxy_https_is_detected_redirected_and_pinned(
     make_app, plan_store, plan_store_root
 ):
