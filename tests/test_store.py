@@ -233,6 +233,46 @@ def test_some_servers_rows_are_read_by_row_group_whatever_the_order(store, monke
         store.read_run_table(bad, "risk", server_ids=["srv-001"])
 
 
+def test_some_servers_metrics_are_read_by_row_group(tmp_path, monkeypatch):
+    """A server filter on the metrics reads only the row groups whose server range can hold one
+    asked for (metrics files are written sorted by server): the same rows as a full read
+    filtered, with the business-unit and time filters still applied."""
+    import forecasting.sources.parquet as parquet
+
+    monkeypatch.setattr(parquet, "ROW_GROUP_SIZE", 200)
+    s = open_store(str(tmp_path / "data"))
+    inv, met = fleet(n=30, days=400)
+    s.write_inventory(inv)
+    s.write_metrics(met, inv, freq="daily")
+    asked = [inv["server_id"].iloc[i] for i in (2, 16, 27)] + ["srv-nope"]  # three business units
+    start = pd.Timestamp("2025-01-01", tz="UTC")
+    everything = s.read_metrics(MetricsQuery.of(start=start))
+    want = everything[everything["server_id"].astype(str).isin(asked)]
+    scanned: list[int] = []
+    real = parquet._row_groups_of
+
+    def counted(*args):
+        cut = real(*args)
+        scanned.append(sum(f.num_row_groups for f in cut.get_fragments()))
+        return cut
+
+    monkeypatch.setattr(parquet, "_row_groups_of", counted)
+    got = s.read_metrics(MetricsQuery.of(start=start, server_ids=asked))
+    key = ["server_id", "timestamp"]
+    pd.testing.assert_frame_equal(
+        got.sort_values(key, ignore_index=True), want.sort_values(key, ignore_index=True), check_dtype=False
+    )
+    total = sum(f.num_row_groups for f in s._metrics_dataset().get_fragments())
+    assert 0 < scanned[0] < total / 3  # 3 servers' groups, not the partitions'
+    one_unit = s.read_metrics(
+        MetricsQuery.of(
+            server_ids=asked, business_units=[inv.set_index("server_id").loc[asked[0], "business_unit"]]
+        )
+    )
+    assert set(one_unit["server_id"].astype(str)) == {asked[0]}
+    assert s.read_metrics(MetricsQuery.of(server_ids=["srv-nope"])).empty
+
+
 def test_crash_during_publish_keeps_previous_latest(store, monkeypatch):
     first = new_run_id()
     frame = pd.DataFrame({"server_id": ["a"], "metric": ["cpu_p95"]})
