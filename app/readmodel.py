@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -81,8 +82,10 @@ BREACH_WINDOWS = (30, 90)
 # Part of the shared cache's key of a Plan: bump when Plan's fields change, so a worker of a new
 # release never unpickles an older release's Plan from a cache directory they share.
 PLAN_FORMAT = "2"
-SCOPED_INPUTS_KEPT = 2  # scoped what-if inputs kept per process (each up to whatif_max_servers)
 SMALL_SCOPES_KEPT, SMALL_SCOPE_SERVERS = 32, 100  # and small scopes (a packed host's members)
+# A what-if scope of more servers is prepared in a child process (in_child): ~1.5 s of start-up
+# against a read of seconds, and the worker's resident size never holds the read's peak.
+CHILD_SCOPE_SERVERS = 1_000
 # Plan tables the read model holds (joined for display, filtered in memory), and those it reads
 # one server at a time (never the fleet's rows); forecasts are read one server at a time too.
 SUMMARY_TABLES = ("risk", "recommendations", "consolidation")
@@ -205,6 +208,12 @@ class Plan:
             return None
         i = self._ids.get_indexer([server_id])[0]
         return int(i) if i >= 0 else None
+
+    def scope(self, positions: np.ndarray) -> tuple[pd.DataFrame, list[str], pd.Timestamp | None, str]:
+        """What :func:`prepare_scope` needs for the servers at ``positions``: their inventory,
+        their ids, the forecast origin and the frequency."""
+        inventory = self.inventory.iloc[positions].reset_index(drop=True)
+        return inventory, inventory["server_id"].tolist(), self.origin, self.freq
 
     # ---- filtering
     def mask(self, filters: FilterState | None) -> np.ndarray:
@@ -541,10 +550,54 @@ def one_server_forecast(store: Store, run_id: str, server_id: str) -> pd.DataFra
     return out.sort_values(["metric", "timestamp"], kind="stable", ignore_index=True)
 
 
+def in_child(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a short-lived spawned process, its result handed back through a file.
+
+    Why: a build's peak (Parquet reads, frames turned into arrays) would otherwise stay in a
+    web worker: glibc and Arrow keep freed memory and fragmentation holds more, and at 100,000
+    servers a worker's budget is 3 GB. The child's memory goes when it exits. The result comes
+    back as a pickle file, not through the pool's pipe (which holds the bytes and the objects
+    at once). ``fn`` must be importable by name; when the arguments cannot cross a process
+    boundary (a store that does not pickle) it runs here, and says so."""
+    import concurrent.futures
+    import multiprocessing
+    import pickle
+
+    try:
+        pickle.dumps(args)
+    except Exception as e:
+        log.warning("%s runs in the web worker (its arguments do not pickle: %s)", fn.__name__, e)
+        return fn(*args)
+    fd, path = tempfile.mkstemp(prefix="capfc-child-", suffix=".pickle")
+    os.close(fd)
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            try:
+                pool.submit(_to_file, fn, args, path).result()
+            except concurrent.futures.process.BrokenProcessPool as e:
+                raise ReadModelError(f"{fn.__name__} stopped in its child process (out of memory?)") from e
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    finally:
+        os.unlink(path)
+
+
+def _to_file(fn: Callable[..., Any], args: tuple, path: str) -> None:
+    """in_child's child: run, and write the result where the parent reads it."""
+    import pickle
+
+    result = fn(*args)
+    with open(path, "wb") as f:
+        pickle.dump(result, f, protocol=5)
+
+
 def release_memory() -> None:
-    """Give the heap freed by a load back to the system (glibc keeps it otherwise, and a
-    worker's resident size would stay at the load's peak). A no-op where there is no glibc."""
+    """Give the heap freed by a load back to the system: glibc's and Arrow's (mimalloc keeps
+    what a Parquet read freed: 0.6 GB after a scoped what-if's read at 100,000 servers), else
+    a worker's resident size would stay at the load's peak."""
     global _LIBC
+    pa.default_memory_pool().release_unused()
     if _LIBC is None:
         try:
             _LIBC = ctypes.CDLL("libc.so.6")
@@ -1140,15 +1193,19 @@ class ReadModel:
     def scoped_inputs(self, plan: Plan, positions: np.ndarray) -> AnalyticsInputs:
         """Prepared what-if inputs of some servers only (plan positions, sorted): their
         forecasts and history read with a server filter, never the fleet's. Kept per process
-        (the last few scopes): a filter change under one scenario reuses them."""
+        (see :meth:`_keep_scopes`): a filter change under one scenario reuses them."""
         digest = hashlib.sha256(np.asarray(positions, dtype=np.int64).tobytes()).hexdigest()[:16]
         key = (plan.run_id, digest)
         with self._inputs_lock:
             hit = self._scoped.get(key)
             if hit is not None:
                 return hit
+            self._keep_scopes(len(positions))  # room first: the build's peak is the worker's
         started = time.perf_counter()
-        inputs = build_analytics_inputs(self.store, plan, positions)
+        if len(positions) > CHILD_SCOPE_SERVERS:
+            inputs = in_child(prepare_scope, self.store, plan.run_id, *plan.scope(positions))
+        else:
+            inputs = build_analytics_inputs(self.store, plan, positions)
         release_memory()
         log.info(
             "prepared what-if inputs of %d servers of run %s in %.2f s",
@@ -1157,16 +1214,28 @@ class ReadModel:
             time.perf_counter() - started,
         )
         with self._inputs_lock:
+            self._keep_scopes(len(positions))
             self._scoped[key] = inputs
-            # a few large scopes (a filtered what-if), more small ones (a packed host's members)
-            large = [k for k, v in self._scoped.items() if len(v.inventory) > SMALL_SCOPE_SERVERS]
-            small = [k for k in self._scoped if k not in large]
-            for k in (
-                large[: max(0, len(large) - SCOPED_INPUTS_KEPT)]
-                + small[: max(0, len(small) - SMALL_SCOPES_KEPT)]
-            ):
-                self._scoped.pop(k, None)
         return inputs
+
+    def _keep_scopes(self, coming: int) -> None:
+        """Forget the oldest scopes so that, with one of ``coming`` servers added, the large ones
+        (a filtered what-if) hold at most whatif_max_servers servers together — one full scope's
+        arrays, ~0.5 GB at 10,000 servers — and the small ones (a packed host's members) number
+        at most SMALL_SCOPES_KEPT. Caller holds ``_inputs_lock``."""
+        large = coming > SMALL_SCOPE_SERVERS
+        budget = int(self.settings.whatif_max_servers) - (coming if large else 0)
+        small = 0 if large else 1
+        for k in reversed(list(self._scoped)):  # newest first
+            n = len(self._scoped[k].inventory)
+            if n <= SMALL_SCOPE_SERVERS:
+                small += 1
+                if small > SMALL_SCOPES_KEPT:
+                    del self._scoped[k]
+            elif n <= budget:
+                budget -= n
+            else:
+                del self._scoped[k]
 
     # ---- one server's forecast and history (read on demand: the plan holds no series)
     def server_forecast(self, plan: Plan, server_id: str) -> pd.DataFrame | None:
@@ -1228,33 +1297,52 @@ def build_analytics_inputs(store: Store, plan: Plan, positions: np.ndarray | Non
     """forecasting.inputs.prepare over the run's forecasts, the history the analytics look at,
     and the plan's inventory (so positions match the plan's) — of every server, or of the
     servers at ``positions`` only (read with a server filter: a scoped what-if)."""
+    if positions is None:
+        return prepare_scope(store, plan.run_id, plan.inventory, None, plan.origin, plan.freq)
+    return prepare_scope(store, plan.run_id, *plan.scope(positions))
+
+
+def prepare_scope(
+    store: Store,
+    run_id: str,
+    inventory: pd.DataFrame,
+    server_ids: list[str] | None,
+    origin: pd.Timestamp | None,
+    freq: str,
+) -> AnalyticsInputs:
+    """:func:`build_analytics_inputs` from what it needs of the plan only (what crosses to a
+    child process): ``server_ids`` None reads every server.
+
+    The two frames are handed to ``prepare`` as readers, so each is read when needed and
+    dropped once turned into arrays; Arrow's freed memory goes back after each read."""
     from forecasting.inputs import HISTORY_DAYS, AnalyticsError, prepare
 
-    inventory = plan.inventory if positions is None else plan.inventory.iloc[positions].reset_index(drop=True)
-    ids = None if positions is None else inventory["server_id"].tolist()
-    forecasts = (
-        store.read_run_table(plan.run_id, "forecasts")
-        if ids is None
-        else store.read_run_table(plan.run_id, "forecasts", server_ids=ids)
-    )
-    if forecasts is None or forecasts.empty:
-        raise ReadModelError(f"run {plan.run_id} has no forecasts: what-if scenarios need them")
-    known = forecasts["server_id"].astype("str").isin(inventory["server_id"])
-    if not known.all():
-        forecasts = forecasts[known.to_numpy()]
-    start = (
-        plan.origin - pd.Timedelta(days=HISTORY_DAYS.get(plan.freq, 400)) if plan.origin is not None else None
-    )
-    units = None if positions is None else sorted(set(inventory["business_unit"].astype(str)))
+    known_ids = inventory["server_id"]
+
+    def read_forecasts() -> pd.DataFrame:
+        forecasts = store.read_run_table(run_id, "forecasts", server_ids=server_ids)
+        release_memory()
+        if forecasts is None or forecasts.empty:
+            raise ReadModelError(f"run {run_id} has no forecasts: what-if scenarios need them")
+        known = forecasts["server_id"].astype("str").isin(known_ids)
+        return forecasts if known.all() else forecasts[known.to_numpy()]
+
+    def read_history() -> pd.DataFrame:
+        start = origin - pd.Timedelta(days=HISTORY_DAYS.get(freq, 400)) if origin is not None else None
+        units = None if server_ids is None else sorted(set(inventory["business_unit"].astype(str)))
+        try:
+            history = store.read_metrics(
+                MetricsQuery.of(start=start, server_ids=server_ids, business_units=units)
+            )
+        except NoDataError as e:
+            raise ReadModelError(f"run {run_id}: no metric history for what-if scenarios ({e})") from e
+        release_memory()
+        return history[history["server_id"].astype("str").isin(known_ids).to_numpy()]
+
     try:
-        history = store.read_metrics(MetricsQuery.of(start=start, server_ids=ids, business_units=units))
-    except NoDataError as e:
-        raise ReadModelError(f"run {plan.run_id}: no metric history for what-if scenarios ({e})") from e
-    history = history[history["server_id"].astype("str").isin(inventory["server_id"]).to_numpy()]
-    try:
-        return prepare(forecasts, history, inventory, origin=plan.origin, freq=plan.freq)
+        return prepare(read_forecasts, read_history, inventory, origin=origin, freq=freq)
     except AnalyticsError as e:
-        raise ReadModelError(f"run {plan.run_id} cannot be prepared for what-if scenarios: {e}") from e
+        raise ReadModelError(f"run {run_id} cannot be prepared for what-if scenarios: {e}") from e
 
 
 # --------------------------------------------------------------------------- server page helpers

@@ -37,6 +37,9 @@ from components.grid import records
 BLOCK_ROWS = 100  # rows per block the grid asks for (cacheBlockSize)
 MAX_BLOCK_ROWS = 1_000  # largest block answered (a request for more is refused)
 FRAME_MEMO = 6  # query results kept per process (each is one page's filtered rows)
+# ... and at most this many rows across them, the newest query's always kept: at 100,000
+# servers the unfiltered risk grid alone has 500,000 rows (~0.3 GB with its search text)
+FRAME_MEMO_ROWS = 600_000
 
 
 class GridRequestError(ValueError):
@@ -273,8 +276,9 @@ class GridRows:
 class FrameCache:
     """A few queries' rows per process, so a grid's scrolling and sorting only slice."""
 
-    def __init__(self, size: int = FRAME_MEMO) -> None:
+    def __init__(self, size: int = FRAME_MEMO, max_rows: int = FRAME_MEMO_ROWS) -> None:
         self.size = size
+        self.max_rows = max_rows
         self._memo: OrderedDict[Hashable, GridRows] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -287,8 +291,9 @@ class FrameCache:
         rows = build()
         with self._lock:
             self._memo[key] = rows
-            while len(self._memo) > self.size:
-                self._memo.popitem(last=False)
+            held = sum(len(r.frame) for r in self._memo.values())
+            while len(self._memo) > 1 and (len(self._memo) > self.size or held > self.max_rows):
+                held -= len(self._memo.popitem(last=False)[1].frame)
         return rows
 
 

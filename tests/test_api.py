@@ -242,6 +242,28 @@ def test_csv_neutralises_a_formula_in_the_inventory(make_app, writable_store):
     assert cells[1] == [target, '\'=HYPERLINK("http://evil.example","x")']
 
 
+def test_forecasts_are_compacted_in_a_child_process(plan_store, readmodel, plan, tmp_path, monkeypatch):
+    """The compact copy is written by a spawned child (writing it touches every page of it: 2 GB
+    of a web worker's resident size at 100,000 servers), which needs a store that pickles; a
+    compaction in this process fails the test."""
+    import pickle
+
+    from app.api.index import ForecastStore
+
+    copy = pickle.loads(pickle.dumps(plan_store))
+    with copy.cond.locked():  # the copy's own lock works
+        assert copy.latest_run_id() == RUN
+    monkeypatch.setattr(ForecastStore, "_write", lambda self, d: pytest.fail("compacted in the web worker"))
+    ids = pd.Index(sorted(plan.inventory["server_id"].astype(str)))
+    compact = ForecastStore(plan_store, RUN, ids, str(tmp_path / "fc" / RUN))
+    sid = ids[7]
+    got = pd.DataFrame(compact.server(ids.get_loc(sid))["mem_p95"])
+    want = readmodel.server_forecast(plan, sid)
+    want = want[want["metric"] == "mem_p95"]
+    assert len(got) == len(want) > 0
+    np.testing.assert_allclose(got["yhat"], want["yhat"], rtol=1e-6)
+
+
 def test_one_server_consolidation_and_summary(api, plan, readmodel):
     sid = str(plan.top_risks().iloc[0]["server_id"])
     resp = api.get(f"{V1}/runs/{RUN}/servers/{sid}")
@@ -562,16 +584,45 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(writable_store, 
     )
 
 
-def test_index_rows_are_the_grids_json_values(plan_store):
-    """The API's precomputed columns give exactly what components.grid.records gives the pages."""
-    from app.api.index import build_index
+def test_index_rows_are_the_grids_json_values(plan_store, monkeypatch):
+    """The API's precomputed columns give exactly what components.grid.records gives the pages;
+    text kept only as codes sorts and filters as the whole column did."""
+    from app.api import index as index_module
     from components.grid import records
 
-    index = build_index(plan_store, RUN)
+    whole: dict[str, pd.DataFrame] = {}
+
+    class Recording(index_module.Table):
+        def __post_init__(self) -> None:
+            whole[self.name] = self.frame.copy()
+            super().__post_init__()
+
+    monkeypatch.setattr(index_module, "Table", Recording)
+    index = index_module.build_index(plan_store, RUN)
     for name in ("risk", "recommendations", "backtest"):
-        table = index.tables[name]
-        chosen = np.arange(0, len(table.frame), 7)
-        assert table.rows(chosen, table.fields) == records(table.frame.iloc[chosen], table.fields)
+        table, frame = index.tables[name], whole[name]
+        assert table.frame.shape[1] < frame.shape[1]  # text is not kept twice
+        chosen = np.arange(0, table.n_rows, 7)
+        assert table.rows(chosen, table.fields) == records(frame.iloc[chosen], table.fields)
+        for col in ("server_id", "hostname", "metric", "severity", "action", "model", "business_unit"):
+            if col not in table.fields:
+                continue
+            text = frame[col].astype("object").where(frame[col].notna(), "").astype(str)
+            value = sorted(set(text))[len(set(text)) // 2]
+            np.testing.assert_array_equal(table.isin(col, [value, "no-such"]), (text == value).to_numpy())
+            if col in index_module.RANKED:
+                key = (
+                    frame[col]
+                    .astype(str)
+                    .map(index_module.RANKED[col])
+                    .to_numpy(dtype=float, na_value=np.nan)
+                )
+            else:
+                codes, _ = pd.factorize(frame[col].astype("string"), sort=True, use_na_sentinel=True)
+                key = np.where(codes < 0, np.nan, codes.astype(float))
+            missing = np.isnan(key)
+            want = np.lexsort([np.arange(len(frame)), np.where(missing, 0.0, -key), missing.astype(np.int8)])
+            np.testing.assert_array_equal(table.order([f"-{col}"]), want)
     assert index.inventory_row(3) == records(index.inventory.iloc[3:4])[0]
 
 

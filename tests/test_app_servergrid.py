@@ -420,6 +420,55 @@ def test_scoped_inputs_read_only_the_scoped_servers(plan_store, plan_store_root,
     assert rm.scoped_inputs(plan, pos) is inputs  # kept per process
 
 
+def test_the_query_cache_holds_a_bounded_number_of_rows():
+    from app.servergrid import FrameCache, GridRows
+
+    cache = FrameCache(size=6, max_rows=100)
+
+    def rows(n: int) -> GridRows:
+        return GridRows(pd.DataFrame({"server_id": [f"s{i}" for i in range(n)]}), ("server_id",))
+
+    for key, n in (("a", 60), ("b", 30)):
+        cache.get(key, lambda n=n: rows(n))
+    assert [len(r.frame) for r in cache._memo.values()] == [60, 30]
+    cache.get("c", lambda: rows(50))  # 140 rows: the oldest goes
+    assert list(cache._memo) == ["b", "c"]
+    assert cache.get("b", lambda: pytest.fail("rebuilt")) is cache._memo["b"]
+    cache.get("d", lambda: rows(150))  # over the budget alone: kept, as the only one
+    assert list(cache._memo) == ["d"]
+
+
+def test_a_large_scope_is_prepared_in_a_child_process_and_memory_stays_bounded(
+    plan_store, plan_store_root, monkeypatch
+):
+    """Above CHILD_SCOPE_SERVERS a scope's inputs are prepared by a spawned child (a failing
+    ``prepare`` here proves it): the same arrays as preparing here. Kept scopes hold at most
+    whatif_max_servers servers together, the newest kept."""
+    import forecasting.inputs as inputs_module
+    from app import readmodel as rmod
+
+    rm = ReadModel(plan_store, Settings(data=str(plan_store_root), whatif_max_servers=150))
+    plan = rm.plan()
+    first, second = np.arange(0, 110), np.arange(90, 200)
+    want = rmod.build_analytics_inputs(plan_store, plan, first)
+    monkeypatch.setattr(rmod, "CHILD_SCOPE_SERVERS", 50)
+    monkeypatch.setattr(inputs_module, "prepare", lambda *a, **k: pytest.fail("prepared in the web worker"))
+    got = rm.scoped_inputs(plan, first)
+    assert got.inventory["server_id"].tolist() == want.inventory["server_id"].tolist()
+    np.testing.assert_array_equal(got.quantiles, want.quantiles)
+    for m in want.history:
+        np.testing.assert_array_equal(got.history[m], want.history[m])
+    np.testing.assert_array_equal(got.missing_uplift, want.missing_uplift)
+    assert rm.scoped_inputs(plan, first) is got
+    rm.scoped_inputs(plan, second)  # 110 + 110 > 150: the older scope goes
+    assert [len(v.inventory) for v in rm._scoped.values()] == [110]
+    with pytest.raises(rmod.ReadModelError, match="has no forecasts"):  # the child's error, as raised
+        rmod.in_child(rmod.prepare_scope, plan_store, "20990101T000000Z-0000000000000000", *plan.scope(first))
+    monkeypatch.undo()
+    small = rm.scoped_inputs(plan, np.arange(5))  # small scopes (prepared here) are kept beside
+    assert small.n_servers == 5 and len(rm._scoped) == 2
+
+
 def test_the_recommendations_and_held_back_grids_page_on_the_server(paged_app):
     from callbacks import consolidation as cons
 

@@ -438,14 +438,19 @@ def get_summary(path: RunPath, query: SummaryQuery) -> Response:
     }
     risk = index.tables.get("risk")
     if risk is not None:
-        f = risk.frame[mask[risk.pos]]
-        pos = risk.pos[mask[risk.pos]]
-        rank = f["severity"].map(SEVERITY_RANK).fillna(SEVERITY_RANK["none"]).to_numpy(dtype=np.int64)
+        rows = mask[risk.pos]
+        pos = risk.pos[rows]
+        rank = (
+            pd.Series(risk.column("severity")[rows])
+            .map(SEVERITY_RANK)
+            .fillna(SEVERITY_RANK["none"])
+            .to_numpy(dtype=np.int64)
+        )
         worst = np.full(index.n_servers, SEVERITY_RANK["none"], dtype=np.int64)
         np.minimum.at(worst, pos, rank)
-        days = f["days_to_breach"].to_numpy(dtype=float, na_value=np.nan)
-        if "status" in f:
-            days = np.where(f["status"].to_numpy(dtype=object) == "already_over", 0.0, days)
+        days = risk.numbers("days_to_breach")[rows]
+        if risk.has("status"):
+            days = np.where(risk.column("status")[rows] == "already_over", 0.0, days)
         soonest = np.full(index.n_servers, np.inf)
         np.minimum.at(soonest, pos, np.where(np.isfinite(days), days, np.inf))
         for i, sev in enumerate(SEVERITIES[:-1]):
@@ -454,14 +459,13 @@ def get_summary(path: RunPath, query: SummaryQuery) -> Response:
         body["breaching_within_days"] = {str(d): int(((soonest <= d) & mask).sum()) for d in BREACH_WINDOWS}
     recs = index.tables.get("recommendations")
     if recs is not None:
-        f = recs.frame[mask[recs.pos]]
-        body["actions"] = {
-            str(k): int(v) for k, v in f["action"].astype(str).value_counts().sort_index().items()
-        }
-        if "monthly_savings" in f:
+        rows = mask[recs.pos]
+        actions = pd.Series(recs.column("action")[rows]).astype(str)
+        body["actions"] = {str(k): int(v) for k, v in actions.value_counts().sort_index().items()}
+        if recs.has("monthly_savings"):
             body["monthly_savings"] = round(
-                float(np.nansum(np.clip(f["monthly_savings"].to_numpy(dtype=float), 0, None))), 2
+                float(np.nansum(np.clip(recs.numbers("monthly_savings")[rows], 0, None))), 2
             )
-        held = f["held_back"].astype(str)
+        held = pd.Series(recs.column("held_back")[rows]).astype(str)
         body["held_back"] = {str(k): int(v) for k, v in held[held != ""].value_counts().sort_index().items()}
     return _cacheable(_json(body), etag)

@@ -98,6 +98,14 @@ class LocalCondIO:
         self.root = root
         self._thread_lock = threading.Lock()  # flock is per open file; serialise threads too
 
+    def __getstate__(self) -> dict:
+        # a store is handed to child processes (the web app's builds, app.readmodel.in_child):
+        # the lock serialises one process's threads only, so each process gets its own
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"])
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         os.makedirs(self.root, exist_ok=True)
