@@ -551,15 +551,15 @@ def one_server_forecast(store: Store, run_id: str, server_id: str) -> pd.DataFra
 
 
 def in_child(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a short-lived spawned process, its result handed back through a file.
+    """``fn(*args)`` in a short-lived spawned process, its result (or exception) handed back
+    through a file.
 
     Why: a build's peak (Parquet reads, frames turned into arrays) would otherwise stay in a
     web worker: glibc and Arrow keep freed memory and fragmentation holds more, and at 100,000
-    servers a worker's budget is 3 GB. The child's memory goes when it exits. The result comes
-    back as a pickle file, not through the pool's pipe (which holds the bytes and the objects
-    at once). ``fn`` must be importable by name; when the arguments cannot cross a process
-    boundary (a store that does not pickle) it runs here, and says so."""
-    import concurrent.futures
+    servers a worker's budget is 3 GB. The child's memory goes when it exits. A file, not a
+    pool's pipe (which holds the bytes and the objects at once); a daemonic process, so a worker
+    that stops takes its child with it. ``fn`` must be importable by name; when the arguments
+    cannot cross a process boundary (a store that does not pickle) it runs here, and says so."""
     import multiprocessing
     import pickle
 
@@ -571,25 +571,43 @@ def in_child(fn: Callable[..., Any], *args: Any) -> Any:
     fd, path = tempfile.mkstemp(prefix="capfc-child-", suffix=".pickle")
     os.close(fd)
     try:
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            try:
-                pool.submit(_to_file, fn, args, path).result()
-            except concurrent.futures.process.BrokenProcessPool as e:
-                raise ReadModelError(f"{fn.__name__} stopped in its child process (out of memory?)") from e
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        child = multiprocessing.get_context("spawn").Process(
+            target=_to_file, args=(fn, args, path), name=f"capfc-{fn.__name__}", daemon=True
+        )
+        child.start()
+        child.join()
+        try:
+            with open(path, "rb") as f:
+                ok, value = pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            code = child.exitcode
+            why = (
+                f"signal {-code}: the worker is stopping, or out of memory"
+                if code and code < 0
+                else f"exit code {code}"
+            )
+            raise ReadModelError(f"{fn.__name__} stopped in its child process ({why})") from None
     finally:
         os.unlink(path)
+    if not ok:
+        raise value
+    return value
 
 
 def _to_file(fn: Callable[..., Any], args: tuple, path: str) -> None:
-    """in_child's child: run, and write the result where the parent reads it."""
+    """in_child's child: run, and write (True, result) or (False, exception) where the parent reads."""
     import pickle
 
-    result = fn(*args)
+    try:
+        outcome = (True, fn(*args))
+    except Exception as e:
+        try:
+            pickle.dumps(e)
+            outcome = (False, e)
+        except Exception:
+            outcome = (False, ReadModelError(f"{type(e).__name__}: {e}"))
     with open(path, "wb") as f:
-        pickle.dump(result, f, protocol=5)
+        pickle.dump(outcome, f, protocol=5)
 
 
 def release_memory() -> None:

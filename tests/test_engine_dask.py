@@ -154,3 +154,17 @@ def test_a_shard_failing_every_attempt_publishes_nothing(fleet, client, fail_sha
     assert all(not any(p.rglob("*.parquet")) for p in (root / "runs").iterdir() if p.name in failed)
     planned = shards.plan_shards(store, _settings(root, shard_size=5))
     shards.abandon_run(store, planned["run_id"])
+
+
+def test_prophet_through_dask_publishes_the_one_process_plan(tmp_path, client):
+    """Prophet mode on the engine: it pools nothing across series and seeds each series' draws
+    by its key, so shards on the Dask workers give the one-process plan exactly."""
+    root = tmp_path / "prophet"
+    store = open_store(str(root))
+    write_fleet(store, n=3, seed=5, days=120)
+    prophet = {"model": "prophet", "calibration_servers": 3}
+    whole = run_batch(store, _settings(root, **prophet), progress=False)["run_id"]
+    manifest = engine.run_dask(store, _settings(root, shard_size=2, **prophet), client=client)
+    assert manifest["engine"]["n_shards"] == 2 and manifest["config"]["model"] == "prophet"
+    assert set(store.read_run_table(manifest["run_id"], "forecasts")["model"].astype(str)) == {"prophet"}
+    assert_same_plan(store, whole, manifest["run_id"])

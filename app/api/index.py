@@ -42,6 +42,7 @@ from app.filters import FilterState
 from app.readmodel import (
     DISPLAY_COLUMNS,
     SEVERITY_RANK,
+    ReadModelError,
     _as_str,
     _held_back,
     _join,
@@ -699,6 +700,8 @@ class ForecastStore:
     def warm(self) -> None:
         try:
             self.arrays()
+        except ReadModelError as e:  # its child stopped (the worker is stopping, or out of memory)
+            log.warning("forecasts of run %s could not be compacted ahead: %s", self.run_id, e)
         except Exception:  # a read request will meet (and report) the same failure
             log.warning("forecasts of run %s could not be compacted ahead", self.run_id, exc_info=True)
 
