@@ -29,6 +29,7 @@ Public API (used by callbacks of every page):
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import hashlib
 import logging
@@ -1357,10 +1358,16 @@ def prepare_scope(
         release_memory()
         return history[history["server_id"].astype("str").isin(known_ids).to_numpy()]
 
-    try:
-        return prepare(read_forecasts, read_history, inventory, origin=origin, freq=freq)
-    except AnalyticsError as e:
-        raise ReadModelError(f"run {run_id} cannot be prepared for what-if scenarios: {e}") from e
+    history: Callable[[], pd.DataFrame] = read_history
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        if server_ids is not None and len(server_ids) <= SMALL_SCOPE_SERVERS:
+            # a packed host's members: small frames, so both reads at once (the first view of a
+            # host waits for them: 0.3 s of forecasts beside 0.4 s of history at 100,000 servers)
+            history = pool.submit(read_history).result
+        try:
+            return prepare(read_forecasts, history, inventory, origin=origin, freq=freq)
+        except AnalyticsError as e:
+            raise ReadModelError(f"run {run_id} cannot be prepared for what-if scenarios: {e}") from e
 
 
 # --------------------------------------------------------------------------- server page helpers
