@@ -197,7 +197,6 @@ class Table:
     _orders: OrderedDict[tuple[str, ...], np.ndarray] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _json: dict[str, tuple[str, Any]] = field(default_factory=dict)
-    _codes: dict[str, tuple[dict[str, int], np.ndarray]] = field(default_factory=dict)
     _encoded: np.ndarray | None = None
     n_rows: int = 0
 
@@ -225,21 +224,14 @@ class Table:
         return values[codes]
 
     def isin(self, col: str, values: Sequence[str]) -> np.ndarray:
-        """Rows whose ``col`` (as text, '' for missing) is one of ``values``."""
-        if col not in self.frame:  # text: decided once per distinct value
-            codes, distinct = self._json[col][1]
-            wanted = set(values)
-            return np.array([("" if v is None else str(v)) in wanted for v in distinct], dtype=bool)[codes]
-        with self._lock:
-            coded = self._codes.get(col)
-            if coded is None:
-                text = self.frame[col].astype("object").where(self.frame[col].notna(), "").astype(str)
-                codes, uniques = pd.factorize(text, sort=True)
-                coded = self._codes[col] = ({u: i for i, u in enumerate(uniques)}, codes.astype(np.int32))
-        lookup, codes = coded
-        keep = np.zeros(len(lookup) + 1, dtype=bool)
-        keep[[lookup[v] for v in values if v in lookup]] = True
-        return keep[codes]
+        """Rows whose text column ``col`` ('' for missing) is one of ``values``: decided once
+        per distinct value, then gathered by the codes."""
+        kind, column = self._json[col]
+        if kind != "text":
+            raise ValueError(f"{col} is not a text column")
+        codes, distinct = column
+        wanted = set(values)
+        return np.array([("" if v is None else str(v)) in wanted for v in distinct], dtype=bool)[codes]
 
     def json_rows(self, chosen: np.ndarray) -> str:
         """Rows ``chosen`` with every field, as a JSON array. Each row is encoded the first time
@@ -812,16 +804,10 @@ class RunIndexCache:
                     return hit
             started = time.perf_counter()
             index = build_index(self.store, run_id, self.forecast_dir)
-            for name, cols in (
-                ("risk", ("severity", "metric")),
-                ("recommendations", ("action", "held_back")),
-            ):
+            for name in ("risk", "recommendations"):
                 table = index.tables.get(name)
-                if table is not None:  # the default order and the usual filters, before any request
+                if table is not None:  # the default order, before any request
                     table.order(DEFAULT_SORT[name])
-                    for col in cols:
-                        if table.has(col):
-                            table.isin(col, ())
                     table.json_rows(np.arange(0))
             release_memory()
             log.info(
