@@ -137,6 +137,16 @@ def test_gunicorn_serves_every_page_and_the_health_endpoint(plan_store_root, pla
             with urllib.request.urlopen(req, timeout=20) as r:
                 figure = json.loads(r.read())["response"]["ov-heatmap"]["figure"]
             assert figure["data"][0]["y"] == ["Markets"]
+        # each worker's boot compacts the run's forecasts for the API in a child process: it
+        # completes (and the server is not stopped while a child is still starting)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (
+            not list(tmp_path.glob("capfc-cache-*/api-forecasts/*/meta.json"))
+            or list(tmp_path.glob("capfc-child-*"))
+        ):
+            time.sleep(0.2)
+        assert list(tmp_path.glob("capfc-cache-*/api-forecasts/*/meta.json"))
+        assert not list(tmp_path.glob("capfc-child-*"))
     finally:
         _stop(proc)
     log = proc.stdout.read().decode(errors="replace")
