@@ -119,24 +119,32 @@ def run_batch(
     LATEST moves to it only if its input is at least as new as LATEST's (else
     ``manifest["superseded_by"]`` names the newer run and LATEST is left alone).
     """
-    from .shards import object_store, snapshot_input
+    from .shards import abandon_run, object_store, snapshot_input, sweep_dead_run
 
     run_id = run_id or new_run_id()
     ps = object_store(store)
-    with batch_run(run_id, trigger) as metrics, ps.run_lease(run_id, settings.lease_seconds):
+    with batch_run(run_id, trigger) as metrics, ps.run_lease(run_id, settings.lease_seconds) as lease:
+        sweep_dead_run(store, lease.taken_from_dead)  # a killed run's half-written files
         # what this run reads, taken before reading: its "input as-of" orders runs for LATEST
         input_snapshot = input_snapshot or snapshot_input(store)
-        manifest, risk = _run(
-            store,
-            settings,
-            model,
-            horizon,
-            backtest,
-            progress,
-            run_id,
-            input_snapshot,
-            bound_context()["trigger"],
-        )
+        try:
+            manifest, risk = _run(
+                store,
+                settings,
+                model,
+                horizon,
+                backtest,
+                progress,
+                run_id,
+                input_snapshot,
+                bound_context()["trigger"],
+            )
+        except Exception:
+            try:  # what it wrote before failing is never published: remove it
+                abandon_run(store, run_id)
+            except Exception as e:  # never hide the run's own error behind the clean-up's
+                log.warning("could not remove the failed run's files: %s", e, extra={"run_id": run_id})
+            raise
         add_run_metrics(metrics, manifest, servers_at_risk(risk))
         say = echo or (lambda _msg: None)
         for line in summary_lines(manifest, risk):

@@ -290,8 +290,9 @@ def plan_shards(
     snap = snapshot or snapshot_input(store)
     run_id = check_run_id(run_id or run_id_for(snap["key"]))
     # the run holds the store's lease from plan to publish (across invocations: no pid to watch)
-    acquire_lease(ps.cond, ps.lease_path(), run_id, settings.lease_seconds)
+    lease = acquire_lease(ps.cond, ps.lease_path(), run_id, settings.lease_seconds)
     try:
+        sweep_dead_run(store, lease.taken_from_dead)
         return _plan(store, settings, ps, snap, run_id, trigger, model, horizon, backtest, t0)
     except BaseException:
         release_lease(ps.cond, ps.lease_path(), run_id)
@@ -710,17 +711,35 @@ def _backtest_scores(ps: ParquetStore, run_id: str) -> pd.DataFrame | None:
 
 
 def abandon_run(store: Store, run_id: str) -> dict:
-    """A run that failed before publishing: release the store's lease it holds (the next run need
-    not wait for it to expire) and remove its shards' files and table parts. A published run is
-    left alone; so is a lease another run holds. Safe to call more than once."""
+    """A run that failed, or whose process died, before publishing: release the store's lease it
+    holds (the next run need not wait for it to expire) and remove everything it wrote under
+    ``runs/<id>/`` (shards' files, table parts, a killed writer's ``.tmp-`` files). A published
+    run is left alone; so is a lease another run holds. Safe to call more than once."""
     ps = object_store(store)
     check_run_id(run_id)
     if ps._exists(ps._p("runs", run_id, "manifest.json")):
         return {"run_id": run_id, "abandoned": False, "why": "published"}
     release_lease(ps.cond, ps.lease_path(), run_id)
     _delete_partials(ps, run_id, *PART_TABLES)
+    try:
+        ps.fs.delete_dir(ps._p("runs", run_id))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("could not remove run %s: %s", run_id, e, extra={"run_id": run_id})
     log.warning("run abandoned: lease released, partial files removed", extra={"run_id": run_id})
     return {"run_id": run_id, "abandoned": True}
+
+
+def sweep_dead_run(store: Store, run_id: str | None) -> None:
+    """What a run does on taking the lease over from a process that died: that run never
+    published (or published and died before releasing: then it is left alone), so its files go."""
+    if not run_id:
+        return
+    try:
+        abandon_run(store, run_id)
+    except (StoreError, ValueError) as e:  # an unreadable id in the old lease: nothing to remove
+        log.warning("could not sweep the dead run %s: %s", run_id, e)
 
 
 def _delete_partials(ps: ParquetStore, run_id: str, *tables: str) -> None:

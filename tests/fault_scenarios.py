@@ -171,6 +171,17 @@ def check(store: Store, before: tuple | None, acked: pd.DataFrame | None) -> tup
     return latest, order
 
 
+def run_dirs(store: Store) -> list[str]:
+    """The directories under ``runs/``, published or not (an S3 prefix counts as one)."""
+    import pyarrow.fs as pafs
+
+    from forecasting.shards import object_store
+
+    ps = object_store(store)
+    infos = ps.fs.get_file_info(pafs.FileSelector(ps._p("runs"), allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
 def read_model_view(store: Store):
     """The app's read model on ``store`` (no TTL: every call re-checks LATEST)."""
     from app.readmodel import ReadModel
@@ -215,6 +226,9 @@ def kill_runs(target: Target, seed: int, points: int = 3) -> Outcome:
     assert r.returncode == 0, r.stderr[-2000:]
     new, _ = check(store, order, None)
     assert new != latest or len(killed) == 0
+    # the last killed run's files went with it (the next run took its dead lease over)
+    left = [r for r in run_dirs(store) if r not in store.list_runs()]
+    assert not left, f"directories of killed runs left under runs/: {left}"
     return Outcome(
         "kill -9 batch run",
         target.kind,

@@ -113,6 +113,9 @@ def test_crash_in_publish_leaves_previous_run(fleet_store, monkeypatch):
         run_batch(fleet_store, settings, horizon=7, backtest=False, progress=False)
     assert fleet_store.latest_run_id() == good
     assert_complete(fleet_store, good)
+    # the failed run's tables written before the crash are removed with its directory
+    runs = Path(fleet_store.root, "runs")
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == fleet_store.list_runs()
 
 
 @pytest.mark.slow
@@ -124,6 +127,7 @@ def test_sigkill_at_any_moment_never_exposes_half_a_run(fleet_store):
     subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
     full = time.perf_counter() - t0
     assert_complete(fleet_store, fleet_store.latest_run_id())
+    runs = Path(fleet_store.root, "runs")
     for frac in (0.3, 0.6, 0.85, 0.95):
         child = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(full * frac)
@@ -132,8 +136,14 @@ def test_sigkill_at_any_moment_never_exposes_half_a_run(fleet_store):
         latest = fleet_store.latest_run_id()
         assert latest is not None
         assert_complete(fleet_store, latest)
-    # No half-written file is ever left where a reader would look.
-    assert not [p for p in Path(fleet_store.root, "runs").rglob("*.parquet") if p.name.startswith(".tmp")]
+        # No half-written file is ever left where a reader would look: in a published run.
+        for run in fleet_store.list_runs():
+            assert not [p.name for p in (runs / run).rglob(".tmp-*")], run
+    # The next run takes the dead run's lease over and removes what it left (its half-written
+    # `.tmp-` files included): no directory under runs/ without a manifest, no temporary file.
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    assert not list(runs.rglob(".tmp-*"))
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == fleet_store.list_runs()
 
 
 def test_run_rejects_empty_store(tmp_path):

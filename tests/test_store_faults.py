@@ -201,6 +201,43 @@ def test_a_dead_local_process_lease_is_taken_over_at_once(tmp_path):
     assert json.loads(Path(store.lease_path()).read_text())["run_id"] == lease.run_id
 
 
+@pytest.mark.parametrize("how", ["one process", "sharded"])
+def test_the_run_taking_over_a_dead_runs_lease_removes_its_files(tmp_path, how):
+    """A run killed before publishing leaves its directory (half-written `.tmp-` files, shard
+    parts); the next run knows that run is dead (its lease's process is gone) and removes them.
+    A dead run that had published (killed before releasing its lease) is left alone."""
+    import subprocess
+    import sys
+
+    from forecasting.batch import run_batch
+    from forecasting.settings import load_settings
+    from forecasting.shards import run_sharded
+    from tests.small_fleet import write_fleet
+
+    store = open_store(str(tmp_path / "d"))
+    write_fleet(store, n=6, seed=3)
+    settings = load_settings(data=store.uri).model_copy(update={"shard_size": 3})
+    published = run_batch(store, settings, progress=False)["run_id"]
+    runs = tmp_path / "d" / "runs"
+    dead = "20250101T000000Z-dead"
+    (runs / dead / "forecasts").mkdir(parents=True)
+    (runs / dead / ".tmp-0a1b-risk.parquet").write_bytes(b"PAR1 half")
+    (runs / dead / "forecasts" / "part-00000.parquet").write_bytes(b"PAR1")
+    for holder in (dead, published):
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()
+        acquire_lease(store.cond, store.lease_path(), holder, 600, pid=child.pid)
+        new = (
+            run_batch(store, settings, progress=False)
+            if how == "one process"
+            else run_sharded(store, settings)
+        )
+        assert not (runs / dead).exists()
+        assert published in store.list_runs()  # a published dead holder keeps its run
+        assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == store.list_runs()
+        assert store.latest_run_id() == new["run_id"]
+
+
 def test_cli_run_refused_while_another_holds_the_store(target):
     store = target.open()
     fs.seed_fleet(store, n=8, days=60)

@@ -278,6 +278,9 @@ class Lease:
     token: str
     record: dict
     lost: bool = False
+    # the run whose lease this took over because its process on this host was dead: it never
+    # finished, so its unpublished files are garbage the taker removes (shards.abandon_run)
+    taken_from_dead: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -315,6 +318,11 @@ def _free(rec: dict | None, run_id: str) -> bool:
             return True
     except (KeyError, TypeError, ValueError):
         return True  # unreadable: take it over rather than block the store for ever
+    return _holder_dead(rec)
+
+
+def _holder_dead(rec: dict) -> bool:
+    """The lease's process ran on this host and is gone (killed, crashed): it will never release."""
     pid = rec.get("pid")
     return bool(pid) and rec.get("host") == socket.gethostname() and not _pid_alive(int(pid))
 
@@ -346,9 +354,16 @@ def acquire_lease(io: Any, path: str, run_id: str, ttl: float, *, pid: int | Non
             token = io.put_new(path, data) if cur is None else io.put_if(path, data, cur[1])
         except PreconditionFailedError:
             continue  # someone else moved first: look again
+        dead = None
         if rec and rec.get("run_id") not in (None, run_id) and not rec.get("released"):
-            log.warning("took over an expired lease of run %s", rec.get("run_id"), extra={"run_id": run_id})
-        return Lease(io, path, run_id, ttl, token, new)
+            dead = str(rec["run_id"]) if _holder_dead(rec) else None
+            log.warning(
+                "took over the lease of run %s (%s)",
+                rec.get("run_id"),
+                "its process is dead" if dead else "expired",
+                extra={"run_id": run_id},
+            )
+        return Lease(io, path, run_id, ttl, token, new, taken_from_dead=dead)
     raise StoreError(f"could not take the lease {path}: too many concurrent writers")
 
 
