@@ -264,6 +264,40 @@ def test_forecasts_are_compacted_in_a_child_process(plan_store, readmodel, plan,
     np.testing.assert_allclose(got["yhat"], want["yhat"], rtol=1e-6)
 
 
+def test_workers_compact_a_runs_forecasts_once(plan_store, plan, tmp_path, monkeypatch):
+    """Two workers asking for the compact copy at once: one writes it, the other waits on the
+    instance's lock and maps the same files."""
+    import threading
+    import time
+
+    from app.api.index import ForecastStore
+
+    writes: list[str] = []
+
+    def write_here(self, directory):  # in this process, slowly: the other worker arrives meanwhile
+        writes.append(threading.current_thread().name)
+        time.sleep(0.5)
+        return self._write(directory)
+
+    monkeypatch.setattr(ForecastStore, "_write_in_child", write_here)
+    ids = pd.Index(sorted(plan.inventory["server_id"].astype(str)))
+    stores = [ForecastStore(plan_store, RUN, ids, str(tmp_path / "fc" / RUN)) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def worker(fs: ForecastStore) -> None:
+        start.wait()
+        fs.build()
+
+    threads = [threading.Thread(target=worker, args=(fs,)) for fs in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(writes) == 1
+    a, b = (pd.DataFrame(fs.server(ids.get_loc(ids[3]))["cpu_p95"]) for fs in stores)
+    assert len(a) > 0 and a.equals(b)
+
+
 def test_one_server_consolidation_and_summary(api, plan, readmodel):
     sid = str(plan.top_risks().iloc[0]["server_id"])
     resp = api.get(f"{V1}/runs/{RUN}/servers/{sid}")

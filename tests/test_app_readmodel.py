@@ -366,6 +366,71 @@ def test_runs_are_shared_between_workers_through_the_file_system_cache(tmp_path:
     assert snap.plan is not None and snap.status.stale
 
 
+def test_workers_booting_together_build_a_run_once(tmp_path: Path, monkeypatch):
+    """Two workers (their own ReadModel and cache handle on one cache directory) load a run
+    that is not cached yet, at the same moment: one builds the plan and the what-if inputs,
+    the other waits and reads them from the cache. A builder that fails leaves the build to
+    the waiter (the lock dies with its holder's attempt)."""
+    import threading
+
+    from app import readmodel as rmod
+
+    make_plan_store(tmp_path / "data", 12, seed=4)
+    settings = Settings(data=str(tmp_path / "data"))
+    builds: dict[str, list[str]] = {"plan": [], "inputs": []}
+    real_plan, real_inputs = rmod.build_plan, rmod.build_analytics_inputs
+    fail_first = threading.Event()
+
+    def slow_plan(store, run_id, settings_):
+        builds["plan"].append(threading.current_thread().name)
+        time.sleep(0.5)  # the other worker arrives while this one builds
+        if fail_first.is_set() and len(builds["plan"]) == 1:
+            raise StoreError("the store went away mid-build")
+        return real_plan(store, run_id, settings_)
+
+    def slow_inputs(store, plan):
+        builds["inputs"].append(threading.current_thread().name)
+        time.sleep(0.5)
+        return real_inputs(store, plan)
+
+    monkeypatch.setattr(rmod, "build_plan", slow_plan)
+    monkeypatch.setattr(rmod, "build_analytics_inputs", slow_inputs)
+
+    def boot(cache_dir: Path) -> dict:
+        got: dict = {}
+        start = threading.Barrier(2)
+
+        def worker(name: str) -> None:
+            rm = ReadModel(open_store(settings.data), settings, FileSystemCache(str(cache_dir)))
+            start.wait()
+            try:
+                plan = rm.plan()
+                got[name] = (plan, rm.analytics_inputs(plan))
+            except Exception as e:
+                got[name] = e
+
+        threads = [threading.Thread(target=worker, args=(n,), name=n) for n in ("w1", "w2")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        return got
+
+    got = boot(tmp_path / "cache")
+    assert len(builds["plan"]) == 1 and len(builds["inputs"]) == 1, builds
+    (p1, i1), (p2, i2) = got["w1"], got["w2"]
+    assert p1.run_id == p2.run_id and p1.n_servers == p2.n_servers == 12
+    assert np.array_equal(i1.quantiles, i2.quantiles, equal_nan=True)
+
+    builds["plan"].clear()
+    fail_first.set()
+    got = boot(tmp_path / "cache-2")
+    assert len(builds["plan"]) == 2, builds  # the first builder failed: the waiter built
+    failed = [n for n, v in got.items() if isinstance(v, Exception)]
+    assert failed == [builds["plan"][0]]
+    assert [n for n, v in got.items() if not isinstance(v, Exception)] == [builds["plan"][1]]
+
+
 def test_warm_loads_the_run_in_the_background(tmp_path: Path):
     store = counting(make_plan_store(tmp_path, 10, seed=10))
     rm = ReadModel(store, Settings(data=str(tmp_path)))

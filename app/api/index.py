@@ -48,6 +48,7 @@ from app.readmodel import (
     _join,
     _options,
     in_child,
+    one_builder,
     release_memory,
 )
 from forecasting.plan import ACTIONS, BAND_80, BAND_95
@@ -560,10 +561,15 @@ class ForecastStore:
         return all(os.path.exists(os.path.join(self.directory, f)) for f in self.FILES)
 
     def build(self) -> None:
-        """Write the compact copy (once; a no-op when another worker already did)."""
-        if self._complete():
-            log.info("forecasts of run %s already compacted", self.run_id)
-            return
+        """Write the compact copy (once: the instance's other workers wait for it, then map it)."""
+        if not self._complete():
+            with one_builder(self.directory + ".lock"):
+                if not self._complete():
+                    self._build()
+                    return
+        log.info("forecasts of run %s already compacted", self.run_id)
+
+    def _build(self) -> None:
         started = time.perf_counter()
         parent = os.path.dirname(self.directory)
         os.makedirs(parent, exist_ok=True)
