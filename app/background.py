@@ -160,6 +160,39 @@ class _Breaker:
         )
 
 
+class _SettledPolls:
+    """A poll reads a job's result, then asks whether the job still runs (Dash's order), and
+    "no result and not running" closes the browser's loop with no update. A job that finishes
+    between the two looks cancelled: the re-forecast never shows (seen under load, diskcache).
+    Here ``job_running`` answers as of *before* the result was read: running then and no result
+    means "poll again", and the next poll finds the result."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._verdict = threading.local()
+
+    def get_result(self, key: Any, job: Any) -> Any:
+        running = bool(job) and super().job_running(job)
+        result = super().get_result(key, job)
+        # a result read terminates its job: then Dash's later question is answered afresh
+        self._verdict.seen = (job, running) if result is self.UNDEFINED else None
+        return result
+
+    def job_running(self, job: Any) -> bool:
+        seen, self._verdict.seen = getattr(self._verdict, "seen", None), None
+        if seen is not None and seen[0] == job:
+            return seen[1]
+        return super().job_running(job)
+
+
+class LocalJobs(_SettledPolls, DiskcacheManager):
+    """Jobs in this instance's processes, results in its disk cache."""
+
+
+class SharedJobs(_SettledPolls, CeleryManager):
+    """Jobs on Celery, results in Redis: any instance answers a poll."""
+
+
 class WebTier:
     """The background manager and the shared pieces create_app wires in."""
 
@@ -200,11 +233,11 @@ def web_tier(redis_url: str | None, cache_dir: str) -> WebTier:
     """Celery on Redis when ``redis_url`` is set, else a disk cache under ``cache_dir``."""
     if not redis_url:
         cache = diskcache.Cache(os.path.join(cache_dir, "background"))
-        return WebTier(DiskcacheManager(cache, expire=600))
+        return WebTier(LocalJobs(cache, expire=600))
     client = redis_client(redis_url)
     celery = celery_app(redis_url)
     return WebTier(
-        CeleryManager(celery),
+        SharedJobs(celery),
         celery=celery,
         signing_secret=SharedSigningSecret(client),
         run_status=SharedRunStatus(client),

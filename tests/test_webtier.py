@@ -45,6 +45,46 @@ WORKER_CMD = ["celery", "-A", "app.worker", "worker", "--loglevel=INFO", "--conc
 # --------------------------------------------------------------------------- settings
 
 
+@pytest.mark.parametrize("outcome", ["finishes", "dies"])
+def test_a_job_finishing_between_a_polls_two_reads_is_not_taken_as_cancelled(tmp_path, outcome):
+    """Dash reads a job's result, then asks whether the job runs. A real job process that
+    writes its result and exits between the two must make the poll say "running" (the next poll
+    gets the result), not "cancelled" (no update: the browser stops waiting, the answer is
+    lost; CI saw it under load). A job that dies without a result is still seen as ended."""
+    from app.background import web_tier
+
+    manager = web_tier(None, str(tmp_path)).manager
+    key = "job-result"
+    script = (
+        "import diskcache, sys, time; time.sleep(0.5); "
+        f"sys.exit(3) if {outcome == 'dies'!r} else diskcache.Cache({str(tmp_path / 'background')!r}).set({key!r}, 42)"
+    )
+    job = subprocess.Popen([sys.executable, "-c", script])  # not reaped until the end: as Dash's
+    try:
+        assert manager.get_result(key, job.pid) is manager.UNDEFINED  # still sleeping
+        deadline = time.monotonic() + 30
+        while manager_alive(job.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the job ends now, between the poll's two reads
+        assert manager.job_running(job.pid) is True  # running when read: poll again, not "cancelled"
+        if outcome == "finishes":
+            assert manager.get_result(key, job.pid) == 42  # the next poll has the answer
+        else:  # died without a result: the next poll sees it ended
+            assert manager.get_result(key, job.pid) is manager.UNDEFINED
+            assert manager.job_running(job.pid) is False
+    finally:
+        job.kill()
+        job.wait()
+
+
+def manager_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_redis_url_setting_is_checked_without_echoing_it(monkeypatch):
     assert load_settings().redis_url is None
     monkeypatch.setenv("CAPFC_REDIS_URL", "rediss://:s3cret-token@cache.example:6379/0")
