@@ -408,8 +408,8 @@ def cmd_clean(args: argparse.Namespace, settings: Settings, store: Store) -> int
     from .records.retention import clean_runs
 
     keep = settings.keep_runs if args.keep is None else args.keep
-    if keep < 1:
-        raise UsageError("CAPFC_KEEP_RUNS=0 keeps every run: nothing to clean (or pass --keep N)")
+    if keep < 0:
+        raise UsageError("--keep must be 0 (keep every run: remove only orphaned files) or more")
     for line in clean_runs(store, keep, dry_run=args.dry_run).lines():
         _out(line)
     return EXIT_OK

@@ -89,6 +89,36 @@ def test_expired_read_lease_does_not_keep_a_run(target):
     assert RUNS[0] in clean_runs(store, 5, now=later).removed
 
 
+def test_unpublished_run_directories_untouched_for_a_day_are_removed(target):
+    """What a run that died leaves when no run took its lease over (another host, an expired
+    lease): removed once nothing touched it for a day, unless it is read, signed off or holds
+    the store's lease; a fresh one (a run still working) is left; a dry run only says so."""
+    from forecasting.sources.commit import acquire_lease
+
+    store = target.open()
+    _six_runs(store)
+    ps = retention._object_store(store)
+    dead, held, read = "20251201T000000Z-dead01", "20251202T000000Z-held01", "20251203T000000Z-read01"
+    for run in (dead, held, read):
+        store._put_new(ps._p("runs", run, "forecasts", "part-00000.parquet"), b"PAR1 half")
+        store._put_new(ps._p("runs", run, ".tmp-0a1b-risk.parquet"), b"PAR1")
+    acquire_lease(ps.cond, ps.lease_path(), held, 10 * 86400, pid=None)
+    tomorrow = datetime.now(UTC) + timedelta(hours=25)
+    take_read_lease(store, RUNS[0], ttl=60)  # a lease on a published run: not the orphan's
+    retention.write_read_lease(store, f"{ps._p('readers', read)}/r.json", 30 * 3600)
+
+    def dirs() -> set[str]:
+        return set(fs.run_dirs(store))
+
+    assert clean_runs(store, 10).orphans == []  # written just now: a run may still be working
+    result = clean_runs(store, 10, dry_run=True, now=tomorrow)
+    assert result.orphans == [dead] and dead in dirs()
+    assert any("unpublished run " + dead in line for line in result.lines())
+    assert clean_runs(store, 10, now=tomorrow).orphans == [dead]
+    assert dirs() == set(RUNS) | {held, read}
+    assert store.list_runs() == RUNS
+
+
 def test_reader_of_a_removed_run_is_told_it_is_gone(tmp_path):
     store = fs.local_target(tmp_path / "d").open()
     _six_runs(store)
@@ -152,7 +182,8 @@ def test_clean_after_run_and_cli(tmp_path, capsys):
     root = tmp_path / "d"
     store = fs.local_target(root).open()
     _six_runs(store)
-    assert clean_after_run(store, 0) is None  # 0 = keep every run
+    none = clean_after_run(store, 0)  # 0 = keep every run (orphans still go)
+    assert none is not None and none.removed == [] and none.orphans == []
     assert len(store.list_runs()) == 6
     assert main(["--data", str(root), "clean", "--keep", "4", "--dry-run"]) == 0
     assert "would remove 2 run(s)" in capsys.readouterr().out
@@ -160,7 +191,9 @@ def test_clean_after_run_and_cli(tmp_path, capsys):
     assert main(["--data", str(root), "clean", "--keep", "4"]) == 0
     assert store.list_runs() == RUNS[2:]
     assert clean_after_run(store, 3).removed == [RUNS[2]]
-    assert main(["--data", str(root), "clean", "--keep", "0"]) == 2
+    assert main(["--data", str(root), "clean", "--keep", "0"]) == 0
+    assert store.list_runs() == RUNS[3:]
+    assert main(["--data", str(root), "clean", "--keep", "-1"]) == 2
 
 
 @pytest.mark.slow

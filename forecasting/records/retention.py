@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from ..sources.base import NoRunError, Store, StoreError, check_run_id
+from ..sources.base import RUN_ID_RE, NoRunError, Store, StoreError, check_run_id
 from ..sources.commit import PreconditionFailedError, who
 from .decisions import delete_if_present, signed_off_runs
 
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 READERS_DIR = "readers"
 DEFAULT_READ_TTL = 900.0  # a reader that crashed blocks clean-up of its run at most this long
+# A run directory without a manifest (a run that died on another host, or whose lease expired)
+# untouched this long is an orphan: no run lasts a day, and nothing ever reads it.
+ORPHAN_AFTER = timedelta(hours=24)
 
 
 def _object_store(store: Store):
@@ -196,24 +199,32 @@ class CleanupResult:
     removed: list[str]
     kept: dict[str, str]
     dry_run: bool = False
+    orphans: list[str] = field(default_factory=list)  # unpublished run directories removed
 
     def lines(self) -> list[str]:
         verb = "would remove" if self.dry_run else "removed"
         out = [f"{verb} {len(self.removed)} run(s), kept {len(self.kept)}"]
         out += [f"  {verb}: {r}" for r in self.removed]
         out += [f"  kept {r}: {why}" for r, why in sorted(self.kept.items())]
+        out += [f"  {verb} the files of unpublished run {r} (untouched for a day)" for r in self.orphans]
         return out
 
 
 def clean_runs(
     store: Store, keep_runs: int, *, dry_run: bool = False, now: datetime | None = None
 ) -> CleanupResult:
-    """Remove the published runs the retention rules do not keep (see the module docstring)."""
+    """Remove the published runs the retention rules do not keep (see the module docstring),
+    and orphans (:func:`_sweep_orphans`). ``keep_runs`` 0 keeps every published run."""
     ps = _object_store(store)  # the Parquet layout (an Athena store's S3 tables)
     runs = ps.list_runs()
     latest = ps.latest_run_id()
     signed = signed_off_runs(store)
-    candidates = plan_cleanup(runs, keep_runs=keep_runs, latest=latest, signed_off=signed, being_read=set())
+    if keep_runs:
+        candidates = plan_cleanup(
+            runs, keep_runs=keep_runs, latest=latest, signed_off=signed, being_read=set()
+        )
+    else:
+        candidates = CleanupPlan(keep=dict.fromkeys(runs, "every run kept (keep_runs 0)"))
     kept = dict(candidates.keep)
     removed: list[str] = []
     for run in candidates.remove:
@@ -230,7 +241,52 @@ def clean_runs(
             removed.append(run)
     if removed and not dry_run:
         log.info("clean-up removed %d run(s), kept %d", len(removed), len(kept), extra={"removed": removed})
-    return CleanupResult(removed, kept, dry_run)
+    orphans = _sweep_orphans(store, ps, set(runs), latest, signed, dry_run, now or _now())
+    return CleanupResult(removed, kept, dry_run, orphans)
+
+
+def _sweep_orphans(
+    store: Store,
+    ps: Any,
+    published: set[str],
+    latest: str | None,
+    signed: set[str],
+    dry_run: bool,
+    now: datetime,
+) -> list[str]:
+    """Remove run directories that never got a manifest and whose newest file is older than
+    ORPHAN_AFTER: what a run that died leaves when no run took its lease over from its dead
+    process (another host, a Lambda that timed out, an expired lease). The run holding the
+    store's lease, LATEST, signed-off and read-leased runs are never touched (a run hidden for
+    a moment by another clean-up's handshake has its manifest back or is gone)."""
+    try:
+        infos = ps.fs.get_file_info(pafs.FileSelector(ps._p("runs"), allow_not_found=True))
+    except OSError as e:
+        raise StoreError(f"cannot list the runs of {store.uri}: {e}") from e
+    lease = ps.cond.get(ps.lease_path())
+    holder = None
+    if lease is not None:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            holder = json.loads(lease[0]).get("run_id")
+    swept = []
+    for info in infos:
+        run = info.base_name
+        if info.type != pafs.FileType.Directory or run in published or run in (latest, holder):
+            continue
+        if not RUN_ID_RE.match(run):
+            continue  # not a run's directory: not ours to remove
+        files = ps.fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
+        stamps = [f.mtime for f in files if f.mtime is not None]
+        if not stamps or now - max(stamps).astimezone(UTC) < ORPHAN_AFTER:
+            continue
+        if run in signed or live_readers(store, run, now) or ps._exists(ps._p("runs", run, "manifest.json")):
+            continue
+        if not dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                ps.fs.delete_dir(info.path)
+            log.warning("removed the files of unpublished run %s (untouched for a day)", run)
+        swept.append(run)
+    return swept
 
 
 def _remove_run(store: Store, ps: Any, run: str, now: datetime | None) -> str | None:
@@ -266,10 +322,8 @@ def _remove_run(store: Store, ps: Any, run: str, now: datetime | None) -> str | 
 
 def clean_after_run(store: Store, keep_runs: int | None) -> CleanupResult | None:
     """The clean-up at the end of a batch run: never fails the run (a warning instead)."""
-    if not keep_runs:
-        return None
     try:
-        return clean_runs(store, keep_runs)
+        return clean_runs(store, keep_runs or 0)
     except (StoreError, OSError) as e:
         log.warning("clean-up after the run failed: %s (the next run tries again)", e)
         return None
