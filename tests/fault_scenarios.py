@@ -233,7 +233,7 @@ def kill_runs(target: Target, seed: int, points: int = 3) -> Outcome:
         "kill -9 batch run",
         target.kind,
         points + 2,
-        f"killed at {', '.join(killed)} of a {full:.1f} s run: LATEST always complete, never back; next run published",
+        f"killed at {', '.join(killed)} of a {full:.1f} s run: LATEST always complete, never back; next run published, killed runs' files removed",
         time.perf_counter() - t0,
     )
 
