@@ -558,11 +558,11 @@ def one_builder(lock_path: str | None) -> Iterator[None]:
     """Hold the instance-wide lock ``lock_path`` while building what every worker of this
     instance needs once (a run's plan, its what-if inputs, the API's compact forecasts).
 
-    Why: workers boot together, and without it each built the same run at once (58 s of CPU
-    and 2 GB each at 100,000 servers); now one builds and writes the shared cache, the others
-    wait here and read it (the caller looks again once it holds the lock). An ``fcntl`` lock:
-    the system releases it when its holder dies, so a waiter then builds. None: nothing shared
-    to build once (a per-process cache), so no lock."""
+    Why: workers boot together, and without it each built the same run at once (61 s of CPU
+    and 2 GB each at 100,000 servers, then 30 s each for the API's copy); now one builds and
+    writes the shared cache, the others wait here and read it (the caller looks again once it
+    holds the lock). An ``fcntl`` lock: the system releases it when its holder dies, so a
+    waiter then builds. None: nothing shared to build once (a per-process cache), so no lock."""
     if lock_path is None:
         yield
         return

@@ -276,7 +276,7 @@ def _sweep_orphans(
         if not RUN_ID_RE.match(run):
             continue  # not a run's directory: not ours to remove
         files = ps.fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
-        stamps = [f.mtime for f in files if f.mtime is not None]
+        stamps = [f.mtime for f in (*files, info) if f.mtime is not None]  # an empty directory: its own
         if not stamps or now - max(stamps).astimezone(UTC) < ORPHAN_AFTER:
             continue
         if run in signed or live_readers(store, run, now) or ps._exists(ps._p("runs", run, "manifest.json")):
