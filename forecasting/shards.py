@@ -720,8 +720,7 @@ def abandon_run(store: Store, run_id: str) -> dict:
     if ps._exists(ps._p("runs", run_id, "manifest.json")):
         return {"run_id": run_id, "abandoned": False, "why": "published"}
     release_lease(ps.cond, ps.lease_path(), run_id)
-    _delete_partials(ps, run_id, *PART_TABLES)
-    try:
+    try:  # the shards' files and the table parts are under it too
         ps.fs.delete_dir(ps._p("runs", run_id))
     except FileNotFoundError:
         pass
