@@ -1260,10 +1260,10 @@ class ReadModel:
                 return hit
             self._keep_scopes(len(positions))  # room first: the build's peak is the worker's
         started = time.perf_counter()
-        if len(positions) > CHILD_SCOPE_SERVERS:
-            inputs = in_child(prepare_scope, self.store, plan.run_id, *plan.scope(positions))
-        else:
-            inputs = build_analytics_inputs(self.store, plan, positions)
+        scope = (self.store, plan.run_id, *plan.scope(positions))
+        inputs = (
+            in_child(prepare_scope, *scope) if len(positions) > CHILD_SCOPE_SERVERS else prepare_scope(*scope)
+        )
         release_memory()
         log.info(
             "prepared what-if inputs of %d servers of run %s in %.2f s",
