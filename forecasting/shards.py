@@ -82,7 +82,7 @@ from .pooled import calibration_sample, learn
 from .schema import Finding, ValidationReport, validate_inventory, validate_metrics
 from .settings import Settings
 from .sources import MetricsQuery, NoDataError, Store, StoreError
-from .sources.base import check_run_id, shard_of
+from .sources.base import check_run_id, run_stamp, shard_of
 from .sources.commit import acquire_lease, input_as_of, release_lease, renew_lease_of
 from .sources.parquet import ParquetStore
 
@@ -167,14 +167,14 @@ def _iso(mtime: datetime | None) -> str:
 
 
 def run_id_for(input_key: str, now: datetime | None = None) -> str:
-    """A sortable run id that ends in its input key (``<UTC time>-<4 random hex><12 hex of the key>``).
+    """A sortable run id that ends in its input key
+    (``<UTC time to the µs>-<4 random hex><12 hex of the key>``, see :func:`run_stamp`).
 
-    The random part keeps two runs of one input started within a second apart (a retried
-    trigger, a re-run): without it the second found the first's manifest and stopped."""
+    The random part keeps two runs of one input started at once apart (a retried trigger, a
+    re-run): without it the second found the first's manifest and stopped."""
     import secrets
 
-    now = now or datetime.now(UTC)
-    return check_run_id(f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}{input_key[:12].lower()}")
+    return check_run_id(f"{run_stamp(now)}{secrets.token_hex(2)}{input_key[:12].lower()}")
 
 
 # --------------------------------------------------------------------------- shard assignment

@@ -346,3 +346,27 @@ def test_placement_columns_round_trip(tmp_path):
     again, report = validate_inventory(back)
     assert report.clean
     pd.testing.assert_frame_equal(again, clean)
+
+
+def test_run_ids_sort_in_the_order_they_were_made_even_within_one_second(tmp_path):
+    """Runs are ordered by id (diff's "run before", retention's newest). Two runs started in one
+    second used to be ordered by their random suffixes: CI saw the diff find no run before the
+    latest."""
+    from datetime import UTC, datetime, timedelta
+
+    from forecasting.records.diff import resolve_pair
+    from forecasting.shards import run_id_for
+
+    t0 = datetime(2026, 12, 5, 11, 2, 29, 999_000, tzinfo=UTC)
+    times = [t0 + timedelta(microseconds=us) for us in (0, 1, 2, 999, 1_000, 500_000, 999_999)]
+    for make in (new_run_id, lambda now: run_id_for("ab" * 32, now)):
+        for _ in range(20):  # the random parts must never decide the order
+            ids = [make(t) for t in times]
+            assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    frame = pd.DataFrame({"server_id": ["srv-000"], "metric": ["cpu_p95"], "score": [1.0]})
+    for i in range(10):
+        store = open_store(str(tmp_path / str(i)))
+        first, second = new_run_id(t0), new_run_id(t0 + timedelta(microseconds=300))
+        for run in (first, second):
+            store.publish_run(run, {"risk": frame}, {"run_id": run})
+        assert resolve_pair(store) == (first, second)

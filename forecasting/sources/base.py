@@ -67,12 +67,21 @@ class MetricsQuery:
         )
 
 
+def run_stamp(now: datetime | None = None) -> str:
+    """The time part of a run id: ``<UTC second>Z-<5 hex digits of the microsecond>``.
+
+    Runs are ordered by id (the diff's "run before", retention's newest, the track record);
+    with only the second in the sortable part, two runs started within one second were ordered
+    by their random suffixes, and the later one could come first."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{now.microsecond:05x}"
+
+
 def new_run_id(now: datetime | None = None) -> str:
-    """Sortable, unique run ids: UTC time plus a short random suffix."""
+    """Sortable, unique run ids: UTC time to the microsecond plus a short random suffix."""
     import secrets
 
-    now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{run_stamp(now)}{secrets.token_hex(2)}"
 
 
 def check_run_id(run_id: str) -> str:
