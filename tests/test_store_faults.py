@@ -189,6 +189,19 @@ def test_lease_blocks_a_second_run_until_released_or_expired(target):
     acquire_lease(io, path, "20250101T000002Z-c", 60, pid=None)
 
 
+def test_a_lease_lasts_as_long_as_asked_whatever_the_fraction_of_a_second(monkeypatch):
+    """Expiries were cut to the second: a 1.5 s lease taken at .9995 s lasted 1.0005 s."""
+    from datetime import UTC, datetime, timedelta
+
+    from forecasting.sources import commit
+
+    now = datetime(2026, 12, 5, 11, 0, 0, 999_500, tzinfo=UTC)
+    monkeypatch.setattr(commit, "_now", lambda: now)
+    rec = commit._record("20261205T110000Z-a", 1.5, pid=None)
+    assert datetime.fromisoformat(rec["expires"]) >= now + timedelta(seconds=1.499)
+    assert not commit._free(rec, "20261205T110001Z-b")  # still held at the instant it was taken
+
+
 def test_a_dead_local_process_lease_is_taken_over_at_once(tmp_path):
     import subprocess
     import sys

@@ -87,7 +87,7 @@ def write_read_lease(store: Store, path: str, ttl: float, reader: str | None = N
     ps = _object_store(store)
     rec = {
         "reader": reader or who(),
-        "expires": (_now() + timedelta(seconds=ttl)).isoformat(timespec="seconds"),
+        "expires": (_now() + timedelta(seconds=ttl)).isoformat(timespec="milliseconds"),
     }
     data = json.dumps(rec).encode()
     got = ps.cond.get(path)

@@ -245,7 +245,8 @@ def _now() -> datetime:
 
 
 def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="seconds")
+    """Milliseconds: an expiry cut to the second made a lease up to a second shorter than asked."""
+    return t.isoformat(timespec="milliseconds")
 
 
 def _pid_alive(pid: int) -> bool:
