@@ -113,7 +113,7 @@ def test_held_back_section_and_what_to_propose(dash_duo, fixture_app, readmodel,
     Select(select).select_by_value("idle")
     dash_duo.wait_for_contains_text("#whatif-summary", "propose: idle servers only", timeout=20)
     _wait_badges(dash_duo, idle, timeout=60)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline and "propose=idle" not in dash_duo.driver.current_url:
         time.sleep(0.1)
     assert parse_qs(urlparse(dash_duo.driver.current_url).query).get("propose") == ["idle"]
