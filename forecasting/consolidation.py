@@ -1084,9 +1084,9 @@ def workload_profiles(
     hist = inputs.history[metric][:, -L:]
     index = inputs.history_index[-L:]
     L = hist.shape[1]  # a history shorter than `weeks` gives fewer periods
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(np.where(np.isnan(hist), np.nan, hist), axis=1)
-    ok = np.isfinite(mean) & (mean > 0) & ((~np.isnan(hist)).mean(axis=1) >= 0.5)
+    seen = (~np.isnan(hist)).sum(axis=1)  # a server with no history at all has no mean (no warning)
+    mean = np.where(seen > 0, np.nansum(hist, axis=1) / np.maximum(seen, 1), np.nan)
+    ok = np.isfinite(mean) & (mean > 0) & (seen >= 0.5 * L)
     shapes = np.where(np.isnan(hist[ok]), 1.0, hist[ok] / mean[ok, None])
     ids = inputs.server_ids[ok]
     empty_labels = pd.DataFrame(

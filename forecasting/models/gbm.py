@@ -17,6 +17,8 @@ less than either; bands come from the combination's own hold-out (profile.Calibr
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..panel import Panel
@@ -30,7 +32,8 @@ MAX_ROWS = 400_000  # training rows (series × periods) kept, most recent first
 def _standardise(panel: Panel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Values scaled per series: (y − median) / seasonal-naive MAE of its own history."""
     v = panel.values
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN series gets no scale below
         centre = np.nanmedian(v, axis=1) if v.size else np.empty(0)
     scale = seasonal_naive_mae(v, panel.observed, SEASON[panel.freq])
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
