@@ -1373,12 +1373,14 @@ def prepare_scope(
 
     The two frames are handed to ``prepare`` as readers, so each is read when needed and
     dropped once turned into arrays; Arrow's freed memory goes back after each read."""
-    from forecasting.inputs import HISTORY_DAYS, AnalyticsError, prepare
+    from forecasting.inputs import FORECAST_INPUT_COLUMNS, HISTORY_DAYS, AnalyticsError, prepare
 
     known_ids = inventory["server_id"]
 
     def read_forecasts() -> pd.DataFrame:
-        forecasts = store.read_run_table(run_id, "forecasts", server_ids=server_ids)
+        forecasts = store.read_run_table(
+            run_id, "forecasts", server_ids=server_ids, columns=FORECAST_INPUT_COLUMNS
+        )
         release_memory()
         if forecasts is None or forecasts.empty:
             raise ReadModelError(f"run {run_id} has no forecasts: what-if scenarios need them")

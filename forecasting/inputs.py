@@ -33,6 +33,9 @@ CURRENT_DAYS = 7
 UPLIFT_DAYS = 366
 # History kept by prepare(): a year of seasonal peaks and packing history, plus margin.
 HISTORY_DAYS = {"daily": 400, "hourly": 120}
+# The forecast columns `prepare` reads (yhat, yhat_lower and yhat_upper repeat three quantiles):
+# a reader of a plan's forecasts for analytics asks its store for these only.
+FORECAST_INPUT_COLUMNS = ("server_id", "metric", "timestamp", *QUANTILE_COLUMNS, "model")
 # Days either side of a month-end window that form its baseline.
 BASELINE_DAYS = 4
 # An uplift the forecast lacks is added only when at least this large (percent points, or this
@@ -379,7 +382,7 @@ def _forecast_cube(
     """Long forecast frame -> (metrics, index, quantiles (S,M,Q,H), present (S,M), models (S,M)).
 
     With a ``grid`` the steps are the fleet's (the period after its last, ``horizon`` of them)."""
-    require_columns(forecasts, ["server_id", "metric", "timestamp", *QUANTILE_COLUMNS], "forecasts", "")
+    require_columns(forecasts, list(FORECAST_INPUT_COLUMNS[:-1]), "forecasts", "")  # model: optional
     alias = freq_alias(freq)
     if forecasts.empty and grid is not None:
         S = len(inventory_ids)

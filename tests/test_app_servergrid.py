@@ -317,7 +317,10 @@ def test_export_of_an_infinite_grid_holds_every_row_under_its_view(paged_app):
 
 
 def test_the_read_model_holds_no_forecast_rows_and_reads_one_server(plan_store, plan_store_root):
+    from forecasting.inputs import FORECAST_INPUT_COLUMNS
+
     reads: list[Any] = []
+    asked: list[Any] = []
 
     class Spy:
         def __init__(self, store):
@@ -326,9 +329,10 @@ def test_the_read_model_holds_no_forecast_rows_and_reads_one_server(plan_store, 
         def __getattr__(self, name):
             return getattr(self.store, name)
 
-        def read_run_table(self, run_id, name, server_ids=None):
+        def read_run_table(self, run_id, name, server_ids=None, columns=None):
             reads.append((name, None if server_ids is None else list(server_ids)))
-            return self.store.read_run_table(run_id, name, server_ids=server_ids)
+            asked.append((name, columns))
+            return self.store.read_run_table(run_id, name, server_ids=server_ids, columns=columns)
 
     from forecasting.sources import Store
 
@@ -350,6 +354,11 @@ def test_the_read_model_holds_no_forecast_rows_and_reads_one_server(plan_store, 
     assert set(fc["server_id"]) == {"srv-00007"} and len(fc) == 5 * 90
     assert set(bt["server_id"]) == {"srv-00007"}
     assert reads == [("forecasts", ["srv-00007"]), ("backtest", ["srv-00007"])]
+    # the what-if inputs, whole fleet or a scope, read only the forecast columns prepare uses
+    asked.clear()
+    whole, scoped = rm.analytics_inputs(plan), rm.scoped_inputs(plan, np.arange(3))
+    assert whole.server_ids.size == plan.n_servers and scoped.server_ids.size == 3
+    assert asked == [("forecasts", FORECAST_INPUT_COLUMNS)] * 2
 
 
 def test_the_server_page_reads_only_its_servers_forecast(fixture_app, plan_store):

@@ -259,6 +259,12 @@ def test_publish_run_and_read_plan(store, fleet):
         store.read_manifest("20240301T120000Z-ffffff")
 
 
+def test_columns_are_read_as_asked_on_s3(store):
+    from tests.test_store import assert_columns_are_read_as_asked
+
+    assert_columns_are_read_as_asked(store)
+
+
 def test_reader_polling_latest_never_sees_a_partial_run(store, fleet):
     """A reader that sees a run id in LATEST finds every table of that run, complete."""
     inventory, _ = fleet

@@ -370,3 +370,37 @@ def test_run_ids_sort_in_the_order_they_were_made_even_within_one_second(tmp_pat
         for run in (first, second):
             store.publish_run(run, {"risk": frame}, {"run_id": run})
         assert resolve_pair(store) == (first, second)
+
+
+def assert_columns_are_read_as_asked(store) -> None:
+    """``columns`` reads those columns only, in the order asked, for every server or some; a
+    column the table lacks is left out (its reader names what it misses), and server_id is
+    read to filter but not returned unless asked."""
+    rng = np.random.default_rng(5)
+    ids = [f"srv-{i:03d}" for i in range(40)]
+    frame = pd.DataFrame(
+        {
+            "server_id": np.repeat(ids, 3),
+            "metric": ["cpu_p95", "mem_p95", "disk_used_pct"] * 40,
+            "q50": rng.uniform(0, 100, 120),
+            "yhat": rng.uniform(0, 100, 120),
+            "model": "fleet",
+        }
+    )
+    run = new_run_id()
+    store.publish_run(run, {"forecasts": frame}, {"run_id": run})
+    asked = ["model", "q50", "server_id", "not_a_column"]
+    whole = store.read_run_table(run, "forecasts", columns=asked)
+    assert whole.columns.tolist() == ["model", "q50", "server_id"] and len(whole) == 120
+    some = store.read_run_table(run, "forecasts", server_ids=["srv-003", "srv-039"], columns=asked)
+    assert some.columns.tolist() == ["model", "q50", "server_id"]
+    want = frame[frame["server_id"].isin(["srv-003", "srv-039"])][["model", "q50", "server_id"]]
+    pd.testing.assert_frame_equal(some.reset_index(drop=True), want.reset_index(drop=True))
+    no_id = store.read_run_table(run, "forecasts", server_ids=["srv-003"], columns=["q50"])
+    assert no_id.columns.tolist() == ["q50"] and len(no_id) == 3
+    none = store.read_run_table(run, "forecasts", server_ids=["srv-nope"], columns=asked)
+    assert none.empty and none.columns.tolist() == ["model", "q50", "server_id"]
+
+
+def test_columns_are_read_as_asked(store):
+    assert_columns_are_read_as_asked(store)

@@ -973,9 +973,13 @@ class AthenaStore(Store):
         return self.tables.read_manifest(run_id)
 
     def read_run_table(
-        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
+        self,
+        run_id: str,
+        name: str,
+        server_ids: Iterable[str] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pd.DataFrame | None:
-        return self.tables.read_run_table(run_id, name, server_ids)
+        return self.tables.read_run_table(run_id, name, server_ids, columns)
 
     # ---- table definitions
     def ddl(self, business_units: Sequence[str] | None = None, inspect: bool = True) -> list[str]:

@@ -155,9 +155,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def read_run_table(
-        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
+        self,
+        run_id: str,
+        name: str,
+        server_ids: Iterable[str] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pd.DataFrame | None:
-        """A plan table of a run, or None when that run has no such table."""
+        """A plan table of a run, or None when that run has no such table.
+
+        ``columns`` reads only those of them the table has (a forecast table's columns are
+        decoded column by column: what is not asked for costs nothing)."""
 
 
 def shard_of(server_ids: pd.Series | np.ndarray | list[str], n_shards: int) -> np.ndarray:

@@ -826,18 +826,26 @@ class ParquetStore(Store):
             raise StoreError(f"plan table {name} of run {run_id} is not readable Parquet: {e}") from e
 
     def read_run_table(
-        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
+        self,
+        run_id: str,
+        name: str,
+        server_ids: Iterable[str] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pd.DataFrame | None:
         try:
             if server_ids is None:
                 dataset = self.run_table_dataset(run_id, name)
-                return None if dataset is None else dataset.to_table().to_pandas()
+                if dataset is None:
+                    return None
+                return dataset.to_table(columns=_present(dataset.schema, columns)).to_pandas()
             jobs = self.server_files(run_id, name, sorted({str(i) for i in server_ids}))
-            return None if jobs is None else self._server_rows(jobs).to_pandas()
+            return None if jobs is None else self._server_rows(jobs, columns).to_pandas()
         except (OSError, pa.ArrowInvalid) as e:
             raise StoreError(f"plan table {name} of run {run_id} is not readable Parquet: {e}") from e
 
-    def _server_rows(self, jobs: Sequence[tuple[str, list[str]]]) -> pa.Table:
+    def _server_rows(
+        self, jobs: Sequence[tuple[str, list[str]]], columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """The rows of some servers from plan-table files written sorted by server, given as
         (file, its servers asked for, sorted): only the row groups whose server_id range holds
         one of them are read, a file at a time, and filtered as read. pyarrow's own pushdown of an
@@ -849,17 +857,19 @@ class ParquetStore(Store):
             wanted = pa.array(ids, pa.string())
             with self.fs.open_input_file(path) as handle:
                 f = pq.ParquetFile(handle)
-                schema = schema or f.schema_arrow
+                keep = _present(f.schema_arrow, columns)
+                schema = schema or _projected(f.schema_arrow, keep)
                 col = f.schema_arrow.get_field_index("server_id")
                 if col < 0:
                     raise StoreError(f"{self._display(path)} has no server_id column")
                 groups = _groups_holding(f.metadata, col, ids)
                 if not groups:
                     continue
-                rows = f.read_row_groups(groups)  # one file's groups at a time, decoded in parallel
+                read = None if keep is None else list(dict.fromkeys(["server_id", *keep]))
+                rows = f.read_row_groups(groups, columns=read)  # a file's groups at once, in parallel
                 rows = rows.filter(pc.is_in(rows["server_id"].cast(pa.string()), value_set=wanted))
                 if rows.num_rows:
-                    tables.append(rows)
+                    tables.append(rows if keep is None else rows.select(keep))
         if not tables:
             return (
                 schema.empty_table()
@@ -867,6 +877,15 @@ class ParquetStore(Store):
                 else pa.table({"server_id": pa.array([], pa.string())})
             )
         return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _present(schema: pa.Schema, columns: Sequence[str] | None) -> list[str] | None:
+    """The asked-for columns this schema has, in the order asked (None: all of them)."""
+    return None if columns is None else [c for c in dict.fromkeys(columns) if c in schema.names]
+
+
+def _projected(schema: pa.Schema, keep: list[str] | None) -> pa.Schema:
+    return schema if keep is None else pa.schema([schema.field(c) for c in keep])
 
 
 def _part_number(path: str) -> int | None:

@@ -599,10 +599,14 @@ class S3Store(ParquetStore):
             return super().read_manifest(run_id)
 
     def read_run_table(
-        self, run_id: str, name: str, server_ids: Iterable[str] | None = None
+        self,
+        run_id: str,
+        name: str,
+        server_ids: Iterable[str] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pd.DataFrame | None:
         with self._errors(f"read plan table {name} of run {run_id} from"):
-            return super().read_run_table(run_id, name, server_ids)
+            return super().read_run_table(run_id, name, server_ids, columns)
 
 
 def open_s3_store(
