@@ -163,8 +163,8 @@ class Store(abc.ABC):
     ) -> pd.DataFrame | None:
         """A plan table of a run, or None when that run has no such table.
 
-        ``columns`` reads only those of them the table has (a forecast table's columns are
-        decoded column by column: what is not asked for costs nothing)."""
+        ``columns`` reads only those of them the table has: Parquet stores columns apart, so a
+        column not asked for is neither fetched nor decoded."""
 
 
 def shard_of(server_ids: pd.Series | np.ndarray | list[str], n_shards: int) -> np.ndarray:
