@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -69,6 +69,7 @@ from .errors import report, user_message
 from .filters import FilterState
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Inventory columns shown beside plan rows (the "join for display").
 DISPLAY_COLUMNS = ["hostname", *FILTER_DIMENSIONS]
@@ -1169,14 +1170,18 @@ class ReadModel:
             if self._plan is not None and self._plan.run_id == run_id:
                 return self._plan
             key = self._key("plan", PLAN_FORMAT, run_id)
-            plan = self.cache.get(key)
-            if not isinstance(plan, Plan):
-                with one_builder(self._build_lock(key)):
-                    plan = self.cache.get(key)  # built by another worker while this one waited
-                    if not isinstance(plan, Plan):
-                        plan = self._build_plan(key, run_id)
-            self._plan = plan
-            return plan
+            self._plan = self._built_once(key, Plan, lambda: self._build_plan(key, run_id))
+            return self._plan
+
+    def _built_once(self, key: str, kind: type[_T], build: Callable[[], _T]) -> _T:
+        """The shared cache's ``key``; when missing, one worker of the instance builds it (and
+        writes it there) while the others wait, then read it."""
+        value = self.cache.get(key)
+        if isinstance(value, kind):
+            return value
+        with one_builder(self._build_lock(key)):
+            value = self.cache.get(key)  # built by another worker while this one waited
+            return value if isinstance(value, kind) else build()
 
     def _build_plan(self, key: str, run_id: str) -> Plan:
         started = time.perf_counter()
@@ -1231,12 +1236,7 @@ class ReadModel:
             if memo is not None and memo[0] == plan.run_id:
                 return memo[1]
             key = self._key("inputs", plan.run_id)
-            inputs = self.cache.get(key)
-            if not isinstance(inputs, AnalyticsInputs):
-                with one_builder(self._build_lock(key)):
-                    inputs = self.cache.get(key)  # prepared by another worker while this one waited
-                    if not isinstance(inputs, AnalyticsInputs):
-                        inputs = self._build_inputs(key, plan)
+            inputs = self._built_once(key, AnalyticsInputs, lambda: self._build_inputs(key, plan))
             self._inputs = (plan.run_id, inputs)
             return inputs
 

@@ -34,7 +34,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from ..sources.base import RUN_ID_RE, NoRunError, Store, StoreError, check_run_id
-from ..sources.commit import PreconditionFailedError, who
+from ..sources.commit import PreconditionFailedError, lease_holder, who
 from .decisions import delete_if_present, signed_off_runs
 
 log = logging.getLogger(__name__)
@@ -263,11 +263,7 @@ def _sweep_orphans(
         infos = ps.fs.get_file_info(pafs.FileSelector(ps._p("runs"), allow_not_found=True))
     except OSError as e:
         raise StoreError(f"cannot list the runs of {store.uri}: {e}") from e
-    lease = ps.cond.get(ps.lease_path())
-    holder = None
-    if lease is not None:
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            holder = json.loads(lease[0]).get("run_id")
+    holder = lease_holder(ps.cond, ps.lease_path())
     swept = []
     for info in infos:
         run = info.base_name

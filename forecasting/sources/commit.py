@@ -336,6 +336,14 @@ def _parse(data: bytes) -> dict | None:
     return rec if isinstance(rec, dict) else None
 
 
+def lease_holder(io: Any, path: str) -> str | None:
+    """The run id in the lease at ``path`` (released or not), None when there is none or it is
+    unreadable: what a clean-up must not touch."""
+    got = io.get(path)
+    rec = _parse(got[0]) if got is not None else None
+    return str(rec["run_id"]) if rec and rec.get("run_id") else None
+
+
 def acquire_lease(io: Any, path: str, run_id: str, ttl: float, *, pid: int | None = None) -> Lease:
     """Take the lease for ``run_id`` or raise LeaseHeldError naming its holder.
 
